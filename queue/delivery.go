@@ -1,0 +1,257 @@
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"slices"
+)
+
+// DeviceRef names one device of one user of one app.
+type DeviceRef struct {
+	App, User, Device string
+}
+
+// Pending returns up to limit messages of dev's user that dev has not
+// acknowledged, with seq > after, in enqueue order. Messages sent but not
+// acknowledged are returned again: the session resends them with the same
+// id. Expired messages and messages for another device are skipped. Safe
+// for concurrent use; it takes the user's lock while it reads.
+func (q *Queue) Pending(ctx context.Context, dev DeviceRef, after uint64, limit int) ([]*Message, error) {
+	if limit <= 0 {
+		limit = 1000
+	}
+	unlock := q.lockUser(dev.App, dev.User)
+	defer unlock()
+	cursor, err := q.db.GetCursor(dev.App, dev.User, dev.Device)
+	if err != nil {
+		return nil, err
+	}
+	base := max(cursor, 1) // sequence numbers start at 1
+	from := max(base, after+1)
+	now := q.now()
+	var (
+		out     []*Message
+		scanErr error
+		advance = from == base // the scan starts at the cursor: leading done entries move it
+		next    = base
+	)
+	err = q.db.ScanMessages(dev.App, dev.User, from, func(seq uint64, v []byte) bool {
+		if err := ctx.Err(); err != nil {
+			scanErr = err
+			return false
+		}
+		m, err := decodeMessage(dev.App, dev.User, seq, v)
+		if err != nil {
+			scanErr = err
+			return false
+		}
+		need := m.Device == "" || m.Device == dev.Device
+		if need {
+			st, err := q.loadStatus(dev.App, seq)
+			switch {
+			case errors.Is(err, ErrNotFound):
+				need = false
+			case err != nil:
+				scanErr = err
+				return false
+			default:
+				need = !st.Done() && !st.DeviceState(dev.Device).Acked()
+			}
+		}
+		if !need {
+			if advance {
+				next = seq + 1
+			}
+			return true
+		}
+		advance = false
+		if !m.ExpiresAt.After(now) {
+			return true // the expiry timer is about to finalize it
+		}
+		out = append(out, m)
+		return len(out) < limit
+	})
+	if err == nil {
+		err = scanErr
+	}
+	if err != nil {
+		return nil, err
+	}
+	if next > base {
+		b := q.db.NewBatch()
+		b.PutCursor(dev.App, dev.User, dev.Device, next)
+		if err := b.Commit(false); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// MarkSent records that the messages with these ids were written to dev's
+// live session (or returned by an HTTP pull). Unknown ids, and ids of
+// messages for another user or device, are ignored.
+func (q *Queue) MarkSent(ctx context.Context, dev DeviceRef, ids ...string) error {
+	return q.mark(dev, StateSent, ids)
+}
+
+// MarkDelivered records that dev acknowledged the messages (an XEP-0198
+// ack, an XEP-0184 receipt, an HTTP ack). A message is done, and its
+// payload dropped, once every known device of the user acknowledged it, or
+// the first did for delivery any, which withdraws it from the others.
+func (q *Queue) MarkDelivered(ctx context.Context, dev DeviceRef, ids ...string) error {
+	return q.mark(dev, StateDelivered, ids)
+}
+
+// MarkRead records that dev displayed the messages (XEP-0333). It implies
+// delivered.
+func (q *Queue) MarkRead(ctx context.Context, dev DeviceRef, ids ...string) error {
+	return q.mark(dev, StateRead, ids)
+}
+
+// AckUpTo marks delivered every message pending for dev with seq <= upTo.
+func (q *Queue) AckUpTo(ctx context.Context, dev DeviceRef, upTo uint64) error {
+	var ids []string
+	for {
+		msgs, err := q.Pending(ctx, dev, 0, 1000)
+		if err != nil {
+			return err
+		}
+		n := len(ids)
+		for _, m := range msgs {
+			if m.Seq <= upTo {
+				ids = append(ids, m.ID)
+			}
+		}
+		if len(ids) == n || len(msgs) < 1000 {
+			break
+		}
+		if err := q.mark(dev, StateDelivered, ids[n:]); err != nil {
+			return err
+		}
+	}
+	return q.mark(dev, StateDelivered, ids)
+}
+
+func (q *Queue) mark(dev DeviceRef, to State, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	unlock := q.lockUser(dev.App, dev.User)
+	defer unlock()
+	t := q.begin()
+	var known []string // the user's known devices, read once if needed
+	knownRead := false
+	for _, id := range ids {
+		seq, err := ParseMessageID(id)
+		if err != nil {
+			continue
+		}
+		st, err := q.loadStatus(dev.App, seq)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			t.abort()
+			return err
+		}
+		if st.ID != id || st.User != dev.User || (st.Device != "" && st.Device != dev.Device) || st.Status.Final() {
+			continue
+		}
+		changed := false
+		if to >= StateDelivered && st.DeviceState(dev.Device) < StateDelivered {
+			changed = t.setDevice(st, dev.Device, StateDelivered)
+		}
+		changed = t.setDevice(st, dev.Device, to) || changed
+		if !changed {
+			continue
+		}
+		if to >= StateDelivered && st.DoneAt.IsZero() {
+			if !knownRead && st.Delivery == DeliveryAll && st.Device == "" {
+				if known, err = q.knownDevices(t, dev.App, dev.User); err != nil {
+					t.abort()
+					return err
+				}
+				knownRead = true
+			}
+			if q.complete(st, known) {
+				t.done(st)
+				if st.Delivery == DeliveryAny {
+					app, user, device, seq := dev.App, dev.User, dev.Device, seq
+					t.after = append(t.after, func() { q.withdraw(app, user, device, seq) })
+				}
+			}
+		}
+		t.putStatus(st)
+	}
+	return t.commit(false)
+}
+
+// complete reports whether st needs no more acknowledgements.
+func (q *Queue) complete(st *Status, known []string) bool {
+	if st.Delivery == DeliveryAny || st.Device != "" {
+		return slices.ContainsFunc(st.Devices, func(d DeviceStatus) bool { return d.Status.Acked() })
+	}
+	for _, d := range known {
+		if !st.DeviceState(d).Acked() {
+			return false
+		}
+	}
+	return true
+}
+
+// knownDevices lists the devices of app/user seen within the stale period.
+func (q *Queue) knownDevices(t *tx, app, user string) ([]string, error) {
+	var out []string
+	var derr error
+	err := q.db.ScanDevices(app, user, func(device string, v []byte) bool {
+		var d Device
+		if err := json.Unmarshal(v, &d); err != nil {
+			derr = ErrCorrupt
+			return false
+		}
+		if t.now.Sub(d.LastSeen) < q.cfg.DeviceStale {
+			out = append(out, device)
+		}
+		return true
+	})
+	return out, errors.Join(err, derr)
+}
+
+// Status returns the status record of message id of app. ErrNotFound if
+// there is none (or it is another app's).
+func (q *Queue) Status(ctx context.Context, app, id string) (*Status, error) {
+	seq, err := ParseMessageID(id)
+	if err != nil {
+		return nil, ErrNotFound
+	}
+	st, err := q.loadStatus(app, seq)
+	if err != nil {
+		return nil, err
+	}
+	if st.ID != id {
+		return nil, ErrNotFound
+	}
+	return st, nil
+}
+
+// Cancel withdraws a message that no device acknowledged yet: its status
+// becomes cancelled. ErrFinal (with the current status) if it was already
+// delivered or final. Durable when it returns.
+func (q *Queue) Cancel(ctx context.Context, app, id string) (*Status, error) {
+	st, err := q.Status(ctx, app, id)
+	if err != nil {
+		return nil, err
+	}
+	unlock := q.lockUser(app, st.User)
+	defer unlock()
+	if st, err = q.Status(ctx, app, id); err != nil {
+		return nil, err
+	}
+	if st.Status.Final() || st.Status >= StateDelivered {
+		return st, ErrFinal
+	}
+	t := q.begin()
+	t.finalize(st, StateCancelled, "cancelled by the backend")
+	return st, t.commit(true)
+}

@@ -1,0 +1,218 @@
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"tether/storage"
+)
+
+// MaxRecipients is the most recipients one Enqueue takes.
+const MaxRecipients = 10000
+
+// Recipient is a user, or one device of a user.
+type Recipient struct {
+	User   string
+	Device string // empty: every device of the user
+}
+
+// String returns "user" or "user/device".
+func (r Recipient) String() string {
+	if r.Device != "" {
+		return r.User + "/" + r.Device
+	}
+	return r.User
+}
+
+// EnqueueRequest is one backend POST. The gateway validates the fields and
+// resolves the app's defaults before calling Enqueue.
+type EnqueueRequest struct {
+	App       string
+	To        []Recipient
+	Body      string
+	Data      json.RawMessage
+	ExpiresIn time.Duration // 0: deliver only to a device online now
+	Priority  Priority
+	Delivery  Delivery
+	// CollapseKey: a newer message with the same key to the same user
+	// replaces an older one not yet delivered.
+	CollapseKey string
+	Ref         string
+	Channel     string
+	Fallback    *SMSFallback
+	// IdempotencyKey, when set, makes a repeat within the idempotency
+	// window return the first answer and enqueue nothing. RequestHash
+	// identifies the request so a key reused for a different one is
+	// refused.
+	IdempotencyKey string
+	RequestHash    [32]byte
+}
+
+// Accepted is the answer for one recipient.
+type Accepted struct {
+	ID     string `json:"id"`
+	To     string `json:"to"`
+	Status State  `json:"status"`
+}
+
+// EnqueueResult is the answer to an Enqueue.
+type EnqueueResult struct {
+	Messages []Accepted `json:"messages"`
+	// Replayed is set when the answer is the stored one of an earlier
+	// request with the same idempotency key.
+	Replayed bool `json:"-"`
+}
+
+type idemRecord struct {
+	Hash   []byte          `json:"h"`
+	Result json.RawMessage `json:"r"`
+}
+
+// Enqueue makes one message per recipient durable and returns only after
+// the fsync covering them returned; then it hands them to live sessions.
+// Safe for concurrent use; it blocks for one fsync, shared with concurrent
+// enqueues.
+func (q *Queue) Enqueue(ctx context.Context, req *EnqueueRequest) (*EnqueueResult, error) {
+	if len(req.To) == 0 || len(req.To) > MaxRecipients {
+		return nil, fmt.Errorf("%w: between 1 and %d recipients", ErrInvalid, MaxRecipients)
+	}
+	if req.ExpiresIn < 0 {
+		return nil, fmt.Errorf("%w: negative expiry", ErrInvalid)
+	}
+	if req.IdempotencyKey != "" {
+		h := storage.Hash(req.IdempotencyKey)
+		mu := &q.idem[h[0]]
+		mu.Lock()
+		defer mu.Unlock()
+		v, err := q.db.GetIdem(req.App, h)
+		switch {
+		case err == nil:
+			var rec idemRecord
+			if json.Unmarshal(v, &rec) != nil {
+				return nil, ErrCorrupt
+			}
+			if string(rec.Hash) != string(req.RequestHash[:]) {
+				return nil, ErrIdempotencyMismatch
+			}
+			res := new(EnqueueResult)
+			if json.Unmarshal(rec.Result, res) != nil {
+				return nil, ErrCorrupt
+			}
+			res.Replayed = true
+			return res, nil
+		case !errors.Is(err, storage.ErrNotFound):
+			return nil, err
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+
+	users := make([]string, len(req.To))
+	for i, r := range req.To {
+		users[i] = r.User
+	}
+	unlock := q.lockUsers(req.App, users)
+	defer unlock()
+
+	first, err := q.db.NextSeq(len(req.To))
+	if err != nil {
+		return nil, err
+	}
+	t := q.begin()
+	res := &EnqueueResult{Messages: make([]Accepted, len(req.To))}
+	msgs := make([]*Message, 0, len(req.To))
+	for i, r := range req.To {
+		m := q.newMessage(t.now, req, r, first+uint64(i))
+		res.Messages[i] = Accepted{ID: m.ID, To: r.String(), Status: StateEnqueued}
+		if q.put(t, m) {
+			msgs = append(msgs, m)
+		}
+	}
+	if req.IdempotencyKey != "" {
+		h := storage.Hash(req.IdempotencyKey)
+		rv, _ := json.Marshal(res)
+		v, _ := json.Marshal(idemRecord{Hash: req.RequestHash[:], Result: rv})
+		t.b.PutIdem(req.App, h, v)
+		t.b.PutTimer(t.now.Add(q.cfg.IdempotencyWindow).UnixMilli(), timerIdemGC, first, timerValue(req.App, string(h[:])))
+	}
+	if err := t.commit(true); err != nil {
+		return nil, err
+	}
+	q.m.messages.WithLabelValues(StateEnqueued.String()).Add(float64(len(req.To)))
+	for _, m := range msgs {
+		q.deliver(m)
+	}
+	return res, nil
+}
+
+func (q *Queue) newMessage(now time.Time, req *EnqueueRequest, r Recipient, seq uint64) *Message {
+	m := &Message{
+		Seq: seq, ID: newMessageID(seq), App: req.App, User: r.User, Device: r.Device,
+		Body: req.Body, Data: req.Data, Priority: req.Priority, Delivery: req.Delivery,
+		CollapseKey: req.CollapseKey, Ref: req.Ref, Channel: req.Channel,
+		CreatedAt: now, ExpiresAt: now.Add(req.ExpiresIn),
+	}
+	if req.Fallback != nil {
+		fb := *req.Fallback
+		m.Fallback = &fb
+	}
+	if req.ExpiresIn == 0 {
+		m.onlineOnly = true
+		m.ExpiresAt = now.Add(q.cfg.OnlineGrace)
+	}
+	// Millisecond precision, as stored, so every reader sees the same times.
+	m.CreatedAt, m.ExpiresAt = m.CreatedAt.Truncate(time.Millisecond), m.ExpiresAt.Truncate(time.Millisecond)
+	return m
+}
+
+// put writes m, its status record and timers into t, collapsing an older
+// message with the same collapse key. It reports whether m went into the
+// queue (an expires_in 0 message for an offline recipient expires at once).
+func (q *Queue) put(t *tx, m *Message) bool {
+	st := &Status{
+		ID: m.ID, User: m.User, Device: m.Device, Status: StateEnqueued, Delivery: m.Delivery,
+		Ref: m.Ref, CollapseKey: m.CollapseKey, CreatedAt: m.CreatedAt, ExpiresAt: m.ExpiresAt,
+		App: m.App, Seq: m.Seq,
+	}
+	if m.Fallback != nil {
+		st.Fallback = &FallbackInfo{To: m.Fallback.To, Status: "pending"}
+	}
+	if m.onlineOnly && !q.Online(m.App, m.User, m.Device) {
+		// expires_in 0 and nobody to hand it to: expired on arrival.
+		st.DoneAt = t.now
+		t.b.PutTimer(t.now.Add(q.cfg.StatusRetention).UnixMilli(), timerStatusGC, st.Seq, timerValue(st.App, ""))
+		st.Status, st.FinalAt, st.Reason = StateExpired, t.now, "recipient offline"
+		q.m.messages.WithLabelValues(StateExpired.String()).Inc()
+		t.statusEvent(st, StateExpired, "", st.Reason)
+		t.putStatus(st)
+		return false
+	}
+	if m.CollapseKey != "" {
+		if prev, err := q.db.GetCollapse(m.App, m.User, m.CollapseKey); err == nil {
+			if pst, err := q.loadStatus(m.App, prev); err == nil && !pst.Done() && pst.Status < StateDelivered {
+				t.finalize(pst, StateCollapsed, "replaced by "+m.ID)
+			}
+		}
+		t.b.PutCollapse(m.App, m.User, m.CollapseKey, m.Seq)
+	}
+	v, err := m.encode()
+	if err != nil {
+		t.fail(err)
+		return false
+	}
+	t.b.PutMessage(m.App, m.User, m.Seq, v)
+	t.depth++
+	t.putStatus(st)
+	tv := timerValue(m.App, m.User)
+	t.b.PutTimer(m.ExpiresAt.UnixMilli(), timerExpire, m.Seq, tv)
+	if fb := m.Fallback; fb != nil && fb.After > 0 {
+		if at := m.CreatedAt.Add(time.Duration(fb.After) * time.Second); at.Before(m.ExpiresAt) {
+			t.b.PutTimer(at.UnixMilli(), timerFallback, m.Seq, tv)
+		}
+	}
+	return true
+}

@@ -1,0 +1,22 @@
+package queue
+
+import "errors"
+
+// Sentinel errors. Callers compare with errors.Is.
+var (
+	// ErrNotFound: no such message, or it belongs to another app.
+	ErrNotFound = errors.New("queue: not found")
+	// ErrFinal: the message already reached a final state or was delivered.
+	ErrFinal = errors.New("queue: message already final")
+	// ErrBadID: the string is not a message id.
+	ErrBadID = errors.New("queue: malformed id")
+	// ErrCorrupt: a stored record could not be decoded.
+	ErrCorrupt = errors.New("queue: corrupt record")
+	// ErrClosed: the queue was closed.
+	ErrClosed = errors.New("queue: closed")
+	// ErrIdempotencyMismatch: an idempotency key was reused with a
+	// different request.
+	ErrIdempotencyMismatch = errors.New("queue: idempotency key reused with a different request")
+	// ErrInvalid: the request is not valid (see the wrapped message).
+	ErrInvalid = errors.New("queue: invalid request")
+)

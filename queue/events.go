@@ -1,0 +1,52 @@
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+)
+
+// Events returns up to limit events of app after cursor after, oldest
+// first, as stored JSON, and the cursor to pass next time. With wait > 0
+// and nothing new, it blocks until an event arrives, wait passes or ctx is
+// done; readers are woken by the writers, the store is not polled.
+func (q *Queue) Events(ctx context.Context, app string, after uint64, limit int, wait time.Duration) ([]json.RawMessage, uint64, error) {
+	if limit <= 0 {
+		limit = 1000
+	}
+	var timer <-chan time.Time
+	for {
+		// Take the notification channel before reading, so an event
+		// committed after the read still wakes us.
+		ch := q.feed.wait(app)
+		out, next, err := q.readEvents(app, after, limit)
+		if err != nil || len(out) > 0 || wait <= 0 {
+			return out, next, err
+		}
+		if timer == nil {
+			tm := time.NewTimer(wait)
+			defer tm.Stop()
+			timer = tm.C
+		}
+		select {
+		case <-ch:
+		case <-timer:
+			return nil, after, nil
+		case <-ctx.Done():
+			return nil, after, nil
+		case <-q.stop:
+			return nil, after, nil
+		}
+	}
+}
+
+func (q *Queue) readEvents(app string, after uint64, limit int) ([]json.RawMessage, uint64, error) {
+	var out []json.RawMessage
+	next := after
+	err := q.db.ScanEvents(app, after, func(seq uint64, v []byte) bool {
+		out = append(out, json.RawMessage(append([]byte(nil), v...)))
+		next = seq
+		return len(out) < limit
+	})
+	return out, next, err
+}

@@ -1,0 +1,256 @@
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+const (
+	timerBatch         = 512
+	fallbackRetryDelay = 5 * time.Minute
+	eventTrimInterval  = 10 * time.Minute
+	maxFallbacks       = 16 // SMS sends in flight
+)
+
+func (q *Queue) timerLoop() {
+	defer q.wg.Done()
+	tk := time.NewTicker(q.cfg.TimerInterval)
+	defer tk.Stop()
+	var lastTrim time.Time
+	for {
+		select {
+		case <-q.stop:
+			return
+		case <-tk.C:
+		}
+		if _, err := q.RunTimers(context.Background()); err != nil {
+			q.log.Error("queue timers", zap.Error(err))
+		}
+		if now := q.now(); now.Sub(lastTrim) >= eventTrimInterval {
+			lastTrim = now
+			if err := q.TrimEvents(); err != nil {
+				q.log.Error("queue event trim", zap.Error(err))
+			}
+		}
+	}
+}
+
+type dueTimer struct {
+	at        int64
+	kind      byte
+	seq       uint64
+	app, user string
+}
+
+// RunTimers fires every timer due at the clock's current time: expiry,
+// fallback, status and idempotency clean-up. It is what the background
+// loop calls; tests with a manual clock call it directly. It returns how
+// many timers fired.
+func (q *Queue) RunTimers(ctx context.Context) (int, error) {
+	n := 0
+	for {
+		now := q.now().UnixMilli()
+		var due []dueTimer
+		err := q.db.ScanTimers(now, func(at int64, kind byte, seq uint64, v []byte) bool {
+			app, user, ok := parseTimerValue(v)
+			if !ok {
+				q.log.Error("queue: bad timer value", zap.Uint64("seq", seq))
+			}
+			due = append(due, dueTimer{at, kind, seq, app, user})
+			return len(due) < timerBatch
+		})
+		if err != nil {
+			return n, err
+		}
+		for _, d := range due {
+			if err := ctx.Err(); err != nil {
+				return n, err
+			}
+			if err := q.fire(d); err != nil {
+				return n, err
+			}
+			n++
+		}
+		if len(due) < timerBatch {
+			return n, nil
+		}
+	}
+}
+
+var timerKindNames = map[byte]string{timerExpire: "expire", timerFallback: "fallback", timerStatusGC: "status_gc", timerIdemGC: "idempotency_gc"}
+
+func (q *Queue) fire(d dueTimer) error {
+	q.m.timers.WithLabelValues(timerKindNames[d.kind]).Inc()
+	switch d.kind {
+	case timerExpire, timerFallback:
+		return q.fireMessage(d)
+	case timerStatusGC:
+		b := q.db.NewBatch()
+		b.DeleteTimer(d.at, d.kind, d.seq)
+		if d.app != "" {
+			b.DeleteStatus(d.app, d.seq)
+		}
+		return b.Commit(false)
+	case timerIdemGC:
+		b := q.db.NewBatch()
+		b.DeleteTimer(d.at, d.kind, d.seq)
+		if len(d.user) == 32 {
+			b.DeleteIdem(d.app, [32]byte([]byte(d.user)))
+		}
+		return b.Commit(false)
+	default:
+		b := q.db.NewBatch()
+		b.DeleteTimer(d.at, d.kind, d.seq)
+		return b.Commit(false)
+	}
+}
+
+// fireMessage handles a message's expiry or fallback deadline.
+func (q *Queue) fireMessage(d dueTimer) error {
+	unlock := q.lockUser(d.app, d.user)
+	defer unlock()
+	t := q.begin()
+	t.b.DeleteTimer(d.at, d.kind, d.seq)
+	st, err := q.loadStatus(d.app, d.seq)
+	if errors.Is(err, ErrNotFound) {
+		return t.commit(false)
+	}
+	if err != nil {
+		t.abort()
+		return err
+	}
+	fb := st.Fallback
+	switch {
+	case fb != nil && fb.Status == "sending":
+		// A crash interrupted the SMS hand-off: try again.
+		return q.sendFallback(t, st)
+	case st.Done():
+	case st.Status.Acked():
+		// Some device has it; the others are out of time.
+		t.done(st)
+		t.putStatus(st)
+	case fb != nil && fb.Status == "pending" && (d.kind == timerFallback || d.kind == timerExpire):
+		return q.sendFallback(t, st)
+	default:
+		t.finalize(st, StateExpired, "expired")
+	}
+	return t.commit(false)
+}
+
+// sendFallback withdraws st from every device queue durably, then hands
+// its SMS to the provider in the background and records the outcome.
+func (q *Queue) sendFallback(t *tx, st *Status) error {
+	if st.SMSText == "" {
+		if v, err := q.db.GetMessage(st.App, st.User, st.Seq); err == nil {
+			if m, err := decodeMessage(st.App, st.User, st.Seq, v); err == nil {
+				st.SMSText = m.Body
+				if m.Fallback != nil && m.Fallback.Text != "" {
+					st.SMSText = m.Fallback.Text
+				}
+			}
+		}
+	}
+	wasDone := !st.DoneAt.IsZero()
+	t.done(st)
+	if st.FallbackRetry != 0 {
+		t.b.DeleteTimer(st.FallbackRetry, timerFallback, st.Seq)
+	}
+	st.Fallback.Status = "sending"
+	st.FallbackRetry = t.now.Add(fallbackRetryDelay).UnixMilli()
+	t.b.PutTimer(st.FallbackRetry, timerFallback, st.Seq, timerValue(st.App, st.User))
+	t.putStatus(st)
+	if !wasDone {
+		app, user, seq := st.App, st.User, st.Seq
+		t.after = append(t.after, func() { q.withdraw(app, user, "", seq) })
+	}
+	if err := t.commit(true); err != nil {
+		return err
+	}
+	m := &Message{Seq: st.Seq, ID: st.ID, App: st.App, User: st.User, Device: st.Device, Body: st.SMSText,
+		Ref: st.Ref, Fallback: &SMSFallback{To: st.Fallback.To, Text: st.SMSText}}
+	select {
+	case q.fallbackSem() <- struct{}{}:
+	case <-q.stop:
+		return nil // the retry timer sends it after restart
+	}
+	q.wg.Add(1)
+	go func() {
+		defer q.wg.Done()
+		defer func() { <-q.fallbackSem() }()
+		q.finishFallback(m)
+	}()
+	return nil
+}
+
+func (q *Queue) fallbackSem() chan struct{} {
+	q.fbOnce.Do(func() { q.fbSem = make(chan struct{}, maxFallbacks) })
+	return q.fbSem
+}
+
+func (q *Queue) finishFallback(m *Message) {
+	state, provider, detail := StateFallbackFailed, "", "no SMS provider configured"
+	if q.cfg.Fallback != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		var err error
+		provider, detail, err = q.cfg.Fallback.SendFallback(ctx, m)
+		cancel()
+		if err == nil {
+			state = StateFallbackSent
+		} else if detail == "" {
+			detail = err.Error()
+		}
+	}
+	unlock := q.lockUser(m.App, m.User)
+	defer unlock()
+	st, err := q.loadStatus(m.App, m.Seq)
+	if err != nil || st.Fallback == nil || st.Fallback.Status != "sending" {
+		return
+	}
+	t := q.begin()
+	st.Fallback.Status, st.Fallback.Provider, st.Fallback.Detail, st.Fallback.At = "sent", provider, detail, t.now
+	if state == StateFallbackFailed {
+		st.Fallback.Status = "failed"
+	}
+	t.b.DeleteTimer(st.FallbackRetry, timerFallback, st.Seq)
+	st.FallbackRetry, st.SMSText = 0, ""
+	t.finalize(st, state, detail)
+	if err := t.commit(true); err != nil {
+		q.log.Error("queue: record fallback", zap.String("app", m.App), zap.Error(err))
+	}
+}
+
+// TrimEvents drops events older than the retention period from every
+// app's feed.
+func (q *Queue) TrimEvents() error {
+	cutoff := q.now().Add(-q.cfg.EventRetention)
+	var apps []string
+	if err := q.db.ScanApps(func(app string, _ []byte) bool { apps = append(apps, app); return true }); err != nil {
+		return err
+	}
+	for _, app := range apps {
+		var before uint64
+		err := q.db.ScanEvents(app, 0, func(seq uint64, v []byte) bool {
+			var e struct {
+				At time.Time `json:"at"`
+			}
+			if json.Unmarshal(v, &e) == nil && !e.At.Before(cutoff) {
+				return false
+			}
+			before = seq + 1
+			return true
+		})
+		if err != nil {
+			return err
+		}
+		if before > 0 {
+			if err := q.db.TrimEvents(app, before); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

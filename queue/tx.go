@@ -1,0 +1,215 @@
+package queue
+
+import (
+	"encoding/json"
+	"errors"
+	"time"
+
+	"tether/storage"
+)
+
+// Timer kinds in the store's timer index.
+const (
+	timerExpire   byte = 1 // message expiry (and fallback at expiry); value: app, user
+	timerFallback byte = 2 // sms_fallback.after; value: app, user
+	timerStatusGC byte = 3 // drop a status record; value: app
+	timerIdemGC   byte = 4 // forget an idempotency key; value: app, key hash
+)
+
+// tx is one atomic change: a store batch plus what to do once it is
+// committed (hand messages to sessions, withdraw them, wake feed readers,
+// count metrics). It is used by one goroutine, under the user locks it
+// touches.
+type tx struct {
+	q     *Queue
+	b     *storage.Batch
+	now   time.Time
+	depth int64
+	apps  []string
+	after []func()
+	err   error
+}
+
+func (q *Queue) begin() *tx { return &tx{q: q, b: q.db.NewBatch(), now: q.now()} }
+
+// commit writes the batch (synced or not) and then runs the post-commit
+// actions. On error nothing is applied and nothing is announced.
+func (t *tx) commit(sync bool) error {
+	if t.err != nil {
+		t.b.Close()
+		return t.err
+	}
+	if t.b.Empty() {
+		t.b.Close()
+	} else if err := t.b.Commit(sync); err != nil {
+		return err
+	}
+	t.q.depth.Add(t.depth)
+	for _, app := range t.apps {
+		t.q.feed.notify(app)
+	}
+	for _, f := range t.after {
+		f()
+	}
+	return nil
+}
+
+func (t *tx) abort() { t.b.Close() }
+
+func (t *tx) fail(err error) {
+	if t.err == nil {
+		t.err = err
+	}
+}
+
+// event appends e to its app's feed.
+func (t *tx) event(e *Event) {
+	seq, err := t.q.db.NextSeq(1)
+	if err != nil {
+		t.fail(err)
+		return
+	}
+	e.Seq, e.ID = seq, EventID(seq)
+	if e.At.IsZero() {
+		e.At = t.now
+	}
+	v, err := json.Marshal(e)
+	if err != nil {
+		t.fail(err)
+		return
+	}
+	t.b.PutEvent(e.App, seq, v)
+	if len(t.apps) == 0 || t.apps[len(t.apps)-1] != e.App {
+		t.apps = append(t.apps, e.App)
+	}
+	t.q.m.events.WithLabelValues(e.Type).Inc()
+}
+
+func (t *tx) putStatus(st *Status) {
+	v, err := json.Marshal(st)
+	if err != nil {
+		t.fail(err)
+		return
+	}
+	t.b.PutStatus(st.App, st.Seq, v)
+}
+
+// statusEvent appends the event announcing that st (or one device of it)
+// reached state s.
+func (t *tx) statusEvent(st *Status, s State, device, reason string) {
+	e := &Event{
+		Type: eventType(s), App: st.App, MessageID: st.ID, User: st.User,
+		Device: device, Ref: st.Ref, Status: s.String(), Reason: reason,
+	}
+	if s == StateFallbackSent || s == StateFallbackFailed {
+		e.Fallback = st.Fallback
+	}
+	t.event(e)
+}
+
+// setDevice moves device dev of st to state s if that is progress, with
+// its event, and updates the overall status. It reports whether anything
+// changed.
+func (t *tx) setDevice(st *Status, dev string, s State) bool {
+	d := st.device(dev)
+	if d == nil {
+		st.Devices = append(st.Devices, DeviceStatus{Device: dev, Status: StateEnqueued})
+		d = &st.Devices[len(st.Devices)-1]
+	}
+	if d.Status >= s {
+		return false
+	}
+	d.Status, d.At = s, t.now
+	t.statusEvent(st, s, dev, "")
+	if st.Status.Final() || st.Status >= s {
+		return true
+	}
+	st.Status = s
+	t.q.m.messages.WithLabelValues(s.String()).Inc()
+	switch s {
+	case StateSent:
+		st.SentAt = t.now
+	case StateDelivered:
+		st.DeliveredAt = t.now
+		t.q.m.latency.Observe(t.now.Sub(st.CreatedAt).Seconds())
+	case StateRead:
+		st.ReadAt = t.now
+	}
+	return true
+}
+
+// done removes the payload of st from the store: no device needs it any
+// more. The status record is kept for the retention period.
+func (t *tx) done(st *Status) {
+	if !st.DoneAt.IsZero() {
+		return
+	}
+	st.DoneAt = t.now
+	t.b.DeleteMessage(st.App, st.User, st.Seq)
+	t.depth--
+	t.b.DeleteTimer(st.ExpiresAt.UnixMilli(), timerExpire, st.Seq)
+	if st.CollapseKey != "" {
+		if cur, err := t.q.db.GetCollapse(st.App, st.User, st.CollapseKey); err == nil && cur == st.Seq {
+			t.b.DeleteCollapse(st.App, st.User, st.CollapseKey)
+		}
+	}
+	t.b.PutTimer(t.now.Add(t.q.cfg.StatusRetention).UnixMilli(), timerStatusGC, st.Seq, timerValue(st.App, ""))
+}
+
+// finalize puts st in final state s, drops its payload and withdraws it
+// from live sessions.
+func (t *tx) finalize(st *Status, s State, reason string) {
+	st.Status, st.FinalAt, st.Reason = s, t.now, reason
+	t.q.m.messages.WithLabelValues(s.String()).Inc()
+	wasDone := !st.DoneAt.IsZero()
+	t.done(st)
+	t.statusEvent(st, s, "", reason)
+	t.putStatus(st)
+	if !wasDone {
+		app, user, seq := st.App, st.User, st.Seq
+		t.after = append(t.after, func() { t.q.withdraw(app, user, "", seq) })
+	}
+}
+
+// loadStatus reads the status record of seq of app.
+func (q *Queue) loadStatus(app string, seq uint64) (*Status, error) {
+	v, err := q.db.GetStatus(app, seq)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	st := new(Status)
+	if err := json.Unmarshal(v, st); err != nil {
+		return nil, ErrCorrupt
+	}
+	st.App, st.Seq = app, seq
+	return st, nil
+}
+
+// timerValue encodes the app (and user or key) a timer is about.
+func timerValue(app, user string) []byte {
+	v := make([]byte, 0, 2+len(app)+len(user))
+	v = append(v, byte(len(app)))
+	v = append(v, app...)
+	v = append(v, byte(len(user)))
+	return append(v, user...)
+}
+
+func parseTimerValue(v []byte) (app, user string, ok bool) {
+	if len(v) < 1 || int(v[0])+1 >= len(v)+1 {
+		return "", "", false
+	}
+	n := int(v[0])
+	if len(v) < 1+n+1 {
+		return "", "", false
+	}
+	app = string(v[1 : 1+n])
+	rest := v[1+n:]
+	m := int(rest[0])
+	if len(rest) != 1+m {
+		return "", "", false
+	}
+	return app, string(rest[1:]), true
+}

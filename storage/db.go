@@ -1,0 +1,434 @@
+package storage
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	dto "github.com/prometheus/client_model/go"
+	"go.uber.org/zap"
+)
+
+// Sentinel errors.
+var (
+	// ErrNotFound is returned by the Get methods for a missing key.
+	ErrNotFound = errors.New("storage: not found")
+	// ErrClosed is returned after Close.
+	ErrClosed = errors.New("storage: closed")
+)
+
+// Options configures Open. The zero value is a usable on-disk store.
+type Options struct {
+	// InMemory keeps the store in memory (tests). Zero value: on disk.
+	InMemory bool
+	// CacheSize is the block cache size in bytes. Zero value means 64 MiB.
+	CacheSize int64
+	// MemTableSize is the size of one memtable. Zero value means 32 MiB.
+	MemTableSize uint64
+	// WALMinSyncInterval delays WAL syncs to batch more commits per fsync.
+	// Zero value means no delay: concurrent commits already share fsyncs.
+	WALMinSyncInterval time.Duration
+	// Logger receives Pebble's log lines. Nil means no logging.
+	Logger *zap.Logger
+	// OnCommit, when set, is called after every commit with its duration
+	// and whether it was synced (for metrics). It must not block.
+	OnCommit func(d time.Duration, sync bool)
+}
+
+const (
+	defaultCacheSize    = 64 << 20
+	defaultMemTableSize = 32 << 20
+	// seqLeaseBlock is how many sequence numbers one durable lease covers.
+	seqLeaseBlock = 1 << 20
+)
+
+// DB is the Tether store. All methods are safe for concurrent use.
+type DB struct {
+	seq      atomic.Uint64 // last sequence number handed out
+	pdb      *pebble.DB
+	onCommit func(time.Duration, bool)
+
+	leaseMu sync.Mutex
+	lease   atomic.Uint64 // sequence numbers below this are durably reserved
+}
+
+// Open opens (creating if needed) the store in dir.
+func Open(dir string, opts Options) (*DB, error) {
+	if opts.CacheSize == 0 {
+		opts.CacheSize = defaultCacheSize
+	}
+	if opts.MemTableSize == 0 {
+		opts.MemTableSize = defaultMemTableSize
+	}
+	cache := pebble.NewCache(opts.CacheSize)
+	defer cache.Unref()
+	po := &pebble.Options{
+		Cache:                       cache,
+		MemTableSize:                opts.MemTableSize,
+		MemTableStopWritesThreshold: 4,
+		FormatMajorVersion:          pebble.FormatNewest,
+		Logger:                      pebbleLogger{zapOrNop(opts.Logger).Sugar()},
+	}
+	if opts.WALMinSyncInterval > 0 {
+		d := opts.WALMinSyncInterval
+		po.WALMinSyncInterval = func() time.Duration { return d }
+	}
+	if opts.InMemory {
+		po.FS = vfs.NewMem()
+	}
+	pdb, err := pebble.Open(dir, po)
+	if err != nil {
+		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
+	}
+	db := &DB{pdb: pdb, onCommit: opts.OnCommit}
+	if err := db.loadSeq(); err != nil {
+		pdb.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+func zapOrNop(l *zap.Logger) *zap.Logger {
+	if l == nil {
+		return zap.NewNop()
+	}
+	return l
+}
+
+type pebbleLogger struct{ s *zap.SugaredLogger }
+
+func (l pebbleLogger) Infof(format string, args ...any)  { l.s.Debugf(format, args...) }
+func (l pebbleLogger) Errorf(format string, args ...any) { l.s.Errorf(format, args...) }
+func (l pebbleLogger) Fatalf(format string, args ...any) { l.s.Fatalf(format, args...) }
+
+// Close flushes and closes the store.
+func (db *DB) Close() error {
+	if err := db.pdb.Flush(); err != nil {
+		db.pdb.Close()
+		return fmt.Errorf("storage: flush: %w", err)
+	}
+	return db.pdb.Close()
+}
+
+// Flush writes the memtable to disk (used by graceful shutdown and the
+// space benchmarks). It blocks until done.
+func (db *DB) Flush() error { return db.pdb.Flush() }
+
+var seqLeaseKey = []byte{tableMeta, 's', 'e', 'q'}
+
+// loadSeq restores the sequence allocator from the durable lease. After a
+// crash the numbers between the last one used and the lease are skipped,
+// never reused.
+func (db *DB) loadSeq() error {
+	v, err := db.get(seqLeaseKey)
+	switch {
+	case errors.Is(err, ErrNotFound):
+	case err != nil:
+		return err
+	case len(v) != 8:
+		return fmt.Errorf("storage: corrupt sequence lease")
+	default:
+		l := binary.BigEndian.Uint64(v)
+		db.seq.Store(l)
+		db.lease.Store(l)
+	}
+	return nil
+}
+
+// NextSeq reserves n consecutive sequence numbers and returns the first.
+// Sequence numbers are unique across the store's life, increase with time,
+// and are never reused, even after a crash. Safe for concurrent use; it
+// blocks for an fsync once per million numbers.
+func (db *DB) NextSeq(n int) (uint64, error) {
+	last := db.seq.Add(uint64(n))
+	if last >= db.lease.Load() {
+		db.leaseMu.Lock()
+		defer db.leaseMu.Unlock()
+		if last >= db.lease.Load() {
+			l := last + seqLeaseBlock
+			if err := db.pdb.Set(seqLeaseKey, binary.BigEndian.AppendUint64(nil, l), pebble.Sync); err != nil {
+				return 0, fmt.Errorf("storage: sequence lease: %w", err)
+			}
+			db.lease.Store(l)
+		}
+	}
+	return last - uint64(n) + 1, nil
+}
+
+// LastSeq returns the last sequence number handed out.
+func (db *DB) LastSeq() uint64 { return db.seq.Load() }
+
+func (db *DB) get(k []byte) ([]byte, error) {
+	v, closer, err := db.pdb.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("storage: get: %w", err)
+	}
+	out := bytes.Clone(v)
+	closer.Close()
+	return out, nil
+}
+
+// scan calls fn for each key in [lower, upper) in order until fn returns
+// false. Key and value are only valid during the call.
+func (db *DB) scan(lower, upper []byte, fn func(k, v []byte) bool) error {
+	it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return fmt.Errorf("storage: iter: %w", err)
+	}
+	for ok := it.First(); ok; ok = it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			it.Close()
+			return fmt.Errorf("storage: iter value: %w", err)
+		}
+		if !fn(it.Key(), v) {
+			break
+		}
+	}
+	return it.Close()
+}
+
+// Hash returns the SHA-256 of s, the form in which API keys, idempotency
+// keys and push tokens are used in keys.
+func Hash(s string) [32]byte { return sha256.Sum256([]byte(s)) }
+
+// --- apps, keys, users, devices -------------------------------------------
+
+// GetApp returns the app record of app.
+func (db *DB) GetApp(app string) ([]byte, error) { return db.get(appPrefix(tableApp, app)) }
+
+// ScanApps calls fn for every app record in id order.
+func (db *DB) ScanApps(fn func(app string, v []byte) bool) error {
+	return db.scan([]byte{tableApp}, []byte{tableApp + 1}, func(k, v []byte) bool {
+		app, _, err := readComponent(k[1:])
+		if err != nil {
+			return true
+		}
+		return fn(app, v)
+	})
+}
+
+// GetAPIKey returns the record stored for the API key with hash h.
+func (db *DB) GetAPIKey(h [32]byte) ([]byte, error) {
+	return db.get(append([]byte{tableAPIKey}, h[:]...))
+}
+
+// GetUser returns the user record of app/user.
+func (db *DB) GetUser(app, user string) ([]byte, error) {
+	return db.get(userPrefix(tableUser, app, user))
+}
+
+// ScanUsers calls fn for the users of app whose id is greater than after,
+// in id order.
+func (db *DB) ScanUsers(app, after string, fn func(user string, v []byte) bool) error {
+	p := appPrefix(tableUser, app)
+	lower := p
+	if after != "" {
+		lower = prefixEnd(appendComponent(bytes.Clone(p), after))
+	}
+	return db.scan(lower, prefixEnd(p), func(k, v []byte) bool {
+		user, _, err := readComponent(k[len(p):])
+		if err != nil {
+			return true
+		}
+		return fn(user, v)
+	})
+}
+
+// GetDevice returns the device record app/user/device.
+func (db *DB) GetDevice(app, user, device string) ([]byte, error) {
+	return db.get(DeviceKey(app, user, device))
+}
+
+// ScanDevices calls fn for each device of app/user in id order.
+func (db *DB) ScanDevices(app, user string, fn func(device string, v []byte) bool) error {
+	p := userPrefix(tableDevice, app, user)
+	return db.scan(p, prefixEnd(p), func(k, v []byte) bool {
+		device, _, err := readComponent(k[len(p):])
+		if err != nil {
+			return true
+		}
+		return fn(device, v)
+	})
+}
+
+// GetCursor returns the delivery cursor of a device: every message of the
+// user below it is done for that device. Zero if unset.
+func (db *DB) GetCursor(app, user, device string) (uint64, error) {
+	v, err := db.get(deviceKey(tableCursor, app, user, device))
+	if errors.Is(err, ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil || len(v) != 8 {
+		return 0, errors.Join(err, errBadKey)
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+// GetInvalidToken reports the record of a push token marked invalid.
+func (db *DB) GetInvalidToken(h [32]byte) ([]byte, error) {
+	return db.get(append([]byte{tableToken}, h[:]...))
+}
+
+// GetAppCursor returns a per-app consumer cursor (for example the webhook
+// outbox position). Zero if unset.
+func (db *DB) GetAppCursor(app, name string) (uint64, error) {
+	v, err := db.get(appendComponent(appPrefix(tableAppCursor, app), name))
+	if errors.Is(err, ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil || len(v) != 8 {
+		return 0, errors.Join(err, errBadKey)
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+// --- messages, statuses, timers, events -----------------------------------
+
+// GetMessage returns message seq of app/user.
+func (db *DB) GetMessage(app, user string, seq uint64) ([]byte, error) {
+	return db.get(MessageKey(app, user, seq))
+}
+
+// ScanMessages calls fn for each message of app/user with seq >= from, in
+// sequence order, until fn returns false.
+func (db *DB) ScanMessages(app, user string, from uint64, fn func(seq uint64, v []byte) bool) error {
+	p := userPrefix(tableMessage, app, user)
+	return db.scan(appendUint64(bytes.Clone(p), from), prefixEnd(p), func(k, v []byte) bool {
+		return fn(binary.BigEndian.Uint64(k[len(p):]), v)
+	})
+}
+
+// CountMessages returns the number of messages in every log (the total
+// queue depth). It scans the message table once: call it at start only.
+func (db *DB) CountMessages() (int64, error) {
+	var n int64
+	err := db.scan([]byte{tableMessage}, []byte{tableMessage + 1}, func(k, v []byte) bool {
+		n++
+		return true
+	})
+	return n, err
+}
+
+// GetStatus returns the status record of message seq of app.
+func (db *DB) GetStatus(app string, seq uint64) ([]byte, error) {
+	return db.get(StatusKey(app, seq))
+}
+
+// GetCollapse returns the seq last stored under a collapse key of app/user.
+func (db *DB) GetCollapse(app, user, key string) (uint64, error) {
+	v, err := db.get(appendComponent(userPrefix(tableCollapse, app, user), key))
+	if err != nil {
+		return 0, err
+	}
+	if len(v) != 8 {
+		return 0, errBadKey
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+// GetIdem returns the answer stored under an idempotency key hash of app.
+func (db *DB) GetIdem(app string, h [32]byte) ([]byte, error) {
+	return db.get(append(appPrefix(tableIdem, app), h[:]...))
+}
+
+// ScanTimers calls fn for each timer due at or before untilMillis, oldest
+// first, until fn returns false.
+func (db *DB) ScanTimers(untilMillis int64, fn func(atMillis int64, kind byte, seq uint64, v []byte) bool) error {
+	upper := TimerKey(untilMillis+1, 0, 0)
+	return db.scan([]byte{tableTimer}, upper, func(k, v []byte) bool {
+		at, kind, seq, err := DecodeTimerKey(k)
+		if err != nil {
+			return true
+		}
+		return fn(at, kind, seq, v)
+	})
+}
+
+// ScanEvents calls fn for each event of app with seq > after, oldest first,
+// until fn returns false.
+func (db *DB) ScanEvents(app string, after uint64, fn func(seq uint64, v []byte) bool) error {
+	p := appPrefix(tableEvent, app)
+	lower := appendUint64(bytes.Clone(p), after+1)
+	if after == ^uint64(0) {
+		return nil
+	}
+	return db.scan(lower, prefixEnd(p), func(k, v []byte) bool {
+		return fn(binary.BigEndian.Uint64(k[len(p):]), v)
+	})
+}
+
+// TrimEvents deletes the events of app with seq < before.
+func (db *DB) TrimEvents(app string, before uint64) error {
+	p := appPrefix(tableEvent, app)
+	return db.pdb.DeleteRange(p, appendUint64(bytes.Clone(p), before), pebble.NoSync)
+}
+
+// DeleteApp removes every record of app in one atomic, synced batch. The
+// app's API keys, timers and invalid-token records are not app-scoped; the
+// callers drop the keys themselves, and timers of a deleted app find
+// nothing when they fire.
+func (db *DB) DeleteApp(app string) error {
+	b := db.pdb.NewBatch()
+	defer b.Close()
+	for _, t := range appScopedTables {
+		p := appPrefix(t, app)
+		if err := b.DeleteRange(p, prefixEnd(p), nil); err != nil {
+			return err
+		}
+	}
+	return db.commit(b, true)
+}
+
+func (db *DB) commit(b *pebble.Batch, sync bool) error {
+	opts := pebble.NoSync
+	if sync {
+		opts = pebble.Sync
+	}
+	start := time.Now()
+	err := b.Commit(opts)
+	if db.onCommit != nil {
+		db.onCommit(time.Since(start), sync)
+	}
+	if err != nil {
+		return fmt.Errorf("storage: commit: %w", err)
+	}
+	return nil
+}
+
+// Stats are counters read from the store.
+type Stats struct {
+	Fsyncs       uint64 // WAL fsyncs since open
+	WALBytes     uint64 // bytes written to the WAL since open
+	FlushedBytes uint64 // bytes written by flushes
+	CompactBytes uint64 // bytes written by compactions
+	DiskBytes    uint64 // live size of the store on disk (sstables + WAL)
+}
+
+// Stats returns the store's counters.
+func (db *DB) Stats() Stats {
+	m := db.pdb.Metrics()
+	var s Stats
+	if h := m.LogWriter.FsyncLatency; h != nil {
+		var d dto.Metric
+		if h.Write(&d) == nil && d.Histogram != nil {
+			s.Fsyncs = d.Histogram.GetSampleCount()
+		}
+	}
+	s.WALBytes = m.WAL.BytesWritten
+	total := m.Total()
+	s.FlushedBytes = m.Levels[0].TableBytesFlushed
+	s.CompactBytes = total.TableBytesCompacted
+	s.DiskBytes = m.DiskSpaceUsage()
+	return s
+}

@@ -1,0 +1,53 @@
+// Package storage is Tether's durable store: a Pebble database and the key
+// schema of everything the gateway keeps. It is the only package that
+// imports Pebble, it imports nothing of Tether's, and its values are opaque
+// bytes encoded by the callers (queue and gateway).
+//
+// # Key schema
+//
+// Every key starts with a one-byte table prefix. Variable-length ids (app,
+// user, device, names) are written as a one-byte length followed by the
+// bytes, never with a separator, so the key range of one id can never
+// contain a key of another (user "ab" and user "abc" have disjoint ranges).
+// Sequence numbers and times are 8-byte big-endian, so they sort
+// numerically. In the table below, |x| is a length-prefixed component and
+// seq, at are 8-byte big-endian integers.
+//
+//	Z "seq"                      sequence lease: numbers below it are reserved
+//	A |app|                      app record (name, settings, secrets)
+//	K sha256(api key)            API key record (app, expiry); the key itself is never stored
+//	U |app| |user|               user record: SCRAM-SHA-1 and SCRAM-SHA-256 salted keys, never a password
+//	D |app| |user| |device|      device record (push registration, last seen)
+//	C |app| |user| |device|      device cursor: every message below it is done for the device
+//	M |app| |user| seq           the user's message log: payload and delivery options
+//	S |app| seq                  message status record, kept 7 days after a final state
+//	L |app| |user| |key|         collapse key → seq of the newest message carrying it
+//	T at kind seq                timer index (expiry, fallback, status and idempotency clean-up), due time first
+//	E |app| seq                  the app's event feed, oldest first
+//	I |app| sha256(key)          idempotency key → the first answer, kept 24 h
+//	N sha256(token)              push tokens known to be invalid
+//	W |app| |name|               per-app consumer cursors (for example the webhook outbox)
+//
+// Sequence numbers come from one allocator (NextSeq) shared by messages and
+// events: unique for the store's life, increasing, never reused after a
+// crash (a durable lease is taken a million numbers at a time).
+//
+// # Durability
+//
+// Writes go through a Batch that commits atomically. Commit(true) returns
+// only after the WAL fsync covering the batch; Pebble's commit pipeline
+// makes concurrent synced commits share one fsync (group commit), so many
+// enqueues pay for one disk flush. Commit(false) is for state that may be
+// redone after a crash (delivery statuses, cursors): it becomes durable with
+// the next synced commit, since the WAL is written in order.
+//
+// Pebble publishes a commit to readers before its fsync returns, so a reader
+// can see data that is not yet durable. Callers acknowledge a client only
+// after Commit returns.
+//
+// # Concurrency
+//
+// A DB is safe for concurrent use. Reads see a consistent point-in-time view
+// per call. Read-modify-write sequences need the caller's own locking (the
+// queue serialises per user).
+package storage
