@@ -1,0 +1,131 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"time"
+
+	"go.uber.org/zap"
+
+	"tether/internal/clock"
+)
+
+// Config is the gateway's configuration: SPEC section 2. Every field can be
+// set by a flag and an environment variable (see cmd/gateway); the zero
+// value of each field is documented next to it.
+type Config struct {
+	// DataDir holds the Pebble store, the generated TLS certificate and the
+	// admin token file. Zero value: "./data".
+	DataDir string
+	// Domain is the base XMPP domain; app domains are "<app>.<Domain>".
+	// Zero value: "localhost".
+	Domain string
+	// HTTPAddr serves the REST API, WebSocket and device pull over plain
+	// HTTP. Empty disables it. Port 0 picks a free port.
+	HTTPAddr string
+	// HTTPSAddr serves the same handler over TLS. Empty disables it.
+	HTTPSAddr string
+	// XMPPAddr is XMPP c2s with STARTTLS required. Empty disables it.
+	XMPPAddr string
+	// XMPPSAddr is XMPP c2s with direct TLS. Empty disables it.
+	XMPPSAddr string
+	// MetricsAddr serves /metrics and /debug/pprof. Empty disables it.
+	MetricsAddr string
+	// TLSCert and TLSKey are PEM files. Both empty: a self-signed ECDSA
+	// P-256 certificate is generated into DataDir on first start and reused.
+	TLSCert, TLSKey string
+	// AdminToken is the bearer token of the admin endpoints. Empty: one is
+	// generated once into DataDir/admin-token (mode 0600) and logged.
+	AdminToken string
+	// Dev also ensures an app "demo" exists and prints how to use it.
+	Dev bool
+
+	// MaxBodyBytes caps request bodies. Zero value: 1 MiB.
+	MaxBodyBytes int64
+	// MaxPayloadBytes caps body+data of one message. Zero value: 16 KiB.
+	MaxPayloadBytes int
+	// ShutdownTimeout bounds graceful shutdown. Zero value: 15 s.
+	ShutdownTimeout time.Duration
+	// InMemory keeps the store in memory (tests only).
+	InMemory bool
+
+	// Logger. Nil means no logging.
+	Logger *zap.Logger
+	// Clock drives expiry and timestamps. Nil means the wall clock.
+	Clock clock.Clock
+	// TimerInterval is passed to the queue (negative disables the timer
+	// loop, for tests with a manual clock). Zero value: 200 ms.
+	TimerInterval time.Duration
+}
+
+// Defaults for the listeners, as SPEC section 2 gives them. cmd/gateway uses
+// them as flag defaults; a Config built in code starts with listeners off.
+const (
+	DefaultDataDir     = "./data"
+	DefaultDomain      = "localhost"
+	DefaultHTTPAddr    = "127.0.0.1:8080"
+	DefaultHTTPSAddr   = ":8443"
+	DefaultXMPPAddr    = ":5222"
+	DefaultXMPPSAddr   = ":5223"
+	DefaultMetricsAddr = "127.0.0.1:9090"
+
+	defaultMaxBody         = 1 << 20
+	defaultMaxPayload      = 16 << 10
+	defaultShutdownTimeout = 15 * time.Second
+)
+
+var domainRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
+
+// setDefaults fills zero values.
+func (c *Config) setDefaults() {
+	if c.DataDir == "" {
+		c.DataDir = DefaultDataDir
+	}
+	if c.Domain == "" {
+		c.Domain = DefaultDomain
+	}
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = defaultMaxBody
+	}
+	if c.MaxPayloadBytes == 0 {
+		c.MaxPayloadBytes = defaultMaxPayload
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = defaultShutdownTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	c.Clock = clock.Or(c.Clock)
+}
+
+// Validate reports every problem with the configuration at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if !domainRE.MatchString(c.Domain) {
+		errs = append(errs, fmt.Errorf("domain %q is not a valid DNS name", c.Domain))
+	}
+	for _, a := range []struct{ name, v string }{
+		{"http-addr", c.HTTPAddr}, {"https-addr", c.HTTPSAddr}, {"xmpp-addr", c.XMPPAddr},
+		{"xmpps-addr", c.XMPPSAddr}, {"metrics-addr", c.MetricsAddr},
+	} {
+		if a.v == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a.v); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: %v", a.name, a.v, err))
+		}
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		errs = append(errs, errors.New("tls-cert and tls-key must be set together"))
+	}
+	if c.AdminToken != "" && len(c.AdminToken) < 16 {
+		errs = append(errs, errors.New("admin-token must be at least 16 characters"))
+	}
+	if c.MaxPayloadBytes < 0 || c.MaxBodyBytes < 0 {
+		errs = append(errs, errors.New("limits must not be negative"))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,328 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"tether/gateway/api"
+	"tether/queue"
+	"tether/storage"
+)
+
+// Version is the gateway's version, set at link time.
+var Version = "dev"
+
+// Gateway is one Tether node: the store, the queue, the REST API and the
+// listeners. New opens everything and binds the listeners; Run serves until
+// its context ends and then shuts down gracefully.
+type Gateway struct {
+	ready atomic.Bool
+
+	cfg        Config
+	log        *zap.Logger
+	db         *storage.DB
+	q          *queue.Queue
+	apps       *apps
+	users      users
+	certs      *certStore
+	adminToken string
+	reg        *prometheus.Registry
+	metrics    *httpMetrics
+	started    time.Time
+
+	listeners map[string]net.Listener // by name: http, https, metrics
+	servers   []*http.Server
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New opens the store in cfg.DataDir, loads or generates the TLS
+// certificate and admin token, and binds every configured listener.
+func New(cfg Config) (g *Gateway, err error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	g = &Gateway{cfg: cfg, log: cfg.Logger, started: time.Now(), listeners: map[string]net.Listener{}}
+	defer func() {
+		if err != nil {
+			g.Close()
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("gateway: data dir: %w", err)
+	}
+	g.reg = prometheus.NewRegistry()
+	g.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	commitHist := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "tether_store_commit_seconds",
+		Help:    "Store batch commit latency; synced commits include the shared WAL fsync.",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
+	}, []string{"sync"})
+	g.reg.MustRegister(commitHist)
+	syncObs, nosyncObs := commitHist.WithLabelValues("true"), commitHist.WithLabelValues("false")
+
+	g.db, err = storage.Open(filepath.Join(cfg.DataDir, "store"), storage.Options{
+		InMemory: cfg.InMemory,
+		Logger:   cfg.Logger.Named("storage"),
+		OnCommit: func(d time.Duration, sync bool) {
+			if sync {
+				syncObs.Observe(d.Seconds())
+			} else {
+				nosyncObs.Observe(d.Seconds())
+			}
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	g.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "tether_store_fsyncs_total", Help: "WAL fsyncs; concurrent commits share one (group commit).",
+	}, func() float64 { return float64(g.db.Stats().Fsyncs) }))
+	g.q, err = queue.New(queue.Config{DB: g.db, Clock: cfg.Clock, Logger: cfg.Logger.Named("queue"), TimerInterval: cfg.TimerInterval})
+	if err != nil {
+		return nil, err
+	}
+	g.reg.MustRegister(g.q.Collectors()...)
+	g.apps, err = newApps(g.db, cfg.Clock.Now)
+	if err != nil {
+		return nil, err
+	}
+	g.users = users{db: g.db}
+	if g.certs, err = loadCert(&cfg); err != nil {
+		return nil, err
+	}
+	var generated bool
+	if g.adminToken, generated, err = loadAdminToken(&cfg); err != nil {
+		return nil, fmt.Errorf("gateway: admin token: %w", err)
+	}
+	if generated {
+		g.log.Info("generated the admin token", zap.String("file", filepath.Join(cfg.DataDir, "admin-token")))
+		fmt.Fprintf(os.Stderr, "Tether admin token (saved in %s): %s\n", filepath.Join(cfg.DataDir, "admin-token"), g.adminToken)
+	}
+	g.metrics = newHTTPMetrics(g.reg)
+	if err := g.listen(); err != nil {
+		return nil, err
+	}
+	if cfg.Dev {
+		if err := g.ensureDemo(); err != nil {
+			return nil, err
+		}
+	}
+	return g, nil
+}
+
+func (g *Gateway) listen() error {
+	for _, l := range []struct{ name, addr string }{
+		{"http", g.cfg.HTTPAddr}, {"https", g.cfg.HTTPSAddr}, {"metrics", g.cfg.MetricsAddr},
+	} {
+		if l.addr == "" {
+			continue
+		}
+		ln, err := net.Listen("tcp", l.addr)
+		if err != nil {
+			return fmt.Errorf("gateway: listen %s on %s: %w", l.name, l.addr, err)
+		}
+		g.listeners[l.name] = ln
+		g.log.Info("listening", zap.String("listener", l.name), zap.String("addr", ln.Addr().String()))
+	}
+	for _, name := range []string{"xmpp", "xmpps"} {
+		addr := g.cfg.XMPPAddr
+		if name == "xmpps" {
+			addr = g.cfg.XMPPSAddr
+		}
+		if addr != "" {
+			g.log.Warn("XMPP listeners are not available in this build yet; devices can use the HTTP pull API", zap.String("listener", name))
+		}
+	}
+	return nil
+}
+
+// Addr returns the bound address of a listener ("http", "https",
+// "metrics"), or "" if it is disabled.
+func (g *Gateway) Addr(name string) string {
+	if ln, ok := g.listeners[name]; ok {
+		return ln.Addr().String()
+	}
+	return ""
+}
+
+// AdminToken returns the admin bearer token in force.
+func (g *Gateway) AdminToken() string { return g.adminToken }
+
+// Queue returns the gateway's queue (for in-process tests and the soak
+// harness).
+func (g *Gateway) Queue() *queue.Queue { return g.q }
+
+// Handler returns the REST API handler, with metrics.
+func (g *Gateway) Handler() http.Handler {
+	mux := http.NewServeMux()
+	g.routes(mux)
+	return g.metrics.wrap(mux)
+}
+
+// Run serves until ctx is done, then shuts down gracefully: listeners stop
+// accepting, readiness turns false, in-flight requests finish (bounded by
+// ShutdownTimeout), and the store is flushed and closed.
+func (g *Gateway) Run(ctx context.Context) error {
+	h := g.Handler()
+	errc := make(chan error, len(g.listeners))
+	for name, ln := range g.listeners {
+		srv := &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       120 * time.Second,
+			ErrorLog:          zap.NewStdLog(g.log.Named("http")),
+		}
+		switch name {
+		case "https":
+			srv.TLSConfig = g.certs.TLSConfig("h2", "http/1.1")
+			ln = tls.NewListener(ln, srv.TLSConfig)
+		case "metrics":
+			srv.Handler = g.metricsHandler()
+		}
+		g.servers = append(g.servers, srv)
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("gateway: %s server: %w", name, err)
+			}
+		}()
+	}
+	g.ready.Store(true)
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	g.ready.Store(false)
+	g.log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), g.cfg.ShutdownTimeout)
+	defer cancel()
+	for _, srv := range g.servers {
+		if err := srv.Shutdown(sctx); err != nil {
+			g.log.Warn("shutdown: requests still running at the deadline", zap.Error(err))
+		}
+	}
+	return errors.Join(runErr, g.Close())
+}
+
+// Close releases everything New opened. Run calls it; call it directly
+// only if Run was never called. Idempotent.
+func (g *Gateway) Close() error {
+	g.closeOnce.Do(func() {
+		var errs []error
+		for _, srv := range g.servers {
+			srv.Close()
+		}
+		for _, ln := range g.listeners {
+			ln.Close()
+		}
+		if g.q != nil {
+			errs = append(errs, g.q.Close())
+		}
+		if g.db != nil {
+			errs = append(errs, g.db.Close())
+		}
+		g.closeErr = errors.Join(errs...)
+		g.log.Info("stopped")
+	})
+	return g.closeErr
+}
+
+// ReloadTLS reads the certificate files again; new handshakes use the new
+// certificate, open connections are untouched.
+func (g *Gateway) ReloadTLS() error { return g.certs.Reload() }
+
+func (g *Gateway) metricsHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g.reg, promhttp.HandlerOpts{Registry: g.reg}))
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("GET /healthz", g.healthz)
+	return mux
+}
+
+// Registry returns the gateway's Prometheus registry.
+func (g *Gateway) Registry() *prometheus.Registry { return g.reg }
+
+// ensureDemo makes sure the app "demo" exists (--dev) and prints how to
+// use it. Its API key is kept in DataDir/demo-api-key (dev only) so it can
+// be shown again on the next start.
+func (g *Gateway) ensureDemo() error {
+	keyFile := filepath.Join(g.cfg.DataDir, "demo-api-key")
+	var key string
+	if _, ok := g.apps.get("demo"); !ok {
+		_, k, err := g.apps.create("demo", "Demo")
+		if err != nil {
+			return err
+		}
+		key = k
+		if err := writeFileAtomic(keyFile, []byte(key+"\n"), 0o600); err != nil {
+			return err
+		}
+	} else if b, err := os.ReadFile(keyFile); err == nil {
+		key = strings.TrimSpace(string(b))
+	} else {
+		k, _, err := g.apps.rotate("demo")
+		if err != nil {
+			return err
+		}
+		key = k
+		if err := writeFileAtomic(keyFile, []byte(key+"\n"), 0o600); err != nil {
+			return err
+		}
+	}
+	base := "http://" + g.Addr("http")
+	g.log.Info("dev mode: app demo is ready",
+		zap.String("app", "demo"),
+		zap.String("api_key", key),
+		zap.String("xmpp_domain", "demo."+g.cfg.Domain),
+		zap.String("admin_token_file", filepath.Join(g.cfg.DataDir, "admin-token")))
+	fmt.Fprintf(os.Stderr, "\nTether dev mode\n  admin token: %s\n  app:         demo\n  API key:     %s\n  XMPP domain: demo.%s\n  try:\n    curl -s -X PUT -H 'Authorization: Bearer %s' %s/v1/apps/demo/users/alice\n    curl -s -H 'Authorization: Bearer %s' -d '{\"to\":[\"alice\"],\"body\":\"hello\"}' %s/v1/apps/demo/messages\n\n",
+		g.adminToken, key, g.cfg.Domain, key, base, key, base)
+	return nil
+}
+
+// onAppChange is called after an app's settings changed (PATCH).
+func (g *Gateway) onAppChange(rec *appRecord) {}
+
+// onUserDeleted is called after a user was deleted, to end its sessions.
+func (g *Gateway) onUserDeleted(app, user string) {}
+
+// sessionCounts reports live sessions by transport.
+func (g *Gateway) sessionCounts() map[string]int64 { return map[string]int64{} }
+
+func zapApp(app string) zap.Field { return zap.String("app", app) }
+
+// readAll reads a size-limited body, mapping the limit to a 413.
+func readAll(r io.Reader) ([]byte, *api.Error) {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, apiError(api.CodePayloadTooLarge, "", "request body over %d bytes", mbe.Limit)
+		}
+		return nil, apiError(api.CodeInvalidArgument, "", "reading the body: %v", err)
+	}
+	return b, nil
+}
