@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"regexp"
 	"time"
@@ -51,6 +52,9 @@ type Config struct {
 	// InMemory keeps the store in memory (tests only).
 	InMemory bool
 
+	// Banner receives the human-readable start messages (a generated admin
+	// token, the --dev summary). Nil means they are only logged.
+	Banner io.Writer
 	// Logger. Nil means no logging.
 	Logger *zap.Logger
 	// Clock drives expiry and timestamps. Nil means the wall clock.

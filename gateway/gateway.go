@@ -115,7 +115,7 @@ func New(cfg Config) (g *Gateway, err error) {
 	}
 	if generated {
 		g.log.Info("generated the admin token", zap.String("file", filepath.Join(cfg.DataDir, "admin-token")))
-		fmt.Fprintf(os.Stderr, "Tether admin token (saved in %s): %s\n", filepath.Join(cfg.DataDir, "admin-token"), g.adminToken)
+		g.banner("Tether admin token (saved in %s): %s\n", filepath.Join(cfg.DataDir, "admin-token"), g.adminToken)
 	}
 	g.metrics = newHTTPMetrics(g.reg)
 	if err := g.listen(); err != nil {
@@ -298,9 +298,15 @@ func (g *Gateway) ensureDemo() error {
 		zap.String("api_key", key),
 		zap.String("xmpp_domain", "demo."+g.cfg.Domain),
 		zap.String("admin_token_file", filepath.Join(g.cfg.DataDir, "admin-token")))
-	fmt.Fprintf(os.Stderr, "\nTether dev mode\n  admin token: %s\n  app:         demo\n  API key:     %s\n  XMPP domain: demo.%s\n  try:\n    curl -s -X PUT -H 'Authorization: Bearer %s' %s/v1/apps/demo/users/alice\n    curl -s -H 'Authorization: Bearer %s' -d '{\"to\":[\"alice\"],\"body\":\"hello\"}' %s/v1/apps/demo/messages\n\n",
+	g.banner("\nTether dev mode\n  admin token: %s\n  app:         demo\n  API key:     %s\n  XMPP domain: demo.%s\n  try:\n    curl -s -X PUT -H 'Authorization: Bearer %s' %s/v1/apps/demo/users/alice\n    curl -s -H 'Authorization: Bearer %s' -d '{\"to\":[\"alice\"],\"body\":\"hello\"}' %s/v1/apps/demo/messages\n\n",
 		g.adminToken, key, g.cfg.Domain, key, base, key, base)
 	return nil
+}
+
+func (g *Gateway) banner(format string, args ...any) {
+	if g.cfg.Banner != nil {
+		fmt.Fprintf(g.cfg.Banner, format, args...)
+	}
 }
 
 // onAppChange is called after an app's settings changed (PATCH).

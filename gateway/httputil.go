@@ -82,7 +82,11 @@ func decodeStrict(raw []byte, v any) *api.Error {
 	dec := json.NewDecoder(strings.NewReader(string(raw)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return jsonError(err)
+		ae := jsonError(err)
+		if strings.HasPrefix(err.Error(), "json: unknown field ") {
+			ae.Field = unknownFieldPath(raw, ae.Field)
+		}
+		return ae
 	}
 	if dec.More() {
 		return apiError(api.CodeInvalidArgument, "", "trailing data after the JSON object")
@@ -110,6 +114,27 @@ func jsonError(err error) *api.Error {
 		return apiError(api.CodeInvalidArgument, f, "unknown field %q", f)
 	}
 	return apiError(api.CodeInvalidArgument, "", "malformed JSON: %s", strings.TrimPrefix(msg, "json: "))
+}
+
+// unknownFieldPath finds where an unknown field sits: encoding/json names
+// only the key, so look for it at the top level, then one object down.
+func unknownFieldPath(raw []byte, key string) string {
+	var top map[string]json.RawMessage
+	if json.Unmarshal(raw, &top) != nil {
+		return key
+	}
+	if _, ok := top[key]; ok {
+		return key
+	}
+	for name, v := range top {
+		var inner map[string]json.RawMessage
+		if json.Unmarshal(v, &inner) == nil {
+			if _, ok := inner[key]; ok {
+				return name + "." + key
+			}
+		}
+	}
+	return key
 }
 
 func fieldOr(f string) string {

@@ -402,7 +402,7 @@ func (g *Gateway) rotateKey(w http.ResponseWriter, r *http.Request, app *appReco
 func (g *Gateway) userParam(r *http.Request) (string, *api.Error) {
 	u := r.PathValue("user")
 	if !validUser(u) {
-		return "", apiError(api.CodeInvalidArgument, "user", "user id must match ^[A-Za-z0-9][A-Za-z0-9._+=-]{0,127}$")
+		return "", apiError(api.CodeInvalidArgument, "user", "user id must match ^[A-Za-z0-9+][A-Za-z0-9._+=-]{0,127}$")
 	}
 	return u, nil
 }

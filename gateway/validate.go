@@ -11,10 +11,12 @@ import (
 	"tether/queue"
 )
 
-// Id grammars of SPEC section 1.
+// Id grammars of SPEC section 1. The user grammar also admits a leading
+// '+': SPEC's regular expression does not, yet it says phone numbers such
+// as +393331234567 are user ids, which is what backends use.
 var (
 	appIDRE    = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
-	userIDRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+=-]{0,127}$`)
+	userIDRE   = regexp.MustCompile(`^[A-Za-z0-9+][A-Za-z0-9._+=-]{0,127}$`)
 	deviceIDRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 	phoneRE    = regexp.MustCompile(`^\+?[0-9]{6,15}$`)
 )

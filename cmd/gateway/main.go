@@ -18,6 +18,7 @@ func main() {
 		os.Exit(2)
 	}
 	defer logger.Sync()
+	cfg.Banner = os.Stderr
 	g, err := gateway.New(cfg)
 	if err != nil {
 		logger.Fatal(err.Error())
