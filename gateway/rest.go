@@ -107,7 +107,7 @@ func (g *Gateway) routes(mux *http.ServeMux) {
 
 	mux.HandleFunc("GET /v1/stats", g.adminOnly(g.stats))
 
-	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		g.writeError(w, r, apiError(api.CodeNotFound, "", "no such endpoint: %s %s", r.Method, truncate(r.URL.Path, 128)))
 	})
 }
