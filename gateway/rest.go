@@ -380,7 +380,7 @@ func (g *Gateway) deleteApp(w http.ResponseWriter, r *http.Request, app *appReco
 		g.writeError(w, r, err)
 		return
 	}
-	if err := g.db.DeleteApp(app.ID); err != nil {
+	if err := g.q.DropApp(r.Context(), app.ID); err != nil {
 		g.writeError(w, r, err)
 		return
 	}

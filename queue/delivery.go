@@ -142,7 +142,15 @@ func (q *Queue) mark(dev DeviceRef, to State, ids []string) error {
 	t := q.begin()
 	var known []string // the user's known devices, read once if needed
 	knownRead := false
+	seen := make(map[string]bool, len(ids))
 	for _, id := range ids {
+		// Statuses are read from the store, not from the batch: a repeated
+		// id would be applied twice (two events, the depth counted down
+		// twice).
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
 		seq, err := ParseMessageID(id)
 		if err != nil {
 			continue
@@ -248,7 +256,10 @@ func (q *Queue) Cancel(ctx context.Context, app, id string) (*Status, error) {
 	if st, err = q.Status(ctx, app, id); err != nil {
 		return nil, err
 	}
-	if st.Status.Final() || st.Status >= StateDelivered {
+	// Done without a final or delivered state: the SMS fallback is being
+	// handed over. Cancelling then would record a second final state, and
+	// the retry timer would send the SMS again.
+	if st.Status.Final() || st.Status >= StateDelivered || st.Done() {
 		return st, ErrFinal
 	}
 	t := q.begin()

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
+	"strings"
 	"time"
 
 	"tether/storage"
@@ -40,6 +42,8 @@ func (q *Queue) Devices(ctx context.Context, app, user string) ([]Device, error)
 		out = append(out, d)
 		return true
 	})
+	// The store keeps ids length first; callers expect id order.
+	slices.SortFunc(out, func(a, b Device) int { return strings.Compare(a.ID, b.ID) })
 	return out, errors.Join(err, derr)
 }
 
@@ -192,4 +196,19 @@ func (q *Queue) AppendEvent(ctx context.Context, e *Event) error {
 	t := q.begin()
 	t.event(e)
 	return t.commit(false)
+}
+
+// DropApp deletes every queue, status record, device and event of app in
+// one synced batch, and keeps the depth gauge right. The caller stops
+// accepting requests for the app first (the gateway forgets its keys).
+func (q *Queue) DropApp(ctx context.Context, app string) error {
+	n, err := q.db.CountAppMessages(app)
+	if err != nil {
+		return err
+	}
+	if err := q.db.DeleteApp(app); err != nil {
+		return err
+	}
+	q.depth.Add(-n)
+	return nil
 }

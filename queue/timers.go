@@ -109,19 +109,33 @@ func (q *Queue) fire(d dueTimer) error {
 	}
 }
 
-// fireMessage handles a message's expiry or fallback deadline.
+// fireMessage handles a message's expiry or fallback deadline. An SMS
+// hand-off starts only after the user's lock is released: waiting for a
+// free send slot under the lock would deadlock with the sends in flight,
+// which take that lock to record their outcome.
 func (q *Queue) fireMessage(d dueTimer) error {
+	m, err := q.fireMessageLocked(d)
+	if err != nil || m == nil {
+		return err
+	}
+	q.startFallback(m)
+	return nil
+}
+
+// fireMessageLocked does the store side of fireMessage under the user's
+// lock. It returns the SMS to send, if the fallback fired.
+func (q *Queue) fireMessageLocked(d dueTimer) (*Message, error) {
 	unlock := q.lockUser(d.app, d.user)
 	defer unlock()
 	t := q.begin()
 	t.b.DeleteTimer(d.at, d.kind, d.seq)
 	st, err := q.loadStatus(d.app, d.seq)
 	if errors.Is(err, ErrNotFound) {
-		return t.commit(false)
+		return nil, t.commit(false)
 	}
 	if err != nil {
 		t.abort()
-		return err
+		return nil, err
 	}
 	fb := st.Fallback
 	switch {
@@ -130,20 +144,25 @@ func (q *Queue) fireMessage(d dueTimer) error {
 		return q.sendFallback(t, st)
 	case st.Done():
 	case st.Status.Acked():
-		// Some device has it; the others are out of time.
-		t.done(st)
-		t.putStatus(st)
+		// Some device has it, so no SMS. At expiry the devices that have
+		// not acknowledged it are out of time; at the fallback deadline
+		// they still have until expiry.
+		if d.kind == timerExpire {
+			t.done(st)
+			t.putStatus(st)
+		}
 	case fb != nil && fb.Status == "pending" && (d.kind == timerFallback || d.kind == timerExpire):
 		return q.sendFallback(t, st)
 	default:
 		t.finalize(st, StateExpired, "expired")
 	}
-	return t.commit(false)
+	return nil, t.commit(false)
 }
 
-// sendFallback withdraws st from every device queue durably, then hands
-// its SMS to the provider in the background and records the outcome.
-func (q *Queue) sendFallback(t *tx, st *Status) error {
+// sendFallback withdraws st from every device queue durably and returns the
+// SMS for startFallback to hand to the provider once the caller released
+// the user's lock.
+func (q *Queue) sendFallback(t *tx, st *Status) (*Message, error) {
 	if st.SMSText == "" {
 		if v, err := q.db.GetMessage(st.App, st.User, st.Seq); err == nil {
 			if m, err := decodeMessage(st.App, st.User, st.Seq, v); err == nil {
@@ -168,14 +187,20 @@ func (q *Queue) sendFallback(t *tx, st *Status) error {
 		t.after = append(t.after, func() { q.withdraw(app, user, "", seq) })
 	}
 	if err := t.commit(true); err != nil {
-		return err
+		return nil, err
 	}
-	m := &Message{Seq: st.Seq, ID: st.ID, App: st.App, User: st.User, Device: st.Device, Body: st.SMSText,
-		Ref: st.Ref, Fallback: &SMSFallback{To: st.Fallback.To, Text: st.SMSText}}
+	return &Message{Seq: st.Seq, ID: st.ID, App: st.App, User: st.User, Device: st.Device, Body: st.SMSText,
+		Ref: st.Ref, Fallback: &SMSFallback{To: st.Fallback.To, Text: st.SMSText}}, nil
+}
+
+// startFallback hands m's SMS to the provider in the background, at most
+// maxFallbacks at a time, and records the outcome. The caller must not hold
+// any user lock.
+func (q *Queue) startFallback(m *Message) {
 	select {
 	case q.fallbackSem() <- struct{}{}:
 	case <-q.stop:
-		return nil // the retry timer sends it after restart
+		return // the retry timer sends it after restart
 	}
 	q.wg.Add(1)
 	go func() {
@@ -183,7 +208,6 @@ func (q *Queue) sendFallback(t *tx, st *Status) error {
 		defer func() { <-q.fallbackSem() }()
 		q.finishFallback(m)
 	}()
-	return nil
 }
 
 func (q *Queue) fallbackSem() chan struct{} {

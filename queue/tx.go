@@ -145,6 +145,9 @@ func (t *tx) done(st *Status) {
 		return
 	}
 	st.DoneAt = t.now
+	if fb := st.Fallback; fb != nil && fb.Status == "pending" && st.Status.Acked() {
+		fb.Status = "not_needed" // delivered: no SMS will be sent
+	}
 	t.b.DeleteMessage(st.App, st.User, st.Seq)
 	t.depth--
 	t.b.DeleteTimer(st.ExpiresAt.UnixMilli(), timerExpire, st.Seq)

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,6 +55,7 @@ type DB struct {
 	seq      atomic.Uint64 // last sequence number handed out
 	pdb      *pebble.DB
 	onCommit func(time.Duration, bool)
+	closed   atomic.Bool // set by Close; Pebble panics on a closed DB
 
 	leaseMu sync.Mutex
 	lease   atomic.Uint64 // sequence numbers below this are durably reserved
@@ -108,8 +110,13 @@ func (l pebbleLogger) Infof(format string, args ...any)  { l.s.Debugf(format, ar
 func (l pebbleLogger) Errorf(format string, args ...any) { l.s.Errorf(format, args...) }
 func (l pebbleLogger) Fatalf(format string, args ...any) { l.s.Fatalf(format, args...) }
 
-// Close flushes and closes the store.
+// Close flushes and closes the store. Methods called after Close returned
+// (including a second Close) return ErrClosed; calls racing with Close are
+// the caller's bug.
 func (db *DB) Close() error {
+	if db.closed.Swap(true) {
+		return ErrClosed
+	}
 	if err := db.pdb.Flush(); err != nil {
 		db.pdb.Close()
 		return fmt.Errorf("storage: flush: %w", err)
@@ -119,7 +126,12 @@ func (db *DB) Close() error {
 
 // Flush writes the memtable to disk (used by graceful shutdown and the
 // space benchmarks). It blocks until done.
-func (db *DB) Flush() error { return db.pdb.Flush() }
+func (db *DB) Flush() error {
+	if db.closed.Load() {
+		return ErrClosed
+	}
+	return db.pdb.Flush()
+}
 
 var seqLeaseKey = []byte{tableMeta, 's', 'e', 'q'}
 
@@ -147,6 +159,13 @@ func (db *DB) loadSeq() error {
 // and are never reused, even after a crash. Safe for concurrent use; it
 // blocks for an fsync once per million numbers.
 func (db *DB) NextSeq(n int) (uint64, error) {
+	if n < 1 {
+		// n == 0 would return a number that the next call hands out again.
+		return 0, fmt.Errorf("storage: NextSeq(%d): n must be positive", n)
+	}
+	if db.closed.Load() {
+		return 0, ErrClosed
+	}
 	last := db.seq.Add(uint64(n))
 	if last >= db.lease.Load() {
 		db.leaseMu.Lock()
@@ -166,6 +185,9 @@ func (db *DB) NextSeq(n int) (uint64, error) {
 func (db *DB) LastSeq() uint64 { return db.seq.Load() }
 
 func (db *DB) get(k []byte) ([]byte, error) {
+	if db.closed.Load() {
+		return nil, ErrClosed
+	}
 	v, closer, err := db.pdb.Get(k)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, ErrNotFound
@@ -181,6 +203,9 @@ func (db *DB) get(k []byte) ([]byte, error) {
 // scan calls fn for each key in [lower, upper) in order until fn returns
 // false. Key and value are only valid during the call.
 func (db *DB) scan(lower, upper []byte, fn func(k, v []byte) bool) error {
+	if db.closed.Load() {
+		return ErrClosed
+	}
 	it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return fmt.Errorf("storage: iter: %w", err)
@@ -207,7 +232,8 @@ func Hash(s string) [32]byte { return sha256.Sum256([]byte(s)) }
 // GetApp returns the app record of app.
 func (db *DB) GetApp(app string) ([]byte, error) { return db.get(appPrefix(tableApp, app)) }
 
-// ScanApps calls fn for every app record in id order.
+// ScanApps calls fn for every app record in key order: shorter ids first,
+// ids of equal length bytewise (the length prefix sorts first).
 func (db *DB) ScanApps(fn func(app string, v []byte) bool) error {
 	return db.scan([]byte{tableApp}, []byte{tableApp + 1}, func(k, v []byte) bool {
 		app, _, err := readComponent(k[1:])
@@ -228,8 +254,10 @@ func (db *DB) GetUser(app, user string) ([]byte, error) {
 	return db.get(userPrefix(tableUser, app, user))
 }
 
-// ScanUsers calls fn for the users of app whose id is greater than after,
-// in id order.
+// ScanUsers calls fn for the users of app that come after the user after,
+// in key order: shorter ids first, ids of equal length bytewise (the length
+// prefix sorts first). Passing the last user seen as after pages through
+// every user exactly once.
 func (db *DB) ScanUsers(app, after string, fn func(user string, v []byte) bool) error {
 	p := appPrefix(tableUser, app)
 	lower := p
@@ -250,7 +278,8 @@ func (db *DB) GetDevice(app, user, device string) ([]byte, error) {
 	return db.get(DeviceKey(app, user, device))
 }
 
-// ScanDevices calls fn for each device of app/user in id order.
+// ScanDevices calls fn for each device of app/user in key order: shorter
+// ids first, ids of equal length bytewise.
 func (db *DB) ScanDevices(app, user string, fn func(device string, v []byte) bool) error {
 	p := userPrefix(tableDevice, app, user)
 	return db.scan(p, prefixEnd(p), func(k, v []byte) bool {
@@ -345,7 +374,10 @@ func (db *DB) GetIdem(app string, h [32]byte) ([]byte, error) {
 // ScanTimers calls fn for each timer due at or before untilMillis, oldest
 // first, until fn returns false.
 func (db *DB) ScanTimers(untilMillis int64, fn func(atMillis int64, kind byte, seq uint64, v []byte) bool) error {
-	upper := TimerKey(untilMillis+1, 0, 0)
+	upper := []byte{tableTimer + 1} // every timer (untilMillis+1 would overflow)
+	if untilMillis < math.MaxInt64 {
+		upper = TimerKey(untilMillis+1, 0, 0)
+	}
 	return db.scan([]byte{tableTimer}, upper, func(k, v []byte) bool {
 		at, kind, seq, err := DecodeTimerKey(k)
 		if err != nil {
@@ -370,6 +402,9 @@ func (db *DB) ScanEvents(app string, after uint64, fn func(seq uint64, v []byte)
 
 // TrimEvents deletes the events of app with seq < before.
 func (db *DB) TrimEvents(app string, before uint64) error {
+	if db.closed.Load() {
+		return ErrClosed
+	}
 	p := appPrefix(tableEvent, app)
 	return db.pdb.DeleteRange(p, appendUint64(bytes.Clone(p), before), pebble.NoSync)
 }
@@ -391,6 +426,9 @@ func (db *DB) DeleteApp(app string) error {
 }
 
 func (db *DB) commit(b *pebble.Batch, sync bool) error {
+	if db.closed.Load() {
+		return ErrClosed
+	}
 	opts := pebble.NoSync
 	if sync {
 		opts = pebble.Sync
@@ -417,6 +455,9 @@ type Stats struct {
 
 // Stats returns the store's counters.
 func (db *DB) Stats() Stats {
+	if db.closed.Load() {
+		return Stats{}
+	}
 	m := db.pdb.Metrics()
 	var s Stats
 	if h := m.LogWriter.FsyncLatency; h != nil {

@@ -1,0 +1,98 @@
+package queue_test
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"tether/queue"
+	"tether/storage"
+)
+
+// benchQueue opens a queue over an on-disk store in b.TempDir(); every
+// Enqueue commits with fsync, as in production.
+func benchQueue(b *testing.B) *queue.Queue {
+	b.Helper()
+	db, err := storage.Open(b.TempDir(), storage.Options{})
+	require.NoError(b, err)
+	q, err := queue.New(queue.Config{DB: db, TimerInterval: -1})
+	require.NoError(b, err)
+	b.Cleanup(func() {
+		q.Close()
+		db.Close()
+	})
+	return q
+}
+
+// BenchmarkEnqueue measures one-recipient enqueues from many goroutines:
+// concurrent synced commits share fsyncs (group commit).
+func BenchmarkEnqueue(b *testing.B) {
+	q := benchQueue(b)
+	ctx := context.Background()
+	var n atomic.Int64
+	b.SetParallelism(16) // backends post concurrently; fsyncs are shared
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := n.Add(1)
+			_, err := q.Enqueue(ctx, &queue.EnqueueRequest{
+				App: "bench", To: []queue.Recipient{{User: fmt.Sprintf("user%d", i%1000)}},
+				Body: "hello", ExpiresIn: time.Hour,
+			})
+			if err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+}
+
+func benchmarkFanout(b *testing.B, recipients int) {
+	q := benchQueue(b)
+	ctx := context.Background()
+	to := make([]queue.Recipient, recipients)
+	for i := range to {
+		to[i] = queue.Recipient{User: fmt.Sprintf("user%05d", i)}
+	}
+	req := &queue.EnqueueRequest{App: "bench", To: to, Body: "broadcast", ExpiresIn: time.Hour}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := q.Enqueue(ctx, req); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*recipients)/b.Elapsed().Seconds(), "recipient-msgs/s")
+}
+
+func BenchmarkEnqueueFanout_100(b *testing.B)  { benchmarkFanout(b, 100) }
+func BenchmarkEnqueueFanout_1000(b *testing.B) { benchmarkFanout(b, 1000) }
+
+// BenchmarkEnqueueAck measures a message's whole stay in the queue on disk:
+// a synced enqueue, then the device's acknowledgement, which deletes the
+// payload (the delete-heavy side of the workload).
+func BenchmarkEnqueueAck(b *testing.B) {
+	q := benchQueue(b)
+	ctx := context.Background()
+	dev := queue.DeviceRef{App: "bench", User: "alice", Device: "phone"}
+	req := &queue.EnqueueRequest{App: "bench", To: []queue.Recipient{{User: "alice"}}, Body: "hello", ExpiresIn: time.Hour}
+	b.ReportAllocs()
+	for b.Loop() {
+		res, err := q.Enqueue(ctx, req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := q.MarkDelivered(ctx, dev, res.Messages[0].ID); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if q.Depth() != 0 {
+		b.Fatalf("depth %d after acking everything", q.Depth())
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+}
