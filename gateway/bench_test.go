@@ -170,4 +170,3 @@ func BenchmarkRESTFanout1000(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)*1000/el.Seconds(), "recipient-msgs/s")
 }
-
