@@ -262,6 +262,9 @@ func (g *Gateway) metricsHandler() http.Handler {
 	return mux
 }
 
+// StoreStats returns the store's counters.
+func (g *Gateway) StoreStats() storage.Stats { return g.db.Stats() }
+
 // Registry returns the gateway's Prometheus registry.
 func (g *Gateway) Registry() *prometheus.Registry { return g.reg }
 

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -76,10 +77,10 @@ func (g *Gateway) decodeJSON(w http.ResponseWriter, r *http.Request, v any) *api
 
 // decodeStrict is decodeJSON's parser, separate so it can be fuzzed.
 func decodeStrict(raw []byte, v any) *api.Error {
-	if len(strings.TrimSpace(string(raw))) == 0 {
+	if len(bytes.TrimSpace(raw)) == 0 {
 		return apiError(api.CodeInvalidArgument, "", "empty body: a JSON object is required")
 	}
-	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		ae := jsonError(err)

@@ -4,5 +4,66 @@
 //
 // It is the one package meant for import from outside the module, so it is
 // a leaf: it depends on the standard library and the WebSocket library
-// only.
+// (github.com/coder/websocket) only, and imports nothing of Tether's.
+//
+// # Wire format
+//
+// wire.go holds the namespaces (NS*), the WebSocket subprotocol and path,
+// and the limits the gateway enforces (MaxStanzaBytes, AuthTimeout, ...).
+// Reader reads an XMPP stream one top-level element at a time into an
+// Element (a small DOM), enforcing MaxStanzaBytes; ParseElement does the
+// same for one RFC 7395 WebSocket frame; Element.AppendXML writes one back.
+// ParseMessage decodes a gateway message (SPEC section 6) into a Message.
+//
+// # Client lifecycle
+//
+//	c, err := sdkproto.New(cfg)      // validate, no I/O
+//	err = c.Connect(ctx)             // or sdkproto.Dial(ctx, cfg)
+//	...                              // OnMessage runs; Ack, MarkRead, Send, ...
+//	err = c.Close()                  // clean end of stream
+//
+// Connect dials (TCP with direct TLS, TCP with STARTTLS, or WebSocket),
+// authenticates with SCRAM-SHA-256 (or SCRAM-SHA-1, or PLAIN inside TLS),
+// binds Config.Device as the resource, enables XEP-0198 stream management
+// with resumption and sends initial presence, after which the gateway
+// delivers the device's pending messages, then live ones. Connect returns
+// once all that is sent, and one reader goroutine per connection takes
+// over: it hands each message to Config.OnMessage once per id (a bounded
+// window of recent ids drops redeliveries), answers the server's pings and
+// <r/> requests, and acknowledges received stanzas in batches (after
+// Config.AckEvery stanzas or Config.AckInterval of quiet).
+//
+// When the connection is lost, the reader calls Config.OnDisconnect. With
+// Config.AutoReconnect the same goroutine then reconnects with jittered
+// exponential backoff (Backoff), first trying to resume the stream-managed
+// session (the server resends what we did not acknowledge, we resend what
+// it did not) and otherwise binding afresh (the gateway's queue redelivers
+// unacknowledged messages with the same ids). It stops on a <conflict/>
+// stream error, which means a newer session took the device's resource,
+// and on authentication failures. Without AutoReconnect, call Resume.
+// Drop cuts the connection without ending the stream, for tests of
+// resumption. Close ends the stream cleanly; a Client cannot be reused
+// after Close.
+//
+// SCRAM logins derive the salted password with PBKDF2, which dominates the
+// client's cost of a login; a CredentialCache shared by Clients keeps it
+// per (user, password, salt, iterations, mechanism), as mobile SDKs do.
+//
+// # Concurrency
+//
+// Every Client method is safe for concurrent use. Writes are serialised
+// under one mutex and each batch is written with one Write (one frame per
+// element on WebSocket). There are no per-message goroutines: besides the
+// reader, a Client runs only a timer for batched acknowledgements. The
+// callbacks run on the reader goroutine, so a slow OnMessage delays the
+// reading of the connection (and its acknowledgements); they may call the
+// Client's methods, but Close and Drop called from a callback do not wait
+// for the reader to finish.
+//
+// # Errors
+//
+// Sentinel errors (ErrClosed, ErrNotConnected, ...) are compared with
+// errors.Is. What the server says is data: a *StreamError, *SASLError or
+// *StanzaError carries the XMPP condition, and errors.Is matches a value of
+// the same type on its condition alone.
 package sdkproto

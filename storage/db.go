@@ -52,10 +52,11 @@ const (
 
 // DB is the Tether store. All methods are safe for concurrent use.
 type DB struct {
-	seq      atomic.Uint64 // last sequence number handed out
-	pdb      *pebble.DB
-	onCommit func(time.Duration, bool)
-	closed   atomic.Bool // set by Close; Pebble panics on a closed DB
+	seq         atomic.Uint64 // last sequence number handed out
+	syncCommits atomic.Uint64 // synced commits since open
+	pdb         *pebble.DB
+	onCommit    func(time.Duration, bool)
+	closed      atomic.Bool // set by Close; Pebble panics on a closed DB
 
 	leaseMu sync.Mutex
 	lease   atomic.Uint64 // sequence numbers below this are durably reserved
@@ -435,6 +436,9 @@ func (db *DB) commit(b *pebble.Batch, sync bool) error {
 	}
 	start := time.Now()
 	err := b.Commit(opts)
+	if sync {
+		db.syncCommits.Add(1)
+	}
 	if db.onCommit != nil {
 		db.onCommit(time.Since(start), sync)
 	}
@@ -447,6 +451,7 @@ func (db *DB) commit(b *pebble.Batch, sync bool) error {
 // Stats are counters read from the store.
 type Stats struct {
 	Fsyncs       uint64 // WAL fsyncs since open
+	SyncCommits  uint64 // synced commits since open; SyncCommits/Fsyncs is the group-commit factor
 	WALBytes     uint64 // bytes written to the WAL since open
 	FlushedBytes uint64 // bytes written by flushes
 	CompactBytes uint64 // bytes written by compactions
@@ -460,6 +465,7 @@ func (db *DB) Stats() Stats {
 	}
 	m := db.pdb.Metrics()
 	var s Stats
+	s.SyncCommits = db.syncCommits.Load()
 	if h := m.LogWriter.FsyncLatency; h != nil {
 		var d dto.Metric
 		if h.Write(&d) == nil && d.Histogram != nil {

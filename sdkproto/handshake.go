@@ -1,0 +1,318 @@
+package sdkproto
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"time"
+)
+
+// handshakeResult is what negotiation established.
+type handshakeResult struct {
+	resumed   bool
+	h         uint32  // server's h from <resumed/>
+	failedH   *uint32 // server's h from <failed h/>, if it sent one
+	jid       string
+	smEnabled bool
+	smID      string // resumption id, "" if not resumable
+}
+
+// handshake dials and negotiates a session: TLS, SASL, then resumption
+// (if tryResume and we hold a resumable id) or bind and stream management.
+// It runs in the calling goroutine while no reader goroutine runs.
+func (c *Client) handshake(ctx context.Context, tryResume bool) (*session, handshakeResult, error) {
+	var hs handshakeResult
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.HandshakeTimeout)
+	defer cancel()
+	stopOnClose := context.AfterFunc(c.ctx, cancel)
+	defer stopOnClose()
+
+	var (
+		tr  transport
+		err error
+	)
+	if c.cfg.Transport == TransportWebSocket {
+		tr, err = dialWS(ctx, &c.cfg, c.tlsCfg)
+	} else {
+		tr, err = dialTCP(ctx, &c.cfg, c.tlsCfg)
+	}
+	if err != nil {
+		return nil, hs, fmt.Errorf("sdkproto: connect %s: %w", c.cfg.Transport, err)
+	}
+	if d, ok := ctx.Deadline(); ok {
+		tr.setReadDeadline(d)
+	}
+	// Cancelling ctx aborts any blocked read or write.
+	stopDrop := context.AfterFunc(ctx, func() { tr.drop() })
+
+	hs, err = c.negotiate(ctx, tr, tryResume)
+	if !stopDrop() || err != nil {
+		tr.drop()
+		if err == nil {
+			err = ctx.Err()
+		}
+		if ctx.Err() != nil && !isFinal(err) {
+			err = fmt.Errorf("sdkproto: handshake: %w (%w)", ctx.Err(), err)
+		}
+		return nil, hs, err
+	}
+	tr.setReadDeadline(time.Time{})
+	return &session{tr: tr, done: make(chan struct{})}, hs, nil
+}
+
+func (c *Client) negotiate(ctx context.Context, tr transport, tryResume bool) (handshakeResult, error) {
+	var hs handshakeResult
+	f, err := c.openStream(tr)
+	if err != nil {
+		return hs, err
+	}
+	if !tr.secure() {
+		if c.cfg.Transport == TransportStartTLS {
+			if !f.startTLS {
+				return hs, fmt.Errorf("%w: server does not offer STARTTLS", ErrProtocol)
+			}
+			if err := tr.write([]byte("<starttls xmlns='" + NSTLS + "'/>")); err != nil {
+				return hs, err
+			}
+			e, err := c.expect(tr, func(e *Element) bool { return e.Name.Space == NSTLS })
+			if err != nil {
+				return hs, err
+			}
+			if e.Name.Local != "proceed" {
+				return hs, fmt.Errorf("%w: STARTTLS refused", ErrProtocol)
+			}
+			if err := tr.startTLS(ctx, c.tlsCfg); err != nil {
+				return hs, err
+			}
+			if f, err = c.openStream(tr); err != nil {
+				return hs, err
+			}
+		}
+	}
+
+	if err := c.authenticate(tr, f); err != nil {
+		return hs, err
+	}
+	tr.restart()
+	if f, err = c.openStream(tr); err != nil {
+		return hs, err
+	}
+
+	c.mu.Lock()
+	prevID := c.smID
+	c.mu.Unlock()
+	useSM := f.streamManagement && !c.cfg.DisableStreamManagement
+	if tryResume && useSM && prevID != "" {
+		b := []byte("<resume xmlns='" + NSSM + "' previd='")
+		b = appendEscaped(b, prevID, true)
+		b = append(b, "' h='"...)
+		b = strconv.AppendUint(b, uint64(c.inH.Load()), 10)
+		b = append(b, "'/>"...)
+		if err := tr.write(b); err != nil {
+			return hs, err
+		}
+		e, err := c.expect(tr, func(e *Element) bool { return e.Is(NSSM, "resumed") || e.Is(NSSM, "failed") })
+		if err != nil {
+			return hs, err
+		}
+		if e.Name.Local == "resumed" {
+			h, err := strconv.ParseUint(e.AttrValue("h"), 10, 32)
+			if err != nil {
+				return hs, fmt.Errorf("%w: bad <resumed h=%q/>", ErrProtocol, e.AttrValue("h"))
+			}
+			hs.resumed, hs.h, hs.smEnabled, hs.smID = true, uint32(h), true, prevID
+			return hs, nil
+		}
+		c.stats.resumeFailures.Add(1)
+		if h, err := strconv.ParseUint(e.AttrValue("h"), 10, 32); err == nil {
+			h32 := uint32(h)
+			hs.failedH = &h32
+		}
+	}
+
+	if !f.bind {
+		return hs, fmt.Errorf("%w: server does not offer bind", ErrProtocol)
+	}
+	b := []byte("<iq type='set' id='b1'><bind xmlns='" + NSBind + "'><resource>")
+	b = appendEscaped(b, c.cfg.Device, false)
+	b = append(b, "</resource></bind></iq>"...)
+	if err := tr.write(b); err != nil {
+		return hs, err
+	}
+	res, err := c.expectIQ(tr, "b1")
+	if err != nil {
+		return hs, fmt.Errorf("sdkproto: bind: %w", err)
+	}
+	if j := res.Child(NSBind, "bind").Child(NSBind, "jid"); j != nil {
+		hs.jid = j.Text
+	}
+	if f.sessionRequired {
+		if err := tr.write([]byte("<iq type='set' id='s1'><session xmlns='" + NSSession + "'/></iq>")); err != nil {
+			return hs, err
+		}
+		if _, err := c.expectIQ(tr, "s1"); err != nil {
+			return hs, fmt.Errorf("sdkproto: session: %w", err)
+		}
+	}
+
+	if useSM {
+		if err := tr.write([]byte("<enable xmlns='" + NSSM + "' resume='true'/>")); err != nil {
+			return hs, err
+		}
+		e, err := c.expect(tr, func(e *Element) bool { return e.Is(NSSM, "enabled") || e.Is(NSSM, "failed") })
+		if err != nil {
+			return hs, err
+		}
+		if e.Name.Local == "enabled" {
+			hs.smEnabled = true
+			if r := e.AttrValue("resume"); r == "true" || r == "1" {
+				hs.smID = e.AttrValue("id")
+			}
+		}
+	}
+	return hs, nil
+}
+
+// openStream sends our stream header and reads the server's header and
+// features.
+func (c *Client) openStream(tr transport) (features, error) {
+	if err := tr.writeHeader(c.to); err != nil {
+		return features{}, err
+	}
+	e, err := c.next(tr)
+	if err != nil {
+		return features{}, err
+	}
+	if !isHeader(e) {
+		return features{}, fmt.Errorf("%w: expected a stream header, got <%s/>", ErrProtocol, e.Name.Local)
+	}
+	e, err = c.expect(tr, isFeatures)
+	if err != nil {
+		return features{}, err
+	}
+	return parseFeatures(e), nil
+}
+
+// authenticate runs SASL.
+func (c *Client) authenticate(tr transport, f features) error {
+	mech := c.cfg.Mechanism
+	if mech == "" {
+		for _, m := range Mechanisms {
+			if m == MechPLAIN && !tr.secure() {
+				continue
+			}
+			if slices.Contains(f.mechanisms, m) {
+				mech = m
+				break
+			}
+		}
+	} else if !slices.Contains(f.mechanisms, mech) {
+		mech = ""
+	}
+	if mech == "" {
+		return fmt.Errorf("%w: server offers %v", ErrMechanism, f.mechanisms)
+	}
+	sc, err := newSASLClient(mech, c.cfg.User, c.cfg.Password, c.cfg.Credentials)
+	if err != nil {
+		return err
+	}
+	initial, err := sc.start()
+	if err != nil {
+		return err
+	}
+	b := []byte("<auth xmlns='" + NSSASL + "' mechanism='" + mech + "'>")
+	b = appendBase64(b, initial)
+	b = append(b, "</auth>"...)
+	if err := tr.write(b); err != nil {
+		return err
+	}
+	for {
+		e, err := c.expect(tr, func(e *Element) bool { return e.Name.Space == NSSASL })
+		if err != nil {
+			return err
+		}
+		data, err := base64.StdEncoding.DecodeString(e.Text)
+		if err != nil && e.Name.Local != "failure" {
+			return fmt.Errorf("%w: bad base64 in <%s/>", ErrProtocol, e.Name.Local)
+		}
+		switch e.Name.Local {
+		case "challenge":
+			resp, err := sc.next(data)
+			if err != nil {
+				tr.write([]byte("<abort xmlns='" + NSSASL + "'/>"))
+				return err
+			}
+			b := []byte("<response xmlns='" + NSSASL + "'>")
+			b = appendBase64(b, resp)
+			b = append(b, "</response>"...)
+			if err := tr.write(b); err != nil {
+				return err
+			}
+		case "success":
+			return sc.finish(data)
+		case "failure":
+			return parseSASLFailure(e)
+		default:
+			return fmt.Errorf("%w: unexpected <%s/> during SASL", ErrProtocol, e.Name.Local)
+		}
+	}
+}
+
+// appendBase64 appends b in base64, or "=" for an empty initial response
+// (RFC 6120 section 6.4.2).
+func appendBase64(dst, b []byte) []byte {
+	if len(b) == 0 {
+		return append(dst, '=')
+	}
+	return base64.StdEncoding.AppendEncode(dst, b)
+}
+
+// next reads one element during negotiation; a stream error becomes a
+// *StreamError and the end of the stream io.ErrUnexpectedEOF.
+func (c *Client) next(tr transport) (*Element, error) {
+	e, err := tr.next()
+	if err != nil {
+		if err == io.EOF {
+			return nil, fmt.Errorf("sdkproto: server closed the stream during negotiation: %w", io.ErrUnexpectedEOF)
+		}
+		return nil, err
+	}
+	if isStreamError(e) {
+		return nil, parseStreamError(e)
+	}
+	return e, nil
+}
+
+// expect reads until an element matching want, skipping others (a
+// whitespace-tolerant server may interleave pings or acks); at most a few.
+func (c *Client) expect(tr transport, want func(*Element) bool) (*Element, error) {
+	for range 16 {
+		e, err := c.next(tr)
+		if err != nil {
+			return nil, err
+		}
+		if want(e) {
+			return e, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: too many unexpected elements during negotiation", ErrProtocol)
+}
+
+// expectIQ waits for the result of IQ id; an error result becomes a
+// *StanzaError.
+func (c *Client) expectIQ(tr transport, id string) (*Element, error) {
+	e, err := c.expect(tr, func(e *Element) bool { return isStanza(e, "iq") && e.AttrValue("id") == id })
+	if err != nil {
+		return nil, err
+	}
+	switch e.AttrValue("type") {
+	case "result":
+		return e, nil
+	case "error":
+		return nil, parseStanzaError(e)
+	}
+	return nil, fmt.Errorf("%w: IQ %s answered with type %q", ErrProtocol, id, e.AttrValue("type"))
+}
