@@ -28,9 +28,10 @@ test-long:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count $(COUNT) ./storage ./queue ./gateway/...
 
-## bench-rest: durable enqueue through the REST API over loopback (docs/benchmarks.md)
+## bench-rest: durable enqueue through the REST API over loopback: wrk as the client, then the Go benchmarks (docs/benchmarks.md)
 bench-rest:
-	$(GO) test -run '^$$' -bench 'BenchmarkREST' -benchtime 5s -count 3 ./gateway
+	scripts/bench-rest.sh 3 8
+	$(GO) test -run '^$$' -bench 'BenchmarkREST' -benchtime 30000x -count 3 ./gateway
 
 ## fuzz: each fuzz target for $(FUZZTIME); new corpus entries land in the Go cache
 fuzz:

@@ -78,6 +78,7 @@ func Open(dir string, opts Options) (*DB, error) {
 		MemTableStopWritesThreshold: 4,
 		FormatMajorVersion:          pebble.FormatNewest,
 		Logger:                      pebbleLogger{zapOrNop(opts.Logger).Sugar()},
+		EventListener:               stallListener(zapOrNop(opts.Logger)),
 	}
 	if opts.WALMinSyncInterval > 0 {
 		d := opts.WALMinSyncInterval
@@ -103,6 +104,16 @@ func zapOrNop(l *zap.Logger) *zap.Logger {
 		return zap.NewNop()
 	}
 	return l
+}
+
+// stallListener logs write stalls, which show up as enqueue latency.
+func stallListener(l *zap.Logger) *pebble.EventListener {
+	return &pebble.EventListener{
+		WriteStallBegin: func(info pebble.WriteStallBeginInfo) {
+			l.Warn("store write stall", zap.String("reason", info.Reason))
+		},
+		WriteStallEnd: func() { l.Info("store write stall ended") },
+	}
 }
 
 type pebbleLogger struct{ s *zap.SugaredLogger }
