@@ -23,6 +23,7 @@ import (
 
 	"tether/gateway/api"
 	"tether/queue"
+	"tether/session"
 	"tether/storage"
 )
 
@@ -45,6 +46,7 @@ type Gateway struct {
 	adminToken string
 	reg        *prometheus.Registry
 	metrics    *httpMetrics
+	sessions   *session.Server
 	started    time.Time
 
 	listeners map[string]net.Listener // by name: http, https, metrics
@@ -118,6 +120,14 @@ func New(cfg Config) (g *Gateway, err error) {
 		g.banner("Tether admin token (saved in %s): %s\n", filepath.Join(cfg.DataDir, "admin-token"), g.adminToken)
 	}
 	g.metrics = newHTTPMetrics(g.reg)
+	g.sessions = session.New(session.Config{
+		Domain:    cfg.Domain,
+		TLS:       g.certs.TLSConfig(),
+		Queue:     g.q,
+		Directory: directory{g},
+		Logger:    cfg.Logger.Named("session"),
+	})
+	g.reg.MustRegister(g.sessions.Collectors()...)
 	if err := g.listen(); err != nil {
 		return nil, err
 	}
@@ -132,6 +142,7 @@ func New(cfg Config) (g *Gateway, err error) {
 func (g *Gateway) listen() error {
 	for _, l := range []struct{ name, addr string }{
 		{"http", g.cfg.HTTPAddr}, {"https", g.cfg.HTTPSAddr}, {"metrics", g.cfg.MetricsAddr},
+		{"xmpp", g.cfg.XMPPAddr}, {"xmpps", g.cfg.XMPPSAddr},
 	} {
 		if l.addr == "" {
 			continue
@@ -143,20 +154,11 @@ func (g *Gateway) listen() error {
 		g.listeners[l.name] = ln
 		g.log.Info("listening", zap.String("listener", l.name), zap.String("addr", ln.Addr().String()))
 	}
-	for _, name := range []string{"xmpp", "xmpps"} {
-		addr := g.cfg.XMPPAddr
-		if name == "xmpps" {
-			addr = g.cfg.XMPPSAddr
-		}
-		if addr != "" {
-			g.log.Warn("XMPP listeners are not available in this build yet; devices can use the HTTP pull API", zap.String("listener", name))
-		}
-	}
 	return nil
 }
 
 // Addr returns the bound address of a listener ("http", "https",
-// "metrics"), or "" if it is disabled.
+// "metrics", "xmpp", "xmpps"), or "" if it is disabled.
 func (g *Gateway) Addr(name string) string {
 	if ln, ok := g.listeners[name]; ok {
 		return ln.Addr().String()
@@ -185,6 +187,14 @@ func (g *Gateway) Run(ctx context.Context) error {
 	h := g.Handler()
 	errc := make(chan error, len(g.listeners))
 	for name, ln := range g.listeners {
+		if name == "xmpp" || name == "xmpps" {
+			go func() {
+				if err := g.sessions.ServeTCP(ln, name == "xmpps"); err != nil {
+					errc <- fmt.Errorf("gateway: %s listener: %w", name, err)
+				}
+			}()
+			continue
+		}
 		srv := &http.Server{
 			Handler:           h,
 			ReadHeaderTimeout: 10 * time.Second,
@@ -215,6 +225,14 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), g.cfg.ShutdownTimeout)
 	defer cancel()
+	for _, name := range []string{"xmpp", "xmpps"} {
+		if ln, ok := g.listeners[name]; ok {
+			ln.Close()
+		}
+	}
+	if err := g.sessions.Shutdown(sctx); err != nil {
+		g.log.Warn("shutdown: sessions still open at the deadline", zap.Error(err))
+	}
 	for _, srv := range g.servers {
 		if err := srv.Shutdown(sctx); err != nil {
 			g.log.Warn("shutdown: requests still running at the deadline", zap.Error(err))
@@ -316,10 +334,13 @@ func (g *Gateway) banner(format string, args ...any) {
 func (g *Gateway) onAppChange(rec *appRecord) {}
 
 // onUserDeleted is called after a user was deleted, to end its sessions.
-func (g *Gateway) onUserDeleted(app, user string) {}
+func (g *Gateway) onUserDeleted(app, user string) { g.sessions.KickUser(app, user) }
 
 // sessionCounts reports live sessions by transport.
-func (g *Gateway) sessionCounts() map[string]int64 { return map[string]int64{} }
+func (g *Gateway) sessionCounts() map[string]int64 { return g.sessions.Counts() }
+
+// Sessions returns the device session server.
+func (g *Gateway) Sessions() *session.Server { return g.sessions }
 
 func zapApp(app string) zap.Field { return zap.String("app", app) }
 

@@ -106,6 +106,7 @@ func (g *Gateway) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/apps/{app}/events", g.forApp(false, g.events))
 
 	mux.HandleFunc("GET /v1/stats", g.adminOnly(g.stats))
+	mux.Handle("GET /xmpp-websocket", g.sessions)
 
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		g.writeError(w, r, apiError(api.CodeNotFound, "", "no such endpoint: %s %s", r.Method, truncate(r.URL.Path, 128)))
@@ -384,6 +385,7 @@ func (g *Gateway) deleteApp(w http.ResponseWriter, r *http.Request, app *appReco
 		g.writeError(w, r, err)
 		return
 	}
+	g.sessions.KickApp(app.ID)
 	g.log.Info("app deleted", zapApp(app.ID))
 	w.WriteHeader(http.StatusNoContent)
 }
@@ -490,7 +492,7 @@ func (g *Gateway) deleteUser(w http.ResponseWriter, r *http.Request, app *appRec
 }
 
 func (g *Gateway) deviceView(app, user string, d *queue.Device) api.Device {
-	v := api.Device{Device: d.ID, Online: g.q.Online(app, user, d.ID), Transport: d.Transport, LastSeen: d.LastSeen}
+	v := api.Device{Device: d.ID, Online: g.sessions.Online(app, user, d.ID), Transport: d.Transport, LastSeen: d.LastSeen}
 	if p := d.Push; p != nil {
 		suffix := p.Token
 		if len(suffix) > 6 {

@@ -20,6 +20,8 @@ import (
 type Gateway struct {
 	*gateway.Gateway
 	URL        string // base URL of the plain HTTP listener
+	XMPPAddr   string // XMPP with STARTTLS
+	XMPPSAddr  string // XMPP with direct TLS
 	AdminToken string
 	DataDir    string
 	Clock      *clock.Manual // set when started WithManualClock
@@ -51,6 +53,8 @@ func Start(t testing.TB, opts ...Option) *Gateway {
 		DataDir:     t.TempDir(),
 		HTTPAddr:    "127.0.0.1:0",
 		MetricsAddr: "127.0.0.1:0",
+		XMPPAddr:    "127.0.0.1:0",
+		XMPPSAddr:   "127.0.0.1:0",
 		Logger:      zaptest.NewLogger(t).Named("gateway"),
 	}
 	for _, o := range opts {
@@ -69,7 +73,8 @@ func Start(t testing.TB, opts ...Option) *Gateway {
 			t.Errorf("gatewaytest: run: %v", err)
 		}
 	})
-	tg := &Gateway{Gateway: g, URL: "http://" + g.Addr("http"), AdminToken: g.AdminToken(), DataDir: cfg.DataDir}
+	tg := &Gateway{Gateway: g, URL: "http://" + g.Addr("http"), AdminToken: g.AdminToken(), DataDir: cfg.DataDir,
+		XMPPAddr: g.Addr("xmpp"), XMPPSAddr: g.Addr("xmpps")}
 	if m, ok := cfg.Clock.(*clock.Manual); ok {
 		tg.Clock = m
 	}

@@ -1,0 +1,222 @@
+package session
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"net/netip"
+
+	"mellium.im/sasl"
+
+	"tether/queue"
+)
+
+func randRead(b []byte) { rand.Read(b) }
+
+// errUnknownUser makes a SCRAM exchange fail like a wrong password.
+var errUnknownUser = errors.New("session: unknown user")
+
+// sasl runs one SASL step. SCRAM uses mellium.im/sasl's server with the
+// stored salted password (the password itself is never stored); PLAIN is
+// checked against the same key, and only offered inside TLS.
+func (s *Session) sasl(e *element) CloseReason {
+	if s.state&StateSecure == 0 {
+		return ReasonPolicy // SASL only inside TLS
+	}
+	if s.state&StateAuthn != 0 {
+		return ReasonPolicy
+	}
+	switch e.name.Local {
+	case "auth":
+		mech := e.attr("mechanism")
+		payload, err := decodeSASL(e.text)
+		if err != nil {
+			s.saslFailure("incorrect-encoding")
+			return ""
+		}
+		s.authTries++
+		if s.authTries > 5 {
+			return ReasonPolicy
+		}
+		switch mech {
+		case "PLAIN":
+			return s.plain(payload)
+		case "SCRAM-SHA-256", "SCRAM-SHA-1":
+			return s.scramStart(mech, payload)
+		default:
+			s.saslFailure("invalid-mechanism")
+		}
+	case "response":
+		if s.scram == nil {
+			s.saslFailure("malformed-request")
+			return ""
+		}
+		payload, err := decodeSASL(e.text)
+		if err != nil {
+			s.scram = nil
+			s.saslFailure("incorrect-encoding")
+			return ""
+		}
+		return s.scramStep(payload)
+	case "abort":
+		s.scram = nil
+		s.saslFailure("aborted")
+	default:
+		return ReasonNotWellFormed
+	}
+	return ""
+}
+
+func decodeSASL(s string) ([]byte, error) {
+	s = string(bytes.TrimSpace([]byte(s)))
+	if s == "=" || s == "" {
+		return nil, nil
+	}
+	return base64.StdEncoding.DecodeString(s)
+}
+
+func (s *Session) sourceAddr() netip.Addr {
+	if a := s.t.remoteAddr(); a != nil {
+		if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+			return ap.Addr()
+		}
+	}
+	return netip.Addr{}
+}
+
+func (s *Session) plain(payload []byte) CloseReason {
+	parts := bytes.Split(payload, []byte{0})
+	if len(parts) != 3 {
+		s.saslFailure("malformed-request")
+		return ""
+	}
+	authz, user, pass := string(parts[0]), string(parts[1]), string(parts[2])
+	if authz != "" && authz != user && authz != user+"@"+s.domain {
+		s.saslFailure("invalid-authzid")
+		return ""
+	}
+	if !s.srv.thr.allow(s.app, user, s.sourceAddr()) {
+		s.saslFailure("temporary-auth-failure")
+		return ""
+	}
+	if !s.srv.dir.CheckPassword(s.app, user, pass) {
+		s.srv.thr.fail(s.app, user, s.sourceAddr())
+		s.saslFailure("not-authorized")
+		s.srv.m.handshakes.WithLabelValues(s.kind, "auth_failed").Inc()
+		return ""
+	}
+	return s.authenticated(user, nil)
+}
+
+// scramState is an exchange in progress.
+type scramState struct {
+	n    *sasl.Negotiator
+	user string
+}
+
+func (s *Session) scramStart(mech string, payload []byte) CloseReason {
+	m := sasl.ScramSha256
+	if mech == "SCRAM-SHA-1" {
+		m = sasl.ScramSha1
+	}
+	st := &scramState{}
+	st.n = sasl.NewServer(m, nil, sasl.SaltedCredentials(func(username, identity []byte, _ string) ([]byte, []byte, int64, error) {
+		st.user = string(username)
+		if len(identity) != 0 && string(identity) != st.user && string(identity) != st.user+"@"+s.domain {
+			return nil, nil, 0, errUnknownUser
+		}
+		if !s.srv.thr.allow(s.app, st.user, s.sourceAddr()) {
+			return nil, nil, 0, errThrottled
+		}
+		salt, salted, iter, err := s.srv.dir.SaltedCredentials(s.app, st.user, mech)
+		if err != nil {
+			return nil, nil, 0, errUnknownUser
+		}
+		return salt, salted, int64(iter), nil
+	}))
+	s.scram = st
+	return s.scramStep(payload)
+}
+
+var errThrottled = errors.New("session: throttled")
+
+func (s *Session) scramStep(payload []byte) CloseReason {
+	st := s.scram
+	more, resp, err := st.n.Step(payload)
+	if err != nil {
+		s.scram = nil
+		switch {
+		case errors.Is(err, errThrottled):
+			s.saslFailure("temporary-auth-failure")
+		case st.user == "":
+			s.saslFailure("malformed-request")
+		default:
+			s.srv.thr.fail(s.app, st.user, s.sourceAddr())
+			s.srv.m.handshakes.WithLabelValues(s.kind, "auth_failed").Inc()
+			s.saslFailure("not-authorized")
+		}
+		return ""
+	}
+	if more {
+		s.send([]byte("<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>" + base64.StdEncoding.EncodeToString(resp) + "</challenge>"))
+		return ""
+	}
+	s.scram = nil
+	return s.authenticated(st.user, resp)
+}
+
+func (s *Session) authenticated(user string, final []byte) CloseReason {
+	if !validUser(user) {
+		s.saslFailure("not-authorized")
+		return ""
+	}
+	s.user = user
+	s.state |= StateAuthn
+	s.srv.thr.succeed(s.app, user)
+	body := "="
+	if len(final) > 0 {
+		body = base64.StdEncoding.EncodeToString(final)
+	}
+	s.send([]byte("<success xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>" + body + "</success>"))
+	s.t.restart()
+	s.domain = "" // a new stream header follows
+	return ""
+}
+
+func (s *Session) saslFailure(cond string) {
+	s.send([]byte("<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><" + cond + "/></failure>"))
+}
+
+// validUser is the user id grammar (SPEC section 1, plus a leading '+').
+func validUser(u string) bool {
+	if len(u) == 0 || len(u) > 128 {
+		return false
+	}
+	for i := 0; i < len(u); i++ {
+		c := u[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '+':
+		case i > 0 && (c == '.' || c == '_' || c == '=' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// validDevice is the device id grammar.
+func validDevice(d string) bool {
+	if len(d) == 0 || len(d) > 64 {
+		return false
+	}
+	for i := 0; i < len(d); i++ {
+		c := d[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+var _ = queue.DeviceRef{}

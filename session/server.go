@@ -1,0 +1,331 @@
+package session
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"tether/queue"
+	"tether/sdkproto"
+)
+
+// Queue is what a session needs of the queue; *queue.Queue implements it.
+type Queue interface {
+	Subscribe(app, user, device string, sink queue.Sink) *queue.Subscription
+	Pending(ctx context.Context, dev queue.DeviceRef, after uint64, limit int) ([]*queue.Message, error)
+	MarkSent(ctx context.Context, dev queue.DeviceRef, ids ...string) error
+	MarkDelivered(ctx context.Context, dev queue.DeviceRef, ids ...string) error
+	MarkRead(ctx context.Context, dev queue.DeviceRef, ids ...string) error
+	Inbound(ctx context.Context, dev queue.DeviceRef, e *queue.Event) error
+	AppendEvent(ctx context.Context, e *queue.Event) error
+	UpdateDevice(ctx context.Context, dev queue.DeviceRef, fn func(d *queue.Device) *queue.Device) (bool, error)
+}
+
+// Directory answers what a session needs of apps and users; the gateway
+// implements it.
+type Directory interface {
+	// AppExists reports whether app exists.
+	AppExists(app string) bool
+	// SaltedCredentials returns the SCRAM key of a user for mechanism
+	// ("SCRAM-SHA-1" or "SCRAM-SHA-256").
+	SaltedCredentials(app, user, mechanism string) (salt, salted []byte, iterations int, err error)
+	// CheckPassword verifies a clear-text password (SASL PLAIN).
+	CheckPassword(app, user, password string) bool
+	// ClientConfig returns the app's client_config JSON (nil if none).
+	ClientConfig(app string) json.RawMessage
+	// PushAllowed reports whether a push token may be registered (it is not
+	// known to be invalid).
+	PushAllowed(provider, token string) bool
+}
+
+// Config configures a Server. Zero values are defaults.
+type Config struct {
+	// Domain is the base domain: app domains are "<app>.<Domain>".
+	Domain string
+	// TLS serves STARTTLS and direct TLS. Required.
+	TLS *tls.Config
+	// Queue and Directory. Required.
+	Queue     Queue
+	Directory Directory
+	// Logger. Nil means no logging.
+	Logger *zap.Logger
+	// AuthTimeout: TLS and authentication must finish by then. Zero value:
+	// sdkproto.AuthTimeout (10 s).
+	AuthTimeout time.Duration
+	// IdleTimeout closes a session without traffic. Zero value:
+	// sdkproto.IdleTimeout (15 min).
+	IdleTimeout time.Duration
+	// ResumeWindow keeps a dropped session with stream management for
+	// resumption. Zero value: sdkproto.ResumeWindow (300 s).
+	ResumeWindow time.Duration
+	// Window is how many messages may be unacknowledged on a session with
+	// stream management before the queue stops handing out more. Zero
+	// value: 256.
+	Window int
+	// MaxOutboundBytes closes a session whose unsent output exceeds it
+	// (a slow consumer; its messages stay in the durable queue). Zero
+	// value: 1 MiB.
+	MaxOutboundBytes int
+	// InsecureWebSocketFromAny allows SASL over plain ws:// from any
+	// address, for deployments behind a TLS-terminating proxy. Default:
+	// only from loopback.
+	InsecureWebSocketFromAny bool
+}
+
+func (c *Config) setDefaults() {
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	if c.AuthTimeout == 0 {
+		c.AuthTimeout = sdkproto.AuthTimeout
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = sdkproto.IdleTimeout
+	}
+	if c.ResumeWindow == 0 {
+		c.ResumeWindow = sdkproto.ResumeWindow
+	}
+	if c.Window == 0 {
+		c.Window = 256
+	}
+	if c.MaxOutboundBytes == 0 {
+		c.MaxOutboundBytes = 1 << 20
+	}
+}
+
+// Server accepts device connections and runs their sessions. All methods
+// are safe for concurrent use.
+type Server struct {
+	nextID atomic.Uint64
+	cfg    Config
+	log    *zap.Logger
+	q      Queue
+	dir    Directory
+	thr    *throttle
+	m      *metrics
+
+	mu        sync.Mutex
+	bound     map[deviceKey]*Session // bound sessions by device (including detached ones)
+	resumable map[string]*Session    // detached or live sessions by stream-management id
+	all       map[*Session]struct{}
+	draining  bool
+	wg        sync.WaitGroup
+}
+
+type deviceKey struct{ app, user, device string }
+
+// New returns a Server.
+func New(cfg Config) *Server {
+	cfg.setDefaults()
+	return &Server{
+		cfg: cfg, log: cfg.Logger, q: cfg.Queue, dir: cfg.Directory,
+		thr:       newThrottle(),
+		m:         newMetrics(),
+		bound:     map[deviceKey]*Session{},
+		resumable: map[string]*Session{},
+		all:       map[*Session]struct{}{},
+	}
+}
+
+// Collectors returns the session metrics for the gateway to register.
+func (s *Server) Collectors() []prometheus.Collector { return s.m.collectors(s) }
+
+// ServeTCP accepts XMPP c2s connections on ln until it is closed: with
+// directTLS, TLS from the first byte (XEP-0368); without, STARTTLS is
+// required before SASL. It returns when ln is closed.
+func (s *Server) ServeTCP(ln net.Listener, directTLS bool) error {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(5 * time.Millisecond) // accept backoff (EMFILE and the like)
+				continue
+			}
+			return err
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.serveConn(c, directTLS)
+		}()
+	}
+}
+
+func (s *Server) serveConn(c net.Conn, directTLS bool) {
+	if directTLS {
+		c.SetDeadline(time.Now().Add(s.cfg.AuthTimeout))
+		tc := tls.Server(c, s.cfg.TLS)
+		if err := tc.Handshake(); err != nil {
+			s.m.handshakes.WithLabelValues("tls", "tls_failed").Inc()
+			c.Close()
+			return
+		}
+		c = tc
+	}
+	kind := "starttls"
+	if directTLS {
+		kind = "tls"
+	}
+	sess := s.newSession(newTCPTransport(c, directTLS), kind)
+	sess.run()
+}
+
+// ServeHTTP accepts an RFC 7395 WebSocket connection (subprotocol "xmpp").
+// Over plain ws:// SASL is allowed only from loopback unless configured.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		Subprotocols:       []string{sdkproto.WebSocketProtocol},
+		InsecureSkipVerify: true, // device SDKs are not browsers bound to an origin; auth is SASL
+	})
+	if err != nil {
+		return
+	}
+	if c.Subprotocol() != sdkproto.WebSocketProtocol {
+		c.Close(websocket.StatusPolicyViolation, "the xmpp subprotocol is required")
+		return
+	}
+	c.SetReadLimit(sdkproto.MaxStanzaBytes)
+	secure := r.TLS != nil || s.cfg.InsecureWebSocketFromAny
+	addr, _ := netip.ParseAddrPort(r.RemoteAddr)
+	if addr.Addr().IsLoopback() {
+		secure = true
+	}
+	var ra net.Addr = net.TCPAddrFromAddrPort(addr)
+	sess := s.newSession(&wsTransport{c: c, addr: ra, tls: secure}, "websocket")
+	s.wg.Add(1)
+	defer s.wg.Done()
+	sess.run()
+}
+
+func (s *Server) newSession(t transport, kind string) *Session {
+	sess := &Session{srv: s, t: t, id: s.nextID.Add(1), kind: kind, log: s.log}
+	s.mu.Lock()
+	s.all[sess] = struct{}{}
+	draining := s.draining
+	s.mu.Unlock()
+	if draining {
+		sess.closeReason = ReasonShutdown
+	}
+	s.m.connections.WithLabelValues(kind).Inc()
+	return sess
+}
+
+func (s *Server) forget(sess *Session) {
+	s.mu.Lock()
+	delete(s.all, sess)
+	s.mu.Unlock()
+	s.m.connections.WithLabelValues(sess.kind).Dec()
+}
+
+// bind registers sess as the session of its device, replacing (with
+// <conflict/>) an older one.
+func (s *Server) bind(sess *Session) {
+	k := deviceKey{sess.app, sess.user, sess.device}
+	s.mu.Lock()
+	old := s.bound[k]
+	s.bound[k] = sess
+	s.mu.Unlock()
+	if old != nil && old != sess {
+		old.terminate(ReasonReplaced)
+	}
+}
+
+// unbind forgets sess; it reports whether sess was still the device's
+// session (not replaced by a newer one).
+func (s *Server) unbind(sess *Session) bool {
+	k := deviceKey{sess.app, sess.user, sess.device}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	current := s.bound[k] == sess
+	if current {
+		delete(s.bound, k)
+	}
+	if sess.smID != "" && s.resumable[sess.smID] == sess {
+		delete(s.resumable, sess.smID)
+	}
+	return current
+}
+
+// Online reports whether a device has a bound session.
+func (s *Server) Online(app, user, device string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.bound[deviceKey{app, user, device}]
+	return ok
+}
+
+// Counts returns the number of bound sessions by transport.
+func (s *Server) Counts() map[string]int64 {
+	out := map[string]int64{"tls": 0, "starttls": 0, "websocket": 0}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, sess := range s.bound {
+		out[sess.kind]++
+	}
+	return out
+}
+
+// KickUser ends every session of a user (the user was deleted).
+func (s *Server) KickUser(app, user string) {
+	s.kick(func(k deviceKey) bool { return k.app == app && k.user == user })
+}
+
+// KickApp ends every session of an app (the app was deleted).
+func (s *Server) KickApp(app string) {
+	s.kick(func(k deviceKey) bool { return k.app == app })
+}
+
+func (s *Server) kick(match func(deviceKey) bool) {
+	var list []*Session
+	s.mu.Lock()
+	for k, sess := range s.bound {
+		if match(k) {
+			list = append(list, sess)
+		}
+	}
+	s.mu.Unlock()
+	for _, sess := range list {
+		sess.terminate(ReasonNotAuthorized)
+	}
+}
+
+// Shutdown sends <system-shutdown/> to every session, closes them, and
+// waits for their goroutines or ctx. Listeners must be closed first.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.draining = true
+	list := make([]*Session, 0, len(s.all)+len(s.resumable))
+	for sess := range s.all {
+		list = append(list, sess)
+	}
+	for _, sess := range s.resumable {
+		list = append(list, sess)
+	}
+	s.mu.Unlock()
+	for _, sess := range list {
+		sess.terminate(ReasonShutdown)
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,627 @@
+package session
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"tether/queue"
+	"tether/sdkproto"
+)
+
+// State is a bitmask of what a session has negotiated.
+type State uint8
+
+// Session states.
+const (
+	StateSecure State = 1 << iota // TLS (or a trusted WebSocket)
+	StateAuthn                    // SASL succeeded
+	StateBound                    // a resource (device) is bound
+	StateReady                    // initial presence sent: messages flow
+)
+
+// CloseReason says why a session ended; it becomes a metric label.
+type CloseReason string
+
+// Close reasons.
+const (
+	ReasonClientClosed  CloseReason = "client_closed"
+	ReasonConnLost      CloseReason = "connection_lost"
+	ReasonNotWellFormed CloseReason = "not_well_formed"
+	ReasonPolicy        CloseReason = "policy_violation"
+	ReasonAuthTimeout   CloseReason = "auth_timeout"
+	ReasonIdle          CloseReason = "idle"
+	ReasonReplaced      CloseReason = "replaced"
+	ReasonShutdown      CloseReason = "shutdown"
+	ReasonSlowConsumer  CloseReason = "slow_consumer"
+	ReasonHostUnknown   CloseReason = "host_unknown"
+	ReasonNotAuthorized CloseReason = "not_authorized"
+	ReasonResumeExpired CloseReason = "resume_expired"
+	ReasonResumed       CloseReason = "resumed_elsewhere"
+)
+
+// streamErrors maps a close reason to the stream error condition sent.
+var streamErrors = map[CloseReason]string{
+	ReasonNotWellFormed: "not-well-formed",
+	ReasonPolicy:        "policy-violation",
+	ReasonAuthTimeout:   "connection-timeout",
+	ReasonIdle:          "connection-timeout",
+	ReasonReplaced:      "conflict",
+	ReasonShutdown:      "system-shutdown",
+	ReasonSlowConsumer:  "policy-violation",
+	ReasonHostUnknown:   "host-unknown",
+	ReasonNotAuthorized: "not-authorized",
+}
+
+const writeTimeout = 10 * time.Second
+
+// Session is one device connection: the reader goroutine runs the state
+// machine; other goroutines (the queue's hand-off, the flusher) only take
+// mu to queue output. Lock order: Server.mu before Session.mu.
+type Session struct {
+	srv  *Server
+	log  *zap.Logger
+	id   uint64
+	kind string // tls, starttls, websocket
+
+	// Owned by the reader goroutine.
+	started   time.Time
+	state     State
+	app       string
+	user      string
+	device    string
+	domain    string
+	streamID  string
+	authTries int
+	scram     *scramState
+
+	mu           sync.Mutex
+	t            transport // nil while detached
+	out          [][]byte  // frames waiting for the flusher
+	outBytes     int
+	flushing     bool
+	closed       bool
+	closeWritten bool
+	closeReason  CloseReason
+	// Delivery state, under mu.
+	sub        *queue.Subscription
+	snk        *sink
+	loading    bool             // reading pending pages: live messages are held
+	held       []*queue.Message // live messages that arrived while loading
+	lastSeq    uint64           // highest seq queued on this session
+	more       bool             // the queue may hold more pending messages
+	inflight   []inflight       // messages queued and not yet acknowledged
+	sentIDs    []string         // ids written since the last MarkSent
+	smEnabled  bool
+	smID       string
+	hIn        uint32 // stanzas received (XEP-0198 h)
+	hOut       uint32 // stanzas sent
+	detachedAt time.Time
+	resumeTmr  *time.Timer
+}
+
+type inflight struct {
+	h   uint32 // hOut once this message's stanza is counted
+	msg *queue.Message
+}
+
+func (s *Session) ref() queue.DeviceRef {
+	return queue.DeviceRef{App: s.app, User: s.user, Device: s.device}
+}
+
+// run is the reader goroutine: it reads elements and drives the state
+// machine until the connection ends.
+func (s *Session) run() {
+	defer s.srv.forget(s)
+	s.started = time.Now()
+	s.t.setReadDeadline(s.started.Add(s.srv.cfg.AuthTimeout))
+	if s.t.secure() {
+		s.state |= StateSecure
+	}
+	reason := s.loop()
+	s.end(reason)
+}
+
+// loop returns why the connection ended.
+func (s *Session) loop() CloseReason {
+	for {
+		s.mu.Lock()
+		if s.closeReason != "" {
+			r := s.closeReason
+			s.mu.Unlock()
+			return r
+		}
+		t := s.t
+		s.mu.Unlock()
+		e, err := t.next()
+		if err != nil {
+			return s.readFailure(err)
+		}
+		if s.state&StateAuthn != 0 {
+			t.setReadDeadline(time.Now().Add(s.srv.cfg.IdleTimeout))
+		}
+		if r := s.handle(e); r != "" {
+			return r
+		}
+	}
+}
+
+func (s *Session) readFailure(err error) CloseReason {
+	s.mu.Lock()
+	r := s.closeReason
+	s.mu.Unlock()
+	if r != "" {
+		return r
+	}
+	var ne net.Error
+	switch {
+	case errors.Is(err, errTooLarge):
+		return ReasonPolicy
+	case errors.Is(err, errNotWellFormed):
+		return ReasonNotWellFormed
+	case errors.Is(err, errStreamEnd):
+		return ReasonClientClosed
+	case errors.Is(err, errTimeout), errors.As(err, &ne) && ne.Timeout():
+		if s.state&StateAuthn == 0 {
+			return ReasonAuthTimeout
+		}
+		return ReasonIdle
+	case errors.Is(err, io.EOF):
+		return ReasonConnLost
+	}
+	return ReasonConnLost
+}
+
+// handle processes one element; a non-empty reason ends the connection.
+func (s *Session) handle(e *element) CloseReason {
+	if e.name.Local == streamLocal || (e.name.Space == sdkproto.NSFraming && e.name.Local == "open") {
+		return s.openStream(e)
+	}
+	if s.domain == "" {
+		return ReasonNotWellFormed // a stanza before the stream header
+	}
+	switch {
+	case e.name.Space == sdkproto.NSTLS && e.name.Local == "starttls":
+		return s.startTLS()
+	case e.name.Space == sdkproto.NSSASL:
+		return s.sasl(e)
+	case e.name.Space == sdkproto.NSSM:
+		return s.streamManagement(e)
+	}
+	if s.state&StateAuthn == 0 {
+		return ReasonNotAuthorized
+	}
+	if e.name.Space != sdkproto.NSClient && e.name.Space != "" {
+		return ReasonNotWellFormed
+	}
+	if s.state&StateBound != 0 {
+		s.mu.Lock()
+		s.hIn++
+		s.mu.Unlock()
+	}
+	switch e.name.Local {
+	case "iq":
+		return s.iq(e)
+	case "presence":
+		return s.presence(e)
+	case "message":
+		return s.message(e)
+	}
+	return ReasonNotWellFormed
+}
+
+// openStream answers a stream header (or WebSocket <open/>) with ours and
+// the features of the current state.
+func (s *Session) openStream(e *element) CloseReason {
+	to := e.attr("to")
+	app, ok := strings.CutSuffix(to, "."+s.srv.cfg.Domain)
+	if s.domain != "" && to != s.domain {
+		ok = false
+	}
+	s.streamID = randomID()
+	if !ok || !s.srv.dir.AppExists(app) {
+		s.send(s.t.streamHeader(to, s.streamID))
+		return ReasonHostUnknown
+	}
+	s.domain, s.app = to, app
+	var f xmlBuf
+	f.WriteString("<stream:features")
+	if s.kind == "websocket" {
+		f.WriteString(" xmlns:stream='http://etherx.jabber.org/streams'")
+	}
+	f.WriteString(">")
+	switch {
+	case s.state&StateSecure == 0:
+		f.WriteString("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>")
+	case s.state&StateAuthn == 0:
+		f.WriteString("<mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>")
+		for _, m := range sdkproto.Mechanisms {
+			f.WriteString("<mechanism>" + m + "</mechanism>")
+		}
+		f.WriteString("</mechanisms>")
+	default:
+		f.WriteString("<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>" +
+			"<session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session>" +
+			"<sm xmlns='urn:xmpp:sm:3'/>")
+	}
+	f.WriteString("</stream:features>")
+	s.send(s.t.streamHeader(s.domain, s.streamID), f.Bytes())
+	return ""
+}
+
+func (s *Session) startTLS() CloseReason {
+	tt, ok := s.t.(*tcpTransport)
+	if !ok || s.state&StateSecure != 0 {
+		return ReasonPolicy
+	}
+	// <proceed/> must reach the client before the handshake starts: write it
+	// directly, the flusher has nothing else queued before authentication.
+	if err := s.syncWrite([]byte("<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")); err != nil {
+		return ReasonConnLost
+	}
+	tt.conn.SetDeadline(time.Now().Add(s.srv.cfg.AuthTimeout))
+	if err := tt.startTLS(s.srv.cfg.TLS, s.srv.cfg.AuthTimeout); err != nil {
+		s.srv.m.handshakes.WithLabelValues(s.kind, "tls_failed").Inc()
+		return ReasonConnLost
+	}
+	tt.conn.SetWriteDeadline(time.Time{})
+	tt.conn.SetReadDeadline(s.started.Add(s.srv.cfg.AuthTimeout)) // one budget for TLS and SASL
+	s.state |= StateSecure
+	s.domain = ""
+	return ""
+}
+
+// syncWrite writes directly on the reader goroutine; only used before any
+// other writer can exist (STARTTLS).
+func (s *Session) syncWrite(b []byte) error {
+	s.mu.Lock()
+	for s.flushing {
+		s.mu.Unlock()
+		time.Sleep(time.Millisecond) // waiting for a flush of pre-TLS output
+		s.mu.Lock()
+	}
+	t := s.t
+	s.mu.Unlock()
+	return t.write([][]byte{b})
+}
+
+// --- output -----------------------------------------------------------------
+
+// send queues frames for the flusher. Safe for concurrent use; never
+// blocks on the network.
+func (s *Session) send(frames ...[]byte) {
+	s.mu.Lock()
+	s.enqueueLocked(frames...)
+	s.mu.Unlock()
+}
+
+func (s *Session) enqueueLocked(frames ...[]byte) {
+	if s.closed || s.t == nil {
+		return // detached: messages are in inflight and go out on resume
+	}
+	for _, f := range frames {
+		s.out = append(s.out, f)
+		s.outBytes += len(f)
+	}
+	if s.outBytes > s.srv.cfg.MaxOutboundBytes && s.closeReason == "" {
+		s.closeReason = ReasonSlowConsumer
+		if s.t != nil {
+			s.t.setReadDeadline(time.Now()) // wake the reader
+		}
+	}
+	s.kickLocked()
+}
+
+// kickLocked starts a flusher if output is waiting and none runs.
+func (s *Session) kickLocked() {
+	if s.flushing || len(s.out) == 0 || s.t == nil {
+		return
+	}
+	s.flushing = true
+	go s.flush()
+}
+
+// flush writes everything queued, then exits: no writer goroutine stays
+// parked on an idle session.
+func (s *Session) flush() {
+	for {
+		s.mu.Lock()
+		t := s.t
+		if len(s.out) == 0 || t == nil {
+			s.flushing = false
+			s.mu.Unlock()
+			return
+		}
+		frames := s.out
+		s.out, s.outBytes = nil, 0
+		sent := s.sentIDs
+		s.sentIDs = nil
+		s.mu.Unlock()
+		if tt, ok := t.(*tcpTransport); ok {
+			tt.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+		}
+		if err := t.write(frames); err != nil {
+			s.mu.Lock()
+			s.flushing = false
+			if s.t == t && s.closeReason == "" {
+				t.close() // the reader sees the error and ends or detaches
+			}
+			s.mu.Unlock()
+			return
+		}
+		if len(sent) > 0 {
+			if err := s.srv.q.MarkSent(context.Background(), s.ref(), sent...); err != nil {
+				s.log.Warn("mark sent", zap.Error(err))
+			}
+			s.srv.m.messagesOut.Add(float64(len(sent)))
+		}
+	}
+}
+
+// terminate ends the session from another goroutine with reason: the
+// stream error goes out, then the connection closes.
+func (s *Session) terminate(reason CloseReason) {
+	s.mu.Lock()
+	if s.closeReason == "" {
+		s.closeReason = reason
+	}
+	t := s.t
+	detached := t == nil
+	s.mu.Unlock()
+	if detached {
+		s.end(reason)
+		return
+	}
+	if _, ws := t.(*wsTransport); ws {
+		// Cancelling a WebSocket read closes the connection: say why first.
+		s.writeClose(t, reason)
+	}
+	t.setReadDeadline(time.Now()) // the reader wakes and ends the session
+}
+
+// end runs once when the session is over for good, or detaches it when it
+// can be resumed.
+func (s *Session) end(reason CloseReason) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	t := s.t
+	resumable := s.smEnabled && s.smID != "" && reason == ReasonConnLost && t != nil
+	if resumable {
+		// Keep the session (and its subscription) for the resume window.
+		s.t = nil
+		s.out, s.outBytes = nil, 0
+		s.detachedAt = time.Now()
+		s.resumeTmr = time.AfterFunc(s.srv.cfg.ResumeWindow, func() { s.terminate(ReasonResumeExpired) })
+		s.mu.Unlock()
+		t.close()
+		s.srv.m.closes.WithLabelValues(string(ReasonConnLost)).Inc()
+		return
+	}
+	s.closed = true
+	if s.resumeTmr != nil {
+		s.resumeTmr.Stop()
+	}
+	sub := s.sub
+	s.sub = nil
+	bound := s.state&StateBound != 0
+	s.mu.Unlock()
+	if sub != nil {
+		sub.Close()
+	}
+	if t != nil {
+		s.writeClose(t, reason)
+		t.close()
+	}
+	if bound && reason != ReasonResumed && s.srv.unbind(s) {
+		s.srv.q.AppendEvent(context.Background(), &queue.Event{Type: queue.EventDeviceOffline, App: s.app, User: s.user, Device: s.device, Reason: string(reason)})
+	}
+	s.srv.m.closes.WithLabelValues(string(reason)).Inc()
+	if s.log.Core().Enabled(zap.DebugLevel) {
+		s.log.Debug("session closed", zap.Uint64("conn", s.id), zap.String("reason", string(reason)))
+	}
+}
+
+// writeClose writes what is still queued, the stream error for reason (if
+// any) and the stream close, bounded by the write timeout.
+func (s *Session) writeClose(t transport, reason CloseReason) {
+	s.mu.Lock()
+	if s.closeWritten {
+		s.mu.Unlock()
+		return
+	}
+	s.closeWritten = true
+	for s.flushing {
+		s.mu.Unlock()
+		time.Sleep(time.Millisecond) // let a running flush finish
+		s.mu.Lock()
+	}
+	frames := s.out
+	s.out = nil
+	s.flushing = true // no new flusher from now on
+	s.mu.Unlock()
+	if cond, ok := streamErrors[reason]; ok {
+		var b xmlBuf
+		b.WriteString("<stream:error")
+		if s.kind == "websocket" {
+			b.WriteString(" xmlns:stream='http://etherx.jabber.org/streams'")
+		}
+		b.WriteString("><" + cond + " xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>")
+		frames = append(frames, b.Bytes())
+	}
+	if s.domain == "" && reason == ReasonNotWellFormed || reason == ReasonHostUnknown && len(frames) == 1 {
+		// No stream header went out yet: RFC 6120 4.9.1.2 wants one first.
+		frames = append([][]byte{t.streamHeader("", randomID())}, frames...)
+	}
+	frames = append(frames, t.streamClose())
+	if tt, ok := t.(*tcpTransport); ok {
+		tt.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	}
+	t.write(frames)
+}
+
+// --- XEP-0198 stream management ------------------------------------------------
+
+func (s *Session) streamManagement(e *element) CloseReason {
+	switch e.name.Local {
+	case "enable":
+		if s.state&StateBound == 0 {
+			s.send([]byte("<failed xmlns='urn:xmpp:sm:3'><unexpected-request xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>"))
+			return ""
+		}
+		s.mu.Lock()
+		if s.smEnabled {
+			s.mu.Unlock()
+			s.send([]byte("<failed xmlns='urn:xmpp:sm:3'><unexpected-request xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>"))
+			return ""
+		}
+		s.smEnabled = true
+		s.smID = randomID() + randomID()
+		id := s.smID
+		s.mu.Unlock()
+		s.srv.mu.Lock()
+		s.srv.resumable[id] = s
+		s.srv.mu.Unlock()
+		var b xmlBuf
+		b.WriteString("<enabled xmlns='urn:xmpp:sm:3'")
+		b.attr("id", id)
+		b.WriteString(" resume='true' max='" + strconv.Itoa(int(s.srv.cfg.ResumeWindow/time.Second)) + "'/>")
+		s.send(b.Bytes())
+	case "r":
+		s.mu.Lock()
+		h := s.hIn
+		s.mu.Unlock()
+		s.send([]byte("<a xmlns='urn:xmpp:sm:3' h='" + strconv.FormatUint(uint64(h), 10) + "'/>"))
+	case "a":
+		h, err := strconv.ParseUint(e.attr("h"), 10, 32)
+		if err != nil {
+			return ReasonNotWellFormed
+		}
+		s.acked(uint32(h))
+	case "resume":
+		return s.resume(e)
+	default:
+		return ReasonNotWellFormed
+	}
+	return ""
+}
+
+// acked handles <a h='N'/>: every message counted up to N is delivered.
+func (s *Session) acked(h uint32) {
+	s.mu.Lock()
+	n := 0
+	for n < len(s.inflight) && int32(s.inflight[n].h-h) <= 0 {
+		n++
+	}
+	ids := make([]string, n)
+	for i := range n {
+		ids[i] = s.inflight[i].msg.ID
+	}
+	s.inflight = s.inflight[n:]
+	if len(s.inflight) == 0 {
+		s.inflight = nil
+	}
+	refill := s.more && !s.loading && len(s.inflight) < s.srv.cfg.Window/2
+	s.mu.Unlock()
+	if len(ids) > 0 {
+		if err := s.srv.q.MarkDelivered(context.Background(), s.ref(), ids...); err != nil {
+			s.log.Warn("mark delivered", zap.Error(err))
+		}
+	}
+	if refill {
+		s.loadPending()
+	}
+}
+
+// resume takes over a detached session (XEP-0198): this connection
+// continues it, and unacknowledged messages are sent again, same ids.
+func (s *Session) resume(e *element) CloseReason {
+	if s.state&StateAuthn == 0 || s.state&StateBound != 0 {
+		return ReasonNotAuthorized
+	}
+	prev := e.attr("previd")
+	h, err := strconv.ParseUint(e.attr("h"), 10, 32)
+	s.srv.mu.Lock()
+	old := s.srv.resumable[prev]
+	s.srv.mu.Unlock()
+	if err != nil || old == nil || old == s || old.app != s.app || old.user != s.user {
+		s.send([]byte("<failed xmlns='urn:xmpp:sm:3'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>"))
+		s.srv.m.resumes.WithLabelValues("failed").Inc()
+		return ""
+	}
+	// Detach the old session from its connection (if it still has one),
+	// then move its state here.
+	old.mu.Lock()
+	if old.closed {
+		old.mu.Unlock()
+		s.send([]byte("<failed xmlns='urn:xmpp:sm:3'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>"))
+		s.srv.m.resumes.WithLabelValues("failed").Inc()
+		return ""
+	}
+	oldT := old.t
+	old.t = nil
+	old.closed = true
+	if old.resumeTmr != nil {
+		old.resumeTmr.Stop()
+	}
+	sub, snk, inflight, lastSeq, more, hIn, smID := old.sub, old.snk, old.inflight, old.lastSeq, old.more, old.hIn, old.smID
+	old.sub, old.snk, old.inflight, old.closeReason = nil, nil, nil, ReasonResumed
+	old.mu.Unlock()
+	if oldT != nil {
+		oldT.close()
+	}
+	s.device, s.state = old.device, s.state|StateBound|StateReady
+
+	// Messages the client counted are delivered; the rest go out again.
+	acked := 0
+	for acked < len(inflight) && int32(inflight[acked].h-uint32(h)) <= 0 {
+		acked++
+	}
+	ids := make([]string, acked)
+	for i := range acked {
+		ids[i] = inflight[i].msg.ID
+	}
+	if len(ids) > 0 {
+		s.srv.q.MarkDelivered(context.Background(), s.ref(), ids...)
+	}
+	var b xmlBuf
+	b.WriteString("<resumed xmlns='urn:xmpp:sm:3'")
+	b.attr("previd", smID)
+	b.attr("h", strconv.FormatUint(uint64(hIn), 10))
+	b.WriteString("/>")
+
+	s.mu.Lock()
+	s.smEnabled, s.smID, s.hIn, s.hOut = true, smID, hIn, uint32(h)
+	s.lastSeq, s.more = lastSeq, more
+	s.sub, s.snk = sub, snk
+	s.enqueueLocked(b.Bytes())
+	for _, f := range inflight[acked:] {
+		s.queueMessageLocked(f.msg, true)
+	}
+	s.mu.Unlock()
+	if snk != nil {
+		snk.s.Store(s) // the queue's hand-offs now reach this session
+	}
+	s.srv.mu.Lock()
+	s.srv.resumable[smID] = s
+	s.srv.bound[deviceKey{s.app, s.user, s.device}] = s
+	s.srv.mu.Unlock()
+	s.srv.m.resumes.WithLabelValues("ok").Inc()
+	return ""
+}
+
+func randomID() string {
+	var b [9]byte
+	randRead(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}

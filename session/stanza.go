@@ -1,0 +1,477 @@
+package session
+
+import (
+	"context"
+	"encoding/json"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"tether/queue"
+	"tether/sdkproto"
+)
+
+// --- IQ -----------------------------------------------------------------------
+
+func (s *Session) iq(e *element) CloseReason {
+	typ, id := e.attr("type"), e.attr("id")
+	if typ == "result" || typ == "error" {
+		return "" // answers to our pings
+	}
+	if typ != "get" && typ != "set" || id == "" {
+		return ReasonNotWellFormed
+	}
+	if to := e.attr("to"); to != "" && to != s.domain && to != s.jid() && to != s.bareJID() {
+		s.iqError(id, "cancel", "service-unavailable")
+		return ""
+	}
+	p := e.firstChild()
+	if p == nil {
+		s.iqError(id, "modify", "bad-request")
+		return ""
+	}
+	if s.state&StateBound == 0 {
+		if p.name.Space == sdkproto.NSBind && p.name.Local == "bind" && typ == "set" {
+			return s.bind(id, p)
+		}
+		s.iqError(id, "wait", "not-authorized")
+		return ""
+	}
+	switch {
+	case p.name.Space == sdkproto.NSSession && typ == "set":
+		s.iqResult(id, "")
+	case p.name.Space == sdkproto.NSPing && typ == "get":
+		s.iqResult(id, "")
+	case p.name.Space == sdkproto.NSDiscoInfo && typ == "get":
+		s.iqResult(id, discoInfo)
+	case p.name.Space == sdkproto.NSRoster && typ == "get":
+		s.iqResult(id, "<query xmlns='jabber:iq:roster'/>")
+	case p.name.Space == sdkproto.NSPush && p.name.Local == "push" && typ == "set":
+		s.pushRegistration(id, p)
+	case p.name.Space == sdkproto.NSConfig && p.name.Local == "config" && typ == "get":
+		var b xmlBuf
+		b.WriteString("<config xmlns='urn:tether:config:0'>")
+		if cfg := s.srv.dir.ClientConfig(s.app); len(cfg) > 0 {
+			b.text(string(cfg))
+		} else {
+			b.WriteString("{}")
+		}
+		b.WriteString("</config>")
+		s.iqResult(id, b.String())
+	default:
+		s.iqError(id, "cancel", "service-unavailable")
+	}
+	return ""
+}
+
+var discoInfo = "<query xmlns='http://jabber.org/protocol/disco#info'>" +
+	"<identity category='server' type='im' name='Tether'/>" +
+	"<feature var='http://jabber.org/protocol/disco#info'/>" +
+	"<feature var='urn:xmpp:ping'/>" +
+	"<feature var='urn:xmpp:sm:3'/>" +
+	"<feature var='urn:xmpp:receipts'/>" +
+	"<feature var='urn:xmpp:chat-markers:0'/>" +
+	"<feature var='urn:xmpp:delay'/>" +
+	"<feature var='urn:xmpp:reply:0'/>" +
+	"<feature var='jabber:iq:roster'/>" +
+	"<feature var='urn:tether:data:0'/>" +
+	"<feature var='urn:tether:expire:0'/>" +
+	"<feature var='urn:tether:channel:0'/>" +
+	"<feature var='urn:tether:push:0'/>" +
+	"<feature var='urn:tether:config:0'/>" +
+	"</query>"
+
+func (s *Session) jid() string     { return s.user + "@" + s.domain + "/" + s.device }
+func (s *Session) bareJID() string { return s.user + "@" + s.domain }
+
+func (s *Session) iqResult(id, payload string) {
+	var b xmlBuf
+	b.WriteString("<iq type='result'")
+	b.attr("id", id)
+	if s.state&StateBound != 0 {
+		b.attr("to", s.jid())
+	}
+	if payload == "" {
+		b.WriteString("/>")
+	} else {
+		b.WriteString(">" + payload + "</iq>")
+	}
+	s.sendStanza(b.Bytes())
+}
+
+func (s *Session) iqError(id, typ, cond string) {
+	var b xmlBuf
+	b.WriteString("<iq type='error'")
+	b.attr("id", id)
+	b.WriteString("><error type='" + typ + "'><" + cond + " xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>")
+	s.sendStanza(b.Bytes())
+}
+
+// sendStanza queues a stanza, counting it for stream management.
+func (s *Session) sendStanza(b []byte) {
+	s.mu.Lock()
+	if s.smEnabled {
+		s.hOut++
+	}
+	s.enqueueLocked(b)
+	s.mu.Unlock()
+}
+
+// bind binds the device id as the resource. The JID comes from the SASL
+// identity and the stream's domain, never from the client's stream header.
+func (s *Session) bind(id string, p *element) CloseReason {
+	res := ""
+	if r := p.child("", "resource"); r != nil {
+		res = r.text
+	}
+	if res == "" {
+		// RFC 6120 7.6: the server generates a resource when the client
+		// asks for none. Such a device is new on every login; SDKs bind
+		// their device id.
+		res = "gen-" + randomID()
+	}
+	if !validDevice(res) {
+		s.iqError(id, "modify", "bad-request")
+		return ""
+	}
+	s.device = res
+	s.state |= StateBound
+	s.srv.bind(s)
+	var b xmlBuf
+	b.WriteString("<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><jid>")
+	b.text(s.jid())
+	b.WriteString("</jid></bind>")
+	s.iqResult(id, b.String())
+	ctx := context.Background()
+	transport := s.kind
+	now := time.Now().UTC()
+	if _, err := s.srv.q.UpdateDevice(ctx, s.ref(), func(d *queue.Device) *queue.Device {
+		if d == nil {
+			d = &queue.Device{}
+		}
+		d.Transport, d.LastSeen = transport, now
+		return d
+	}); err != nil {
+		s.log.Warn("device record", zap.Error(err))
+	}
+	s.srv.q.AppendEvent(ctx, &queue.Event{Type: queue.EventDeviceOnline, App: s.app, User: s.user, Device: s.device, Transport: transport})
+	s.srv.m.handshakes.WithLabelValues(s.kind, "ok").Inc()
+	return ""
+}
+
+func (s *Session) pushRegistration(id string, p *element) {
+	provider, token := p.attr("provider"), p.attr("token")
+	var reg *queue.PushRegistration
+	switch provider {
+	case "none":
+	case "apns", "fcm":
+		if token == "" || len(token) > 4096 {
+			s.iqError(id, "modify", "bad-request")
+			return
+		}
+		if !s.srv.dir.PushAllowed(provider, token) {
+			s.iqError(id, "modify", "not-acceptable")
+			return
+		}
+		env := p.attr("environment")
+		if env != "" && env != "production" && env != "sandbox" {
+			s.iqError(id, "modify", "bad-request")
+			return
+		}
+		reg = &queue.PushRegistration{Provider: provider, Token: token, Topic: p.attr("topic"), Environment: env}
+	default:
+		s.iqError(id, "modify", "bad-request")
+		return
+	}
+	if _, err := s.srv.q.UpdateDevice(context.Background(), s.ref(), func(d *queue.Device) *queue.Device {
+		if d == nil {
+			d = &queue.Device{}
+		}
+		d.Push = reg
+		return d
+	}); err != nil {
+		s.iqError(id, "wait", "internal-server-error")
+		return
+	}
+	s.iqResult(id, "")
+}
+
+// --- presence -------------------------------------------------------------------
+
+func (s *Session) presence(e *element) CloseReason {
+	if s.state&StateBound == 0 {
+		return ReasonNotAuthorized
+	}
+	if e.attr("to") != "" || e.attr("type") != "" {
+		return "" // no presence routing: devices talk to the backend only
+	}
+	if s.state&StateReady != 0 {
+		return ""
+	}
+	s.state |= StateReady
+	s.startDelivery()
+	return ""
+}
+
+// --- messages from the device ----------------------------------------------------
+
+func (s *Session) message(e *element) CloseReason {
+	if s.state&StateBound == 0 {
+		return ReasonNotAuthorized
+	}
+	if e.attr("type") == "error" {
+		return ""
+	}
+	to := e.attr("to")
+	if to != s.domain && to != "" {
+		s.stanzaError("message", e.attr("id"), to, "cancel", "service-unavailable")
+		return ""
+	}
+	ctx := context.Background()
+	if r := e.child(sdkproto.NSReceipts, "received"); r != nil {
+		if id := r.attr("id"); id != "" {
+			s.forget(id)
+			if err := s.srv.q.MarkDelivered(ctx, s.ref(), id); err != nil {
+				s.log.Warn("receipt", zap.Error(err))
+			}
+		}
+		return ""
+	}
+	if d := e.child(sdkproto.NSMarkers, "displayed"); d != nil {
+		if id := d.attr("id"); id != "" {
+			s.forget(id)
+			if err := s.srv.q.MarkRead(ctx, s.ref(), id); err != nil {
+				s.log.Warn("displayed marker", zap.Error(err))
+			}
+		}
+		return ""
+	}
+	body := e.child("", "body")
+	data := e.child(sdkproto.NSData, "data")
+	if body == nil && data == nil {
+		return "" // chat states and the like
+	}
+	ev := &queue.Event{}
+	if body != nil {
+		ev.Body = body.text
+	}
+	if data != nil && data.text != "" {
+		if !json.Valid([]byte(data.text)) {
+			s.stanzaError("message", e.attr("id"), "", "modify", "bad-request")
+			return ""
+		}
+		ev.Data = json.RawMessage(data.text)
+	}
+	if c := e.child(sdkproto.NSChannel, "channel"); c != nil {
+		ev.Channel = c.text
+	}
+	if r := e.child(sdkproto.NSReply, "reply"); r != nil {
+		ev.InReplyTo = r.attr("id")
+	}
+	ev.MessageID = e.attr("id")
+	if err := s.srv.q.Inbound(ctx, s.ref(), ev); err != nil {
+		s.stanzaError("message", e.attr("id"), "", "wait", "internal-server-error")
+		return ""
+	}
+	s.srv.m.messagesIn.Inc()
+	if e.child(sdkproto.NSReceipts, "request") != nil && e.attr("id") != "" {
+		var b xmlBuf
+		b.WriteString("<message")
+		b.attr("from", s.domain)
+		b.attr("to", s.jid())
+		b.WriteString("><received xmlns='urn:xmpp:receipts'")
+		b.attr("id", e.attr("id"))
+		b.WriteString("/></message>")
+		s.sendStanza(b.Bytes())
+	}
+	return ""
+}
+
+func (s *Session) stanzaError(kind, id, from, typ, cond string) {
+	var b xmlBuf
+	b.WriteString("<" + kind + " type='error'")
+	if id != "" {
+		b.attr("id", id)
+	}
+	if from != "" {
+		b.attr("from", from)
+	}
+	b.WriteString("><error type='" + typ + "'><" + cond + " xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></" + kind + ">")
+	s.sendStanza(b.Bytes())
+}
+
+// forget drops a message acknowledged by receipt from the in-flight window
+// of a session without stream management.
+func (s *Session) forget(id string) {
+	s.mu.Lock()
+	if !s.smEnabled {
+		for i, f := range s.inflight {
+			if f.msg.ID == id {
+				s.inflight = append(s.inflight[:i:i], s.inflight[i+1:]...)
+				break
+			}
+		}
+	}
+	s.mu.Unlock()
+}
+
+// --- messages to the device ------------------------------------------------------
+
+// sink is the session's queue.Sink. It outlives one connection: on
+// resumption it is pointed at the session that took over.
+type sink struct{ s atomic.Pointer[Session] }
+
+func (k *sink) Deliver(m *queue.Message) { k.s.Load().deliver(m) }
+func (k *sink) Withdraw(seq uint64)      { k.s.Load().withdraw(seq) }
+
+// startDelivery subscribes to the user's queue, then sends what is pending.
+func (s *Session) startDelivery() {
+	k := &sink{}
+	k.s.Store(s)
+	s.mu.Lock()
+	s.snk = k
+	s.loading = true
+	s.more = true
+	s.mu.Unlock()
+	sub := s.srv.q.Subscribe(s.app, s.user, s.device, k)
+	s.mu.Lock()
+	s.sub = sub
+	s.mu.Unlock()
+	s.loadPending()
+}
+
+const pendingPage = 128
+
+// loadPending reads pending messages page by page and queues them, then
+// the live messages held meanwhile. With stream management it stops when
+// the window is full (acks refill it); without, when the output buffer is
+// half full.
+func (s *Session) loadPending() {
+	for {
+		s.mu.Lock()
+		after := s.lastSeq
+		s.loading = true
+		s.mu.Unlock()
+		msgs, err := s.srv.q.Pending(context.Background(), s.ref(), after, pendingPage)
+		if err != nil {
+			s.log.Warn("pending", zap.Error(err))
+		}
+		s.mu.Lock()
+		for _, m := range msgs {
+			s.queueMessageLocked(m, false)
+		}
+		s.more = len(msgs) == pendingPage
+		s.loading = false
+		held := s.held
+		s.held = nil
+		if !s.more {
+			for _, m := range held {
+				s.queueMessageLocked(m, false)
+			}
+			s.mu.Unlock()
+			return
+		}
+		// Held messages are in the store too: later pages carry them.
+		full := s.closed || s.t == nil || s.outBytes > s.srv.cfg.MaxOutboundBytes/2 ||
+			s.smEnabled && len(s.inflight) >= s.srv.cfg.Window
+		s.mu.Unlock()
+		if full {
+			return
+		}
+	}
+}
+
+// deliver is the queue's hand-off of a new message (any goroutine).
+func (s *Session) deliver(m *queue.Message) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	if s.loading || s.more {
+		if len(s.held) < s.srv.cfg.Window {
+			s.held = append(s.held, m)
+		}
+		s.more = s.more || len(s.held) >= s.srv.cfg.Window
+		return
+	}
+	if s.smEnabled && len(s.inflight) >= s.srv.cfg.Window {
+		s.more = true // the window is full: read it from the store later
+		return
+	}
+	s.queueMessageLocked(m, false)
+}
+
+func (s *Session) withdraw(seq uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, h := range s.held {
+		if h.Seq == seq {
+			s.held = append(s.held[:i:i], s.held[i+1:]...)
+			return
+		}
+	}
+}
+
+// queueMessageLocked renders m and queues it, once: messages at or below
+// lastSeq were queued already (the queue's hand-off and a pending read may
+// both carry a message), unless resend is set (a resumed stream).
+func (s *Session) queueMessageLocked(m *queue.Message, resend bool) {
+	if m.Seq <= s.lastSeq && !resend {
+		return
+	}
+	if m.Seq > s.lastSeq {
+		s.lastSeq = m.Seq
+	}
+	if s.smEnabled {
+		s.hOut++
+	}
+	s.inflight = append(s.inflight, inflight{h: s.hOut, msg: m})
+	if !s.smEnabled && len(s.inflight) > s.srv.cfg.Window {
+		s.inflight = s.inflight[1:] // without stream management only receipts ack
+	}
+	s.sentIDs = append(s.sentIDs, m.ID)
+	frames := [][]byte{s.renderMessage(m)}
+	if s.smEnabled {
+		frames = append(frames, smRequest)
+	}
+	s.enqueueLocked(frames...)
+}
+
+var smRequest = []byte("<r xmlns='urn:xmpp:sm:3'/>")
+
+// renderMessage writes the message stanza of SPEC section 6.
+func (s *Session) renderMessage(m *queue.Message) []byte {
+	var b xmlBuf
+	b.Grow(320 + len(m.Body) + len(m.Data))
+	b.WriteString("<message")
+	b.attr("from", s.domain)
+	b.attr("to", s.jid())
+	b.attr("id", m.ID)
+	b.WriteString(" type='normal'>")
+	if m.Body != "" {
+		b.WriteString("<body>")
+		b.text(m.Body)
+		b.WriteString("</body>")
+	}
+	if len(m.Data) > 0 {
+		b.WriteString("<data xmlns='urn:tether:data:0'>")
+		b.text(string(m.Data))
+		b.WriteString("</data>")
+	}
+	b.WriteString("<request xmlns='urn:xmpp:receipts'/><markable xmlns='urn:xmpp:chat-markers:0'/>")
+	b.WriteString("<delay xmlns='urn:xmpp:delay'")
+	b.attr("from", s.domain)
+	b.attr("stamp", m.CreatedAt.UTC().Format(time.RFC3339))
+	b.WriteString("/><expire xmlns='urn:tether:expire:0'")
+	b.attr("at", m.ExpiresAt.UTC().Format(time.RFC3339))
+	b.WriteString("/>")
+	if m.Channel != "" {
+		b.WriteString("<channel xmlns='urn:tether:channel:0'>")
+		b.text(m.Channel)
+		b.WriteString("</channel>")
+	}
+	b.WriteString("</message>")
+	return b.Bytes()
+}

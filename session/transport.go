@@ -1,0 +1,271 @@
+package session
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/xml"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"tether/sdkproto"
+)
+
+// transport hides XMPP over TCP (a stream of bytes with a <stream:stream>
+// root) versus WebSocket (RFC 7395: one element per frame, <open/> and
+// <close/>). Reads happen only on the session's reader goroutine; writes
+// only on its flusher, one at a time.
+type transport interface {
+	// next returns the next top-level element. A stream header (or
+	// WebSocket <open/>) comes back with name.Local "stream" or "open".
+	next() (*element, error)
+	// write sends complete elements; over WebSocket each is one frame.
+	write(frames [][]byte) error
+	// restart expects a new stream header (after STARTTLS or SASL).
+	restart()
+	// streamHeader returns the opening the server sends in answer to a
+	// header (with the given id), and streamClose the closing.
+	streamHeader(domain, id string) []byte
+	streamClose() []byte
+	// setReadDeadline bounds the next read.
+	setReadDeadline(t time.Time)
+	close() error
+	remoteAddr() net.Addr
+	kind() string
+	secure() bool
+}
+
+// limitReader fails a read once more than limit bytes were read since the
+// last reset: a stanza larger than the limit cannot make the session
+// buffer without bound.
+type limitReader struct {
+	r         io.Reader
+	remaining int
+}
+
+var errLimit = errors.New("session: stanza over the size limit")
+
+func (l *limitReader) Read(p []byte) (int, error) {
+	if l.remaining <= 0 {
+		return 0, errLimit
+	}
+	if len(p) > l.remaining {
+		p = p[:l.remaining]
+	}
+	n, err := l.r.Read(p)
+	l.remaining -= n
+	return n, err
+}
+
+// readBufSize is the TCP read buffer: small, as idle sessions keep it.
+const readBufSize = 1024
+
+type tcpTransport struct {
+	conn net.Conn // *tls.Conn once secure
+	tls  bool
+	lim  limitReader
+	br   *bufio.Reader
+	d    *xml.Decoder
+}
+
+func newTCPTransport(c net.Conn, isTLS bool) *tcpTransport {
+	t := &tcpTransport{conn: c, tls: isTLS}
+	t.restart()
+	return t
+}
+
+func (t *tcpTransport) restart() {
+	t.lim = limitReader{r: t.conn, remaining: sdkproto.MaxStanzaBytes + readBufSize}
+	if t.br == nil {
+		t.br = bufio.NewReaderSize(&t.lim, readBufSize)
+	} else {
+		t.br.Reset(&t.lim)
+	}
+	t.d = xml.NewDecoder(t.br)
+	t.d.Strict = true
+}
+
+// startTLS upgrades the connection; the caller then restarts the stream.
+func (t *tcpTransport) startTLS(cfg *tls.Config, timeout time.Duration) error {
+	tc := tls.Server(t.conn, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return err
+	}
+	t.conn, t.tls = tc, true
+	t.br = nil
+	t.restart()
+	return nil
+}
+
+func (t *tcpTransport) next() (*element, error) {
+	for {
+		t.lim.remaining = sdkproto.MaxStanzaBytes + readBufSize
+		tok, err := t.d.Token()
+		if err != nil {
+			return nil, t.readErr(err)
+		}
+		switch tk := tok.(type) {
+		case xml.StartElement:
+			if tk.Name.Space == sdkproto.NSStream && tk.Name.Local == streamLocal {
+				return &element{name: tk.Name, attrs: tk.Attr}, nil
+			}
+			e, err := decodeElement(t.d, tk.Copy(), maxDepth)
+			if err != nil {
+				return nil, t.readErr(err)
+			}
+			return e, nil
+		case xml.EndElement:
+			return nil, errStreamEnd
+		case xml.CharData:
+			// Whitespace keepalives between stanzas.
+		case xml.ProcInst:
+			if tk.Target != "xml" {
+				return nil, errNotWellFormed
+			}
+		default:
+			return nil, errNotWellFormed
+		}
+	}
+}
+
+func (t *tcpTransport) readErr(err error) error {
+	var se *xml.SyntaxError
+	switch {
+	case errors.Is(err, errLimit):
+		return errTooLarge
+	case errors.Is(err, errNotWellFormed), errors.As(err, &se):
+		return errNotWellFormed
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return io.EOF
+	}
+	if err.Error() == "xml: end tag </stream> does not match start tag" {
+		return errNotWellFormed
+	}
+	if _, ok := err.(*xml.UnmarshalError); ok {
+		return errNotWellFormed
+	}
+	return err
+}
+
+func (t *tcpTransport) write(frames [][]byte) error {
+	bufs := net.Buffers(frames)
+	_, err := bufs.WriteTo(t.conn)
+	return err
+}
+
+func (t *tcpTransport) streamHeader(domain, id string) []byte {
+	var b xmlBuf
+	b.WriteString("<?xml version='1.0'?><stream:stream")
+	b.attr("from", domain)
+	b.attr("id", id)
+	b.WriteString(" version='1.0' xml:lang='en' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>")
+	return b.Bytes()
+}
+
+func (t *tcpTransport) streamClose() []byte         { return []byte("</stream:stream>") }
+func (t *tcpTransport) setReadDeadline(d time.Time) { t.conn.SetReadDeadline(d) }
+func (t *tcpTransport) close() error                { return t.conn.Close() }
+func (t *tcpTransport) remoteAddr() net.Addr        { return t.conn.RemoteAddr() }
+func (t *tcpTransport) secure() bool                { return t.tls }
+func (t *tcpTransport) kind() string {
+	return "tcp"
+}
+
+// wsTransport is RFC 7395 over github.com/coder/websocket.
+type wsTransport struct {
+	c    *websocket.Conn
+	addr net.Addr
+	tls  bool
+
+	mu       sync.Mutex
+	deadline time.Time
+	cancel   context.CancelFunc // of the read in progress
+}
+
+func (t *wsTransport) next() (*element, error) {
+	t.mu.Lock()
+	ctx, cancel := context.WithCancel(context.Background())
+	if !t.deadline.IsZero() {
+		ctx, cancel = context.WithDeadline(context.Background(), t.deadline)
+	}
+	t.cancel = cancel
+	t.mu.Unlock()
+	defer cancel()
+	typ, b, err := t.c.Read(ctx)
+	if err != nil {
+		var ce websocket.CloseError
+		if errors.As(err, &ce) {
+			return nil, io.EOF
+		}
+		if websocket.CloseStatus(err) == websocket.StatusMessageTooBig {
+			return nil, errTooLarge
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			return nil, errTimeout
+		}
+		return nil, err
+	}
+	if typ != websocket.MessageText {
+		return nil, errNotWellFormed
+	}
+	e, err := parseFrame(b)
+	if err != nil {
+		return nil, err
+	}
+	if e.name.Space == sdkproto.NSFraming && e.name.Local == "close" {
+		return nil, errStreamEnd
+	}
+	return e, nil
+}
+
+var errTimeout = errors.New("session: read timeout")
+
+func (t *wsTransport) write(frames [][]byte) error {
+	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
+	defer cancel()
+	for _, f := range frames {
+		if err := t.c.Write(ctx, websocket.MessageText, f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *wsTransport) restart() {}
+
+func (t *wsTransport) streamHeader(domain, id string) []byte {
+	var b xmlBuf
+	b.WriteString("<open xmlns='urn:ietf:params:xml:ns:xmpp-framing'")
+	b.attr("from", domain)
+	b.attr("id", id)
+	b.WriteString(" version='1.0' xml:lang='en'/>")
+	return b.Bytes()
+}
+
+func (t *wsTransport) streamClose() []byte {
+	return []byte("<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>")
+}
+
+// setReadDeadline bounds the next read; a deadline already past cancels
+// the read in progress (which closes the WebSocket).
+func (t *wsTransport) setReadDeadline(d time.Time) {
+	t.mu.Lock()
+	t.deadline = d
+	if !d.After(time.Now()) && t.cancel != nil {
+		t.cancel()
+	}
+	t.mu.Unlock()
+}
+func (t *wsTransport) close() error {
+	return t.c.Close(websocket.StatusNormalClosure, "")
+}
+func (t *wsTransport) remoteAddr() net.Addr { return t.addr }
+func (t *wsTransport) secure() bool         { return t.tls }
+func (t *wsTransport) kind() string         { return "websocket" }
