@@ -106,6 +106,8 @@ func (g *Gateway) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/apps/{app}/events", g.forApp(false, g.events))
 
 	mux.HandleFunc("GET /v1/stats", g.adminOnly(g.stats))
+	mux.HandleFunc("GET /v1/device/messages", g.pullMessages)
+	mux.HandleFunc("POST /v1/device/acks", g.pullAcks)
 	mux.Handle("GET /xmpp-websocket", g.sessions)
 
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
