@@ -1,0 +1,61 @@
+// Package session runs device connections: the XMPP client-to-server
+// stream over TCP (STARTTLS required on one port, TLS from the first byte
+// on the other) and over WebSocket (RFC 7395), as one state machine.
+//
+// # What we took from mellium, and why not its Session
+//
+// mellium.im/xmpp can act as a c2s server, but as shipped it does not fit
+// a gateway that must hold hundreds of thousands of sessions:
+//
+//   - its Session keeps two 4 KiB bufio buffers per connection (the
+//     encoding/xml decoder's reader and encoder's writer), about 36 KB per
+//     idle TLS session in all, and writes inline under a lock, so a slow
+//     peer stalls whoever sends to it;
+//   - SCRAM on the server side needs a wrapper, bind trusts the stream
+//     header's from, there is no XEP-0198, and its WebSocket framing splits
+//     stanzas over 4 KiB across frames, which RFC 7395 clients reject.
+//
+// So this package owns the stream layer: a 1 KiB read buffer and an
+// encoding/xml decoder per connection, output queued under the session
+// mutex and written by a short-lived flusher goroutine (no writer goroutine
+// parked per idle session), one frame per stanza over WebSocket. It uses
+// mellium.im/sasl for the SCRAM-SHA-1 and SCRAM-SHA-256 server exchanges
+// (against the stored salted password, never the password), and mellium's
+// client in the interop tests. PLAIN is checked against the same stored
+// key and only inside TLS.
+//
+// # Lifecycle
+//
+// New builds a Server; ServeTCP and ServeHTTP accept connections; Shutdown
+// sends <system-shutdown/> to every session and waits. Each connection has
+// one reader goroutine that runs the state machine (Secure → Authn → Bound
+// → Ready); a session becomes Ready with the device's initial presence,
+// subscribes to its user's queue and sends what is pending, in order, then
+// live messages as the queue hands them over (never polling the store).
+//
+// # Delivery and acknowledgement
+//
+// Every message written is marked sent. Delivered comes from an XEP-0198
+// <a h='N'/> covering it or an XEP-0184 receipt; read from an XEP-0333
+// displayed marker. With stream management a session keeps at most Window
+// messages unacknowledged and reads more from the queue as acks arrive; a
+// dropped connection keeps the session (and its subscription) for the
+// resume window, and <resume/> sends the unacknowledged messages again with
+// the same ids. Without resumption, the next session gets them from the
+// queue. Output beyond MaxOutboundBytes closes the session as a slow
+// consumer; the durable queue still holds its messages.
+//
+// # Concurrency
+//
+// Server methods are safe for concurrent use. A session's state machine
+// fields belong to its reader goroutine; everything the queue's hand-off or
+// the flusher touches is under Session.mu. Lock order: Server.mu, then
+// Session.mu. The queue calls Sink methods under its user lock, so they
+// only append to the session's output and never block.
+//
+// # Imports
+//
+// sdkproto (wire constants), queue (types and the Sink interface), the
+// WebSocket library, mellium.im/sasl, zap and Prometheus. Never gateway,
+// storage or wake.
+package session
