@@ -22,6 +22,9 @@ func TestMain(m *testing.M) {
 	if dir := os.Getenv(childEnv); dir != "" {
 		os.Exit(runChild(dir))
 	}
+	if os.Getenv(clientsEnv) != "" {
+		os.Exit(runClients())
+	}
 	os.Exit(m.Run())
 }
 

@@ -141,16 +141,9 @@ func (g *Gateway) pullAcks(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// touchDevice records that a device was seen, creating its record.
+// touchDevice records that a device was seen.
 func (g *Gateway) touchDevice(ctx context.Context, dev queue.DeviceRef, transport string) {
-	now := g.cfg.Clock.Now().UTC()
-	if _, err := g.q.UpdateDevice(ctx, dev, func(d *queue.Device) *queue.Device {
-		if d == nil {
-			d = &queue.Device{}
-		}
-		d.Transport, d.LastSeen = transport, now
-		return d
-	}); err != nil && !errors.Is(err, context.Canceled) {
+	if err := g.q.TouchDevice(ctx, dev, transport); err != nil && !errors.Is(err, context.Canceled) {
 		g.log.Warn("device record", zapApp(dev.App))
 	}
 }

@@ -212,3 +212,26 @@ func (q *Queue) DropApp(ctx context.Context, app string) error {
 	q.depth.Add(-n)
 	return nil
 }
+
+// TouchDevice records that a device was seen on transport now, creating
+// its record if needed. Not synced: a crash may lose a last-seen time, never
+// a message.
+func (q *Queue) TouchDevice(ctx context.Context, dev DeviceRef, transport string) error {
+	unlock := q.lockUser(dev.App, dev.User)
+	defer unlock()
+	d, err := q.Device(ctx, dev)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		d = &Device{ID: dev.Device, CreatedAt: q.now()}
+	case err != nil:
+		return err
+	}
+	d.Transport, d.LastSeen = transport, q.now()
+	v, err := json.Marshal(d)
+	if err != nil {
+		return err
+	}
+	b := q.db.NewBatch()
+	b.PutDevice(dev.App, dev.User, dev.Device, v)
+	return b.Commit(false)
+}

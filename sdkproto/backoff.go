@@ -36,11 +36,10 @@ func (b Backoff) Delay(n int) time.Duration {
 	if hi <= lo {
 		return lo
 	}
-	ceil := hi
-	if n < 30 {
-		if c := lo << (n + 1); c > 0 && c < hi {
-			ceil = c
-		}
+	ceil := lo
+	for i := 0; i <= n && ceil < hi; i++ {
+		ceil *= 2 // cannot overflow: ceil < hi before doubling
 	}
+	ceil = min(ceil, hi)
 	return lo + rand.N(ceil-lo)
 }

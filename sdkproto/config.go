@@ -59,7 +59,7 @@ type Config struct {
 	// any port (load tests spread source addresses over 127.0.0.0/8).
 	// LocalAddr wins if both are set.
 	LocalAddr net.Addr
-	SourceIP  string
+	SourceIP  string // e.g. "127.0.0.42"
 
 	// Mechanism is the SASL mechanism to use (MechSCRAMSHA256,
 	// MechSCRAMSHA1 or MechPLAIN). Zero means the strongest the server
@@ -92,8 +92,8 @@ type Config struct {
 	AutoReconnect bool
 	// ReconnectMin and ReconnectMax bound the reconnect backoff. Zero
 	// means 500 ms and 30 s.
-	ReconnectMin time.Duration
-	ReconnectMax time.Duration
+	ReconnectMin time.Duration // first-attempt floor
+	ReconnectMax time.Duration // cap
 
 	// WriteTimeout bounds each batch of writes. Zero means 10 s.
 	WriteTimeout time.Duration
@@ -116,8 +116,10 @@ type Config struct {
 }
 
 var (
-	appIDRe    = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
-	userIDRe   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+=-]{0,127}$`)
+	appIDRe = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+	// userIDRe is SPEC section 1's user id, also allowing a leading '+'
+	// as the SPEC's own example (+393331234567) and the gateway do.
+	userIDRe   = regexp.MustCompile(`^[A-Za-z0-9+][A-Za-z0-9._+=-]{0,127}$`)
 	deviceIDRe = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 )
 

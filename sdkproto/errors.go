@@ -39,10 +39,11 @@ var (
 // the stream is closed. Condition is the defined condition's element name
 // ("conflict", "system-shutdown", "policy-violation", ...).
 type StreamError struct {
-	Condition string
-	Text      string
+	Condition string // defined condition, e.g. "conflict"
+	Text      string // the optional <text/>, for humans
 }
 
+// Error describes the stream error.
 func (e *StreamError) Error() string {
 	if e.Text != "" {
 		return "sdkproto: stream error: " + e.Condition + ": " + e.Text
@@ -73,10 +74,11 @@ func (e *StreamError) Is(target error) bool {
 // credentials will fail the same way unless Condition is
 // "temporary-auth-failure".
 type SASLError struct {
-	Condition string
-	Text      string
+	Condition string // defined condition, e.g. "not-authorized"
+	Text      string // the optional <text/>, or a SCRAM "e=" value
 }
 
+// Error describes the SASL failure.
 func (e *SASLError) Error() string {
 	if e.Text != "" {
 		return "sdkproto: SASL failure: " + e.Condition + ": " + e.Text
@@ -94,11 +96,12 @@ func (e *SASLError) Is(target error) bool {
 // message ("service-unavailable", "bad-request", ...). Type is the error
 // type attribute ("cancel", "modify", "wait", "auth").
 type StanzaError struct {
-	Type      string
-	Condition string
-	Text      string
+	Type      string // "cancel", "modify", "wait" or "auth"
+	Condition string // defined condition, e.g. "service-unavailable"
+	Text      string // the optional <text/>
 }
 
+// Error describes the stanza error.
 func (e *StanzaError) Error() string {
 	var b strings.Builder
 	b.WriteString("sdkproto: stanza error: ")

@@ -7,6 +7,7 @@ import (
 	"io"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -234,7 +235,7 @@ func (c *Client) authenticate(tr transport, f features) error {
 		if err != nil {
 			return err
 		}
-		data, err := base64.StdEncoding.DecodeString(e.Text)
+		data, err := decodeSASL(e.Text)
 		if err != nil && e.Name.Local != "failure" {
 			return fmt.Errorf("%w: bad base64 in <%s/>", ErrProtocol, e.Name.Local)
 		}
@@ -259,6 +260,17 @@ func (c *Client) authenticate(tr transport, f features) error {
 			return fmt.Errorf("%w: unexpected <%s/> during SASL", ErrProtocol, e.Name.Local)
 		}
 	}
+}
+
+// decodeSASL decodes SASL data. "=" (the RFC 6120 spelling of an empty
+// initial response, which some servers also use for empty success data)
+// and surrounding whitespace are accepted.
+func decodeSASL(s string) ([]byte, error) {
+	s = strings.TrimSpace(s)
+	if s == "" || s == "=" {
+		return nil, nil
+	}
+	return base64.StdEncoding.DecodeString(s)
 }
 
 // appendBase64 appends b in base64, or "=" for an empty initial response

@@ -22,8 +22,8 @@ type Message struct {
 	ExpiresAt time.Time
 	// ReceiptRequested and Markable report XEP-0184 <request/> and
 	// XEP-0333 <markable/>.
-	ReceiptRequested bool
-	Markable         bool
+	ReceiptRequested bool // XEP-0184 <request/>
+	Markable         bool // XEP-0333 <markable/>
 }
 
 // stanzaNS returns the namespace of e's stanza-level children: jabber:client
@@ -91,9 +91,9 @@ type Outbound struct {
 	// ID is the stanza id; empty means the Client generates one. The
 	// gateway's receipt refers to it.
 	ID      string
-	Body    string
-	Data    json.RawMessage // must be valid JSON if set
-	Channel string
+	Body    string          // text; Body or Data is required
+	Data    json.RawMessage // JSON payload; must be valid JSON if set
+	Channel string          // conversation channel, optional
 	// InReplyTo is the id of a gateway message this one answers
 	// (XEP-0461 <reply/>).
 	InReplyTo string

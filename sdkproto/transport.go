@@ -31,6 +31,7 @@ const (
 	TransportWebSocket
 )
 
+// String returns "tls", "starttls" or "websocket".
 func (t Transport) String() string {
 	switch t {
 	case TransportTLS:

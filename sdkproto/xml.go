@@ -24,10 +24,10 @@ const xmlNS = "http://www.w3.org/XML/1998/namespace"
 // An Element is a plain value: it is not safe for concurrent mutation, but
 // any number of goroutines may read one that nobody changes.
 type Element struct {
-	Name     xml.Name
-	Attr     []xml.Attr
-	Children []*Element
-	Text     string
+	Name     xml.Name   // Space is the namespace URI, not a prefix
+	Attr     []xml.Attr // without xmlns declarations
+	Children []*Element // child elements in document order
+	Text     string     // character data directly inside, concatenated
 }
 
 // Is reports whether e is named local in namespace space.
@@ -300,6 +300,11 @@ func (r *Reader) Next() (*Element, error) {
 func mapReadErr(err error) error {
 	if errors.Is(err, ErrStanzaTooLarge) {
 		return ErrStanzaTooLarge
+	}
+	var se *xml.SyntaxError
+	if errors.As(err, &se) && se.Msg == "unexpected EOF" {
+		// The connection ended inside the stream or an element.
+		return io.ErrUnexpectedEOF
 	}
 	return err
 }

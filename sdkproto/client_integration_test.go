@@ -1,0 +1,286 @@
+package sdkproto_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"tether/gateway/api"
+	"tether/internal/gatewaytest"
+	"tether/sdkproto"
+)
+
+// These tests run the client against the real gateway in-process, on
+// loopback listeners (internal/gatewaytest).
+
+type liveGateway struct {
+	g   *gatewaytest.Gateway
+	app *api.Client
+	tls *tls.Config
+}
+
+func startGateway(t *testing.T) *liveGateway {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts a gateway")
+	}
+	g := gatewaytest.Start(t)
+	t.Cleanup(func() { http.DefaultTransport.(*http.Transport).CloseIdleConnections() })
+	app := g.App(t, fakeApp)
+	pem, err := os.ReadFile(filepath.Join(g.DataDir, "tls-cert.pem"))
+	require.NoError(t, err)
+	pool := x509.NewCertPool()
+	require.True(t, pool.AppendCertsFromPEM(pem))
+	return &liveGateway{g: g, app: app, tls: &tls.Config{RootCAs: pool}}
+}
+
+func (lg *liveGateway) user(t *testing.T, user string) {
+	t.Helper()
+	_, err := lg.app.PutUser(ctxT(t), fakeApp, user, api.PutUserRequest{Password: fakePass})
+	require.NoError(t, err)
+}
+
+func (lg *liveGateway) config(mode sdkproto.Transport, user, device string) sdkproto.Config {
+	cfg := sdkproto.Config{
+		Transport: mode, App: fakeApp, User: user, Password: fakePass, Device: device,
+		TLSConfig: lg.tls.Clone(), SourceIP: "127.0.0.1",
+	}
+	switch mode {
+	case sdkproto.TransportTLS:
+		cfg.Addr = lg.g.XMPPSAddr
+	case sdkproto.TransportStartTLS:
+		cfg.Addr = lg.g.XMPPAddr
+	case sdkproto.TransportWebSocket:
+		cfg.URL = "ws" + strings.TrimPrefix(lg.g.URL, "http") + sdkproto.WebSocketPath
+	}
+	return cfg
+}
+
+// post sends a message through REST and returns its id.
+func (lg *liveGateway) post(t *testing.T, to, body string) string {
+	t.Helper()
+	res, err := lg.app.Send(ctxT(t), fakeApp, api.SendRequest{To: []string{to}, Body: body, Data: json.RawMessage(`{"k":"` + body + `"}`)}, "")
+	require.NoError(t, err)
+	require.Len(t, res.Messages, 1)
+	return res.Messages[0].ID
+}
+
+// waitStatus polls the message's REST status until it is want.
+func (lg *liveGateway) waitStatus(t *testing.T, id, want string) {
+	t.Helper()
+	var last string
+	defer func() {
+		if t.Failed() {
+			t.Logf("message %s: last status %q", id, last)
+		}
+	}()
+	require.Eventually(t, func() bool {
+		st, err := lg.app.GetMessage(context.Background(), fakeApp, id)
+		if err != nil {
+			last = "error: " + err.Error()
+			return false
+		}
+		last = st.Status
+		return st.Status == want
+	}, 10*time.Second, 10*time.Millisecond, "message %s never reached %q", id, want)
+}
+
+func TestGatewayTransports(t *testing.T) {
+	lg := startGateway(t)
+	for _, mode := range []sdkproto.Transport{sdkproto.TransportTLS, sdkproto.TransportStartTLS, sdkproto.TransportWebSocket} {
+		t.Run(mode.String(), func(t *testing.T) {
+			user := "u-" + mode.String()
+			lg.user(t, user)
+
+			// One message queued while the device is offline.
+			offline := lg.post(t, user, "offline")
+
+			box := newInbox()
+			cfg := lg.config(mode, user, "phone1")
+			cfg.OnMessage = box.add
+			c, err := sdkproto.Dial(ctxT(t), cfg)
+			require.NoError(t, err)
+			defer c.Close()
+			require.Equal(t, user+"@"+fakeDomain+"/phone1", c.JID())
+			require.NotEmpty(t, c.SMID())
+
+			m := box.next(t)
+			require.Equal(t, offline, m.ID)
+			require.Equal(t, "offline", m.Body)
+			require.JSONEq(t, `{"k":"offline"}`, string(m.Data))
+			require.False(t, m.Stamp.IsZero())
+			require.False(t, m.ExpiresAt.IsZero())
+
+			// And one live.
+			live := lg.post(t, user, "live")
+			m = box.next(t)
+			require.Equal(t, live, m.ID)
+			require.Equal(t, "live", m.Body)
+
+			for _, id := range []string{offline, live} {
+				require.NoError(t, c.Ack(id))
+				lg.waitStatus(t, id, "delivered")
+				require.NoError(t, c.MarkRead(id))
+				lg.waitStatus(t, id, "read")
+			}
+			require.EqualValues(t, 2, c.Stats().Received)
+			require.Zero(t, c.Stats().Duplicates)
+			require.NoError(t, c.Close())
+		})
+	}
+}
+
+func TestGatewayLoginMechanisms(t *testing.T) {
+	lg := startGateway(t)
+	const phone = "+393331234567" // SPEC section 1: phone numbers are user ids
+	lg.user(t, phone)
+	cache := &sdkproto.CredentialCache{}
+	for _, mech := range []string{"", sdkproto.MechSCRAMSHA256, sdkproto.MechSCRAMSHA1, sdkproto.MechPLAIN} {
+		cfg := lg.config(sdkproto.TransportTLS, phone, "d1")
+		cfg.Mechanism = mech
+		cfg.Credentials = cache
+		c, err := sdkproto.Dial(ctxT(t), cfg)
+		require.NoError(t, err, "mechanism %q", mech)
+		require.Equal(t, phone+"@"+fakeDomain+"/d1", c.JID())
+		require.NoError(t, c.Close())
+	}
+	st := cache.Stats()
+	require.EqualValues(t, 1, st.Hits, "the second SCRAM-SHA-256 login used the cached key")
+	require.EqualValues(t, 2, st.Misses, "one per SCRAM mechanism")
+
+	cfg := lg.config(sdkproto.TransportTLS, phone, "d1")
+	cfg.Password = "not-the-password"
+	_, err := sdkproto.Dial(ctxT(t), cfg)
+	require.ErrorIs(t, err, &sdkproto.SASLError{Condition: "not-authorized"})
+}
+
+func TestGatewayDeviceRequests(t *testing.T) {
+	lg := startGateway(t)
+	lg.user(t, "bob")
+	c, err := sdkproto.Dial(ctxT(t), lg.config(sdkproto.TransportTLS, "bob", "tablet"))
+	require.NoError(t, err)
+	defer c.Close()
+
+	require.NoError(t, c.Ping(ctxT(t)))
+	cfg, err := c.ClientConfig(ctxT(t))
+	require.NoError(t, err)
+	require.NotEmpty(t, cfg)
+	require.NoError(t, c.RegisterPush(ctxT(t), "fcm", "token-123456", "", ""))
+	devs, err := lg.app.ListDevices(ctxT(t), fakeApp, "bob")
+	require.NoError(t, err)
+	require.Len(t, devs, 1)
+	require.Equal(t, "tablet", devs[0].Device)
+
+	id, err := c.Send(ctxT(t), sdkproto.Outbound{Body: "from the device", Channel: "support"})
+	require.NoError(t, err, "the gateway confirms a stored inbound message with a receipt")
+	require.NotEmpty(t, id)
+}
+
+// TestGatewayStreamManagementResume drops the connection with a message in
+// flight (sent by the gateway, lost before the device read it) and
+// resumes: the device gets exactly that one again, and what was sent while
+// it was away, nothing twice.
+func TestGatewayStreamManagementResume(t *testing.T) {
+	lg := startGateway(t)
+	for _, mode := range []sdkproto.Transport{sdkproto.TransportTLS, sdkproto.TransportWebSocket} {
+		t.Run(mode.String(), func(t *testing.T) {
+			user := "sm-" + mode.String()
+			lg.user(t, user)
+			box := newInbox()
+			cfg := lg.config(mode, user, "phone1")
+			cfg.OnMessage = box.add
+			c, err := sdkproto.Dial(ctxT(t), cfg)
+			require.NoError(t, err)
+			defer c.Close()
+			smid := c.SMID()
+			require.NotEmpty(t, smid)
+
+			m1 := lg.post(t, user, "one")
+			require.Equal(t, m1, box.next(t).ID)
+			lg.waitStatus(t, m1, "delivered") // by stream management alone
+
+			sdkproto.LoseInbound(c, 1)
+			m2 := lg.post(t, user, "two") // lost in flight
+			lg.waitStatus(t, m2, "sent")
+			c.Drop()
+			m3 := lg.post(t, user, "three") // while away
+
+			resumed, err := c.Resume(ctxT(t))
+			require.NoError(t, err)
+			require.True(t, resumed, "the gateway resumes within the window")
+			require.Equal(t, smid, c.SMID())
+			require.Equal(t, m2, box.next(t).ID, "the unacknowledged message again")
+			require.Equal(t, m3, box.next(t).ID)
+			lg.waitStatus(t, m2, "delivered")
+			lg.waitStatus(t, m3, "delivered")
+
+			st := c.Stats()
+			require.EqualValues(t, 1, st.Resumes)
+			require.EqualValues(t, 3, st.Received)
+			require.Zero(t, st.Duplicates)
+			require.Equal(t, []string{m1, m2, m3}, box.ids())
+		})
+	}
+}
+
+// TestGatewayFreshSessionRedelivers drops a session without resuming: a new
+// session on the same device gets the unacknowledged messages again from
+// the queue, with the same ids.
+func TestGatewayFreshSessionRedelivers(t *testing.T) {
+	lg := startGateway(t)
+	lg.user(t, "carol")
+	box := newInbox()
+	cfg := lg.config(sdkproto.TransportTLS, "carol", "phone1")
+	cfg.OnMessage = box.add
+	cfg.DisableStreamManagement = true
+	c, err := sdkproto.Dial(ctxT(t), cfg)
+	require.NoError(t, err)
+	m1 := lg.post(t, "carol", "one")
+	require.Equal(t, m1, box.next(t).ID)
+	c.Drop()
+	require.NoError(t, c.Close())
+
+	box2 := newInbox()
+	cfg.OnMessage = box2.add
+	c2, err := sdkproto.Dial(ctxT(t), cfg)
+	require.NoError(t, err)
+	defer c2.Close()
+	require.Equal(t, m1, box2.next(t).ID, "redelivered with the same id")
+	require.NoError(t, c2.Ack(m1))
+	lg.waitStatus(t, m1, "delivered")
+}
+
+// TestGatewayConflict: a second session on the same device replaces the
+// first, which gets <conflict/> and does not reconnect.
+func TestGatewayConflict(t *testing.T) {
+	lg := startGateway(t)
+	lg.user(t, "dave")
+	discs := make(chan error, 4)
+	cfg := lg.config(sdkproto.TransportTLS, "dave", "phone1")
+	cfg.AutoReconnect = true
+	cfg.ReconnectMin, cfg.ReconnectMax = 10*time.Millisecond, 20*time.Millisecond
+	cfg.OnDisconnect = func(err error) { discs <- err }
+	c1, err := sdkproto.Dial(ctxT(t), cfg)
+	require.NoError(t, err)
+	defer c1.Close()
+	c2, err := sdkproto.Dial(ctxT(t), lg.config(sdkproto.TransportWebSocket, "dave", "phone1"))
+	require.NoError(t, err)
+	defer c2.Close()
+	select {
+	case err := <-discs:
+		require.ErrorIs(t, err, &sdkproto.StreamError{Condition: "conflict"})
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first session was not replaced")
+	}
+	require.Never(t, c1.Connected, 200*time.Millisecond, 10*time.Millisecond)
+	require.True(t, c2.Connected())
+}
