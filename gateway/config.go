@@ -62,6 +62,13 @@ type Config struct {
 	// TimerInterval is passed to the queue (negative disables the timer
 	// loop, for tests with a manual clock). Zero value: 200 ms.
 	TimerInterval time.Duration
+
+	// SessionAuthTimeout, SessionIdleTimeout and SessionResumeWindow are
+	// passed to the XMPP sessions (session.Config); tests shorten them.
+	// Zero values: 10 s, 15 min and 300 s (SPEC section 6).
+	SessionAuthTimeout  time.Duration
+	SessionIdleTimeout  time.Duration
+	SessionResumeWindow time.Duration
 }
 
 // Defaults for the listeners, as SPEC section 2 gives them. cmd/gateway uses

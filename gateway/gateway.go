@@ -126,6 +126,10 @@ func New(cfg Config) (g *Gateway, err error) {
 		Queue:     g.q,
 		Directory: directory{g},
 		Logger:    cfg.Logger.Named("session"),
+
+		AuthTimeout:  cfg.SessionAuthTimeout,
+		IdleTimeout:  cfg.SessionIdleTimeout,
+		ResumeWindow: cfg.SessionResumeWindow,
 	})
 	g.reg.MustRegister(g.sessions.Collectors()...)
 	if err := g.listen(); err != nil {

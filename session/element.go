@@ -52,6 +52,10 @@ var (
 	errStreamEnd     = errors.New("session: stream closed by peer")
 )
 
+// keepalive is what tcpTransport.next returns for whitespace between
+// stanzas: no element, but traffic.
+var keepalive = &element{}
+
 // streamStart is what readElement returns for a stream header
 // (<stream:stream> or the WebSocket <open/>).
 const streamLocal = "stream"

@@ -30,6 +30,7 @@ type Queue interface {
 	Inbound(ctx context.Context, dev queue.DeviceRef, e *queue.Event) error
 	AppendEvent(ctx context.Context, e *queue.Event) error
 	UpdateDevice(ctx context.Context, dev queue.DeviceRef, fn func(d *queue.Device) *queue.Device) (bool, error)
+	TouchDevice(ctx context.Context, dev queue.DeviceRef, transport string) error
 }
 
 // Directory answers what a session needs of apps and users; the gateway
@@ -182,7 +183,13 @@ func (s *Server) serveConn(c net.Conn, directTLS bool) {
 		kind = "tls"
 	}
 	sess := s.newSession(newTCPTransport(c, directTLS), kind)
-	sess.run()
+	// A fresh goroutine for the session: the handshake grew this one's
+	// stack (crypto), and an idle session should park on a small one.
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		sess.run()
+	}()
 }
 
 // ServeHTTP accepts an RFC 7395 WebSocket connection (subprotocol "xmpp").
@@ -207,9 +214,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var ra net.Addr = net.TCPAddrFromAddrPort(addr)
 	sess := s.newSession(&wsTransport{c: c, addr: ra, tls: secure}, "websocket")
+	// The connection is hijacked: serve it from a fresh goroutine and let
+	// net/http's (with its grown stack and request state) go.
 	s.wg.Add(1)
-	defer s.wg.Done()
-	sess.run()
+	go func() {
+		defer s.wg.Done()
+		sess.run()
+	}()
 }
 
 func (s *Server) newSession(t transport, kind string) *Session {

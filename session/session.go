@@ -148,6 +148,9 @@ func (s *Session) loop() CloseReason {
 		if s.state&StateAuthn != 0 {
 			t.setReadDeadline(time.Now().Add(s.srv.cfg.IdleTimeout))
 		}
+		if e == keepalive {
+			continue
+		}
 		if r := s.handle(e); r != "" {
 			return r
 		}
@@ -202,11 +205,14 @@ func (s *Session) handle(e *element) CloseReason {
 	if e.name.Space != sdkproto.NSClient && e.name.Space != "" {
 		return ReasonNotWellFormed
 	}
-	if s.state&StateBound != 0 {
-		s.mu.Lock()
+	// XEP-0198 4: h counts the stanzas handled since <enable/>, not those
+	// between bind and enable (the legacy session IQ, a roster get): else
+	// the client sees an <a h/> above what it sent.
+	s.mu.Lock()
+	if s.smEnabled {
 		s.hIn++
-		s.mu.Unlock()
 	}
+	s.mu.Unlock()
 	switch e.name.Local {
 	case "iq":
 		return s.iq(e)
@@ -348,20 +354,32 @@ func (s *Session) flush() {
 		if tt, ok := t.(*tcpTransport); ok {
 			tt.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
 		}
-		if err := t.write(frames); err != nil {
+		werr := t.write(frames)
+		if werr != nil {
 			s.mu.Lock()
 			s.flushing = false
 			if s.t == t && s.closeReason == "" {
 				t.close() // the reader sees the error and ends or detaches
 			}
 			s.mu.Unlock()
-			return
 		}
 		if len(sent) > 0 {
+			// Marked sent even when the write failed: it fails part way
+			// when the connection is closed under it (the reader saw the
+			// device go, and detached or ended the session) after the
+			// message frames went out, so the device may well have them;
+			// skipping them left such messages "enqueued" for good. They
+			// stay in flight either way, and go out again on resumption or
+			// on the next session.
 			if err := s.srv.q.MarkSent(context.Background(), s.ref(), sent...); err != nil {
 				s.log.Warn("mark sent", zap.Error(err))
 			}
-			s.srv.m.messagesOut.Add(float64(len(sent)))
+			if werr == nil {
+				s.srv.m.messagesOut.Add(float64(len(sent)))
+			}
+		}
+		if werr != nil {
+			return
 		}
 	}
 }
@@ -459,8 +477,13 @@ func (s *Session) writeClose(t transport, reason CloseReason) {
 		b.WriteString("><" + cond + " xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>")
 		frames = append(frames, b.Bytes())
 	}
-	if s.domain == "" && reason == ReasonNotWellFormed || reason == ReasonHostUnknown && len(frames) == 1 {
-		// No stream header went out yet: RFC 6120 4.9.1.2 wants one first.
+	if s.domain == "" && reason != ReasonHostUnknown {
+		// No stream header went out on this stream yet (s.domain is set
+		// with ours, and cleared at each stream restart; openStream sends
+		// one before <host-unknown/>): RFC 6120 4.9.1.2 wants one first,
+		// whatever the error (not-well-formed, connection-timeout, ...).
+		// The former test (reason == ReasonHostUnknown && len(frames) == 1)
+		// sent a second header once the flusher had written the first.
 		frames = append([][]byte{t.streamHeader("", randomID())}, frames...)
 	}
 	frames = append(frames, t.streamClose())
@@ -486,6 +509,11 @@ func (s *Session) streamManagement(e *element) CloseReason {
 			return ""
 		}
 		s.smEnabled = true
+		// Messages written before <enabled/> are not counted, so no <a/>
+		// can cover them (XEP-0198 counts from here): only a receipt marks
+		// them delivered, and if none comes the queue sends them again on
+		// the next session.
+		s.inflight = nil
 		s.smID = randomID() + randomID()
 		id := s.smID
 		s.mu.Unlock()
@@ -559,11 +587,18 @@ func (s *Session) resume(e *element) CloseReason {
 		s.srv.m.resumes.WithLabelValues("failed").Inc()
 		return ""
 	}
-	// Detach the old session from its connection (if it still has one),
-	// then move its state here.
+	// Take the old session over in one step: with both sessions locked,
+	// close the old one and point the queue's sink here. A hand-off that
+	// finds the old session closed then finds this one in the sink
+	// (sink.Deliver retries), and waits on s.mu until this session is set
+	// up. Before, the sink moved only after the store write of
+	// MarkDelivered below: live messages handed to the closed old session
+	// meanwhile were dropped, and the resumed stream never got them.
+	s.mu.Lock()
 	old.mu.Lock()
 	if old.closed {
 		old.mu.Unlock()
+		s.mu.Unlock()
 		s.send([]byte("<failed xmlns='urn:xmpp:sm:3'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>"))
 		s.srv.m.resumes.WithLabelValues("failed").Inc()
 		return ""
@@ -576,10 +611,10 @@ func (s *Session) resume(e *element) CloseReason {
 	}
 	sub, snk, inflight, lastSeq, more, hIn, smID := old.sub, old.snk, old.inflight, old.lastSeq, old.more, old.hIn, old.smID
 	old.sub, old.snk, old.inflight, old.closeReason = nil, nil, nil, ReasonResumed
-	old.mu.Unlock()
-	if oldT != nil {
-		oldT.close()
+	if snk != nil {
+		snk.s.Store(s) // the queue's hand-offs now reach this session
 	}
+	old.mu.Unlock()
 	s.device, s.state = old.device, s.state|StateBound|StateReady
 
 	// Messages the client counted are delivered; the rest go out again.
@@ -591,16 +626,12 @@ func (s *Session) resume(e *element) CloseReason {
 	for i := range acked {
 		ids[i] = inflight[i].msg.ID
 	}
-	if len(ids) > 0 {
-		s.srv.q.MarkDelivered(context.Background(), s.ref(), ids...)
-	}
 	var b xmlBuf
 	b.WriteString("<resumed xmlns='urn:xmpp:sm:3'")
 	b.attr("previd", smID)
 	b.attr("h", strconv.FormatUint(uint64(hIn), 10))
 	b.WriteString("/>")
 
-	s.mu.Lock()
 	s.smEnabled, s.smID, s.hIn, s.hOut = true, smID, hIn, uint32(h)
 	s.lastSeq, s.more = lastSeq, more
 	s.sub, s.snk = sub, snk
@@ -609,8 +640,11 @@ func (s *Session) resume(e *element) CloseReason {
 		s.queueMessageLocked(f.msg, true)
 	}
 	s.mu.Unlock()
-	if snk != nil {
-		snk.s.Store(s) // the queue's hand-offs now reach this session
+	if oldT != nil {
+		oldT.close()
+	}
+	if len(ids) > 0 {
+		s.srv.q.MarkDelivered(context.Background(), s.ref(), ids...)
 	}
 	s.srv.mu.Lock()
 	s.srv.resumable[smID] = s

@@ -144,18 +144,10 @@ func (s *Session) bind(id string, p *element) CloseReason {
 	b.WriteString("</jid></bind>")
 	s.iqResult(id, b.String())
 	ctx := context.Background()
-	transport := s.kind
-	now := time.Now().UTC()
-	if _, err := s.srv.q.UpdateDevice(ctx, s.ref(), func(d *queue.Device) *queue.Device {
-		if d == nil {
-			d = &queue.Device{}
-		}
-		d.Transport, d.LastSeen = transport, now
-		return d
-	}); err != nil {
+	if err := s.srv.q.TouchDevice(ctx, s.ref(), s.kind); err != nil {
 		s.log.Warn("device record", zap.Error(err))
 	}
-	s.srv.q.AppendEvent(ctx, &queue.Event{Type: queue.EventDeviceOnline, App: s.app, User: s.user, Device: s.device, Transport: transport})
+	s.srv.q.AppendEvent(ctx, &queue.Event{Type: queue.EventDeviceOnline, App: s.app, User: s.user, Device: s.device, Transport: s.kind})
 	s.srv.m.handshakes.WithLabelValues(s.kind, "ok").Inc()
 	return ""
 }
@@ -301,16 +293,14 @@ func (s *Session) stanzaError(kind, id, from, typ, cond string) {
 	s.sendStanza(b.Bytes())
 }
 
-// forget drops a message acknowledged by receipt from the in-flight window
-// of a session without stream management.
+// forget drops a message acknowledged by receipt from the in-flight list:
+// it is delivered, and is not to be sent again on resumption.
 func (s *Session) forget(id string) {
 	s.mu.Lock()
-	if !s.smEnabled {
-		for i, f := range s.inflight {
-			if f.msg.ID == id {
-				s.inflight = append(s.inflight[:i:i], s.inflight[i+1:]...)
-				break
-			}
+	for i, f := range s.inflight {
+		if f.msg.ID == id {
+			s.inflight = append(s.inflight[:i:i], s.inflight[i+1:]...)
+			break
 		}
 	}
 	s.mu.Unlock()
@@ -322,8 +312,18 @@ func (s *Session) forget(id string) {
 // resumption it is pointed at the session that took over.
 type sink struct{ s atomic.Pointer[Session] }
 
-func (k *sink) Deliver(m *queue.Message) { k.s.Load().deliver(m) }
-func (k *sink) Withdraw(seq uint64)      { k.s.Load().withdraw(seq) }
+// Deliver hands m to the sink's session; when that session was closed by
+// a resumption meanwhile, to the session that took it over.
+func (k *sink) Deliver(m *queue.Message) {
+	for {
+		s := k.s.Load()
+		if s.deliver(m) || k.s.Load() == s {
+			return
+		}
+	}
+}
+
+func (k *sink) Withdraw(seq uint64) { k.s.Load().withdraw(seq) }
 
 // startDelivery subscribes to the user's queue, then sends what is pending.
 func (s *Session) startDelivery() {
@@ -382,25 +382,27 @@ func (s *Session) loadPending() {
 	}
 }
 
-// deliver is the queue's hand-off of a new message (any goroutine).
-func (s *Session) deliver(m *queue.Message) {
+// deliver is the queue's hand-off of a new message (any goroutine). It
+// reports false when the session is closed.
+func (s *Session) deliver(m *queue.Message) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return
+		return false
 	}
 	if s.loading || s.more {
 		if len(s.held) < s.srv.cfg.Window {
 			s.held = append(s.held, m)
 		}
 		s.more = s.more || len(s.held) >= s.srv.cfg.Window
-		return
+		return true
 	}
 	if s.smEnabled && len(s.inflight) >= s.srv.cfg.Window {
 		s.more = true // the window is full: read it from the store later
-		return
+		return true
 	}
 	s.queueMessageLocked(m, false)
+	return true
 }
 
 func (s *Session) withdraw(seq uint64) {

@@ -2,6 +2,7 @@ package session
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/xml"
@@ -46,6 +47,7 @@ type transport interface {
 type limitReader struct {
 	r         io.Reader
 	remaining int
+	err       error // the last error of r: the connection's own
 }
 
 var errLimit = errors.New("session: stanza over the size limit")
@@ -59,6 +61,9 @@ func (l *limitReader) Read(p []byte) (int, error) {
 	}
 	n, err := l.r.Read(p)
 	l.remaining -= n
+	if err != nil {
+		l.err = err
+	}
 	return n, err
 }
 
@@ -71,6 +76,8 @@ type tcpTransport struct {
 	lim  limitReader
 	br   *bufio.Reader
 	d    *xml.Decoder
+	// afterHeader: the last token was a stream header.
+	afterHeader bool
 }
 
 func newTCPTransport(c net.Conn, isTLS bool) *tcpTransport {
@@ -88,6 +95,7 @@ func (t *tcpTransport) restart() {
 	}
 	t.d = xml.NewDecoder(t.br)
 	t.d.Strict = true
+	t.afterHeader = false
 }
 
 // startTLS upgrades the connection; the caller then restarts the stream.
@@ -107,6 +115,13 @@ func (t *tcpTransport) startTLS(cfg *tls.Config, timeout time.Duration) error {
 func (t *tcpTransport) next() (*element, error) {
 	for {
 		t.lim.remaining = sdkproto.MaxStanzaBytes + readBufSize
+		if t.afterHeader {
+			// The header may have been self-closing: the decoder holds
+			// its end, which Token returns without reading.
+			t.afterHeader = false
+		} else if e, err := t.streamLevel(); e != nil || err != nil {
+			return e, err
+		}
 		tok, err := t.d.Token()
 		if err != nil {
 			return nil, t.readErr(err)
@@ -114,6 +129,7 @@ func (t *tcpTransport) next() (*element, error) {
 		switch tk := tok.(type) {
 		case xml.StartElement:
 			if tk.Name.Space == sdkproto.NSStream && tk.Name.Local == streamLocal {
+				t.afterHeader = true
 				return &element{name: tk.Name, attrs: tk.Attr}, nil
 			}
 			e, err := decodeElement(t.d, tk.Copy(), maxDepth)
@@ -124,7 +140,13 @@ func (t *tcpTransport) next() (*element, error) {
 		case xml.EndElement:
 			return nil, errStreamEnd
 		case xml.CharData:
-			// Whitespace keepalives between stanzas.
+			// streamLevel took plain text; this is a CDATA section at
+			// stream level. Only whitespace may appear there (RFC 6120
+			// 11.7), as a keepalive.
+			if len(bytes.TrimSpace(tk)) != 0 {
+				return nil, errNotWellFormed
+			}
+			return keepalive, nil
 		case xml.ProcInst:
 			if tk.Target != "xml" {
 				return nil, errNotWellFormed
@@ -135,23 +157,58 @@ func (t *tcpTransport) next() (*element, error) {
 	}
 }
 
+// streamLevel looks at the bytes between top-level elements before the
+// decoder does: encoding/xml returns character data only once the next
+// '<' arrives, so a whitespace keepalive would not count as traffic for
+// the idle timeout, and text with no tag after it (an HTTP request on the
+// XMPP port) would go unnoticed until a timeout. Only whitespace (RFC 6120
+// 11.7) or a tag may come here; at a token boundary the decoder has read
+// nothing beyond the tag's '>', so reading from br directly is safe. It
+// returns keepalive after whitespace, and (nil, nil) when a tag follows.
+func (t *tcpTransport) streamLevel() (*element, error) {
+	b, err := t.br.Peek(1)
+	if err != nil {
+		return nil, t.readErr(err)
+	}
+	switch b[0] {
+	case '<':
+		return nil, nil
+	case ' ', '\t', '\r', '\n':
+		buf, _ := t.br.Peek(t.br.Buffered())
+		n := 0
+		for n < len(buf) && (buf[n] == ' ' || buf[n] == '\t' || buf[n] == '\r' || buf[n] == '\n') {
+			n++
+		}
+		t.br.Discard(n)
+		return keepalive, nil
+	}
+	return nil, errNotWellFormed
+}
+
 func (t *tcpTransport) readErr(err error) error {
 	var se *xml.SyntaxError
 	switch {
 	case errors.Is(err, errLimit):
 		return errTooLarge
+	case errors.As(err, &se) && se.Msg == "unexpected EOF":
+		// encoding/xml reports the end of input inside an open element as
+		// a syntax error, and <stream:stream> is always open: this is a
+		// dropped connection (which stream management may resume), not
+		// malformed XML.
+		return io.EOF
 	case errors.Is(err, errNotWellFormed), errors.As(err, &se):
 		return errNotWellFormed
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return io.EOF
 	}
-	if err.Error() == "xml: end tag </stream> does not match start tag" {
-		return errNotWellFormed
+	if t.lim.err != nil && errors.Is(err, t.lim.err) {
+		return err // the connection's own: EOF, a timeout, a reset
 	}
-	if _, ok := err.(*xml.UnmarshalError); ok {
-		return errNotWellFormed
-	}
-	return err
+	// Anything else is the decoder's verdict on the input: an unsupported
+	// XML version or encoding declaration, say, is a plain error and not a
+	// SyntaxError. It used to pass through and end the session as a lost
+	// connection, without the stream error.
+	return errNotWellFormed
 }
 
 func (t *tcpTransport) write(frames [][]byte) error {
