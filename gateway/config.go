@@ -66,6 +66,10 @@ type Config struct {
 	// SessionAuthTimeout, SessionIdleTimeout and SessionResumeWindow are
 	// passed to the XMPP sessions (session.Config); tests shorten them.
 	// Zero values: 10 s, 15 min and 300 s (SPEC section 6).
+	// WebhookMinBackoff is the first retry delay of a failed webhook post,
+	// doubling to 10 min. Zero value: 1 s.
+	WebhookMinBackoff time.Duration
+
 	SessionAuthTimeout  time.Duration
 	SessionIdleTimeout  time.Duration
 	SessionResumeWindow time.Duration

@@ -47,6 +47,7 @@ type Gateway struct {
 	reg        *prometheus.Registry
 	metrics    *httpMetrics
 	sessions   *session.Server
+	webhooks   *webhooks
 	started    time.Time
 
 	listeners map[string]net.Listener // by name: http, https, metrics
@@ -132,6 +133,7 @@ func New(cfg Config) (g *Gateway, err error) {
 		ResumeWindow: cfg.SessionResumeWindow,
 	})
 	g.reg.MustRegister(g.sessions.Collectors()...)
+	g.webhooks = newWebhooks(g)
 	if err := g.listen(); err != nil {
 		return nil, err
 	}
@@ -219,6 +221,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	g.webhooks.sync()
 	g.ready.Store(true)
 	var runErr error
 	select {
@@ -255,6 +258,9 @@ func (g *Gateway) Close() error {
 		}
 		for _, ln := range g.listeners {
 			ln.Close()
+		}
+		if g.webhooks != nil {
+			g.webhooks.close()
 		}
 		if g.q != nil {
 			errs = append(errs, g.q.Close())
@@ -335,7 +341,7 @@ func (g *Gateway) banner(format string, args ...any) {
 }
 
 // onAppChange is called after an app's settings changed (PATCH).
-func (g *Gateway) onAppChange(rec *appRecord) {}
+func (g *Gateway) onAppChange(rec *appRecord) { g.webhooks.sync() }
 
 // onUserDeleted is called after a user was deleted, to end its sessions.
 func (g *Gateway) onUserDeleted(app, user string) { g.sessions.KickUser(app, user) }

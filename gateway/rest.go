@@ -388,6 +388,7 @@ func (g *Gateway) deleteApp(w http.ResponseWriter, r *http.Request, app *appReco
 		return
 	}
 	g.sessions.KickApp(app.ID)
+	g.webhooks.sync()
 	g.log.Info("app deleted", zapApp(app.ID))
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -6,6 +6,7 @@ package gatewaytest
 import (
 	"context"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,7 +26,14 @@ type Gateway struct {
 	AdminToken string
 	DataDir    string
 	Clock      *clock.Manual // set when started WithManualClock
+
+	stop func()
 }
+
+// Stop shuts the gateway down gracefully (as SIGTERM does) and waits. The
+// test's cleanup calls it too; calling it first lets a test restart a
+// gateway on the same data dir.
+func (g *Gateway) Stop() { g.stop() }
 
 // Option changes the test gateway's configuration.
 type Option func(*gateway.Config)
@@ -67,13 +75,17 @@ func Start(t testing.TB, opts ...Option) *Gateway {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- g.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("gatewaytest: run: %v", err)
-		}
-	})
-	tg := &Gateway{Gateway: g, URL: "http://" + g.Addr("http"), AdminToken: g.AdminToken(), DataDir: cfg.DataDir,
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("gatewaytest: run: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	tg := &Gateway{stop: stop, Gateway: g, URL: "http://" + g.Addr("http"), AdminToken: g.AdminToken(), DataDir: cfg.DataDir,
 		XMPPAddr: g.Addr("xmpp"), XMPPSAddr: g.Addr("xmpps")}
 	if m, ok := cfg.Clock.(*clock.Manual); ok {
 		tg.Clock = m

@@ -1,0 +1,241 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// Webhooks (SPEC section 7). The outbox is the app's durable event feed
+// itself: each app with a webhook has one worker that posts the events after
+// a durable cursor (W app "webhook") in batches of up to 100, in order, and
+// moves the cursor only after a 2xx. A failed batch is retried with
+// exponential backoff (1 s doubling to 10 min) for 24 hours, then dropped
+// and counted. A restart resumes at the cursor: nothing is lost; a batch
+// whose 2xx was not yet recorded may be posted again, with the same event
+// ids, for receivers to drop.
+
+const (
+	webhookCursor    = "webhook"
+	webhookBatch     = 100
+	webhookMaxDelay  = 10 * time.Minute
+	webhookGiveUp    = 24 * time.Hour
+	webhookTimeout   = 10 * time.Second
+	webhookWait      = 30 * time.Second // long-poll on the feed between batches
+	signatureHeader  = "Tether-Signature"
+	webhookUserAgent = "Tether-Webhook/1"
+)
+
+type webhooks struct {
+	g        *Gateway
+	client   *http.Client
+	minDelay time.Duration
+
+	mu      sync.Mutex
+	workers map[string]context.CancelFunc
+	wg      sync.WaitGroup
+	ctx     context.Context
+	stop    context.CancelFunc
+
+	batches *prometheus.CounterVec
+	events  prometheus.Counter
+	latency prometheus.Histogram
+}
+
+func newWebhooks(g *Gateway) *webhooks {
+	ctx, stop := context.WithCancel(context.Background())
+	w := &webhooks{
+		g:        g,
+		client:   &http.Client{Timeout: webhookTimeout},
+		minDelay: g.cfg.WebhookMinBackoff,
+		workers:  map[string]context.CancelFunc{},
+		ctx:      ctx,
+		stop:     stop,
+		batches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tether_webhook_deliveries_total",
+			Help: "Webhook batch posts by result: ok (2xx), error (retried), dropped (given up after 24 h).",
+		}, []string{"result"}),
+		events: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tether_webhook_events_total", Help: "Events delivered to webhooks (acknowledged with a 2xx).",
+		}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "tether_webhook_post_seconds", Help: "Webhook POST latency.",
+			Buckets: []float64{.001, .005, .01, .05, .1, .5, 1, 5, 10},
+		}),
+	}
+	if w.minDelay <= 0 {
+		w.minDelay = time.Second
+	}
+	g.reg.MustRegister(w.batches, w.events, w.latency)
+	return w
+}
+
+// sync starts a worker for every app with a webhook and stops the workers
+// of apps without one. Safe for concurrent use.
+func (w *webhooks) sync() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.ctx.Err() != nil {
+		return
+	}
+	want := map[string]bool{}
+	for _, rec := range w.g.apps.list() {
+		if rec.Webhook != nil && rec.Webhook.URL != "" {
+			want[rec.ID] = true
+		}
+	}
+	for app, cancel := range w.workers {
+		if !want[app] {
+			cancel()
+			delete(w.workers, app)
+		}
+	}
+	for app := range want {
+		if _, ok := w.workers[app]; ok {
+			continue
+		}
+		ctx, cancel := context.WithCancel(w.ctx)
+		w.workers[app] = cancel
+		w.wg.Add(1)
+		go func() {
+			defer w.wg.Done()
+			w.run(ctx, app)
+		}()
+	}
+}
+
+// close stops every worker and waits for them (a post in flight is bounded
+// by the HTTP timeout).
+func (w *webhooks) close() {
+	w.mu.Lock()
+	w.stop()
+	w.mu.Unlock()
+	w.wg.Wait()
+}
+
+// run delivers app's events until ctx ends.
+func (w *webhooks) run(ctx context.Context, app string) {
+	log := w.g.log.Named("webhook")
+	cursor, err := w.g.db.GetAppCursor(app, webhookCursor)
+	if err != nil {
+		log.Error("webhook cursor", zapApp(app), zap.Error(err))
+		return
+	}
+	delay := w.minDelay
+	var firstFail time.Time
+	for ctx.Err() == nil {
+		evs, next, err := w.g.q.Events(ctx, app, cursor, webhookBatch, webhookWait)
+		if err != nil {
+			log.Error("webhook: read events", zapApp(app), zap.Error(err))
+			sleepCtx(ctx, delay)
+			continue
+		}
+		if len(evs) == 0 {
+			continue
+		}
+		rec, ok := w.g.apps.get(app)
+		if !ok || rec.Webhook == nil || rec.Webhook.URL == "" {
+			return
+		}
+		status, err := w.post(ctx, rec.Webhook.URL, rec.Webhook.Secret, evs)
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			w.batches.WithLabelValues("ok").Inc()
+			w.events.Add(float64(len(evs)))
+			cursor, delay, firstFail = next, w.minDelay, time.Time{}
+			w.saveCursor(app, cursor)
+			continue
+		}
+		w.batches.WithLabelValues("error").Inc()
+		now := w.g.cfg.Clock.Now()
+		if firstFail.IsZero() {
+			firstFail = now
+		}
+		if now.Sub(firstFail) >= webhookGiveUp {
+			log.Warn("webhook: giving up on a batch after 24 h", zapApp(app), zap.Int("events", len(evs)), zap.Int("status", status), zap.Error(err))
+			w.batches.WithLabelValues("dropped").Inc()
+			cursor, delay, firstFail = next, w.minDelay, time.Time{}
+			w.saveCursor(app, cursor)
+			continue
+		}
+		if ce := log.Check(zap.InfoLevel, "webhook: post failed, will retry"); ce != nil {
+			ce.Write(zapApp(app), zap.Int("status", status), zap.Duration("retry_in", delay), zap.Error(err))
+		}
+		sleepCtx(ctx, delay)
+		delay = min(delay*2, webhookMaxDelay)
+	}
+}
+
+func (w *webhooks) saveCursor(app string, cursor uint64) {
+	b := w.g.db.NewBatch()
+	b.PutAppCursor(app, webhookCursor, cursor)
+	if err := b.Commit(false); err != nil {
+		w.g.log.Error("webhook: save cursor", zapApp(app), zap.Error(err))
+	}
+}
+
+var errStatus = errors.New("gateway: webhook answered a non-2xx status")
+
+// post sends one batch, signed. It returns the HTTP status.
+func (w *webhooks) post(ctx context.Context, url, secret string, evs []json.RawMessage) (int, error) {
+	body, err := json.Marshal(struct {
+		Events []json.RawMessage `json:"events"`
+	}{evs})
+	if err != nil {
+		return 0, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", webhookUserAgent)
+	req.Header.Set(signatureHeader, Sign(secret, w.g.cfg.Clock.Now(), body))
+	start := time.Now()
+	resp, err := w.client.Do(req)
+	w.latency.Observe(time.Since(start).Seconds())
+	if err != nil {
+		return 0, err
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return resp.StatusCode, fmt.Errorf("%w: %d", errStatus, resp.StatusCode)
+	}
+	return resp.StatusCode, nil
+}
+
+// Sign returns the Tether-Signature header value for body sent at t:
+// "t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>".
+func Sign(secret string, t time.Time, body []byte) string {
+	ts := strconv.FormatInt(t.Unix(), 10)
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte(ts))
+	m.Write([]byte{'.'})
+	m.Write(body)
+	return "t=" + ts + ",v1=" + hex.EncodeToString(m.Sum(nil))
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}

@@ -1,0 +1,194 @@
+package gateway_test
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"tether/gateway"
+	"tether/gateway/api"
+	"tether/internal/gatewaytest"
+)
+
+// receiver is a loopback webhook receiver that checks signatures and can
+// be told to fail.
+type receiver struct {
+	t      *testing.T
+	secret string
+	srv    *httptest.Server
+	down   atomic.Bool
+	mu     sync.Mutex
+	events []api.Event
+	posts  int
+	bad    int
+	got    chan struct{}
+}
+
+func newReceiver(t *testing.T, secret string) *receiver {
+	r := &receiver{t: t, secret: secret, got: make(chan struct{}, 1000)}
+	r.srv = httptest.NewServer(http.HandlerFunc(r.serve))
+	t.Cleanup(r.srv.Close)
+	return r
+}
+
+func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
+	body, _ := io.ReadAll(req.Body)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.posts++
+	if r.down.Load() {
+		http.Error(w, "down for maintenance", http.StatusServiceUnavailable)
+		return
+	}
+	sig := req.Header.Get("Tether-Signature")
+	ts, _, _ := strings.Cut(strings.TrimPrefix(sig, "t="), ",")
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil || gateway.Sign(r.secret, time.Unix(sec, 0), body) != sig {
+		r.bad++
+		http.Error(w, "bad signature", http.StatusUnauthorized)
+		return
+	}
+	var batch struct {
+		Events []api.Event `json:"events"`
+	}
+	if err := json.Unmarshal(body, &batch); err != nil || len(batch.Events) == 0 || len(batch.Events) > 100 {
+		r.bad++
+		http.Error(w, "bad batch", http.StatusBadRequest)
+		return
+	}
+	r.events = append(r.events, batch.Events...)
+	w.WriteHeader(http.StatusNoContent)
+	select {
+	case r.got <- struct{}{}:
+	default:
+	}
+}
+
+// uniqueInOrder returns the events with repeats (same id) dropped, checking
+// that ids only go forward.
+func (r *receiver) uniqueInOrder() []api.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []api.Event
+	seen := map[string]bool{}
+	last := ""
+	for _, e := range r.events {
+		if seen[e.ID] {
+			continue
+		}
+		require.Greater(r.t, e.ID, last, "events out of order")
+		seen[e.ID], last = true, e.ID
+		out = append(out, e)
+	}
+	return out
+}
+
+func (r *receiver) waitCount(n int) []api.Event {
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if ev := r.uniqueInOrder(); len(ev) >= n {
+			return ev
+		}
+		select {
+		case <-r.got:
+		case <-time.After(time.Until(deadline)):
+			r.t.Fatalf("webhook: %d of %d events arrived", len(r.uniqueInOrder()), n)
+		}
+	}
+}
+
+func fastWebhooks(c *gateway.Config) { c.WebhookMinBackoff = 20 * time.Millisecond }
+
+func TestWebhookDeliversSignedBatchesInOrder(t *testing.T) {
+	g := gatewaytest.Start(t, gatewaytest.WithConfig(fastWebhooks))
+	ctx := ctxT(t)
+	app := g.App(t, "acme")
+	r := newReceiver(t, "whsec-1")
+	_, err := app.PatchApp(ctx, "acme", api.PatchAppRequest{Webhook: &api.WebhookConfig{URL: r.srv.URL + "/hook", Secret: "whsec-1"}})
+	require.NoError(t, err)
+	var ids []string
+	for range 150 {
+		res, err := app.Send(ctx, "acme", api.SendRequest{To: []string{"alice"}, Body: "x", Ref: "r"}, "")
+		require.NoError(t, err)
+		_, err = app.CancelMessage(ctx, "acme", res.Messages[0].ID)
+		require.NoError(t, err)
+		ids = append(ids, res.Messages[0].ID)
+	}
+	ev := r.waitCount(150)
+	for i, e := range ev {
+		require.Equal(t, "message.cancelled", e.Type)
+		require.Equal(t, ids[i], e.MessageID)
+		require.Equal(t, "acme", e.App)
+		require.Equal(t, "r", e.Ref)
+	}
+	r.mu.Lock()
+	require.Zero(t, r.bad, "every signature valid")
+	r.mu.Unlock()
+}
+
+// TestWebhookSurvivesOutageAndRestart: the receiver is down while events
+// pile up and the gateway restarts; once it is back every event arrives, in
+// order, signed; repeats only with the same id.
+func TestWebhookSurvivesOutageAndRestart(t *testing.T) {
+	dir := t.TempDir()
+	r := newReceiver(t, "whsec-2")
+	r.down.Store(true)
+	g := gatewaytest.Start(t, gatewaytest.WithDataDir(dir), gatewaytest.WithConfig(fastWebhooks))
+	ctx := ctxT(t)
+	created, err := g.Admin().CreateApp(ctx, api.CreateAppRequest{ID: "acme"})
+	require.NoError(t, err)
+	app := api.NewClient(g.URL, created.APIKey)
+	_, err = app.PatchApp(ctx, "acme", api.PatchAppRequest{Webhook: &api.WebhookConfig{URL: r.srv.URL, Secret: "whsec-2"}})
+	require.NoError(t, err)
+	var ids []string
+	send := func(c *api.Client, n int) {
+		for range n {
+			res, err := c.Send(ctx, "acme", api.SendRequest{To: []string{"bob"}, Body: "x"}, "")
+			require.NoError(t, err)
+			_, err = c.CancelMessage(ctx, "acme", res.Messages[0].ID)
+			require.NoError(t, err)
+			ids = append(ids, res.Messages[0].ID)
+		}
+	}
+	send(app, 30)
+	// Wait until the gateway has retried a few times against the outage.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		r.mu.Lock()
+		p := r.posts
+		r.mu.Unlock()
+		if p >= 3 {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "no retries seen")
+		time.Sleep(10 * time.Millisecond) // polling the receiver
+	}
+	g.Stop()
+
+	g2 := gatewaytest.Start(t, gatewaytest.WithDataDir(dir), gatewaytest.WithConfig(fastWebhooks))
+	app2 := api.NewClient(g2.URL, created.APIKey)
+	send(app2, 20)
+	r.down.Store(false)
+	ev := r.waitCount(50)
+	require.Len(t, ev, 50)
+	for i, e := range ev {
+		require.Equal(t, ids[i], e.MessageID, "event %d", i)
+	}
+	r.mu.Lock()
+	require.Zero(t, r.bad)
+	r.mu.Unlock()
+
+	resp, err := http.Get("http://" + g2.Addr("metrics") + "/metrics")
+	require.NoError(t, err)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Contains(t, string(b), `tether_webhook_deliveries_total{result="ok"}`)
+}
