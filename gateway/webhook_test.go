@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -13,10 +14,12 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
 
 	"tether/gateway"
 	"tether/gateway/api"
 	"tether/internal/gatewaytest"
+	"tether/queue"
 )
 
 // receiver is a loopback webhook receiver that checks signatures and can
@@ -191,4 +194,49 @@ func TestWebhookSurvivesOutageAndRestart(t *testing.T) {
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	require.Contains(t, string(b), `tether_webhook_deliveries_total{result="ok"}`)
+}
+
+// BenchmarkWebhookThroughput appends b.N events to an app's feed and
+// reports how fast they reach a loopback receiver (batches of 100, signed,
+// in order).
+func BenchmarkWebhookThroughput(b *testing.B) {
+	g := gatewaytest.Start(b, gatewaytest.WithConfig(func(c *gateway.Config) { c.Logger = zap.NewNop() }))
+	ctx := context.Background()
+	app := g.App(b, "bench")
+	var got atomic.Int64
+	done := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		var batch struct {
+			Events []json.RawMessage `json:"events"`
+		}
+		if err := json.NewDecoder(req.Body).Decode(&batch); err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		if got.Add(int64(len(batch.Events))) == int64(b.N) {
+			close(done)
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	b.ResetTimer()
+	start := time.Now()
+	for i := range b.N {
+		if err := g.Queue().AppendEvent(ctx, &queue.Event{Type: queue.EventDeviceOnline, App: "bench", User: "u", Device: strconv.Itoa(i)}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if _, err := app.PatchApp(ctx, "bench", api.PatchAppRequest{Webhook: &api.WebhookConfig{URL: srv.URL, Secret: "s"}}); err != nil {
+		b.Fatal(err)
+	}
+	appended := time.Since(start)
+	deliverStart := time.Now()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Minute):
+		b.Fatalf("%d of %d events delivered", got.Load(), b.N)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/time.Since(deliverStart).Seconds(), "delivered-events/s")
+	b.ReportMetric(float64(b.N)/appended.Seconds(), "appended-events/s")
 }
