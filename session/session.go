@@ -120,30 +120,48 @@ func (s *Session) ref() queue.DeviceRef {
 // run is the reader goroutine: it reads elements and drives the state
 // machine until the connection ends.
 func (s *Session) run() {
-	defer s.srv.forget(s)
 	s.started = time.Now()
 	s.t.setReadDeadline(s.started.Add(s.srv.cfg.AuthTimeout))
 	if s.t.secure() {
 		s.state |= StateSecure
 	}
-	reason := s.loop()
+	s.serve()
+}
+
+// serve runs the read loop. Once the session is ready, it moves the loop
+// to a fresh goroutine and returns: negotiation (TLS, SASL, the first
+// pending messages) grows a goroutine's stack, and the runtime only shrinks
+// a stack whose use falls under a quarter of it, so an idle session would
+// otherwise keep 8 KiB parked where it needs a fraction of that.
+func (s *Session) serve() {
+	reason, handoff := s.loop()
+	if handoff {
+		s.srv.wg.Add(1)
+		go func() {
+			defer s.srv.wg.Done()
+			s.serve()
+		}()
+		return
+	}
+	s.srv.forget(s)
 	s.end(reason)
 }
 
-// loop returns why the connection ended.
-func (s *Session) loop() CloseReason {
+// loop returns why the connection ended, or handoff once the session has
+// just become ready.
+func (s *Session) loop() (reason CloseReason, handoff bool) {
 	for {
 		s.mu.Lock()
 		if s.closeReason != "" {
 			r := s.closeReason
 			s.mu.Unlock()
-			return r
+			return r, false
 		}
 		t := s.t
 		s.mu.Unlock()
 		e, err := t.next()
 		if err != nil {
-			return s.readFailure(err)
+			return s.readFailure(err), false
 		}
 		if s.state&StateAuthn != 0 {
 			t.setReadDeadline(time.Now().Add(s.srv.cfg.IdleTimeout))
@@ -151,8 +169,12 @@ func (s *Session) loop() CloseReason {
 		if e == keepalive {
 			continue
 		}
+		ready := s.state&StateReady != 0
 		if r := s.handle(e); r != "" {
-			return r
+			return r, false
+		}
+		if !ready && s.state&StateReady != 0 {
+			return "", true
 		}
 	}
 }

@@ -1,7 +1,6 @@
 package session
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -67,14 +66,103 @@ func (l *limitReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// readBufSize is the TCP read buffer: small, as idle sessions keep it.
+// readBufSize is the TCP read buffer. It comes from a pool while a stanza
+// is being read and goes back between stanzas: an idle session holds none.
 const readBufSize = 1024
+
+var readBufPool = sync.Pool{New: func() any { b := make([]byte, readBufSize); return &b }}
+
+// poolReader is the decoder's byte source: a read buffer taken from
+// readBufPool while there is input, and given back when the session waits
+// for its next stanza (waitIdle), which blocks on a one-byte read close to
+// the top of the goroutine's stack.
+type poolReader struct {
+	src  io.Reader
+	buf  []byte // nil while idle
+	bp   *[]byte
+	r, w int
+	one  [1]byte
+}
+
+func (p *poolReader) take() {
+	if p.buf == nil {
+		p.bp = readBufPool.Get().(*[]byte)
+		p.buf, p.r, p.w = *p.bp, 0, 0
+	}
+}
+
+// release gives the buffer back; only when nothing is buffered.
+func (p *poolReader) release() {
+	if p.buf != nil && p.r == p.w {
+		readBufPool.Put(p.bp)
+		p.buf, p.bp, p.r, p.w = nil, nil, 0, 0
+	}
+}
+
+func (p *poolReader) fill() error {
+	p.take()
+	if p.r > 0 {
+		p.w = copy(p.buf, p.buf[p.r:p.w])
+		p.r = 0
+	}
+	n, err := p.src.Read(p.buf[p.w:])
+	p.w += n
+	if n > 0 {
+		return nil
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return err
+}
+
+// waitIdle blocks until a byte is available, holding no buffer meanwhile.
+func (p *poolReader) waitIdle() error {
+	if p.buf != nil && p.r < p.w {
+		return nil
+	}
+	p.release()
+	n, err := p.src.Read(p.one[:])
+	if n == 0 {
+		if err == nil {
+			err = io.ErrNoProgress
+		}
+		return err
+	}
+	p.take()
+	p.buf[0], p.r, p.w = p.one[0], 0, 1
+	return nil
+}
+
+// ReadByte makes poolReader an io.ByteReader, so encoding/xml reads from it
+// directly instead of wrapping it in a 4 KiB bufio.Reader.
+func (p *poolReader) ReadByte() (byte, error) {
+	for p.buf == nil || p.r == p.w {
+		if err := p.fill(); err != nil {
+			return 0, err
+		}
+	}
+	c := p.buf[p.r]
+	p.r++
+	return c, nil
+}
+
+func (p *poolReader) Read(b []byte) (int, error) {
+	if p.buf == nil || p.r == p.w {
+		if err := p.fill(); err != nil {
+			return 0, err
+		}
+	}
+	n := copy(b, p.buf[p.r:p.w])
+	p.r += n
+	return n, nil
+}
 
 type tcpTransport struct {
 	conn net.Conn // *tls.Conn once secure
 	tls  bool
 	lim  limitReader
-	br   *bufio.Reader
+	br   poolReader
 	d    *xml.Decoder
 	// afterHeader: the last token was a stream header.
 	afterHeader bool
@@ -88,12 +176,9 @@ func newTCPTransport(c net.Conn, isTLS bool) *tcpTransport {
 
 func (t *tcpTransport) restart() {
 	t.lim = limitReader{r: t.conn, remaining: sdkproto.MaxStanzaBytes + readBufSize}
-	if t.br == nil {
-		t.br = bufio.NewReaderSize(&t.lim, readBufSize)
-	} else {
-		t.br.Reset(&t.lim)
-	}
-	t.d = xml.NewDecoder(t.br)
+	t.br.release()
+	t.br.src = &t.lim
+	t.d = xml.NewDecoder(&t.br)
 	t.d.Strict = true
 	t.afterHeader = false
 }
@@ -107,7 +192,6 @@ func (t *tcpTransport) startTLS(cfg *tls.Config, timeout time.Duration) error {
 		return err
 	}
 	t.conn, t.tls = tc, true
-	t.br = nil
 	t.restart()
 	return nil
 }
@@ -166,20 +250,19 @@ func (t *tcpTransport) next() (*element, error) {
 // nothing beyond the tag's '>', so reading from br directly is safe. It
 // returns keepalive after whitespace, and (nil, nil) when a tag follows.
 func (t *tcpTransport) streamLevel() (*element, error) {
-	b, err := t.br.Peek(1)
-	if err != nil {
+	if err := t.br.waitIdle(); err != nil {
 		return nil, t.readErr(err)
 	}
-	switch b[0] {
+	switch t.br.buf[t.br.r] {
 	case '<':
 		return nil, nil
 	case ' ', '\t', '\r', '\n':
-		buf, _ := t.br.Peek(t.br.Buffered())
-		n := 0
-		for n < len(buf) && (buf[n] == ' ' || buf[n] == '\t' || buf[n] == '\r' || buf[n] == '\n') {
-			n++
+		for t.br.r < t.br.w {
+			if c := t.br.buf[t.br.r]; c != ' ' && c != '\t' && c != '\r' && c != '\n' {
+				break
+			}
+			t.br.r++
 		}
-		t.br.Discard(n)
 		return keepalive, nil
 	}
 	return nil, errNotWellFormed

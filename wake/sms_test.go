@@ -1,0 +1,153 @@
+package wake_test
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"tether/wake"
+	"tether/wake/waketest"
+)
+
+func newSMS(t *testing.T, cfg wake.SMSConfig) *wake.SMSSender {
+	t.Helper()
+	s, err := wake.NewSMSSender(cfg)
+	require.NoError(t, err)
+	t.Cleanup(s.Close)
+	return s
+}
+
+func TestSMSHTTP(t *testing.T) {
+	t.Parallel()
+	fake := waketest.NewSMS(t)
+	s := newSMS(t, fake.HTTPConfig())
+	require.Equal(t, "http", s.Provider())
+	ctx := context.Background()
+
+	provider, detail, err := s.Send(ctx, wake.SMS{To: "+393331234567", Text: "Your code is 1234", MessageID: "m1"})
+	require.NoError(t, err)
+	require.Equal(t, "http", provider)
+	require.JSONEq(t, `{"id":"sms-1"}`, detail)
+	reqs := fake.Requests()
+	require.Len(t, reqs, 1)
+	require.Equal(t, "Bearer "+fake.APIKey, reqs[0].Header.Get("Authorization"))
+	require.Equal(t, "application/json", reqs[0].Header.Get("Content-Type"))
+	var body map[string]string
+	require.NoError(t, json.Unmarshal(reqs[0].Body, &body))
+	require.Equal(t, map[string]string{"to": "+393331234567", "from": "Tether", "text": "Your code is 1234", "message_id": "m1"}, body)
+
+	// The provider refuses: its status and answer are the detail.
+	fake.Script(waketest.SMSReply{Status: 500, Body: `{"error":"carrier down"}`})
+	_, detail, err = s.Send(ctx, wake.SMS{To: "+393331234567", From: "Acme", Text: "x", MessageID: "m2"})
+	require.ErrorIs(t, err, wake.ErrSMSRejected)
+	require.Equal(t, `HTTP 500: {"error":"carrier down"}`, detail)
+	require.Equal(t, "Acme", fake.Requests()[1].From)
+
+	// Any 2xx is success, whatever the body.
+	fake.Script(waketest.SMSReply{Status: 200})
+	_, detail, err = s.Send(ctx, wake.SMS{To: "+1555", Text: "x", MessageID: "m3"})
+	require.NoError(t, err)
+	require.Equal(t, "HTTP 200", detail)
+
+	// A wrong key is a rejection.
+	cfg := fake.HTTPConfig()
+	cfg.APIKey = "wrong"
+	bad := newSMS(t, cfg)
+	_, detail, err = bad.Send(ctx, wake.SMS{To: "+1555", Text: "x"})
+	require.ErrorIs(t, err, wake.ErrSMSRejected)
+	require.Equal(t, `HTTP 401: {"error":"invalid api key"}`, detail)
+
+	_, _, err = s.Send(ctx, wake.SMS{Text: "x"})
+	require.ErrorIs(t, err, wake.ErrInvalidTarget)
+}
+
+func TestSMSVonage(t *testing.T) {
+	t.Parallel()
+	fake := waketest.NewSMS(t)
+	s := newSMS(t, fake.VonageConfig())
+	require.Equal(t, "vonage", s.Provider())
+	ctx := context.Background()
+
+	provider, detail, err := s.Send(ctx, wake.SMS{To: "+393331234567", Text: "Your code is 1234", MessageID: "m1"})
+	require.NoError(t, err)
+	require.Equal(t, "vonage", provider)
+	require.Equal(t, "0A00000000000001", detail, "the Vonage message-id")
+	r := fake.Requests()[0]
+	require.Equal(t, "vonage", r.Provider)
+	require.Equal(t, "application/x-www-form-urlencoded", r.Header.Get("Content-Type"))
+	require.Equal(t, fake.APIKey, r.Form.Get("api_key"))
+	require.Equal(t, fake.APISecret, r.Form.Get("api_secret"))
+	require.Equal(t, "393331234567", r.Form.Get("to"), "digits only")
+	require.Equal(t, "Tether", r.Form.Get("from"))
+	require.Equal(t, "Your code is 1234", r.Form.Get("text"))
+	require.Equal(t, "m1", r.Form.Get("client-ref"))
+	require.Empty(t, r.Form.Get("type"))
+
+	// Non-ASCII text goes as unicode.
+	_, _, err = s.Send(ctx, wake.SMS{To: "+393331234567", Text: "Il tuo codice è 1234 ✓"})
+	require.NoError(t, err)
+	r = fake.Requests()[1]
+	require.Equal(t, "unicode", r.Form.Get("type"))
+	require.Equal(t, "Il tuo codice è 1234 ✓", r.Form.Get("text"))
+
+	// A non-zero status fails with Vonage's error-text (HTTP is still 200).
+	fake.Script(waketest.SMSReply{VonageStatus: "9", ErrorText: "Partner quota exceeded"})
+	_, detail, err = s.Send(ctx, wake.SMS{To: "+393331234567", Text: "x"})
+	require.ErrorIs(t, err, wake.ErrSMSRejected)
+	require.Equal(t, "Partner quota exceeded (status 9)", detail)
+
+	// An HTTP error is a rejection too.
+	fake.Script(waketest.SMSReply{Status: 502, Body: "bad gateway"})
+	_, detail, err = s.Send(ctx, wake.SMS{To: "+393331234567", Text: "x"})
+	require.ErrorIs(t, err, wake.ErrSMSRejected)
+	require.Equal(t, "HTTP 502: bad gateway", detail)
+
+	// Wrong credentials: Vonage's own answer.
+	cfg := fake.VonageConfig()
+	cfg.APISecret = "wrong"
+	bad := newSMS(t, cfg)
+	_, detail, err = bad.Send(ctx, wake.SMS{To: "+393331234567", Text: "x"})
+	require.ErrorIs(t, err, wake.ErrSMSRejected)
+	require.Equal(t, "Bad Credentials (status 4)", detail)
+}
+
+func TestSMSUnreachable(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	for _, cfg := range []wake.SMSConfig{
+		{Provider: "http", URL: "http://" + addr + "/send", APIKey: "k"},
+		{Provider: "vonage", URL: "http://" + addr, APIKey: "k", APISecret: "s"},
+	} {
+		s := newSMS(t, cfg)
+		provider, detail, err := s.Send(context.Background(), wake.SMS{To: "+1555", Text: "x"})
+		require.ErrorIs(t, err, wake.ErrUnreachable)
+		require.Equal(t, cfg.Provider, provider)
+		require.Equal(t, "unreachable", detail)
+	}
+}
+
+func TestSMSBadConfig(t *testing.T) {
+	t.Parallel()
+	for _, cfg := range []wake.SMSConfig{
+		{},
+		{Provider: "twilio", URL: "https://example.com"},
+		{Provider: "http"},
+		{Provider: "http", URL: "example.com/send"},
+		{Provider: "vonage", APIKey: "k"},
+		{Provider: "vonage", APISecret: "s"},
+		{Provider: "vonage", APIKey: "k", APISecret: "s", URL: "rest.nexmo.com"},
+	} {
+		s, err := wake.NewSMSSender(cfg)
+		require.ErrorIs(t, err, wake.ErrConfig, "%+v", cfg)
+		require.Nil(t, s)
+	}
+	s, err := wake.NewSMSSender(wake.SMSConfig{Provider: "vonage", APIKey: "k", APISecret: "s"})
+	require.NoError(t, err, "the default Vonage URL")
+	s.Close()
+}
