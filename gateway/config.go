@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"regexp"
 	"time"
 
@@ -66,6 +67,11 @@ type Config struct {
 	// SessionAuthTimeout, SessionIdleTimeout and SessionResumeWindow are
 	// passed to the XMPP sessions (session.Config); tests shorten them.
 	// Zero values: 10 s, 15 min and 300 s (SPEC section 6).
+	// ProviderHTTPClient, when set, gives the HTTP client for a provider
+	// ("apns", "fcm", "sms"): for tests and private relays with their own
+	// CA. Nil means each adapter's default.
+	ProviderHTTPClient func(provider string) *http.Client
+
 	// WebhookMinBackoff is the first retry delay of a failed webhook post,
 	// doubling to 10 min. Zero value: 1 s.
 	WebhookMinBackoff time.Duration

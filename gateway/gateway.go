@@ -48,6 +48,7 @@ type Gateway struct {
 	metrics    *httpMetrics
 	sessions   *session.Server
 	webhooks   *webhooks
+	waker      *waker
 	started    time.Time
 
 	listeners map[string]net.Listener // by name: http, https, metrics
@@ -99,7 +100,8 @@ func New(cfg Config) (g *Gateway, err error) {
 	g.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "tether_store_fsyncs_total", Help: "WAL fsyncs; concurrent commits share one (group commit).",
 	}, func() float64 { return float64(g.db.Stats().Fsyncs) }))
-	g.q, err = queue.New(queue.Config{DB: g.db, Clock: cfg.Clock, Logger: cfg.Logger.Named("queue"), TimerInterval: cfg.TimerInterval})
+	g.q, err = queue.New(queue.Config{DB: g.db, Clock: cfg.Clock, Logger: cfg.Logger.Named("queue"), TimerInterval: cfg.TimerInterval,
+		Fallback: fallback{g}})
 	if err != nil {
 		return nil, err
 	}
@@ -134,6 +136,7 @@ func New(cfg Config) (g *Gateway, err error) {
 	})
 	g.reg.MustRegister(g.sessions.Collectors()...)
 	g.webhooks = newWebhooks(g)
+	g.waker = newWaker(g)
 	if err := g.listen(); err != nil {
 		return nil, err
 	}
@@ -261,6 +264,9 @@ func (g *Gateway) Close() error {
 		}
 		if g.webhooks != nil {
 			g.webhooks.close()
+		}
+		if g.waker != nil {
+			g.waker.close()
 		}
 		if g.q != nil {
 			errs = append(errs, g.q.Close())

@@ -571,6 +571,10 @@ func (g *Gateway) putDevice(w http.ResponseWriter, r *http.Request, app *appReco
 			g.writeError(w, r, err)
 			return
 		}
+		if !(directory{g}).PushAllowed(req.Push.Provider, req.Push.Token) {
+			g.writeError(w, r, apiError(api.CodeInvalidArgument, "push.token", "the provider reported this token invalid; register the device's new token"))
+			return
+		}
 	}
 	if _, err := g.users.get(app.ID, user); errors.Is(err, errNoUser) {
 		g.writeError(w, r, apiError(api.CodeNotFound, "user", "no user %q", user))
@@ -684,6 +688,8 @@ func (g *Gateway) sendMessage(w http.ResponseWriter, r *http.Request, app *appRe
 	}
 	if res.Replayed {
 		w.Header().Set("Idempotent-Replayed", "true")
+	} else {
+		g.waker.enqueuedAsync(app.ID, qr.To, qr.Priority, g.cfg.Clock.Now().Add(qr.ExpiresIn))
 	}
 	writeJSON(w, http.StatusAccepted, out)
 }

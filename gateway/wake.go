@@ -1,0 +1,445 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"tether/queue"
+	"tether/storage"
+	"tether/wake"
+)
+
+// Wake policy (SPEC section 5): a device with a push registration and no
+// live session gets a content-free wake push when a message is enqueued for
+// it. One wake is outstanding per device: no second push until the device
+// connects or the wake interval passes; while messages stay pending the
+// wake is repeated with the interval doubling (app's wake_interval, 60 s by
+// default, up to 30 min); a per-device hourly cap holds (3 for APNs
+// background mode, 10 otherwise). 429 and 5xx are retried after the
+// provider's Retry-After or the backoff. An invalid token removes the
+// registration, is remembered so it is never pushed again, and emits
+// device.token_invalid. Sends go through a bounded wake.Pool: callers never
+// wait on a provider.
+//
+// The per-device state is in memory: after a restart, offline devices are
+// woken again by their next message.
+
+const (
+	defaultWakeInterval = 60 * time.Second
+	maxWakeInterval     = 30 * time.Minute
+	wakeCapBackground   = 3
+	wakeCapDefault      = 10
+	wakeTick            = 250 * time.Millisecond
+	maxRetryBackoff     = 5 * time.Minute
+)
+
+type wakeKey struct{ app, user, device string }
+
+type wakeState struct {
+	inFlight  bool      // a push is queued or being sent
+	next      time.Time // no push before this
+	interval  time.Duration
+	hourStart time.Time
+	hourCount int
+	priority  wake.Priority
+	expires   time.Time     // latest expiry of the messages it was woken for
+	backoff   time.Duration // after a 429/5xx: doubles from 1 s to 5 min
+}
+
+type waker struct {
+	g    *Gateway
+	pool *wake.Pool
+	log  *zap.Logger
+
+	mu       sync.Mutex
+	devices  map[wakeKey]*wakeState
+	provs    map[string]*appProviders // by app
+	stop     chan struct{}
+	done     chan struct{}
+	stopOnce sync.Once
+	sem      chan struct{}
+}
+
+// appProviders are an app's push and SMS clients, built from its record and
+// rebuilt when it changes.
+type appProviders struct {
+	rec  *appRecord
+	apns *wake.APNs
+	fcm  *wake.FCM
+	sms  *wake.SMSSender
+}
+
+func (p *appProviders) close() {
+	if p.apns != nil {
+		p.apns.Close()
+	}
+	if p.fcm != nil {
+		p.fcm.Close()
+	}
+	if p.sms != nil {
+		p.sms.Close()
+	}
+}
+
+func newWaker(g *Gateway) *waker {
+	w := &waker{
+		g:       g,
+		pool:    wake.NewPool(wake.PoolConfig{Logger: g.log.Named("wake")}),
+		log:     g.log.Named("wake"),
+		devices: map[wakeKey]*wakeState{},
+		provs:   map[string]*appProviders{},
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+		sem:     make(chan struct{}, 64),
+	}
+	g.reg.MustRegister(w.pool.Collectors()...)
+	go w.loop()
+	return w
+}
+
+func (w *waker) close() {
+	w.stopOnce.Do(func() { close(w.stop) })
+	<-w.done
+	w.pool.Close()
+	w.mu.Lock()
+	for _, p := range w.provs {
+		p.close()
+	}
+	w.provs = map[string]*appProviders{}
+	w.mu.Unlock()
+}
+
+// providers returns the app's clients, building them when the app record
+// changed. Errors in one provider's credentials leave that provider nil.
+func (w *waker) providers(app string) *appProviders {
+	rec, ok := w.g.apps.get(app)
+	if !ok {
+		return nil
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if p, ok := w.provs[app]; ok && p.rec == rec {
+		return p
+	}
+	if old, ok := w.provs[app]; ok {
+		old.close()
+	}
+	p := &appProviders{rec: rec}
+	now := w.g.cfg.Clock.Now
+	if c := rec.APNS; c != nil && c.KeyP8 != "" {
+		a, err := wake.NewAPNs(wake.APNsConfig{KeyP8: c.KeyP8, KeyID: c.KeyID, TeamID: c.TeamID, Topic: c.Topic,
+			Environment: c.Environment, Endpoint: c.Endpoint, HTTPClient: w.httpClient("apns"), Now: now})
+		if err != nil {
+			w.log.Warn("APNs credentials unusable", zapApp(app), zap.Error(err))
+		} else {
+			p.apns = a
+		}
+	}
+	if c := rec.FCM; c != nil && c.ServiceAccountJSON != "" {
+		f, err := wake.NewFCM(wake.FCMConfig{ServiceAccountJSON: c.ServiceAccountJSON, Endpoint: c.Endpoint,
+			HTTPClient: w.httpClient("fcm"), Now: now})
+		if err != nil {
+			w.log.Warn("FCM credentials unusable", zapApp(app), zap.Error(err))
+		} else {
+			p.fcm = f
+		}
+	}
+	if c := rec.SMS; c != nil {
+		s, err := wake.NewSMSSender(wake.SMSConfig{Provider: c.Provider, URL: c.URL, APIKey: c.APIKey, APISecret: c.APISecret,
+			From: c.From, HTTPClient: w.httpClient("sms")})
+		if err != nil {
+			w.log.Warn("SMS settings unusable", zapApp(app), zap.Error(err))
+		} else {
+			p.sms = s
+		}
+	}
+	w.provs[app] = p
+	return p
+}
+
+func (w *waker) httpClient(provider string) *http.Client {
+	if f := w.g.cfg.ProviderHTTPClient; f != nil {
+		return f(provider)
+	}
+	return nil
+}
+
+// enqueuedAsync runs enqueued off the request's goroutine (at most 64 at
+// once; beyond that the caller runs it), so a 202 does not wait for device
+// lookups.
+func (w *waker) enqueuedAsync(app string, to []queue.Recipient, priority queue.Priority, expires time.Time) {
+	select {
+	case w.sem <- struct{}{}:
+		go func() {
+			defer func() { <-w.sem }()
+			w.enqueued(app, to, priority, expires)
+		}()
+	default:
+		w.enqueued(app, to, priority, expires)
+	}
+}
+
+// enqueued is called after a 202: it wakes the offline devices the
+// messages are for.
+func (w *waker) enqueued(app string, to []queue.Recipient, priority queue.Priority, expires time.Time) {
+	ctx := context.Background()
+	prio := wake.PriorityNormal
+	if priority == queue.PriorityHigh {
+		prio = wake.PriorityHigh
+	}
+	seen := map[string]bool{}
+	for _, r := range to {
+		if seen[r.String()] {
+			continue
+		}
+		seen[r.String()] = true
+		devs, err := w.g.q.Devices(ctx, app, r.User)
+		if err != nil {
+			w.log.Warn("wake: devices", zapApp(app), zap.Error(err))
+			continue
+		}
+		for i := range devs {
+			d := &devs[i]
+			if d.Push == nil || (r.Device != "" && r.Device != d.ID) {
+				continue
+			}
+			w.consider(wakeKey{app, r.User, d.ID}, d.Push, prio, expires, true)
+		}
+	}
+}
+
+// consider sends a wake to k unless one is outstanding, the device is
+// online, or the cap is reached. fresh is set for a new message (which
+// resets nothing but may extend the expiry).
+func (w *waker) consider(k wakeKey, reg *queue.PushRegistration, prio wake.Priority, expires time.Time, fresh bool) {
+	if w.g.sessions.Online(k.app, k.user, k.device) {
+		return
+	}
+	if !(directory{w.g}).PushAllowed(reg.Provider, reg.Token) {
+		return
+	}
+	p := w.providers(k.app)
+	if p == nil {
+		return
+	}
+	var prov wake.Provider
+	switch reg.Provider {
+	case "apns":
+		if p.apns != nil {
+			prov = p.apns
+		}
+	case "fcm":
+		if p.fcm != nil {
+			prov = p.fcm
+		}
+	}
+	if prov == nil {
+		return
+	}
+	mode, alert := wake.ModeAlert, ""
+	if c := p.rec.APNS; c != nil {
+		if c.Wake == "background" {
+			mode = wake.ModeBackground
+		}
+		alert = c.AlertText
+	}
+	now := w.g.cfg.Clock.Now()
+	w.mu.Lock()
+	st := w.devices[k]
+	if st == nil {
+		st = &wakeState{interval: w.interval(p.rec)}
+		w.devices[k] = st
+	}
+	if expires.After(st.expires) {
+		st.expires = expires
+	}
+	if prio == wake.PriorityHigh {
+		st.priority = prio
+	}
+	if st.inFlight || now.Before(st.next) {
+		w.mu.Unlock()
+		return
+	}
+	if now.Sub(st.hourStart) >= time.Hour {
+		st.hourStart, st.hourCount = now, 0
+	}
+	cap := wakeCapDefault
+	if reg.Provider == "apns" && mode == wake.ModeBackground {
+		cap = wakeCapBackground
+	}
+	if st.hourCount >= cap {
+		st.next = st.hourStart.Add(time.Hour)
+		w.mu.Unlock()
+		return
+	}
+	st.inFlight = true
+	st.hourCount++
+	payload := wake.Payload{Pending: 1, Priority: st.priority, Expiration: st.expires, Mode: mode, AlertText: alert}
+	w.mu.Unlock()
+	if n, err := w.g.q.Pending(context.Background(), queue.DeviceRef{App: k.app, User: k.user, Device: k.device}, 0, 100); err == nil && len(n) > 0 {
+		payload.Pending = len(n)
+	}
+	target := wake.Target{Token: reg.Token, Topic: reg.Topic, Environment: reg.Environment}
+	ok := w.pool.Submit(wake.Job{Provider: prov, Target: target, Payload: payload,
+		Done: func(res wake.Result, err error) { w.finished(k, reg, prov.Name(), res) }})
+	if !ok {
+		w.mu.Lock()
+		st.inFlight = false
+		st.next = now.Add(time.Second)
+		w.mu.Unlock()
+	}
+}
+
+func (w *waker) interval(rec *appRecord) time.Duration {
+	if rec.Defaults.WakeInterval != nil && *rec.Defaults.WakeInterval > 0 {
+		return time.Duration(*rec.Defaults.WakeInterval) * time.Second
+	}
+	return defaultWakeInterval
+}
+
+// finished records a provider's answer (on a pool worker).
+func (w *waker) finished(k wakeKey, reg *queue.PushRegistration, provider string, res wake.Result) {
+	ctx := context.Background()
+	now := w.g.cfg.Clock.Now()
+	w.mu.Lock()
+	st := w.devices[k]
+	if st == nil {
+		w.mu.Unlock()
+		return
+	}
+	st.inFlight = false
+	switch res.Outcome {
+	case wake.Delivered:
+		st.next = now.Add(st.interval)
+		st.interval = min(st.interval*2, maxWakeInterval)
+		st.backoff = 0
+	case wake.RetryAfter:
+		// Not delivered: it does not count against the cap. Back off
+		// exponentially, and never sooner than the provider asked.
+		st.hourCount--
+		st.backoff = min(max(st.backoff*2, time.Second), maxRetryBackoff)
+		st.next = now.Add(max(res.RetryAfter, st.backoff))
+	case wake.TokenInvalid:
+		delete(w.devices, k)
+	default:
+		st.next = now.Add(st.interval)
+		st.interval = min(st.interval*2, maxWakeInterval)
+	}
+	w.mu.Unlock()
+	switch res.Outcome {
+	case wake.Delivered:
+		w.g.q.AppendEvent(ctx, &queue.Event{Type: queue.EventWakeSent, App: k.app, User: k.user, Device: k.device, Provider: provider})
+	case wake.TokenInvalid:
+		w.invalidate(ctx, k, reg, provider, res.Reason)
+	case wake.Failed:
+		w.log.Warn("wake failed", zapApp(k.app), zap.String("provider", provider), zap.String("reason", res.Reason), zap.Int("status", res.Status))
+	}
+}
+
+// invalidate removes a registration whose token the provider rejected and
+// remembers the token.
+func (w *waker) invalidate(ctx context.Context, k wakeKey, reg *queue.PushRegistration, provider, reason string) {
+	h := storage.Hash(reg.Provider + ":" + reg.Token)
+	v, _ := json.Marshal(map[string]any{"provider": reg.Provider, "at": w.g.cfg.Clock.Now().UTC(), "reason": reason})
+	b := w.g.db.NewBatch()
+	b.PutInvalidToken(h, v)
+	if err := b.Commit(true); err != nil {
+		w.log.Error("remember invalid token", zap.Error(err))
+	}
+	dev := queue.DeviceRef{App: k.app, User: k.user, Device: k.device}
+	w.g.q.UpdateDevice(ctx, dev, func(d *queue.Device) *queue.Device {
+		if d == nil || d.Push == nil || d.Push.Token != reg.Token {
+			return nil // re-registered meanwhile: keep the new one
+		}
+		d.Push = nil
+		return d
+	})
+	w.g.q.AppendEvent(ctx, &queue.Event{Type: queue.EventTokenInvalid, App: k.app, User: k.user, Device: k.device, Provider: provider, Reason: reason})
+}
+
+// loop retries wakes for devices still offline with messages pending, and
+// forgets devices that connected or have nothing pending.
+func (w *waker) loop() {
+	defer close(w.done)
+	t := time.NewTicker(wakeTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-w.stop:
+			return
+		case <-t.C:
+		}
+		now := w.g.cfg.Clock.Now()
+		var due []wakeKey
+		w.mu.Lock()
+		for k, st := range w.devices {
+			if !st.inFlight && !now.Before(st.next) {
+				due = append(due, k)
+			}
+		}
+		w.mu.Unlock()
+		for _, k := range due {
+			w.retry(k, now)
+		}
+	}
+}
+
+func (w *waker) retry(k wakeKey, now time.Time) {
+	ctx := context.Background()
+	dev := queue.DeviceRef{App: k.app, User: k.user, Device: k.device}
+	forget := func() {
+		w.mu.Lock()
+		delete(w.devices, k)
+		w.mu.Unlock()
+	}
+	if w.g.sessions.Online(k.app, k.user, k.device) {
+		forget() // the device connected: its wake is answered
+		return
+	}
+	pending, err := w.g.q.Pending(ctx, dev, 0, 1)
+	if err != nil || len(pending) == 0 {
+		forget()
+		return
+	}
+	d, err := w.g.q.Device(ctx, dev)
+	if err != nil || d.Push == nil {
+		forget()
+		return
+	}
+	w.mu.Lock()
+	st := w.devices[k]
+	prio, expires := wake.PriorityNormal, time.Time{}
+	if st != nil {
+		prio, expires = st.priority, st.expires
+		if !expires.After(now) {
+			expires = pending[0].ExpiresAt
+			st.expires = expires
+		}
+	}
+	w.mu.Unlock()
+	w.consider(k, d.Push, prio, expires, false)
+}
+
+// fallback sends a message's SMS through the app's provider
+// (queue.FallbackSender).
+type fallback struct{ g *Gateway }
+
+var errNoSMS = errors.New("no SMS provider configured")
+
+func (f fallback) SendFallback(ctx context.Context, m *queue.Message) (string, string, error) {
+	p := f.g.waker.providers(m.App)
+	if p == nil || p.sms == nil {
+		return "", errNoSMS.Error(), errNoSMS
+	}
+	from := ""
+	if p.rec.SMS != nil {
+		from = p.rec.SMS.From
+	}
+	return p.sms.Send(ctx, wake.SMS{To: m.Fallback.To, From: from, Text: m.Fallback.Text, MessageID: m.ID})
+}
