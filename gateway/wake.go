@@ -50,6 +50,7 @@ type wakeState struct {
 	priority  wake.Priority
 	expires   time.Time     // latest expiry of the messages it was woken for
 	backoff   time.Duration // after a 429/5xx: doubles from 1 s to 5 min
+	pending   int           // messages known to wait (a lower bound)
 }
 
 type waker struct {
@@ -209,15 +210,15 @@ func (w *waker) enqueued(app string, to []queue.Recipient, priority queue.Priori
 			if d.Push == nil || (r.Device != "" && r.Device != d.ID) {
 				continue
 			}
-			w.consider(wakeKey{app, r.User, d.ID}, d.Push, prio, expires, true)
+			w.consider(wakeKey{app, r.User, d.ID}, d.Push, prio, expires, 1)
 		}
 	}
 }
 
 // consider sends a wake to k unless one is outstanding, the device is
-// online, or the cap is reached. fresh is set for a new message (which
-// resets nothing but may extend the expiry).
-func (w *waker) consider(k wakeKey, reg *queue.PushRegistration, prio wake.Priority, expires time.Time, fresh bool) {
+// online, or the cap is reached. added is how many new messages this call
+// is for (0 on a retry, which passes the pending count it read).
+func (w *waker) consider(k wakeKey, reg *queue.PushRegistration, prio wake.Priority, expires time.Time, added int) {
 	if w.g.sessions.Online(k.app, k.user, k.device) {
 		return
 	}
@@ -262,6 +263,7 @@ func (w *waker) consider(k wakeKey, reg *queue.PushRegistration, prio wake.Prior
 	if prio == wake.PriorityHigh {
 		st.priority = prio
 	}
+	st.pending += added
 	if st.inFlight || now.Before(st.next) {
 		w.mu.Unlock()
 		return
@@ -280,11 +282,8 @@ func (w *waker) consider(k wakeKey, reg *queue.PushRegistration, prio wake.Prior
 	}
 	st.inFlight = true
 	st.hourCount++
-	payload := wake.Payload{Pending: 1, Priority: st.priority, Expiration: st.expires, Mode: mode, AlertText: alert}
+	payload := wake.Payload{Pending: max(st.pending, 1), Priority: st.priority, Expiration: st.expires, Mode: mode, AlertText: alert}
 	w.mu.Unlock()
-	if n, err := w.g.q.Pending(context.Background(), queue.DeviceRef{App: k.app, User: k.user, Device: k.device}, 0, 100); err == nil && len(n) > 0 {
-		payload.Pending = len(n)
-	}
 	target := wake.Target{Token: reg.Token, Topic: reg.Topic, Environment: reg.Environment}
 	ok := w.pool.Submit(wake.Job{Provider: prov, Target: target, Payload: payload,
 		Done: func(res wake.Result, err error) { w.finished(k, reg, prov.Name(), res) }})
@@ -402,7 +401,7 @@ func (w *waker) retry(k wakeKey, now time.Time) {
 		forget() // the device connected: its wake is answered
 		return
 	}
-	pending, err := w.g.q.Pending(ctx, dev, 0, 1)
+	pending, err := w.g.q.Pending(ctx, dev, 0, 100)
 	if err != nil || len(pending) == 0 {
 		forget()
 		return
@@ -421,9 +420,10 @@ func (w *waker) retry(k wakeKey, now time.Time) {
 			expires = pending[0].ExpiresAt
 			st.expires = expires
 		}
+		st.pending = len(pending)
 	}
 	w.mu.Unlock()
-	w.consider(k, d.Push, prio, expires, false)
+	w.consider(k, d.Push, prio, expires, 0)
 }
 
 // fallback sends a message's SMS through the app's provider
