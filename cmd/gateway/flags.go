@@ -2,77 +2,219 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
-	"strconv"
+	"strings"
 	"syscall"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"gopkg.in/yaml.v3"
 
 	"tether/gateway"
 )
 
-// parseFlags builds the configuration: each flag's default comes from its
-// environment variable when set (an empty value disables a listener),
-// else from SPEC section 2.
-func parseFlags(args []string, getenv func(string) (string, bool)) (gateway.Config, *zap.Logger, error) {
-	var cfg gateway.Config
+// setting is one configuration key: a flag, its environment variable and
+// its key in the config file, all with the same name.
+type setting struct {
+	name, env, def, usage string
+	secret                bool
+	bool                  bool
+	dst                   *string
+}
+
+// options is the parsed command line.
+type options struct {
+	cfg         gateway.Config
+	logLevel    string
+	configFile  string
+	printConfig bool
+	checkConfig bool
+	settings    []setting
+	source      map[string]string // where each setting's value came from
+}
+
+func (o *options) list() []setting {
+	c := &o.cfg
+	return []setting{
+		{name: "data-dir", env: "TETHER_DATA_DIR", def: gateway.DefaultDataDir, usage: "Pebble store, generated TLS cert, admin token file", dst: &c.DataDir},
+		{name: "domain", env: "TETHER_DOMAIN", def: gateway.DefaultDomain, usage: "base XMPP domain; apps are <app>.<domain>", dst: &c.Domain},
+		{name: "http-addr", env: "TETHER_HTTP_ADDR", def: gateway.DefaultHTTPAddr, usage: "REST API, WebSocket and device pull over plain HTTP (empty disables)", dst: &c.HTTPAddr},
+		{name: "https-addr", env: "TETHER_HTTPS_ADDR", def: gateway.DefaultHTTPSAddr, usage: "the same over TLS (empty disables)", dst: &c.HTTPSAddr},
+		{name: "xmpp-addr", env: "TETHER_XMPP_ADDR", def: gateway.DefaultXMPPAddr, usage: "XMPP c2s, STARTTLS required (empty disables)", dst: &c.XMPPAddr},
+		{name: "xmpps-addr", env: "TETHER_XMPPS_ADDR", def: gateway.DefaultXMPPSAddr, usage: "XMPP c2s, direct TLS (empty disables)", dst: &c.XMPPSAddr},
+		{name: "metrics-addr", env: "TETHER_METRICS_ADDR", def: gateway.DefaultMetricsAddr, usage: "/metrics and /debug/pprof (empty disables)", dst: &c.MetricsAddr},
+		{name: "tls-cert", env: "TETHER_TLS_CERT", usage: "PEM certificate (default: generated, self-signed)", dst: &c.TLSCert},
+		{name: "tls-key", env: "TETHER_TLS_KEY", usage: "PEM private key", dst: &c.TLSKey},
+		{name: "admin-token", env: "TETHER_ADMIN_TOKEN", usage: "admin bearer token (default: generated into <data-dir>/admin-token)", secret: true, dst: &c.AdminToken},
+		{name: "dev", env: "TETHER_DEV", def: "false", usage: "ensure an app demo exists and print its API key", bool: true},
+		{name: "log-level", env: "TETHER_LOG_LEVEL", def: "info", usage: "debug, info, warn or error", dst: &o.logLevel},
+	}
+}
+
+// strFlag is a string flag that records whether it was set.
+type strFlag struct {
+	p   *string
+	set bool
+}
+
+func (f *strFlag) String() string {
+	if f.p == nil {
+		return ""
+	}
+	return *f.p
+}
+func (f *strFlag) Set(v string) error { *f.p, f.set = v, true; return nil }
+
+// parseFlags builds the configuration. Each setting is, in order of
+// precedence: its flag, its environment variable (an empty value disables
+// a listener), its key in the --config file, its default (SPEC section 2).
+// Every problem is reported at once.
+func parseFlags(args []string, getenv func(string) (string, bool)) (*options, error) {
+	o := &options{source: map[string]string{}}
+	o.settings = o.list()
 	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
-	str := func(p *string, name, env, def, usage string) {
-		if v, ok := lookup(getenv, env); ok {
-			def = v
+	fs.SetOutput(io.Discard)
+	var devStr string
+	flags := map[string]*strFlag{}
+	for i := range o.settings {
+		s := &o.settings[i]
+		if s.bool {
+			s.dst = &devStr
 		}
-		fs.StringVar(p, name, def, usage+" (env "+env+")")
-	}
-	str(&cfg.DataDir, "data-dir", "TETHER_DATA_DIR", gateway.DefaultDataDir, "Pebble store, generated TLS cert, admin token file")
-	str(&cfg.Domain, "domain", "TETHER_DOMAIN", gateway.DefaultDomain, "base XMPP domain; apps are <app>.<domain>")
-	str(&cfg.HTTPAddr, "http-addr", "TETHER_HTTP_ADDR", gateway.DefaultHTTPAddr, "REST API, WebSocket and device pull over plain HTTP (empty disables)")
-	str(&cfg.HTTPSAddr, "https-addr", "TETHER_HTTPS_ADDR", gateway.DefaultHTTPSAddr, "the same over TLS (empty disables)")
-	str(&cfg.XMPPAddr, "xmpp-addr", "TETHER_XMPP_ADDR", gateway.DefaultXMPPAddr, "XMPP c2s, STARTTLS required (empty disables)")
-	str(&cfg.XMPPSAddr, "xmpps-addr", "TETHER_XMPPS_ADDR", gateway.DefaultXMPPSAddr, "XMPP c2s, direct TLS (empty disables)")
-	str(&cfg.MetricsAddr, "metrics-addr", "TETHER_METRICS_ADDR", gateway.DefaultMetricsAddr, "/metrics and /debug/pprof (empty disables)")
-	str(&cfg.TLSCert, "tls-cert", "TETHER_TLS_CERT", "", "PEM certificate (default: generated, self-signed)")
-	str(&cfg.TLSKey, "tls-key", "TETHER_TLS_KEY", "", "PEM private key")
-	str(&cfg.AdminToken, "admin-token", "TETHER_ADMIN_TOKEN", "", "admin bearer token (default: generated into <data-dir>/admin-token)")
-	dev := false
-	if v, ok := lookup(getenv, "TETHER_DEV"); ok {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			return cfg, nil, fmt.Errorf("TETHER_DEV=%q: %v", v, err)
+		f := &strFlag{p: s.dst}
+		flags[s.name] = f
+		if s.bool {
+			fs.Var(boolFlag{f}, s.name, s.usage+" (env "+s.env+")")
+		} else {
+			fs.Var(f, s.name, s.usage+" (env "+s.env+")")
 		}
-		dev = b
 	}
-	fs.BoolVar(&cfg.Dev, "dev", dev, "ensure an app demo exists and print its API key (env TETHER_DEV)")
-	var level string
-	str(&level, "log-level", "TETHER_LOG_LEVEL", "info", "debug, info, warn or error")
+	fs.StringVar(&o.configFile, "config", "", "YAML config file with the same keys as the flags (env TETHER_CONFIG)")
+	fs.BoolVar(&o.printConfig, "print-config", false, "print the effective configuration, with defaults, and exit")
+	fs.BoolVar(&o.checkConfig, "check-config", false, "validate the configuration, report every error, and exit")
 	if err := fs.Parse(args); err != nil {
-		return cfg, nil, err
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(os.Stderr)
+			fs.PrintDefaults()
+		}
+		return nil, err
 	}
 	if fs.NArg() > 0 {
-		return cfg, nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	lvl, err := zapcore.ParseLevel(level)
+	if o.configFile == "" {
+		o.configFile, _ = getenv("TETHER_CONFIG")
+	}
+	var errs []error
+	file := map[string]any{}
+	if o.configFile != "" {
+		b, err := os.ReadFile(o.configFile)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("config file: %w", err))
+		} else if err := yaml.Unmarshal(b, &file); err != nil {
+			errs = append(errs, fmt.Errorf("config file %s: %w", o.configFile, err))
+		}
+	}
+	known := map[string]bool{}
+	for i := range o.settings {
+		s := &o.settings[i]
+		known[s.name] = true
+		switch {
+		case flags[s.name].set:
+			o.source[s.name] = "flag"
+		case envSet(getenv, s.env, s.dst):
+			o.source[s.name] = "env " + s.env
+		case file[s.name] != nil:
+			v, err := scalar(file[s.name])
+			if err != nil {
+				errs = append(errs, fmt.Errorf("config file: %s: %w", s.name, err))
+			}
+			*s.dst = v
+			o.source[s.name] = "file"
+		default:
+			*s.dst = s.def
+			o.source[s.name] = "default"
+		}
+	}
+	for k := range file {
+		if !known[k] {
+			errs = append(errs, fmt.Errorf("config file: unknown key %q", k))
+		}
+	}
+	switch strings.ToLower(devStr) {
+	case "true", "1", "yes", "on":
+		o.cfg.Dev = true
+	case "false", "0", "no", "off", "":
+	default:
+		errs = append(errs, fmt.Errorf("dev: %q is not a boolean", devStr))
+	}
+	if _, err := zapcore.ParseLevel(o.logLevel); err != nil {
+		errs = append(errs, fmt.Errorf("log-level: %w", err))
+	}
+	if err := o.cfg.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return o, errors.Join(errs...)
+}
+
+// envSet applies an environment variable if it is set (even to "").
+func envSet(getenv func(string) (string, bool), name string, dst *string) bool {
+	v, ok := getenv(name)
+	if ok {
+		*dst = v
+	}
+	return ok
+}
+
+// scalar turns a YAML value into the flag's string form.
+func scalar(v any) (string, error) {
+	switch x := v.(type) {
+	case string:
+		return x, nil
+	case bool, int, int64, float64:
+		return fmt.Sprint(x), nil
+	}
+	return "", fmt.Errorf("want a string, number or boolean, not %T", v)
+}
+
+type boolFlag struct{ *strFlag }
+
+func (boolFlag) IsBoolFlag() bool { return true }
+
+// logger builds the zap logger: JSON in production, console in --dev.
+func (o *options) logger() (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(o.logLevel)
 	if err != nil {
-		return cfg, nil, err
+		return nil, err
 	}
 	zc := zap.NewProductionConfig()
-	if cfg.Dev {
+	if o.cfg.Dev {
 		zc = zap.NewDevelopmentConfig()
 	}
 	zc.Level = zap.NewAtomicLevelAt(lvl)
-	logger, err := zc.Build()
-	if err != nil {
-		return cfg, nil, err
-	}
-	cfg.Logger = logger
-	return cfg, logger, nil
+	return zc.Build()
 }
 
-func lookup(lookupEnv func(string) (string, bool), name string) (string, bool) {
-	return lookupEnv(name)
+// print writes the effective configuration as YAML a config file can
+// take, with where each value came from; secrets are not shown.
+func (o *options) print(w io.Writer) {
+	for _, st := range o.settings {
+		v := *st.dst
+		shown, _ := yaml.Marshal(v)
+		val := strings.TrimSpace(string(shown))
+		switch {
+		case st.bool:
+			val = fmt.Sprint(o.cfg.Dev)
+		case st.secret && v != "":
+			val = `"<set>"`
+		}
+		fmt.Fprintf(w, "%s: %s   # %s\n", st.name, val, o.source[st.name])
+	}
 }
 
 // reloadOnHUP reloads the TLS certificate on SIGHUP.

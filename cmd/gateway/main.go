@@ -1,4 +1,5 @@
-// Command gateway runs a Tether node: see SPEC section 2 for its flags.
+// Command gateway runs a Tether node: see SPEC section 2 for its flags,
+// which a YAML file (--config) and TETHER_* variables can also set.
 package main
 
 import (
@@ -12,14 +13,23 @@ import (
 )
 
 func main() {
-	cfg, logger, err := parseFlags(os.Args[1:], os.LookupEnv)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "gateway:", err)
-		os.Exit(2)
+	o, err := parseFlags(os.Args[1:], os.LookupEnv)
+	switch {
+	case o != nil && o.printConfig:
+		o.print(os.Stdout)
+		exitOn(err)
+		return
+	case o != nil && o.checkConfig:
+		exitOn(err)
+		fmt.Println("configuration OK")
+		return
 	}
+	exitOn(err)
+	logger, err := o.logger()
+	exitOn(err)
 	defer logger.Sync()
-	cfg.Banner = os.Stderr
-	g, err := gateway.New(cfg)
+	o.cfg.Logger, o.cfg.Banner = logger, os.Stderr
+	g, err := gateway.New(o.cfg)
 	if err != nil {
 		logger.Fatal(err.Error())
 	}
@@ -28,5 +38,12 @@ func main() {
 	go reloadOnHUP(ctx, g, logger)
 	if err := g.Run(ctx); err != nil {
 		logger.Fatal(err.Error())
+	}
+}
+
+func exitOn(err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "gateway:", err)
+		os.Exit(2)
 	}
 }
