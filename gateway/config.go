@@ -67,6 +67,11 @@ type Config struct {
 	// SessionAuthTimeout, SessionIdleTimeout and SessionResumeWindow are
 	// passed to the XMPP sessions (session.Config); tests shorten them.
 	// Zero values: 10 s, 15 min and 300 s (SPEC section 6).
+	// ProviderCAFile is a PEM file of extra CA certificates trusted, with
+	// the system's, for push and SMS provider endpoints (private relays,
+	// the soak harness's fakes). Empty: the system roots only.
+	ProviderCAFile string
+
 	// ProviderHTTPClient, when set, gives the HTTP client for a provider
 	// ("apns", "fcm", "sms"): for tests and private relays with their own
 	// CA. Nil means each adapter's default.

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -136,6 +137,13 @@ func New(cfg Config) (g *Gateway, err error) {
 	})
 	g.reg.MustRegister(g.sessions.Collectors()...)
 	g.webhooks = newWebhooks(g)
+	if cfg.ProviderCAFile != "" && cfg.ProviderHTTPClient == nil {
+		hc, err := providerClient(cfg.ProviderCAFile)
+		if err != nil {
+			return nil, err
+		}
+		g.cfg.ProviderHTTPClient = func(string) *http.Client { return hc }
+	}
 	g.waker = newWaker(g)
 	if err := g.listen(); err != nil {
 		return nil, err
@@ -278,6 +286,29 @@ func (g *Gateway) Close() error {
 		g.log.Info("stopped")
 	})
 	return g.closeErr
+}
+
+// providerClient is an HTTP client (HTTP/2 when the server offers it)
+// trusting the system roots and the CA certificates in caFile.
+func providerClient(caFile string) (*http.Client, error) {
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: provider CA file: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("gateway: provider CA file %s holds no PEM certificate", caFile)
+	}
+	tr := &http.Transport{
+		TLSClientConfig:     &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
+		ForceAttemptHTTP2:   true,
+		MaxIdleConnsPerHost: 100,
+		IdleConnTimeout:     90 * time.Second,
+	}
+	return &http.Client{Transport: tr}, nil
 }
 
 // ReloadTLS reads the certificate files again; new handshakes use the new

@@ -51,6 +51,7 @@ func (o *options) list() []setting {
 		{name: "tls-cert", env: "TETHER_TLS_CERT", usage: "PEM certificate (default: generated, self-signed)", dst: &c.TLSCert},
 		{name: "tls-key", env: "TETHER_TLS_KEY", usage: "PEM private key", dst: &c.TLSKey},
 		{name: "admin-token", env: "TETHER_ADMIN_TOKEN", usage: "admin bearer token (default: generated into <data-dir>/admin-token)", secret: true, dst: &c.AdminToken},
+		{name: "provider-ca-file", env: "TETHER_PROVIDER_CA_FILE", usage: "PEM CA certificates trusted, with the system's, for push and SMS provider endpoints (private relays)", dst: &c.ProviderCAFile},
 		{name: "dev", env: "TETHER_DEV", def: "false", usage: "ensure an app demo exists and print its API key", bool: true},
 		{name: "log-level", env: "TETHER_LOG_LEVEL", def: "info", usage: "debug, info, warn or error", dst: &o.logLevel},
 	}
