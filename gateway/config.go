@@ -67,6 +67,15 @@ type Config struct {
 	// SessionAuthTimeout, SessionIdleTimeout and SessionResumeWindow are
 	// passed to the XMPP sessions (session.Config); tests shorten them.
 	// Zero values: 10 s, 15 min and 300 s (SPEC section 6).
+	// AppRateLimit is the REST requests per second each app's API key may
+	// make (bursts of twice that); beyond it the API answers 429 with
+	// Retry-After. Zero: no limit. The admin token is never limited.
+	AppRateLimit float64
+	// MaxSessionsPerUser caps one user's devices online at once, and
+	// MaxSessions the node's sessions. Zero: no cap.
+	MaxSessionsPerUser int
+	MaxSessions        int
+
 	// ProviderCAFile is a PEM file of extra CA certificates trusted, with
 	// the system's, for push and SMS provider endpoints (private relays,
 	// the soak harness's fakes). Empty: the system roots only.

@@ -50,6 +50,7 @@ type Gateway struct {
 	sessions   *session.Server
 	webhooks   *webhooks
 	waker      *waker
+	limiter    *appLimiter
 	started    time.Time
 
 	listeners map[string]net.Listener // by name: http, https, metrics
@@ -65,7 +66,7 @@ func New(cfg Config) (g *Gateway, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	g = &Gateway{cfg: cfg, log: cfg.Logger, started: time.Now(), listeners: map[string]net.Listener{}}
+	g = &Gateway{cfg: cfg, log: cfg.Logger, started: time.Now(), listeners: map[string]net.Listener{}, limiter: newAppLimiter(cfg.AppRateLimit)}
 	defer func() {
 		if err != nil {
 			g.Close()
@@ -134,6 +135,9 @@ func New(cfg Config) (g *Gateway, err error) {
 		AuthTimeout:  cfg.SessionAuthTimeout,
 		IdleTimeout:  cfg.SessionIdleTimeout,
 		ResumeWindow: cfg.SessionResumeWindow,
+
+		MaxSessionsPerUser: cfg.MaxSessionsPerUser,
+		MaxSessions:        cfg.MaxSessions,
 	})
 	g.reg.MustRegister(g.sessions.Collectors()...)
 	g.webhooks = newWebhooks(g)

@@ -72,6 +72,12 @@ func (g *Gateway) forApp(adminOnly bool, h appHandler) http.HandlerFunc {
 			g.writeError(w, r, apiError(api.CodePermissionDenied, "", "this endpoint needs the admin token"))
 			return
 		}
+		if !p.admin {
+			if ok, wait := g.limiter.allow(id, time.Now()); !ok {
+				g.rateLimited(w, r, wait)
+				return
+			}
+		}
 		app, ok := g.apps.get(id)
 		if !ok {
 			g.writeError(w, r, apiError(api.CodeNotFound, "app", "no app %q", truncate(id, 64)))

@@ -9,6 +9,7 @@ type metrics struct {
 	resumes     *prometheus.CounterVec
 	messagesOut prometheus.Counter
 	messagesIn  prometheus.Counter
+	refused     *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -31,11 +32,14 @@ func newMetrics() *metrics {
 		messagesIn: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tether_session_messages_inbound_total", Help: "Inbound messages from devices stored.",
 		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tether_session_binds_refused_total", Help: "Binds refused by a session cap (user_cap, total_cap).",
+		}, []string{"reason"}),
 	}
 }
 
 func (m *metrics) collectors(s *Server) []prometheus.Collector {
-	return []prometheus.Collector{m.connections, m.handshakes, m.closes, m.resumes, m.messagesOut, m.messagesIn,
+	return []prometheus.Collector{m.connections, m.handshakes, m.closes, m.resumes, m.messagesOut, m.messagesIn, m.refused,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tether_sessions", Help: "Bound device sessions (including ones detached and waiting for resumption).",
 		}, func() float64 {

@@ -78,6 +78,11 @@ type Config struct {
 	// (a slow consumer; its messages stay in the durable queue). Zero
 	// value: 1 MiB.
 	MaxOutboundBytes int
+	// MaxSessionsPerUser caps the devices of one user online at once; a
+	// bind beyond it gets <resource-constraint/>. Zero: no cap.
+	MaxSessionsPerUser int
+	// MaxSessions caps the sessions of the whole node. Zero: no cap.
+	MaxSessions int
 	// InsecureWebSocketFromAny allows SASL over plain ws:// from any
 	// address, for deployments behind a TLS-terminating proxy. Default:
 	// only from loopback.
@@ -118,6 +123,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	bound     map[deviceKey]*Session // bound sessions by device (including detached ones)
+	perUser   map[userKey]int        // bound sessions per user
 	resumable map[string]*Session    // detached or live sessions by stream-management id
 	all       map[*Session]struct{}
 	draining  bool
@@ -134,6 +140,7 @@ func New(cfg Config) *Server {
 		thr:       newThrottle(),
 		m:         newMetrics(),
 		bound:     map[deviceKey]*Session{},
+		perUser:   map[userKey]int{},
 		resumable: map[string]*Session{},
 		all:       map[*Session]struct{}{},
 	}
@@ -245,16 +252,35 @@ func (s *Server) forget(sess *Session) {
 
 // bind registers sess as the session of its device, replacing (with
 // <conflict/>) an older one.
-func (s *Server) bind(sess *Session) {
+// It reports false, binding nothing, when a new device would exceed
+// MaxSessionsPerUser or MaxSessions.
+func (s *Server) bind(sess *Session) bool {
 	k := deviceKey{sess.app, sess.user, sess.device}
+	u := userKey{sess.app, sess.user}
 	s.mu.Lock()
 	old := s.bound[k]
+	if old == nil {
+		if c := s.cfg.MaxSessionsPerUser; c > 0 && s.perUser[u] >= c {
+			s.mu.Unlock()
+			s.m.refused.WithLabelValues("user_cap").Inc()
+			return false
+		}
+		if c := s.cfg.MaxSessions; c > 0 && len(s.bound) >= c {
+			s.mu.Unlock()
+			s.m.refused.WithLabelValues("total_cap").Inc()
+			return false
+		}
+		s.perUser[u]++
+	}
 	s.bound[k] = sess
 	s.mu.Unlock()
 	if old != nil && old != sess {
 		old.terminate(ReasonReplaced)
 	}
+	return true
 }
+
+type userKey struct{ app, user string }
 
 // unbind forgets sess; it reports whether sess was still the device's
 // session (not replaced by a newer one).
@@ -265,6 +291,10 @@ func (s *Server) unbind(sess *Session) bool {
 	current := s.bound[k] == sess
 	if current {
 		delete(s.bound, k)
+		u := userKey{sess.app, sess.user}
+		if s.perUser[u]--; s.perUser[u] <= 0 {
+			delete(s.perUser, u)
+		}
 	}
 	if sess.smID != "" && s.resumable[sess.smID] == sess {
 		delete(s.resumable, sess.smID)

@@ -136,8 +136,13 @@ func (s *Session) bind(id string, p *element) CloseReason {
 		return ""
 	}
 	s.device = res
+	if !s.srv.bind(s) {
+		// Over the per-user or total session cap: the client may retry.
+		s.device = ""
+		s.iqError(id, "wait", "resource-constraint")
+		return ""
+	}
 	s.state |= StateBound
-	s.srv.bind(s)
 	var b xmlBuf
 	b.WriteString("<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><jid>")
 	b.text(s.jid())

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -31,6 +32,7 @@ type setting struct {
 type options struct {
 	cfg         gateway.Config
 	logLevel    string
+	numbers     struct{ rate, perUser, total string }
 	configFile  string
 	printConfig bool
 	checkConfig bool
@@ -52,6 +54,9 @@ func (o *options) list() []setting {
 		{name: "tls-key", env: "TETHER_TLS_KEY", usage: "PEM private key", dst: &c.TLSKey},
 		{name: "admin-token", env: "TETHER_ADMIN_TOKEN", usage: "admin bearer token (default: generated into <data-dir>/admin-token)", secret: true, dst: &c.AdminToken},
 		{name: "provider-ca-file", env: "TETHER_PROVIDER_CA_FILE", usage: "PEM CA certificates trusted, with the system's, for push and SMS provider endpoints (private relays)", dst: &c.ProviderCAFile},
+		{name: "app-rate-limit", env: "TETHER_APP_RATE_LIMIT", def: "0", usage: "REST requests per second per app API key, bursts of twice that; 0: no limit", dst: &o.numbers.rate},
+		{name: "max-sessions-per-user", env: "TETHER_MAX_SESSIONS_PER_USER", def: "0", usage: "devices of one user online at once; 0: no cap", dst: &o.numbers.perUser},
+		{name: "max-sessions", env: "TETHER_MAX_SESSIONS", def: "0", usage: "sessions on this node; 0: no cap", dst: &o.numbers.total},
 		{name: "dev", env: "TETHER_DEV", def: "false", usage: "ensure an app demo exists and print its API key", bool: true},
 		{name: "log-level", env: "TETHER_LOG_LEVEL", def: "info", usage: "debug, info, warn or error", dst: &o.logLevel},
 	}
@@ -153,6 +158,23 @@ func parseFlags(args []string, getenv func(string) (string, bool)) (*options, er
 	case "false", "0", "no", "off", "":
 	default:
 		errs = append(errs, fmt.Errorf("dev: %q is not a boolean", devStr))
+	}
+	if v, err := strconv.ParseFloat(o.numbers.rate, 64); err != nil || v < 0 {
+		errs = append(errs, fmt.Errorf("app-rate-limit: %q is not a non-negative number", o.numbers.rate))
+	} else {
+		o.cfg.AppRateLimit = v
+	}
+	for _, n := range []struct {
+		name string
+		v    string
+		dst  *int
+	}{{"max-sessions-per-user", o.numbers.perUser, &o.cfg.MaxSessionsPerUser}, {"max-sessions", o.numbers.total, &o.cfg.MaxSessions}} {
+		v, err := strconv.Atoi(n.v)
+		if err != nil || v < 0 {
+			errs = append(errs, fmt.Errorf("%s: %q is not a non-negative integer", n.name, n.v))
+			continue
+		}
+		*n.dst = v
 	}
 	if _, err := zapcore.ParseLevel(o.logLevel); err != nil {
 		errs = append(errs, fmt.Errorf("log-level: %w", err))
