@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -23,17 +24,18 @@ import (
 )
 
 type child struct {
-	cmd  *exec.Cmd
-	url  string
-	done chan error
+	cmd   *exec.Cmd
+	url   string
+	xmpps string
+	done  chan error
 }
 
 // startChild runs this test binary as a gateway on dir (see TestMain).
-func startChild(t *testing.T, dir string) *child {
+func startChild(t *testing.T, dir string, env ...string) *child {
 	t.Helper()
 	os.Remove(filepath.Join(dir, "addr"))
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"="+dir)
+	cmd.Env = append(append(os.Environ(), childEnv+"="+dir), env...)
 	cmd.Stderr = os.Stderr
 	require.NoError(t, cmd.Start())
 	c := &child{cmd: cmd, done: make(chan error, 1)}
@@ -48,7 +50,8 @@ func startChild(t *testing.T, dir string) *child {
 	for {
 		b, err := os.ReadFile(filepath.Join(dir, "addr"))
 		if err == nil {
-			c.url = "http://" + string(b)
+			http, xmpps, _ := strings.Cut(string(b), "\n")
+			c.url, c.xmpps = "http://"+http, xmpps
 			break
 		}
 		require.True(t, time.Now().Before(deadline), "child gateway did not start")

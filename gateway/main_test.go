@@ -33,7 +33,10 @@ func runChild(dir string) int {
 	g, err := gateway.New(gateway.Config{
 		DataDir:    dir,
 		HTTPAddr:   "127.0.0.1:0",
+		XMPPSAddr:  "127.0.0.1:0",
 		AdminToken: "crash-test-admin-token",
+		TLSCert:    os.Getenv("TETHER_TEST_CHILD_TLS_CERT"),
+		TLSKey:     os.Getenv("TETHER_TEST_CHILD_TLS_KEY"),
 		Logger:     logger,
 	})
 	if err != nil {
@@ -42,7 +45,7 @@ func runChild(dir string) int {
 	}
 	// Publish the address only once listening, atomically.
 	addrFile := filepath.Join(dir, "addr")
-	if err := os.WriteFile(addrFile+".tmp", []byte(g.Addr("http")), 0o600); err != nil {
+	if err := os.WriteFile(addrFile+".tmp", []byte(g.Addr("http")+"\n"+g.Addr("xmpps")), 0o600); err != nil {
 		return 1
 	}
 	if err := os.Rename(addrFile+".tmp", addrFile); err != nil {
@@ -50,6 +53,15 @@ func runChild(dir string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP) // as cmd/gateway does
+	go func() {
+		for range hup {
+			if err := g.ReloadTLS(); err != nil {
+				logger.Error("reload", zap.Error(err))
+			}
+		}
+	}()
 	if err := g.Run(ctx); err != nil {
 		logger.Error("child run", zap.Error(err))
 		return 1
