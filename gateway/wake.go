@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"tether/queue"
@@ -65,6 +66,7 @@ type waker struct {
 	done     chan struct{}
 	stopOnce sync.Once
 	sem      chan struct{}
+	sms      *prometheus.CounterVec
 }
 
 // appProviders are an app's push and SMS clients, built from its record and
@@ -98,8 +100,12 @@ func newWaker(g *Gateway) *waker {
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 		sem:     make(chan struct{}, 64),
+		sms: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tether_sms_total", Help: "SMS fallbacks handed to providers, by provider and result (sent, failed).",
+		}, []string{"provider", "result"}),
 	}
 	g.reg.MustRegister(w.pool.Collectors()...)
+	g.reg.MustRegister(w.sms)
 	go w.loop()
 	return w
 }
@@ -427,7 +433,7 @@ func (w *waker) retry(k wakeKey, now time.Time) {
 }
 
 // fallback sends a message's SMS through the app's provider
-// (queue.FallbackSender).
+// (queue.FallbackSender), counting outcomes in tether_sms_total.
 type fallback struct{ g *Gateway }
 
 var errNoSMS = errors.New("no SMS provider configured")
@@ -435,11 +441,18 @@ var errNoSMS = errors.New("no SMS provider configured")
 func (f fallback) SendFallback(ctx context.Context, m *queue.Message) (string, string, error) {
 	p := f.g.waker.providers(m.App)
 	if p == nil || p.sms == nil {
+		f.g.waker.sms.WithLabelValues("none", "failed").Inc()
 		return "", errNoSMS.Error(), errNoSMS
 	}
 	from := ""
 	if p.rec.SMS != nil {
 		from = p.rec.SMS.From
 	}
-	return p.sms.Send(ctx, wake.SMS{To: m.Fallback.To, From: from, Text: m.Fallback.Text, MessageID: m.ID})
+	provider, detail, err := p.sms.Send(ctx, wake.SMS{To: m.Fallback.To, From: from, Text: m.Fallback.Text, MessageID: m.ID})
+	result := "sent"
+	if err != nil {
+		result = "failed"
+	}
+	f.g.waker.sms.WithLabelValues(p.sms.Provider(), result).Inc()
+	return provider, detail, err
 }
