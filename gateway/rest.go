@@ -73,7 +73,7 @@ func (g *Gateway) forApp(adminOnly bool, h appHandler) http.HandlerFunc {
 			return
 		}
 		if !p.admin {
-			if ok, wait := g.limiter.allow(id, time.Now()); !ok {
+			if ok, wait := g.limiter.allow(id, g.cfg.Clock.Now()); !ok {
 				g.rateLimited(w, r, wait)
 				return
 			}
@@ -528,6 +528,9 @@ func (g *Gateway) listDevices(w http.ResponseWriter, r *http.Request, app *appRe
 	if _, err := g.users.get(app.ID, user); errors.Is(err, errNoUser) {
 		g.writeError(w, r, apiError(api.CodeNotFound, "user", "no user %q", user))
 		return
+	} else if err != nil {
+		g.writeError(w, r, err)
+		return
 	}
 	devs, err := g.q.Devices(r.Context(), app.ID, user)
 	if err != nil {
@@ -591,6 +594,9 @@ func (g *Gateway) putDevice(w http.ResponseWriter, r *http.Request, app *appReco
 	}
 	if _, err := g.users.get(app.ID, user); errors.Is(err, errNoUser) {
 		g.writeError(w, r, apiError(api.CodeNotFound, "user", "no user %q", user))
+		return
+	} else if err != nil {
+		g.writeError(w, r, err)
 		return
 	}
 	ref := queue.DeviceRef{App: app.ID, User: user, Device: device}

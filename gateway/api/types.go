@@ -298,6 +298,7 @@ type Event struct {
 	Body      string          `json:"body,omitempty"`
 	Data      json.RawMessage `json:"data,omitempty"`
 	Fallback  *Fallback       `json:"fallback,omitempty"`
+	Provider  string          `json:"provider,omitempty"` // device.wake_sent, device.token_invalid: apns or fcm
 }
 
 // PulledMessage is a message as the device HTTP pull returns it: the same
