@@ -241,51 +241,19 @@ func (g *Gateway) patchApp(w http.ResponseWriter, r *http.Request, app *appRecor
 		if req.Name != nil {
 			rec.Name = *req.Name
 		}
-		switch {
-		case isNull("webhook"):
-			rec.Webhook = nil
-		case req.Webhook != nil:
-			wh := *req.Webhook
-			if wh.Secret == "" && rec.Webhook != nil {
-				wh.Secret = rec.Webhook.Secret // keep the secret when only the URL changes
-			}
-			rec.Webhook = &wh
-		}
-		switch {
-		case isNull("apns"):
-			rec.APNS = nil
-		case req.APNS != nil:
-			c := *req.APNS
-			if c.KeyP8 == "" && rec.APNS != nil {
-				c.KeyP8 = rec.APNS.KeyP8
-			}
-			rec.APNS = &c
-		}
-		switch {
-		case isNull("fcm"):
-			rec.FCM = nil
-		case req.FCM != nil:
-			c := *req.FCM
-			if c.ServiceAccountJSON == "" && rec.FCM != nil {
-				c.ServiceAccountJSON = rec.FCM.ServiceAccountJSON
-			}
-			rec.FCM = &c
-		}
-		switch {
-		case isNull("sms"):
-			rec.SMS = nil
-		case req.SMS != nil:
-			c := *req.SMS
-			if rec.SMS != nil {
-				if c.APIKey == "" {
-					c.APIKey = rec.SMS.APIKey
-				}
-				if c.APISecret == "" {
-					c.APISecret = rec.SMS.APISecret
-				}
-			}
-			rec.SMS = &c
-		}
+		// Each setting: null removes it, an object replaces it, keeping a
+		// stored secret the request leaves empty.
+		patchSetting(&rec.Webhook, req.Webhook, isNull("webhook"), func(n, o *api.WebhookConfig) {
+			keep(&n.Secret, o.Secret)
+		})
+		patchSetting(&rec.APNS, req.APNS, isNull("apns"), func(n, o *api.APNSConfig) { keep(&n.KeyP8, o.KeyP8) })
+		patchSetting(&rec.FCM, req.FCM, isNull("fcm"), func(n, o *api.FCMConfig) {
+			keep(&n.ServiceAccountJSON, o.ServiceAccountJSON)
+		})
+		patchSetting(&rec.SMS, req.SMS, isNull("sms"), func(n, o *api.SMSConfig) {
+			keep(&n.APIKey, o.APIKey)
+			keep(&n.APISecret, o.APISecret)
+		})
 		if d := req.Defaults; d != nil {
 			if d.ExpiresIn != nil {
 				rec.Defaults.ExpiresIn = d.ExpiresIn
@@ -314,6 +282,30 @@ func (g *Gateway) patchApp(w http.ResponseWriter, r *http.Request, app *appRecor
 	}
 	g.onAppChange(rec)
 	writeJSON(w, http.StatusOK, g.appView(rec))
+}
+
+// patchSetting applies one PATCH setting to *cur: null removes it; a new
+// value replaces it, after keepOld copied what the request left empty from
+// the stored one.
+func patchSetting[T any](cur **T, req *T, null bool, keepOld func(n, o *T)) {
+	switch {
+	case null:
+		*cur = nil
+	case req != nil:
+		n := *req
+		if *cur != nil {
+			keepOld(&n, *cur)
+		}
+		*cur = &n
+	}
+}
+
+// keep sets an empty *dst to old: secrets are never shown, so a PATCH that
+// changes other fields sends them empty.
+func keep(dst *string, old string) {
+	if *dst == "" {
+		*dst = old
+	}
 }
 
 func validatePatch(req *api.PatchAppRequest) *api.Error {

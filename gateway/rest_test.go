@@ -179,6 +179,13 @@ func TestAuthAndTenantIsolation(t *testing.T) {
 	require.NotContains(t, string(body), "s3cret")
 	require.Contains(t, string(body), `"secret":{"set":true}`)
 	require.NotContains(t, string(body), "api_key")
+	// A PATCH that only moves the URL keeps the secret; null removes it.
+	a, err := acme.PatchApp(ctx, "acme", api.PatchAppRequest{Webhook: &api.WebhookConfig{URL: "http://127.0.0.1:2/hook"}})
+	require.NoError(t, err)
+	require.Equal(t, &api.WebhookView{URL: "http://127.0.0.1:2/hook", Secret: api.Secret{Set: true}}, a.Webhook)
+	code, _, body = rawDo(t, "PATCH", g.URL+"/v1/apps/acme", acme.Token, []byte(`{"webhook":null}`), nil)
+	require.Equal(t, 200, code)
+	require.NotContains(t, string(body), "webhook")
 }
 
 func TestSendValidation(t *testing.T) {
