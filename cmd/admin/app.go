@@ -12,11 +12,7 @@ import (
 func appCreate(c *cli, ctx context.Context, name string, args []string) error {
 	fs := c.flags(name, "ID [--name NAME]")
 	appName := fs.String("name", "", "display `name` (default: the id)")
-	pos, err := c.parse(fs, args, 1, 1)
-	if err != nil {
-		return err
-	}
-	cl, err := c.client()
+	pos, cl, err := c.begin(fs, args, 1, 1)
 	if err != nil {
 		return err
 	}
@@ -71,12 +67,7 @@ func yesNo(b bool) string {
 }
 
 func appShow(c *cli, ctx context.Context, name string, args []string) error {
-	fs := c.flags(name, "APP")
-	pos, err := c.parse(fs, args, 1, 1)
-	if err != nil {
-		return err
-	}
-	cl, err := c.client()
+	pos, cl, err := c.begin(c.flags(name, "APP"), args, 1, 1)
 	if err != nil {
 		return err
 	}
@@ -262,12 +253,7 @@ func appSet(c *cli, ctx context.Context, name string, args []string) error {
 }
 
 func appDelete(c *cli, ctx context.Context, name string, args []string) error {
-	fs := c.flags(name, "APP")
-	pos, err := c.parse(fs, args, 1, 1)
-	if err != nil {
-		return err
-	}
-	cl, err := c.client()
+	pos, cl, err := c.begin(c.flags(name, "APP"), args, 1, 1)
 	if err != nil {
 		return err
 	}
@@ -282,12 +268,7 @@ func appDelete(c *cli, ctx context.Context, name string, args []string) error {
 }
 
 func keyRotate(c *cli, ctx context.Context, name string, args []string) error {
-	fs := c.flags(name, "APP")
-	pos, err := c.parse(fs, args, 1, 1)
-	if err != nil {
-		return err
-	}
-	cl, err := c.client()
+	pos, cl, err := c.begin(c.flags(name, "APP"), args, 1, 1)
 	if err != nil {
 		return err
 	}

@@ -262,6 +262,17 @@ func (c *cli) parse(fs *flag.FlagSet, args []string, min, max int) ([]string, er
 func (c *cli) json() bool { return c.g.output == "json" }
 
 // client returns an API client for the configured URL and credentials.
+// begin is the start of every command: parse its flags and arguments,
+// then make the API client.
+func (c *cli) begin(fs *flag.FlagSet, args []string, min, max int) ([]string, *api.Client, error) {
+	pos, err := c.parse(fs, args, min, max)
+	if err != nil {
+		return nil, nil, err
+	}
+	cl, err := c.client()
+	return pos, cl, err
+}
+
 func (c *cli) client() (*api.Client, error) {
 	tok, err := c.token()
 	if err != nil {

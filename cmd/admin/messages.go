@@ -64,12 +64,7 @@ func send(c *cli, ctx context.Context, name string, args []string) error {
 }
 
 func status(c *cli, ctx context.Context, name string, args []string) error {
-	fs := c.flags(name, "APP MSGID")
-	pos, err := c.parse(fs, args, 2, 2)
-	if err != nil {
-		return err
-	}
-	cl, err := c.client()
+	pos, cl, err := c.begin(c.flags(name, "APP MSGID"), args, 2, 2)
 	if err != nil {
 		return err
 	}
@@ -117,12 +112,7 @@ func status(c *cli, ctx context.Context, name string, args []string) error {
 }
 
 func cancel(c *cli, ctx context.Context, name string, args []string) error {
-	fs := c.flags(name, "APP MSGID")
-	pos, err := c.parse(fs, args, 2, 2)
-	if err != nil {
-		return err
-	}
-	cl, err := c.client()
+	pos, cl, err := c.begin(c.flags(name, "APP MSGID"), args, 2, 2)
 	if err != nil {
 		return err
 	}
@@ -154,11 +144,7 @@ func events(c *cli, ctx context.Context, name string, args []string) error {
 	limit := fs.Int("limit", 0, "at most `n` events per request (default: the gateway's)")
 	wait := fs.Int("wait", 0, "long-poll up to `seconds` for the first new event (--follow: 30)")
 	follow := fs.Bool("follow", false, "keep polling and print events as they come, until interrupted")
-	pos, err := c.parse(fs, args, 1, 1)
-	if err != nil {
-		return err
-	}
-	cl, err := c.client()
+	pos, cl, err := c.begin(fs, args, 1, 1)
 	if err != nil {
 		return err
 	}

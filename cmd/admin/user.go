@@ -10,11 +10,7 @@ import (
 func userCreate(c *cli, ctx context.Context, name string, args []string) error {
 	fs := c.flags(name, "APP USER [--password PASSWORD]")
 	password := fs.String("password", "", "the user's `password` (default: generated and printed once)")
-	pos, err := c.parse(fs, args, 2, 2)
-	if err != nil {
-		return err
-	}
-	cl, err := c.client()
+	pos, cl, err := c.begin(fs, args, 2, 2)
 	if err != nil {
 		return err
 	}
@@ -41,12 +37,7 @@ func userCreate(c *cli, ctx context.Context, name string, args []string) error {
 }
 
 func userShow(c *cli, ctx context.Context, name string, args []string) error {
-	fs := c.flags(name, "APP USER")
-	pos, err := c.parse(fs, args, 2, 2)
-	if err != nil {
-		return err
-	}
-	cl, err := c.client()
+	pos, cl, err := c.begin(c.flags(name, "APP USER"), args, 2, 2)
 	if err != nil {
 		return err
 	}
@@ -65,12 +56,7 @@ func userShow(c *cli, ctx context.Context, name string, args []string) error {
 }
 
 func userDelete(c *cli, ctx context.Context, name string, args []string) error {
-	fs := c.flags(name, "APP USER")
-	pos, err := c.parse(fs, args, 2, 2)
-	if err != nil {
-		return err
-	}
-	cl, err := c.client()
+	pos, cl, err := c.begin(c.flags(name, "APP USER"), args, 2, 2)
 	if err != nil {
 		return err
 	}
@@ -85,12 +71,7 @@ func userDelete(c *cli, ctx context.Context, name string, args []string) error {
 }
 
 func deviceList(c *cli, ctx context.Context, name string, args []string) error {
-	fs := c.flags(name, "APP USER")
-	pos, err := c.parse(fs, args, 2, 2)
-	if err != nil {
-		return err
-	}
-	cl, err := c.client()
+	pos, cl, err := c.begin(c.flags(name, "APP USER"), args, 2, 2)
 	if err != nil {
 		return err
 	}
@@ -152,12 +133,7 @@ func deviceRegister(c *cli, ctx context.Context, name string, args []string) err
 }
 
 func deviceDelete(c *cli, ctx context.Context, name string, args []string) error {
-	fs := c.flags(name, "APP USER DEVICE")
-	pos, err := c.parse(fs, args, 3, 3)
-	if err != nil {
-		return err
-	}
-	cl, err := c.client()
+	pos, cl, err := c.begin(c.flags(name, "APP USER DEVICE"), args, 3, 3)
 	if err != nil {
 		return err
 	}
