@@ -168,7 +168,7 @@ func (g *Gateway) listen() error {
 		if l.addr == "" {
 			continue
 		}
-		ln, err := net.Listen("tcp", l.addr)
+		ln, err := listenConfig.Listen(context.Background(), "tcp", l.addr)
 		if err != nil {
 			return fmt.Errorf("gateway: listen %s on %s: %w", l.name, l.addr, err)
 		}
@@ -177,6 +177,15 @@ func (g *Gateway) listen() error {
 	}
 	return nil
 }
+
+// listenConfig sets TCP keepalive for accepted connections to probe an
+// idle peer after 5 minutes (Go's default is every 15 s, which at a
+// million idle device sessions is tens of thousands of probes a second and
+// wakes mobile radios); the session's own idle timeout and stream
+// management cover the rest.
+var listenConfig = net.ListenConfig{KeepAliveConfig: net.KeepAliveConfig{
+	Enable: true, Idle: 5 * time.Minute, Interval: 30 * time.Second, Count: 4,
+}}
 
 // Addr returns the bound address of a listener ("http", "https",
 // "metrics", "xmpp", "xmpps"), or "" if it is disabled.

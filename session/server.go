@@ -153,19 +153,22 @@ func (s *Server) Collectors() []prometheus.Collector { return s.m.collectors(s) 
 // directTLS, TLS from the first byte (XEP-0368); without, STARTTLS is
 // required before SASL. It returns when ln is closed.
 func (s *Server) ServeTCP(ln net.Listener, directTLS bool) error {
+	var delay time.Duration
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(5 * time.Millisecond) // accept backoff (EMFILE and the like)
-				continue
-			}
-			return err
+			// Out of file descriptors (EMFILE), or any other accept
+			// failure: back off and keep serving, as net/http does; the
+			// sessions already open are unaffected.
+			delay = min(max(delay*2, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed; retrying", zap.Error(err), zap.Duration("in", delay))
+			time.Sleep(delay) // accept backoff
+			continue
 		}
+		delay = 0
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
