@@ -49,6 +49,7 @@ type APNs struct {
 	def      APNsReply
 	verified map[string]bool // bearer tokens already verified
 	clients  []*http2.Transport
+	hook     func(APNsRequest)
 
 	total    atomic.Int64
 	accepted atomic.Int64
@@ -218,6 +219,24 @@ func (f *APNs) Record(on bool) {
 	f.record = on
 }
 
+// OnRequest sets fn (nil removes it) to be called with every push request
+// the fake answers, recorded or not, after it chose the answer and before
+// it writes it: a harness reacts to each wake as a device would (see
+// package loadtest). fn runs on the request's goroutine, concurrently with
+// other requests, and delays the answer while it runs.
+func (f *APNs) OnRequest(fn func(APNsRequest)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.hook = fn
+}
+
+// CertificatePEM returns the fake's TLS certificate (self-signed, for
+// 127.0.0.1) in PEM, for a client in another process to trust, such as a
+// gateway started with --provider-ca-file.
+func (f *APNs) CertificatePEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.srv.Certificate().Raw})
+}
+
 // Requests returns a copy of the recorded requests, oldest first.
 func (f *APNs) Requests() []APNsRequest {
 	f.mu.Lock()
@@ -271,10 +290,19 @@ func (f *APNs) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		reply.Status = http.StatusOK
 	}
 	f.mu.Lock()
-	if f.record {
-		f.reqs = append(f.reqs, APNsRequest{Token: token, Proto: r.Proto, Header: r.Header.Clone(), Body: body, Status: reply.Status, At: time.Now()})
-	}
+	record, hook := f.record, f.hook
 	f.mu.Unlock()
+	if record || hook != nil {
+		req := APNsRequest{Token: token, Proto: r.Proto, Header: r.Header.Clone(), Body: body, Status: reply.Status, At: time.Now()}
+		if record {
+			f.mu.Lock()
+			f.reqs = append(f.reqs, req)
+			f.mu.Unlock()
+		}
+		if hook != nil {
+			hook(req)
+		}
+	}
 	if reply.Status == http.StatusOK {
 		f.accepted.Add(1)
 	}

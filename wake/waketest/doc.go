@@ -20,4 +20,10 @@
 // Start* variants return a fake to Close yourself, for non-test harnesses),
 // and is safe for concurrent use. Config methods return a wake
 // configuration pointed at the fake.
+//
+// For harnesses that run the gateway in another process (the soak harness,
+// loadtest): APNs.CertificatePEM is the certificate to pass to the
+// gateway's --provider-ca-file, and APNs.OnRequest and FCM.OnRequest call
+// back on every push, so the harness can react to each wake (with Record
+// off, nothing accumulates).
 package waketest

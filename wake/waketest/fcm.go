@@ -47,6 +47,7 @@ type FCM struct {
 	rejectToken bool
 	issued      map[string]bool
 	tokenReqs   int
+	hook        func(FCMRequest)
 
 	total    atomic.Int64
 	accepted atomic.Int64
@@ -254,6 +255,17 @@ func (f *FCM) Record(on bool) {
 	f.record = on
 }
 
+// OnRequest sets fn (nil removes it) to be called with every send to
+// messages:send the fake answers, recorded or not, after it chose the
+// answer and before it writes it (token requests are not included). fn
+// runs on the request's goroutine, concurrently with other requests, and
+// delays the answer while it runs.
+func (f *FCM) OnRequest(fn func(FCMRequest)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.hook = fn
+}
+
 // Requests returns a copy of the recorded sends, oldest first.
 func (f *FCM) Requests() []FCMRequest {
 	f.mu.Lock()
@@ -324,10 +336,19 @@ func (f *FCM) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		reply.Status = http.StatusOK
 	}
 	f.mu.Lock()
-	if f.record {
-		f.reqs = append(f.reqs, FCMRequest{Header: r.Header.Clone(), Body: body, Message: req.Message, Status: reply.Status, At: time.Now()})
-	}
+	record, hook := f.record, f.hook
 	f.mu.Unlock()
+	if record || hook != nil {
+		fr := FCMRequest{Header: r.Header.Clone(), Body: body, Message: req.Message, Status: reply.Status, At: time.Now()}
+		if record {
+			f.mu.Lock()
+			f.reqs = append(f.reqs, fr)
+			f.mu.Unlock()
+		}
+		if hook != nil {
+			hook(fr)
+		}
+	}
 	if reply.Status != http.StatusOK {
 		writeFCMError(w, reply)
 		return
