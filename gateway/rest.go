@@ -656,6 +656,16 @@ func (g *Gateway) sendMessage(w http.ResponseWriter, r *http.Request, app *appRe
 		g.writeError(w, r, rerr)
 		return
 	}
+	var reqHash [32]byte
+	if idem != "" {
+		// A repeat gets the first answer, whatever changed since.
+		reqHash = sha256.Sum256(raw)
+		res, err := g.q.Replay(app.ID, idem, reqHash)
+		if err != nil || res != nil {
+			g.sendAnswer(w, r, res, err)
+			return
+		}
+	}
 	var req api.SendRequest
 	if err := decodeStrict(raw, &req); err != nil {
 		g.writeError(w, r, err)
@@ -678,10 +688,17 @@ func (g *Gateway) sendMessage(w http.ResponseWriter, r *http.Request, app *appRe
 		}
 	}
 	if idem != "" {
-		qr.IdempotencyKey = idem
-		qr.RequestHash = sha256.Sum256(raw)
+		qr.IdempotencyKey, qr.RequestHash = idem, reqHash
 	}
 	res, err := g.q.Enqueue(r.Context(), qr)
+	if err == nil && !res.Replayed {
+		g.waker.enqueuedAsync(app.ID, qr.To, qr.Priority, g.cfg.Clock.Now().Add(qr.ExpiresIn))
+	}
+	g.sendAnswer(w, r, res, err)
+}
+
+// sendAnswer writes the answer of an enqueue (or of its replay).
+func (g *Gateway) sendAnswer(w http.ResponseWriter, r *http.Request, res *queue.EnqueueResult, err error) {
 	switch {
 	case errors.Is(err, queue.ErrIdempotencyMismatch):
 		g.writeError(w, r, apiError(api.CodeConflict, "Idempotency-Key", "Idempotency-Key was already used for a different request"))
@@ -699,8 +716,6 @@ func (g *Gateway) sendMessage(w http.ResponseWriter, r *http.Request, app *appRe
 	}
 	if res.Replayed {
 		w.Header().Set("Idempotent-Replayed", "true")
-	} else {
-		g.waker.enqueuedAsync(app.ID, qr.To, qr.Priority, g.cfg.Clock.Now().Add(qr.ExpiresIn))
 	}
 	writeJSON(w, http.StatusAccepted, out)
 }

@@ -325,6 +325,16 @@ func TestIdempotencyKey(t *testing.T) {
 	require.Equal(t, 409, code, "%s", b)
 	require.Contains(t, string(b), "Idempotency-Key")
 
+	// A repeat gets the first answer even after the app's settings changed
+	// so that the request itself would now be refused.
+	yes := true
+	_, err = app.PatchApp(ctx, "acme", api.PatchAppRequest{Defaults: &api.Defaults{RejectUnknownUsers: &yes}})
+	require.NoError(t, err)
+	code, h, b = rawDo(t, "POST", url, app.Token, body, hdr)
+	require.Equal(t, 202, code, "%s", b)
+	require.Equal(t, "true", h.Get("Idempotent-Replayed"))
+	require.JSONEq(t, string(answers[0]), string(b))
+
 	// Keys are per app.
 	other := g.App(t, "other")
 	code, _, b = rawDo(t, "POST", g.URL+"/v1/apps/other/messages", other.Token, body, hdr)

@@ -87,24 +87,8 @@ func (q *Queue) Enqueue(ctx context.Context, req *EnqueueRequest) (*EnqueueResul
 		mu := &q.idem[h[0]]
 		mu.Lock()
 		defer mu.Unlock()
-		v, err := q.db.GetIdem(req.App, h)
-		switch {
-		case err == nil:
-			var rec idemRecord
-			if json.Unmarshal(v, &rec) != nil {
-				return nil, ErrCorrupt
-			}
-			if string(rec.Hash) != string(req.RequestHash[:]) {
-				return nil, ErrIdempotencyMismatch
-			}
-			res := new(EnqueueResult)
-			if json.Unmarshal(rec.Result, res) != nil {
-				return nil, ErrCorrupt
-			}
-			res.Replayed = true
-			return res, nil
-		case !errors.Is(err, storage.ErrNotFound):
-			return nil, err
+		if res, err := q.replay(req.App, h, req.RequestHash); res != nil || err != nil {
+			return res, err
 		}
 	}
 	if err := ctx.Err(); err != nil {
@@ -146,6 +130,38 @@ func (q *Queue) Enqueue(ctx context.Context, req *EnqueueRequest) (*EnqueueResul
 	for _, m := range msgs {
 		q.deliver(m)
 	}
+	return res, nil
+}
+
+// Replay returns the stored answer of an earlier request with the same
+// idempotency key, or nil if there is none; ErrIdempotencyMismatch if the
+// key was used for a different request. The gateway asks before validating
+// a request, so a repeat gets the first answer even if the app's settings
+// changed since.
+func (q *Queue) Replay(app, key string, requestHash [32]byte) (*EnqueueResult, error) {
+	return q.replay(app, storage.Hash(key), requestHash)
+}
+
+func (q *Queue) replay(app string, h, requestHash [32]byte) (*EnqueueResult, error) {
+	v, err := q.db.GetIdem(app, h)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var rec idemRecord
+	if json.Unmarshal(v, &rec) != nil {
+		return nil, ErrCorrupt
+	}
+	if string(rec.Hash) != string(requestHash[:]) {
+		return nil, ErrIdempotencyMismatch
+	}
+	res := new(EnqueueResult)
+	if json.Unmarshal(rec.Result, res) != nil {
+		return nil, ErrCorrupt
+	}
+	res.Replayed = true
 	return res, nil
 }
 
