@@ -57,6 +57,9 @@ func (g *Gateway) writeError(w http.ResponseWriter, r *http.Request, err error) 
 	if status == 0 {
 		status = http.StatusInternalServerError
 	}
+	if status == http.StatusTooManyRequests && w.Header().Get("Retry-After") == "" {
+		w.Header().Set("Retry-After", "60") // the login throttle's window
+	}
 	writeJSON(w, status, api.ErrorBody{Error: ae})
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -34,10 +35,27 @@ func (g *Gateway) deviceAuth(r *http.Request) (queue.DeviceRef, *api.Error) {
 	if !validDevice(device) {
 		return queue.DeviceRef{}, apiError(api.CodeInvalidArgument, "Tether-Device", "header Tether-Device must be a device id")
 	}
-	if !validUser(user) || !validApp(app) || !(directory{g}).AppExists(app) || !(directory{g}).CheckPassword(app, user, pass) {
+	if !validUser(user) || !validApp(app) || !(directory{g}).AppExists(app) {
+		return queue.DeviceRef{}, apiError(api.CodeUnauthenticated, "", "wrong user, app or password")
+	}
+	addr := remoteAddr(r)
+	if !g.sessions.AllowLogin(app, user, addr) {
+		return queue.DeviceRef{}, apiError(api.CodeRateLimited, "", "too many failed logins; retry in a minute")
+	}
+	ok = (directory{g}).CheckPassword(app, user, pass)
+	g.sessions.LoginResult(app, user, addr, ok)
+	if !ok {
 		return queue.DeviceRef{}, apiError(api.CodeUnauthenticated, "", "wrong user, app or password")
 	}
 	return queue.DeviceRef{App: app, User: user, Device: device}, nil
+}
+
+func remoteAddr(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr()
 }
 
 // pullSink wakes a long-polling pull when a message arrives.

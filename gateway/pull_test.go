@@ -110,4 +110,17 @@ func TestDeviceHTTPPull(t *testing.T) {
 	require.Contains(t, string(body), "Tether-Device")
 	code, _ = pull(t, "POST", acks, "alice@acme", "correct horse", "web1", map[string]any{"delivered": "x"})
 	require.Equal(t, 400, code)
+
+	// Failed logins are throttled like XMPP logins: after 5, even the
+	// right password waits (429), while another user is not held back.
+	_, err = app.PutUser(ctx, "acme", "bob", api.PutUserRequest{Password: "bob-password"})
+	require.NoError(t, err)
+	for range 5 {
+		code, _ = pull(t, "GET", msgs, "alice@acme", "wrong", "web1", nil)
+		require.Equal(t, 401, code)
+	}
+	code, _ = pull(t, "GET", msgs, "alice@acme", "correct horse", "web1", nil)
+	require.Equal(t, 429, code)
+	code, _ = pull(t, "GET", msgs, "bob@acme", "bob-password", "web1", nil)
+	require.Equal(t, 200, code)
 }

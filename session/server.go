@@ -305,6 +305,23 @@ func (s *Server) unbind(sess *Session) bool {
 	return current
 }
 
+// AllowLogin reports whether a password login for app/user from addr may
+// be tried now (failed logins are throttled per user and per address); it
+// lets other front doors (the device HTTP pull) share the sessions'
+// throttle. LoginResult records the outcome.
+func (s *Server) AllowLogin(app, user string, addr netip.Addr) bool {
+	return s.thr.allow(app, user, addr)
+}
+
+// LoginResult records a password login's outcome for the throttle.
+func (s *Server) LoginResult(app, user string, addr netip.Addr, ok bool) {
+	if ok {
+		s.thr.succeed(app, user)
+	} else {
+		s.thr.fail(app, user, addr)
+	}
+}
+
 // Online reports whether a device has a bound session.
 func (s *Server) Online(app, user, device string) bool {
 	s.mu.Lock()
