@@ -189,11 +189,14 @@ func TestWebhookSurvivesOutageAndRestart(t *testing.T) {
 	require.Zero(t, r.bad)
 	r.mu.Unlock()
 
-	resp, err := http.Get("http://" + g2.Addr("metrics") + "/metrics")
-	require.NoError(t, err)
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	require.Contains(t, string(b), `tether_webhook_deliveries_total{result="ok"}`)
+	// The counter moves just after the receiver answered: poll.
+	eventually(t, 5*time.Second, "webhook ok counter", func() bool {
+		resp, err := http.Get("http://" + g2.Addr("metrics") + "/metrics")
+		require.NoError(t, err)
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return strings.Contains(string(b), `tether_webhook_deliveries_total{result="ok"}`)
+	})
 }
 
 // BenchmarkWebhookThroughput appends b.N events to an app's feed and
