@@ -5,7 +5,7 @@ FUZZTIME  ?= 30s
 BENCHTIME ?= 1s
 COUNT     ?= 6
 
-.PHONY: run build test test-long bench bench-rest fuzz lint vet generate clean
+.PHONY: run build test test-long bench bench-rest bench-sessions soak soak-small fuzz lint vet generate clean
 
 ## run: the gateway with an embedded store in $(DATA_DIR) and the demo app
 run:
@@ -32,6 +32,19 @@ bench:
 bench-rest:
 	scripts/bench-rest.sh 3 8
 	$(GO) test -run '^$$' -bench 'BenchmarkREST' -benchtime 30000x -count 3 ./gateway
+
+## bench-sessions: idle-session memory and login rate at 18,000 sessions, delivery latency, reconnect drain
+bench-sessions:
+	TETHER_BENCH_SESSIONS=18000 $(GO) test -run '^$$' -bench IdleSessions -benchtime 1x -timeout 20m ./gateway
+	TETHER_BENCH_DEVICES=10000 $(GO) test -run '^$$' -bench 'DeliveryLatency|ReconnectDrain' -benchtime 1x -timeout 20m ./gateway
+
+## soak: the full default soak (loadtest/README.md); SOAK_ARGS adds flags
+soak:
+	$(GO) run ./loadtest $(SOAK_ARGS)
+
+## soak-small: the small soak that make test also runs
+soak-small:
+	$(GO) test -count=1 -run TestSmallSoak -v ./loadtest
 
 ## fuzz: each fuzz target for $(FUZZTIME); new corpus entries land in the Go cache
 fuzz:

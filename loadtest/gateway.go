@@ -1,0 +1,309 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// target is the gateway under test, started here or given by address.
+type target struct {
+	baseURL      string // REST, e.g. http://127.0.0.1:PORT
+	addr         string // XMPP direct TLS
+	startTLSAddr string // XMPP STARTTLS ("" if none)
+	wsURL        string // ws://.../xmpp-websocket
+	metricsURL   string // /metrics ("" if unknown)
+	adminToken   string
+	caPEM        string // the gateway's certificate, to verify it ("" skips)
+	local        *localGateway
+}
+
+// localGateway is the gateway process this harness started: always the
+// same binary, data dir and ports, so it can be killed and restarted.
+type localGateway struct {
+	bin, dataDir, logPath string
+	args                  []string
+
+	mu       sync.Mutex
+	cmd      *exec.Cmd
+	done     chan struct{} // closed when the current process exited
+	killing  bool          // the exit is ours (kill -9 or stop)
+	crashes  []string      // exits we did not cause
+	restarts int
+}
+
+// freePort returns a loopback TCP port that was free a moment ago.
+func freePort() (string, error) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// buildGateway builds tether/cmd/gateway into dir, from the module the
+// harness runs in.
+func buildGateway(ctx context.Context, dir string, logw io.Writer) (string, error) {
+	bin := filepath.Join(dir, "gateway")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "tether/cmd/gateway")
+	cmd.Stdout, cmd.Stderr = logw, logw
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("go build tether/cmd/gateway (run from the module, or pass -gateway-bin): %w", err)
+	}
+	return bin, nil
+}
+
+// newLocalGateway prepares a gateway on free loopback ports with a fresh
+// data dir under tmp, trusting caFile for provider endpoints.
+func newLocalGateway(bin, tmp, logPath, caFile, logLevel string) (*localGateway, *target, error) {
+	var ports [4]string
+	for i := range ports {
+		p, err := freePort()
+		if err != nil {
+			return nil, nil, err
+		}
+		ports[i] = p
+	}
+	tok := make([]byte, 16)
+	rand.Read(tok)
+	t := &target{
+		baseURL: "http://" + ports[0], startTLSAddr: ports[1], addr: ports[2],
+		wsURL: "ws://" + ports[0] + "/xmpp-websocket", metricsURL: "http://" + ports[3] + "/metrics",
+		adminToken: "soak-" + hex.EncodeToString(tok),
+	}
+	g := &localGateway{bin: bin, dataDir: filepath.Join(tmp, "data"), logPath: logPath}
+	g.args = []string{"--data-dir", g.dataDir, "--http-addr", ports[0], "--https-addr", "",
+		"--xmpp-addr", ports[1], "--xmpps-addr", ports[2], "--metrics-addr", ports[3],
+		"--admin-token", t.adminToken, "--provider-ca-file", caFile, "--log-level", logLevel}
+	t.local = g
+	return g, t, nil
+}
+
+// start runs the gateway and waits (at most 60 s) until /readyz answers.
+func (g *localGateway) start(ctx context.Context, baseURL string) error {
+	logf, err := os.OpenFile(g.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(g.bin, g.args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// The gateway dies with the harness, whatever kills the harness.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start gateway: %w", err)
+	}
+	done := make(chan struct{})
+	g.mu.Lock()
+	g.cmd, g.done, g.killing = cmd, done, false
+	g.mu.Unlock()
+	go func() {
+		err := cmd.Wait()
+		logf.Close()
+		g.mu.Lock()
+		if !g.killing {
+			g.crashes = append(g.crashes, fmt.Sprintf("gateway pid %d exited by itself: %v (see %s)", cmd.Process.Pid, err, g.logPath))
+		}
+		g.mu.Unlock()
+		close(done)
+	}()
+	return waitReady(ctx, baseURL, done, 60*time.Second)
+}
+
+// waitReady polls /readyz until it answers 200, the process exits or the
+// time is up.
+func waitReady(ctx context.Context, baseURL string, exited <-chan struct{}, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	hc := &http.Client{Timeout: 2 * time.Second}
+	for time.Now().Before(deadline) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, baseURL+"/readyz", nil)
+		if resp, err := hc.Do(req); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-exited:
+			return errors.New("the gateway exited while starting")
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond): // polling readiness
+		}
+	}
+	return fmt.Errorf("the gateway was not ready within %v", limit)
+}
+
+// pid returns the current process's id (0 if none).
+func (g *localGateway) pid() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.cmd == nil || g.cmd.Process == nil {
+		return 0
+	}
+	select {
+	case <-g.done:
+		return 0
+	default:
+	}
+	return g.cmd.Process.Pid
+}
+
+// kill sends SIGKILL to the gateway process we started and waits for it.
+func (g *localGateway) kill() {
+	g.mu.Lock()
+	cmd, done := g.cmd, g.done
+	g.killing = true
+	g.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	<-done
+}
+
+// restart kills (if running) and starts the gateway again on the same data
+// dir and ports.
+func (g *localGateway) restart(ctx context.Context, baseURL string) error {
+	g.kill()
+	g.mu.Lock()
+	g.restarts++
+	g.mu.Unlock()
+	return g.start(ctx, baseURL)
+}
+
+// stop ends the gateway with SIGTERM, then SIGKILL after 15 s.
+func (g *localGateway) stop() {
+	g.mu.Lock()
+	cmd, done := g.cmd, g.done
+	g.killing = true
+	g.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	select {
+	case <-done:
+		return
+	default:
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	t := time.NewTimer(15 * time.Second)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		cmd.Process.Signal(syscall.SIGKILL)
+		<-done
+	}
+}
+
+// crashList returns the exits we did not cause.
+func (g *localGateway) crashList() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]string(nil), g.crashes...)
+}
+
+// procSample is one reading of a process's memory and CPU.
+type procSample struct {
+	rss   float64 // bytes
+	cpu   float64 // CPU seconds used so far (user + system)
+	fds   int     // open descriptors (-1 unknown)
+	gor   int     // goroutines (-1 unknown)
+	valid bool
+}
+
+// clockTicks is USER_HZ, 100 on every Linux this runs on.
+const clockTicks = 100
+
+// readProc reads /proc/<pid>/stat (utime, stime) and status (VmRSS).
+func readProc(pid int, withFDs bool) procSample {
+	if pid <= 0 {
+		return procSample{}
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return procSample{}
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')') // the command name may hold spaces
+	if i < 0 {
+		return procSample{}
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 {
+		return procSample{}
+	}
+	// After the name: state(0) ppid(1) … utime(11) stime(12).
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	out := procSample{cpu: (ut + st) / clockTicks, fds: -1, gor: -1, valid: true}
+	if sb, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
+		for _, line := range strings.Split(string(sb), "\n") {
+			if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+				kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+				out.rss = kb * 1024
+			}
+		}
+	}
+	if withFDs {
+		if ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid)); err == nil {
+			out.fds = len(ents)
+		}
+	}
+	return out
+}
+
+// scrapeMetrics reads process_resident_memory_bytes and
+// process_cpu_seconds_total from a Prometheus /metrics page.
+func scrapeMetrics(ctx context.Context, hc *http.Client, url string) procSample {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return procSample{}
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return procSample{}
+	}
+	defer resp.Body.Close()
+	out := procSample{fds: -1, gor: -1}
+	sc := bufio.NewScanner(io.LimitReader(resp.Body, 16<<20))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		for _, m := range []struct {
+			name string
+			dst  *float64
+		}{{"process_resident_memory_bytes ", &out.rss}, {"process_cpu_seconds_total ", &out.cpu}} {
+			if v, ok := strings.CutPrefix(line, m.name); ok {
+				*m.dst, _ = strconv.ParseFloat(strings.TrimSpace(v), 64)
+				out.valid = true
+			}
+		}
+		if v, ok := strings.CutPrefix(line, "process_open_fds "); ok {
+			n, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			out.fds = int(n)
+		}
+		if v, ok := strings.CutPrefix(line, "go_goroutines "); ok {
+			n, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			out.gor = int(n)
+		}
+	}
+	return out
+}

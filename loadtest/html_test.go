@@ -1,0 +1,70 @@
+package main
+
+import (
+	"encoding/json"
+	"math"
+	"strings"
+	"testing"
+	"time"
+)
+
+func testReport() *report {
+	ch := &checks{Pass: false, Failures: []string{"1 of 10 deliveries lost"}, Expected: 10, Delivered: 9, Lost: 1,
+		FinalStates: map[string]uint64{"expired": 2}, Examples: map[string][]string{"lost": {"message <x> & co"}}}
+	nan := nf(math.NaN())
+	return &report{RunID: "r1", App: "soak-r1", Started: time.Now(), Command: "go run ./loadtest -d 1s", Checks: ch,
+		Failures: ch.Failures, Warnings: []string{"a warning"}, Config: map[string]string{"d": "1s"},
+		Sessions: sessionReport{ByTransport: []int{1, 2, 3}},
+		Series: seriesReport{T: []int{0, 1, 2}, Accepted: []int{0, 5, 7}, PostsFailed: []int{0, 0, 1}, Delivered: []int{0, 4, 8},
+			Redelivered: []int{0, 0, 0}, P50: []nf{nan, 1.5, 2}, P99: []nf{nan, 9, 12}, P999: []nf{nan, 30, 40},
+			Online: []nf{0, 10, 10}, GwSessions: []nf{nan, 10, 10}, RSSMiB: []nf{50, 60, 61}, CPU: []nf{0, 80, 90},
+			HarnessCPU: []nf{0, 20, 20}, Wakes: []int{0, 1, 0}, WakesOffline: []int{0, 1, 0}, Inbound: []nf{nan, 3, 3}},
+		Marks: []markReport{{Name: "traffic", T: 0.5}, {Name: "kill -9", T: 1.2}, {Name: "restarted", T: 1.4}}}
+}
+
+// TestHTMLSelfContained checks the page has its plots inline and nothing
+// to fetch.
+func TestHTMLSelfContained(t *testing.T) {
+	page := testReport().html()
+	if n := strings.Count(page, "<svg"); n != 6 {
+		t.Errorf("%d plots, want 6", n)
+	}
+	for _, bad := range []string{"<script", "http://", "https://", "src=", "@import", "url("} {
+		if strings.Contains(page, bad) {
+			t.Errorf("the page contains %q", bad)
+		}
+	}
+	for _, want := range []string{"FAIL", "1 of 10 deliveries lost", "a warning", "message &lt;x&gt; &amp; co", "kill -9"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the page lacks %q", want)
+		}
+	}
+}
+
+func TestSVGChartNoData(t *testing.T) {
+	svg := svgChart("t", "", []float64{0, 1}, []chartLine{{"a", "#000", []float64{math.NaN(), math.NaN()}}}, nil, true)
+	if !strings.Contains(svg, "no data") {
+		t.Errorf("an all-NaN chart should say no data: %s", svg)
+	}
+}
+
+func TestReportJSONNulls(t *testing.T) {
+	b, err := json.Marshal(testReport())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"p50_ms":[null,1.5,2]`) {
+		t.Errorf("NaN should encode as null: %s", b)
+	}
+	if s := testReport().summary(); !strings.Contains(s, "FAIL") || !strings.Contains(s, "lost 1") {
+		t.Errorf("summary: %s", s)
+	}
+}
+
+func TestNiceStep(t *testing.T) {
+	for raw, want := range map[float64]float64{0.3: 0.5, 1: 1, 1.2: 2, 3: 5, 7: 10, 45: 50, 1200: 2000} {
+		if got := niceStep(raw); math.Abs(got-want) > 1e-9 {
+			t.Errorf("niceStep(%v) = %v, want %v", raw, got, want)
+		}
+	}
+}

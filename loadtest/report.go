@@ -1,0 +1,448 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// report is everything a run produced: report.json holds it whole;
+// report.txt and report.html are made from it.
+type report struct {
+	RunID     string    `json:"run_id"`
+	App       string    `json:"app"`
+	Started   time.Time `json:"started"`
+	DurationS float64   `json:"duration_s"`
+	Command   string    `json:"command"`
+	Pass      bool      `json:"pass"`
+	Failures  []string  `json:"failures"`
+	Aborted   string    `json:"aborted,omitempty"`
+	Warnings  []string  `json:"warnings"`
+
+	Config   map[string]string `json:"config"`
+	Plan     planReport        `json:"processes"`
+	Gateway  gatewayReport     `json:"gateway"`
+	Sessions sessionReport     `json:"sessions"`
+	Messages messageReport     `json:"messages"`
+	Latency  latencyReport     `json:"latency_ms"`
+	Checks   *checks           `json:"checks"`
+	Inbound  inboundReport     `json:"inbound"`
+	Harness  harnessReport     `json:"harness"`
+	Series   seriesReport      `json:"series"`
+	Marks    []markReport      `json:"marks"`
+}
+
+type planReport struct {
+	FileLimit      uint64 `json:"file_limit"`
+	InProcess      bool   `json:"in_process"`
+	Workers        int    `json:"workers"`
+	PerWorker      int    `json:"per_worker"`
+	GatewayNeedsFD int    `json:"gateway_needs_ulimit_n"`
+}
+
+type gatewayReport struct {
+	Local             bool      `json:"local"`
+	Kills             int       `json:"kills"`
+	DowntimesS        []float64 `json:"downtimes_s"`
+	RSSBaseMiB        float64   `json:"rss_base_mib"`
+	RSSAfterRampMiB   float64   `json:"rss_after_ramp_mib"`
+	RSSPeakMiB        float64   `json:"rss_peak_mib"`
+	RSSPerSessionKiB  float64   `json:"rss_per_session_kib"`
+	CPUSecondsTraffic float64   `json:"cpu_s_during_traffic"`
+	CPUPerMessageUs   float64   `json:"cpu_us_per_delivered_message"`
+	MaxOpenFiles      int       `json:"max_open_files"`
+	GoroutinesBase    int       `json:"goroutines_before_sessions"`
+	GoroutinesPeak    int       `json:"goroutines_peak"`
+	GoroutinesAfter   int       `json:"goroutines_after_sessions"`
+}
+
+type sessionReport struct {
+	Target          int     `json:"target"`
+	OnlineShare     int     `json:"online_devices"`
+	OfflineShare    int     `json:"offline_devices"`
+	ByTransport     []int   `json:"by_transport"` // tls, starttls, websocket
+	RampS           float64 `json:"ramp_s"`
+	LoginsPerS      float64 `json:"logins_per_s"`
+	AfterRamp       int     `json:"online_after_ramp"`
+	Peak            int     `json:"peak_online"`
+	Logins          uint64  `json:"logins"`
+	LoginFailures   uint64  `json:"login_failures"`
+	ChurnResume     uint64  `json:"churn_drops_resuming"`
+	ChurnFresh      uint64  `json:"churn_drops_fresh"`
+	Resumed         uint64  `json:"reconnects_resumed"`
+	Rebound         uint64  `json:"reconnects_bound_afresh"`
+	WakeConnects    uint64  `json:"wake_connects"`
+	WakeIgnored     uint64  `json:"wakes_while_connecting_or_up"`
+	Rewakes         uint64  `json:"wakes_while_closing"`
+	SweepDevices    int     `json:"sweep_devices"`
+	SDKReconnects   uint64  `json:"sdk_reconnects"`
+	SDKResumes      uint64  `json:"sdk_resumes"`
+	SDKResumeFailed uint64  `json:"sdk_resume_failures"`
+}
+
+type messageReport struct {
+	Offered         uint64  `json:"offered"`
+	Skipped         uint64  `json:"skipped_generator_behind"`
+	Posts           int     `json:"posts"`
+	PostsAccepted   int     `json:"posts_accepted"`
+	PostsFailed     int     `json:"posts_failed"`
+	Attempts        uint64  `json:"post_attempts"`
+	Retries         uint64  `json:"post_retries"`
+	Refused4xx      uint64  `json:"posts_refused_4xx"`
+	Accepted        int     `json:"accepted"`
+	AcceptedPerS    float64 `json:"accepted_per_s"`
+	DeliveredPerS   float64 `json:"delivered_per_s_during_traffic"`
+	SweptDeliveries uint64  `json:"delivered_by_sweep"`
+	Drain           string  `json:"drain"`
+}
+
+type latencyReport struct {
+	Count      uint64  `json:"count"`
+	P50        float64 `json:"p50"`
+	P99        float64 `json:"p99"`
+	P999       float64 `json:"p999"`
+	Max        float64 `json:"max"`
+	Offline    uint64  `json:"offline_count"`
+	OfflineP50 float64 `json:"offline_p50"`
+	OfflineP99 float64 `json:"offline_p99"`
+	OfflineMax float64 `json:"offline_max"`
+}
+
+type harnessReport struct {
+	PeakRSSMiB float64 `json:"peak_rss_mib"` // the harness's processes together
+	CPUSeconds float64 `json:"cpu_s"`
+}
+
+type inboundReport struct {
+	Confirmed uint64 `json:"confirmed"`
+	Failed    uint64 `json:"not_confirmed"`
+}
+
+type markReport struct {
+	Name string  `json:"name"`
+	T    float64 `json:"t"` // seconds since the series' origin
+}
+
+// nf is a float that encodes NaN as null.
+type nf float64
+
+func (f nf) MarshalJSON() ([]byte, error) {
+	if math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) {
+		return []byte("null"), nil
+	}
+	return strconv.AppendFloat(nil, math.Round(float64(f)*1000)/1000, 'f', -1, 64), nil
+}
+
+// seriesReport has one value per second since the ramp started.
+type seriesReport struct {
+	T            []int `json:"t"`
+	Accepted     []int `json:"accepted"`
+	PostsFailed  []int `json:"posts_failed"`
+	Delivered    []int `json:"delivered"`
+	Redelivered  []int `json:"redelivered"`
+	P50          []nf  `json:"p50_ms"`
+	P99          []nf  `json:"p99_ms"`
+	P999         []nf  `json:"p999_ms"`
+	Online       []nf  `json:"sessions"`
+	GwSessions   []nf  `json:"gateway_sessions"`
+	RSSMiB       []nf  `json:"gateway_rss_mib"`
+	CPU          []nf  `json:"gateway_cpu_pct"`
+	HarnessCPU   []nf  `json:"harness_cpu_pct"`
+	Goroutines   []nf  `json:"gateway_goroutines"`
+	Wakes        []int `json:"wakes"`
+	WakesOffline []int `json:"wakes_offline_devices"`
+	Inbound      []nf  `json:"inbound_per_s"`
+}
+
+// report assembles the report from the run and its checks.
+func (r *runner) report(ch *checks) *report {
+	cfg := r.cfg
+	rep := &report{RunID: r.runID, App: r.app, Started: r.startedAt, DurationS: time.Since(r.startedAt).Seconds(),
+		Command: "go run ./loadtest " + strings.Join(os.Args[1:], " "), Pass: ch.Pass, Failures: ch.Failures,
+		Aborted: r.aborted, Checks: ch, Warnings: ch.Warnings}
+	if rep.Failures == nil {
+		rep.Failures = []string{}
+	}
+	if rep.Warnings == nil {
+		rep.Warnings = []string{}
+	}
+	rep.Config = configMap(cfg)
+	rep.Plan = planReport{FileLimit: r.plan.limit, InProcess: r.plan.inProcess, Workers: r.plan.workers, PerWorker: r.plan.perWorker, GatewayNeedsFD: r.plan.gateway}
+
+	r.mu.Lock()
+	g := gatewayReport{Local: r.tgt != nil && r.tgt.local != nil, Kills: len(r.downtimes), RSSBaseMiB: r.rss0 / (1 << 20),
+		RSSAfterRampMiB: r.rss1 / (1 << 20), RSSPeakMiB: r.gwPeak.rss / (1 << 20), MaxOpenFiles: r.gwMaxFDs,
+		GoroutinesBase: r.gor0, GoroutinesPeak: r.gwPeak.gor, GoroutinesAfter: r.gor2}
+	for _, d := range r.downtimes {
+		g.DowntimesS = append(g.DowntimesS, d.Seconds())
+	}
+	if r.online1 > 0 && r.rss1 > 0 && r.rss0 > 0 {
+		g.RSSPerSessionKiB = (r.rss1 - r.rss0) / float64(r.online1) / 1024
+	}
+	if r.gwCPU1 > r.gwCPU0 {
+		g.CPUSecondsTraffic = r.gwCPU1 - r.gwCPU0
+	}
+	var sdk workerStats
+	for _, s := range r.wstats {
+		if s != nil {
+			sdk.Reconnects += s.Reconnects
+			sdk.Resumes += s.Resumes
+			sdk.ResumeFailures += s.ResumeFailures
+		}
+	}
+	peak := r.peakOnline
+	rep.Harness = harnessReport{PeakRSSMiB: r.harnessPeak.rss / (1 << 20), CPUSeconds: r.harnessPeak.cpu}
+	r.mu.Unlock()
+	tot := r.workerTotals()
+
+	s := sessionReport{Target: cfg.sessions, ByTransport: make([]int, 3), RampS: r.rampSecs, AfterRamp: r.online1, Peak: peak,
+		Logins: tot.Logins, LoginFailures: tot.LoginFails, ChurnResume: tot.ChurnResume, ChurnFresh: tot.ChurnFresh,
+		Resumed: tot.Resumed, Rebound: tot.Rebound, WakeConnects: tot.WakeConns, WakeIgnored: tot.WakeIgnored, Rewakes: tot.Rewakes,
+		SweepDevices: r.sweepDevices, SDKReconnects: sdk.Reconnects, SDKResumes: sdk.Resumes, SDKResumeFailed: sdk.ResumeFailures}
+	if r.f != nil {
+		for k := range r.f.N {
+			if r.f.isOffline(k) {
+				s.OfflineShare++
+			} else {
+				s.OnlineShare++
+			}
+			s.ByTransport[int(r.f.transport(k))]++
+		}
+	}
+	if r.rampSecs > 0 {
+		s.LoginsPerS = float64(tot.Ramped) / r.rampSecs
+	}
+	rep.Sessions = s
+	rep.Inbound = inboundReport{Confirmed: tot.InboundOK, Failed: tot.InboundFail}
+
+	m := messageReport{Drain: r.drainResult}
+	if gen := r.gen; gen != nil {
+		m.Offered, m.Skipped, m.Attempts, m.Retries, m.Refused4xx = gen.offered.Load(), gen.skipped.Load(), gen.attempts.Load(), gen.retries.Load(), gen.status4xx.Load()
+	}
+	if c := r.col; c != nil {
+		c.mu.Lock()
+		m.Posts = len(c.posts)
+		for _, p := range c.posts {
+			switch p.status {
+			case postOK:
+				m.PostsAccepted++
+			case postFailed:
+				m.PostsFailed++
+			}
+		}
+		m.Accepted = len(c.msgs)
+		m.SweptDeliveries = c.sweptDeliveries
+		rep.Latency = latencyReport{Count: c.latOnline.n, P50: ms(c.latOnline.quantile(0.5)), P99: ms(c.latOnline.quantile(0.99)),
+			P999: ms(c.latOnline.quantile(0.999)), Max: ms(c.latOnline.quantile(1)),
+			Offline: c.latOffline.n, OfflineP50: ms(c.latOffline.quantile(0.5)), OfflineP99: ms(c.latOffline.quantile(0.99)), OfflineMax: ms(c.latOffline.quantile(1))}
+		rep.Series, rep.Marks = c.seriesLocked()
+		var delivTraffic int
+		if !r.trafficStart.IsZero() {
+			a := int(r.trafficStart.Sub(c.t0) / time.Second)
+			b := int(r.trafficEnd.Sub(c.t0) / time.Second)
+			for i := max(a, 0); i < min(b, len(c.series)); i++ {
+				delivTraffic += c.series[i].delivered
+			}
+		}
+		c.mu.Unlock()
+		if d := r.trafficEnd.Sub(r.trafficStart).Seconds(); d > 0 {
+			m.AcceptedPerS = float64(m.Accepted) / d
+			m.DeliveredPerS = float64(delivTraffic) / d
+		}
+		if ch.Delivered > 0 {
+			g.CPUPerMessageUs = g.CPUSecondsTraffic / float64(ch.Delivered) * 1e6
+		}
+	}
+	rep.Gateway = g
+	rep.Messages = m
+	return rep
+}
+
+// seriesLocked turns the per-second rows into the report's arrays; mu is
+// held.
+func (c *collector) seriesLocked() (seriesReport, []markReport) {
+	var s seriesReport
+	nan := nf(math.NaN())
+	for i, row := range c.series {
+		s.T = append(s.T, i)
+		s.Accepted = append(s.Accepted, row.accepted)
+		s.PostsFailed = append(s.PostsFailed, row.postsFail)
+		s.Delivered = append(s.Delivered, row.delivered)
+		s.Redelivered = append(s.Redelivered, row.redelivered)
+		s.Wakes = append(s.Wakes, row.wakes)
+		s.WakesOffline = append(s.WakesOffline, row.wakesOffline)
+		if row.lat != nil && row.lat.n > 0 {
+			s.P50 = append(s.P50, nf(ms(row.lat.quantile(0.5))))
+			s.P99 = append(s.P99, nf(ms(row.lat.quantile(0.99))))
+			s.P999 = append(s.P999, nf(ms(row.lat.quantile(0.999))))
+		} else {
+			s.P50, s.P99, s.P999 = append(s.P50, nan), append(s.P99, nan), append(s.P999, nan)
+		}
+		if row.sampled {
+			s.Online = append(s.Online, nf(row.online))
+			gs := nf(row.gwSessions)
+			if row.gwSessions < 0 {
+				gs = nan
+			}
+			s.GwSessions = append(s.GwSessions, gs)
+			rss := nf(row.rss / (1 << 20))
+			if row.rss == 0 {
+				rss = nan
+			}
+			s.RSSMiB = append(s.RSSMiB, rss)
+			s.CPU = append(s.CPU, nf(row.cpu))
+			s.HarnessCPU = append(s.HarnessCPU, nf(row.harnessCPU))
+			g := nf(row.gor)
+			if row.gor < 0 {
+				g = nan
+			}
+			s.Goroutines = append(s.Goroutines, g)
+		} else {
+			s.Online, s.GwSessions, s.RSSMiB = append(s.Online, nan), append(s.GwSessions, nan), append(s.RSSMiB, nan)
+			s.CPU, s.HarnessCPU, s.Goroutines = append(s.CPU, nan), append(s.HarnessCPU, nan), append(s.Goroutines, nan)
+		}
+		if i > 0 && row.sampled && c.series[i-1].sampled {
+			s.Inbound = append(s.Inbound, nf(float64(row.inbound)-float64(c.series[i-1].inbound)))
+		} else {
+			s.Inbound = append(s.Inbound, nan)
+		}
+	}
+	var marks []markReport
+	t0 := c.t0.UnixNano()
+	for _, m := range c.phases {
+		marks = append(marks, markReport{Name: m.Name, T: float64(m.At-t0) / 1e9})
+	}
+	for _, m := range c.kills {
+		marks = append(marks, markReport{Name: m.Name, T: float64(m.At-t0) / 1e9})
+	}
+	sort.Slice(marks, func(a, b int) bool { return marks[a].T < marks[b].T })
+	return s, marks
+}
+
+// configMap lists the flags' effective values (as parsed; the seed once
+// chosen).
+func configMap(cfg *config) map[string]string {
+	m := map[string]string{}
+	for k, v := range cfg.flagValues {
+		if k == "admin-token" || k == "worker" {
+			continue
+		}
+		m[k] = v
+	}
+	m["seed"] = strconv.FormatUint(cfg.seed, 10)
+	m["deadline"] = cfg.deadline.String()
+	return m
+}
+
+// summary is the text report.
+func (rep *report) summary() string {
+	var b strings.Builder
+	p := func(format string, a ...any) { fmt.Fprintf(&b, format+"\n", a...) }
+	ch := rep.Checks
+	verdict := "PASS"
+	if !rep.Pass {
+		verdict = "FAIL"
+	}
+	p("== tether soak %s: %s (%.0fs) ==", rep.RunID, verdict, rep.DurationS)
+	p("command   %s", rep.Command)
+	for _, f := range rep.Failures {
+		p("  FAILED: %s", f)
+	}
+	for _, f := range ch.Warnings {
+		p("  warning: %s", f)
+	}
+	s := rep.Sessions
+	p("sessions  %d devices (%d online: tls %d, starttls %d, websocket %d across both; %d offline with push), ramp %.1fs at %.0f logins/s, peak %d up",
+		s.Target, s.OnlineShare, s.ByTransport[0], s.ByTransport[1], s.ByTransport[2], s.OfflineShare, s.RampS, s.LoginsPerS, s.Peak)
+	p("          logins %d (failed attempts %d); churn: %d drops resuming, %d fresh; reconnects %d resumed, %d bound afresh (SDK: %d resumes, %d refused)",
+		s.Logins, s.LoginFailures, s.ChurnResume, s.ChurnFresh, s.Resumed, s.Rebound, s.SDKResumes, s.SDKResumeFailed)
+	m := rep.Messages
+	p("messages  %d accepted (%.0f/s) in %d POSTs (%d failed, %d retries, %d skipped while the generator lagged); offered %d",
+		m.Accepted, m.AcceptedPerS, m.Posts, m.PostsFailed, m.Retries, m.Skipped, m.Offered)
+	p("delivery  %d of %d (message, device) pairs delivered; lost %d; final state %s; unverified %d",
+		ch.Delivered, ch.Expected, ch.Lost, finalString(ch.FinalStates), ch.Unverified)
+	p("          redeliveries: %d dropped by the SDK, %d more across sessions (dropped by id); misrouted %d, payload mismatch %d, visible duplicates %d; from POSTs without a 202 %d",
+		ch.SDKDuplicates, ch.CrossSession, ch.Misrouted, ch.Mismatch, ch.Phantom, ch.DeliveredUnaccepted)
+	p("          drain: %s; %d devices swept, %d deliveries by the sweep", m.Drain, s.SweepDevices, m.SweptDeliveries)
+	l := rep.Latency
+	p("latency   e2e (POST to device) online devices p50 %.2fms p99 %.2fms p99.9 %.2fms max %.0fms (%d); offline devices (woken) p50 %.0fms p99 %.0fms (%d)",
+		l.P50, l.P99, l.P999, l.Max, l.Count, l.OfflineP50, l.OfflineP99, l.Offline)
+	w := ch.Wakes
+	p("wakes     %d pushes (%d accepted): %d to offline devices (%d of %d woken, %.1f each, max %d; at most %d to one device within an hour), %d during reconnect gaps, %d racing a connect (< grace; latest %.0f ms after it), %d TO ONLINE DEVICES",
+		w.Total, w.Accepted, w.ToOffline, w.Woken, w.OfflineDevices, w.PerDeviceMean, w.PerDeviceMax, w.MaxInHour, w.ToDisconnected, w.RacedConnect, w.LateMaxMs, w.ToOnline)
+	p("          woken devices connected %d times; %d wakes came while the device was connecting or up, %d while it was closing (it connected again)",
+		s.WakeConnects, s.WakeIgnored, s.Rewakes)
+	p("inbound   %d confirmed, %d not confirmed in 10 s", rep.Inbound.Confirmed, rep.Inbound.Failed)
+	p("harness   peak RSS %.0f MiB, %.0f CPU seconds (all its processes)", rep.Harness.PeakRSSMiB, rep.Harness.CPUSeconds)
+	g := rep.Gateway
+	if g.Local {
+		p("gateway   RSS %.0f MiB before the sessions, %.0f after the ramp (%.1f KiB/session), peak %.0f; CPU %.1fs during traffic (%.0f µs per delivered message); max open files %d; kills %d (downtimes %v s)",
+			g.RSSBaseMiB, g.RSSAfterRampMiB, g.RSSPerSessionKiB, g.RSSPeakMiB, g.CPUSecondsTraffic, g.CPUPerMessageUs, g.MaxOpenFiles, g.Kills, g.DowntimesS)
+	} else {
+		p("gateway   remote: RSS %.0f MiB before the sessions, %.0f after the ramp (%.1f KiB/session), peak %.0f (from -metrics-url)",
+			g.RSSBaseMiB, g.RSSAfterRampMiB, g.RSSPerSessionKiB, g.RSSPeakMiB)
+	}
+	p("          goroutines %d before the sessions, peak %d, %d after they all closed", g.GoroutinesBase, g.GoroutinesPeak, g.GoroutinesAfter)
+	pl := rep.Plan
+	where := "in the harness process"
+	if !pl.InProcess {
+		where = fmt.Sprintf("over %d worker processes", pl.Workers)
+	}
+	p("files     limit %d per process; sessions %s; the gateway needs ulimit -n >= %d", pl.FileLimit, where, pl.GatewayNeedsFD)
+	for _, k := range sortedKeys(ch.Examples) {
+		for _, e := range ch.Examples[k] {
+			p("  %s: %s", k, e)
+		}
+	}
+	return b.String()
+}
+
+func finalString(m map[string]uint64) string {
+	if len(m) == 0 {
+		return "0"
+	}
+	var parts []string
+	for _, k := range sortedKeys(m) {
+		parts = append(parts, fmt.Sprintf("%s %d", k, m[k]))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// writeReports prints the summary and writes report.txt, report.json and
+// report.html into -out.
+func (r *runner) writeReports(rep *report) {
+	text := rep.summary()
+	fmt.Fprint(r.out, "\n"+text)
+	if r.cfg.out == "" {
+		return
+	}
+	js, err := json.MarshalIndent(rep, "", " ")
+	if err != nil {
+		fmt.Fprintln(r.errw, "loadtest: report:", err)
+		return
+	}
+	files := map[string][]byte{"report.txt": []byte(text), "report.json": js, "report.html": []byte(rep.html())}
+	for _, name := range sortedKeys(files) {
+		path := filepath.Join(r.cfg.out, name)
+		if err := os.WriteFile(path, files[name], 0o644); err != nil {
+			fmt.Fprintln(r.errw, "loadtest:", err)
+		}
+	}
+	abs, _ := filepath.Abs(filepath.Join(r.cfg.out, "report.html"))
+	fmt.Fprintf(r.out, "report    %s (and report.json, report.txt)\n", abs)
+}

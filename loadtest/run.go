@@ -1,0 +1,824 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"tether/gateway/api"
+)
+
+// runner is one soak run, parent side.
+type runner struct {
+	cfg   *config
+	out   io.Writer // progress and the summary
+	errw  io.Writer
+	ctx   context.Context // ends at the hard deadline or on a signal
+	runID string
+	app   string
+	f     *fleet
+	plan  procPlan
+	tmp   string
+	col   *collector
+	tgt   *target
+	fk    *fakes
+	api   *api.Client // admin token, for setup, checks and stats
+	gen   *generator
+
+	links    []link
+	owner    func(k int32) int // worker index of device k
+	evs      map[string]chan int
+	stopping atomic.Bool
+
+	mu          sync.Mutex
+	wstatus     []workerStatus
+	wstats      []*workerStats
+	problems    []string // harness or gateway failures outside the message checks
+	downtimes   []time.Duration
+	gwPeak      procSample
+	harnessPeak procSample // peak RSS, and CPU seconds so far
+	gwMaxFDs    int
+	peakOnline  int
+	gwCPU0      float64 // gateway CPU seconds (over every process) at the start of traffic
+	gwCPU       float64 // CPU seconds of every gateway process so far, as sampled
+	gwCPU1      float64
+	lastGw      procSample
+
+	rampSecs      float64
+	rss0, rss1    float64
+	gor0, gor2    int // gateway goroutines before the sessions and after they all closed
+	online1       int
+	trafficStart  time.Time
+	trafficEnd    time.Time
+	drainResult   string
+	sweepDevices  int
+	aborted       string
+	startedAt     time.Time
+	totalDuration time.Duration
+}
+
+// run runs the whole soak and returns the exit status.
+func run(parent context.Context, cfg *config, out, errw io.Writer) int {
+	r := &runner{cfg: cfg, out: out, errw: errw, startedAt: time.Now()}
+	ctx, cancel := context.WithTimeout(parent, cfg.deadline)
+	defer cancel()
+	r.ctx = ctx
+	// The last resort: should cleanup itself hang past the deadline, kill
+	// what this run started (by pid) and exit.
+	watchdog := time.AfterFunc(cfg.deadline+2*time.Minute, func() {
+		fmt.Fprintln(errw, "loadtest: still running 2 minutes after the hard deadline: killing the gateway and workers it started")
+		r.killAll()
+		os.Exit(exitDeadline)
+	})
+	defer watchdog.Stop()
+	return r.main()
+}
+
+// linkList returns the workers' links.
+func (r *runner) linkList() []link {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]link(nil), r.links...)
+}
+
+// killAll kills the processes this run started, by their pids.
+func (r *runner) killAll() {
+	r.mu.Lock()
+	links := append([]link(nil), r.links...)
+	tgt := r.tgt
+	r.mu.Unlock()
+	for _, l := range links {
+		if p, ok := l.(*procLink); ok {
+			p.cmd.Process.Kill()
+		}
+	}
+	if tgt != nil && tgt.local != nil {
+		tgt.local.kill()
+	}
+}
+
+func (r *runner) logf(format string, a ...any) {
+	fmt.Fprintf(r.out, format+"\n", a...)
+}
+
+func (r *runner) problem(format string, a ...any) {
+	msg := fmt.Sprintf(format, a...)
+	r.mu.Lock()
+	r.problems = append(r.problems, msg)
+	r.mu.Unlock()
+	fmt.Fprintln(r.errw, "loadtest:", msg)
+}
+
+func (r *runner) main() int {
+	cfg := r.cfg
+	var rnd [4]byte
+	rand.Read(rnd[:])
+	r.runID = hex.EncodeToString(rnd[:])
+	if !cfg.seedSet {
+		cfg.seed = mrand.Uint64()
+	}
+	r.app = cfg.app
+	if r.app == "" {
+		r.app = "soak-" + r.runID
+	}
+	r.f = &fleet{N: cfg.sessions, Users: cfg.users, Seed: cfg.seed, TLS: cfg.tlsShare, StartTLS: cfg.startTLS,
+		WS: cfg.wsShare, Offline: cfg.offline, RunID: r.runID, Push: cfg.push}
+
+	limit := raiseFileLimit()
+	plan, err := planProcs(cfg.sessions, cfg.workers, cfg.perWorker, limit)
+	if err != nil {
+		fmt.Fprintln(r.errw, "loadtest:", err)
+		return exitSetup
+	}
+	r.plan = plan
+	if cfg.out != "" {
+		if err := os.MkdirAll(cfg.out, 0o755); err != nil {
+			fmt.Fprintln(r.errw, "loadtest:", err)
+			return exitSetup
+		}
+	}
+	r.tmp, err = os.MkdirTemp("", "tether-soak-")
+	if err != nil {
+		fmt.Fprintln(r.errw, "loadtest:", err)
+		return exitSetup
+	}
+	defer func() {
+		if !cfg.keep {
+			os.RemoveAll(r.tmp)
+		}
+	}()
+	r.logf("tether soak %s: %d sessions of %d users (tls %.0f%%, starttls %.0f%%, websocket %.0f%%), %d%% offline, %.0f msgs/s for %v, churn %.1f%%/min, kill -9 every %v, seed %d",
+		r.runID, cfg.sessions, cfg.users, 100*cfg.tlsShare/sumShares(cfg), 100*cfg.startTLS/sumShares(cfg), 100*cfg.wsShare/sumShares(cfg),
+		int(cfg.offline*100+0.5), cfg.rate, cfg.duration, cfg.churn, orNever(cfg.killEvery), cfg.seed)
+	r.logf("%s", plan.describe(cfg.sessions))
+	if cfg.remote && uint64(plan.gateway) > limit {
+		r.logf("note: the gateway needs ulimit -n >= %d for %d sessions; this shell allows %d", plan.gateway, cfg.sessions, limit)
+	} else if !cfg.remote && uint64(plan.gateway) > limit {
+		r.logf("warning: the gateway started here inherits ulimit -n %d but needs %d: expect refused sessions", limit, plan.gateway)
+	}
+
+	code := r.phases()
+	r.totalDuration = time.Since(r.startedAt)
+	return code
+}
+
+func sumShares(c *config) float64 { return max(c.tlsShare+c.startTLS+c.wsShare, 1e-9) }
+
+func orNever(d time.Duration) string {
+	if d <= 0 {
+		return "never"
+	}
+	return d.String()
+}
+
+// phases runs setup, ramp, traffic, drain, sweep, checks and the report,
+// cleaning up whatever it started.
+func (r *runner) phases() int {
+	cfg := r.cfg
+	var err error
+	caDir := cfg.out
+	if caDir == "" {
+		caDir = r.tmp
+	}
+	r.fk, err = startFakes(caDir)
+	if err != nil {
+		fmt.Fprintln(r.errw, "loadtest: start the push fakes:", err)
+		return exitSetup
+	}
+	defer r.fk.close()
+
+	if err := r.startTarget(); err != nil {
+		fmt.Fprintln(r.errw, "loadtest:", err)
+		return exitSetup
+	}
+	if r.tgt.local != nil {
+		defer r.tgt.local.stop()
+	}
+	r.api = newAPIClient(r.tgt.baseURL, r.tgt.adminToken, 64)
+	if err := setupApp(r.ctx, r.api, r.app, r.fk, cfg.wakeInterval); err != nil {
+		fmt.Fprintln(r.errw, "loadtest:", err)
+		return exitSetup
+	}
+	if cfg.remote && !cfg.keep {
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := r.api.DeleteApp(ctx, r.app); err != nil {
+				fmt.Fprintln(r.errw, "loadtest: delete app:", err)
+			}
+		}()
+	}
+	password := "soak-pw-" + r.runID
+	if err := setupFleet(r.ctx, r.api, r.app, password, r.f, r.fk.apns.Topic, func(s string) { r.logf("%s", s) }); err != nil {
+		fmt.Fprintln(r.errw, "loadtest:", err)
+		return exitSetup
+	}
+
+	r.col = newCollector(r.f, time.Now())
+	r.fk.onWake(r.onWake)
+	sctx, stopSampler := context.WithCancel(context.Background())
+	var bg sync.WaitGroup
+	bg.Go(func() { r.sampler(sctx) })
+	bg.Go(func() { r.progressLoop(sctx) })
+	defer func() {
+		stopSampler()
+		bg.Wait()
+	}()
+	time.Sleep(1100 * time.Millisecond) // one sample before any session
+	base := r.lastGwSample()
+	r.rss0, r.gor0 = base.rss, base.gor
+
+	if err := r.startWorkers(password); err != nil {
+		r.problem("%v", err)
+		r.stopWorkers()
+		return r.finish()
+	}
+	r.ramp()
+	if r.ctx.Err() == nil {
+		r.traffic()
+	}
+	if r.ctx.Err() == nil {
+		r.drainAndSweep()
+	}
+	r.collectStats()
+	r.stopWorkers()
+	r.leakCheck()
+	return r.finish()
+}
+
+// leakCheck waits (up to 30 s) for the gateway's goroutines to come back
+// near the warm baseline taken before the first session, now that every
+// session is closed: sessions, resumable sessions and their timers must
+// all be gone.
+func (r *runner) leakCheck() {
+	if r.gor0 <= 0 || r.tgt.metricsURL == "" {
+		return
+	}
+	limit := r.gor0 + 100 + r.gor0/10
+	hc := newAPIClient(r.tgt.baseURL, r.tgt.adminToken, 2).HTTP
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(r.ctx, 2*time.Second)
+		s := scrapeMetrics(ctx, hc, r.tgt.metricsURL)
+		cancel()
+		r.gor2 = s.gor
+		if s.gor >= 0 && s.gor <= limit {
+			return
+		}
+		if time.Now().After(deadline) || !sleepCtx(r.ctx, 500*time.Millisecond) {
+			break
+		}
+	}
+	if r.gor2 > limit {
+		r.problem("gateway goroutines: %d 30 s after every session closed, against %d before the first one (limit %d): a leak?", r.gor2, r.gor0, limit)
+	}
+}
+
+// startTarget starts the local gateway or checks the remote one.
+func (r *runner) startTarget() error {
+	cfg := r.cfg
+	if cfg.remote {
+		r.tgt = &target{baseURL: cfg.baseURL, addr: cfg.addr, startTLSAddr: cfg.startTLSAddr,
+			wsURL: "ws" + strings.TrimPrefix(cfg.baseURL, "http") + "/xmpp-websocket", metricsURL: cfg.metricsURL, adminToken: cfg.adminToken}
+		if cfg.caFile != "" {
+			b, err := os.ReadFile(cfg.caFile)
+			if err != nil {
+				return err
+			}
+			r.tgt.caPEM = string(b)
+		}
+		ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
+		defer cancel()
+		if err := newAPIClient(cfg.baseURL, cfg.adminToken, 2).Readyz(ctx); err != nil {
+			return fmt.Errorf("remote gateway at %s not ready: %w", cfg.baseURL, err)
+		}
+		r.logf("remote gateway %s (xmpps %s); devices register %s tokens (APNs wakes need the gateway to trust %s: --provider-ca-file)",
+			cfg.baseURL, cfg.addr, cfg.push, r.fk.caFile)
+		return nil
+	}
+	bin := cfg.gatewayBin
+	if bin == "" {
+		r.logf("building tether/cmd/gateway ...")
+		var err error
+		if bin, err = buildGateway(r.ctx, r.tmp, r.errw); err != nil {
+			return err
+		}
+	}
+	logDir := cfg.out
+	if logDir == "" {
+		logDir = r.tmp
+	}
+	g, t, err := newLocalGateway(bin, r.tmp, filepath.Join(logDir, "gateway.log"), r.fk.caFile, cfg.gatewayLogLevel)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.tgt = t
+	r.mu.Unlock()
+	if err := g.start(r.ctx, t.baseURL); err != nil {
+		g.stop()
+		return err
+	}
+	pem, err := os.ReadFile(filepath.Join(g.dataDir, "tls-cert.pem"))
+	if err != nil {
+		g.stop()
+		return fmt.Errorf("the gateway's generated certificate: %w", err)
+	}
+	t.caPEM = string(pem)
+	r.logf("gateway pid %d: rest %s, xmpps %s, xmpp %s, metrics %s, data %s, log %s",
+		g.pid(), t.baseURL, t.addr, t.startTLSAddr, t.metricsURL, g.dataDir, g.logPath)
+	return nil
+}
+
+// startWorkers creates the workers (in this process or as children) and
+// waits for each to be ready.
+func (r *runner) startWorkers(password string) error {
+	cfg := r.cfg
+	n, per := 1, cfg.sessions
+	if !r.plan.inProcess {
+		n, per = r.plan.workers, r.plan.perWorker
+	}
+	r.evs = map[string]chan int{}
+	for _, k := range []string{evReady, evRamped, evSwept, evStats, evStopped} {
+		r.evs[k] = make(chan int, 4*n)
+	}
+	r.mu.Lock()
+	r.wstatus = make([]workerStatus, n)
+	r.wstats = make([]*workerStats, n)
+	r.owner = func(k int32) int { return min(int(k)/per, n-1) }
+	r.mu.Unlock()
+	for i := range n {
+		first := i * per
+		count := max(min(per, cfg.sessions-first), 0)
+		wc := &workerConfig{
+			Index: i, First: first, Count: count, Fleet: *r.f, App: r.app, Password: password,
+			Addr: r.tgt.addr, StartTLSAddr: r.tgt.startTLSAddr, WSURL: r.tgt.wsURL, CAPEM: r.tgt.caPEM,
+			LoginRate: cfg.loginRate / float64(n), LoginConc: 64, ReadShare: cfg.readShare,
+			Churn: cfg.churn, ResumeShare: cfg.resumeShare, InboundRate: cfg.inboundRate / float64(n),
+			WakeDelayMin: cfg.wakeDelayMin, WakeDelayMax: cfg.wakeDelayMax, WakeQuiet: cfg.wakeQuiet,
+			OnlinePush: cfg.onlinePush, APNsTopic: r.fk.apns.Topic,
+		}
+		if r.plan.inProcess {
+			idx := i
+			w, err := newWorker(wc, func(ev *event) { ev.Worker = idx; r.onEvent(ev) }, r.errw)
+			if err != nil {
+				return err
+			}
+			l := &localLink{w: w}
+			r.mu.Lock()
+			r.links = append(r.links, l)
+			r.mu.Unlock()
+			l.send(&command{Op: opInit, Init: wc})
+			continue
+		}
+		l, err := startProc(i, wc, r.onEvent, r.onWorkerExit)
+		if err != nil {
+			return err
+		}
+		r.mu.Lock()
+		r.links = append(r.links, l)
+		r.mu.Unlock()
+	}
+	if got := r.waitEvents(evReady, 30*time.Second); got < n {
+		return fmt.Errorf("only %d of %d workers started", got, n)
+	}
+	return nil
+}
+
+// onEvent handles a worker's event (on the worker's reader goroutine, or
+// the worker's own goroutine in process).
+func (r *runner) onEvent(ev *event) {
+	switch ev.Ev {
+	case evBatch:
+		r.col.deliveries(ev.D, ev.T)
+	case evStatus, evRamped:
+		r.mu.Lock()
+		if ev.Worker < len(r.wstatus) && ev.Status != nil {
+			r.wstatus[ev.Worker] = *ev.Status
+		}
+		r.mu.Unlock()
+	case evStats, evStopped:
+		r.mu.Lock()
+		if ev.Worker < len(r.wstats) && ev.Stats != nil {
+			st := *ev.Stats
+			r.wstats[ev.Worker] = &st
+			r.wstatus[ev.Worker] = st.Status
+		}
+		r.mu.Unlock()
+	case evLog:
+		fmt.Fprintf(r.errw, "loadtest worker %d: %s\n", ev.Worker, ev.Msg)
+	}
+	if ch, ok := r.evs[ev.Ev]; ok {
+		select {
+		case ch <- ev.Worker:
+		default:
+		}
+	}
+}
+
+func (r *runner) onWorkerExit(idx int, err error) {
+	if r.stopping.Load() {
+		return
+	}
+	r.problem("worker %d ended before the run did: %v", idx, err)
+}
+
+// waitEvents waits for one event of kind from every worker (or timeout)
+// and returns how many came.
+func (r *runner) waitEvents(kind string, timeout time.Duration) int {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	got := 0
+	for got < len(r.linkList()) {
+		select {
+		case <-r.evs[kind]:
+			got++
+		case <-t.C:
+			return got
+		case <-r.ctx.Done():
+			return got
+		}
+	}
+	return got
+}
+
+func (r *runner) broadcast(c *command) {
+	for _, l := range r.linkList() {
+		l.send(c)
+	}
+}
+
+// onWake records a push reaching a fake and has an offline device's
+// worker connect it.
+func (r *runner) onWake(token string, at time.Time, status int, apns bool) {
+	k := r.col.wake(token, at, status, apns)
+	if k < 0 || status != 200 || !r.f.isOffline(int(k)) || r.stopping.Load() {
+		return
+	}
+	r.mu.Lock()
+	var l link
+	if r.owner != nil {
+		if i := r.owner(k); i < len(r.links) {
+			l = r.links[i]
+		}
+	}
+	r.mu.Unlock()
+	if l != nil {
+		l.send(&command{Op: opWake, K: k})
+	}
+}
+
+// ramp logs the online devices in.
+func (r *runner) ramp() {
+	r.col.setPhase("ramp")
+	online := 0
+	for k := range r.f.N {
+		if !r.f.isOffline(k) {
+			online++
+		}
+	}
+	start := time.Now()
+	r.broadcast(&command{Op: opRamp})
+	limit := time.Duration(float64(online)/r.cfg.loginRate*float64(time.Second))*3 + 60*time.Second
+	got := r.waitEvents(evRamped, limit)
+	r.rampSecs = time.Since(start).Seconds()
+	st := r.workerTotals()
+	r.logf("ramp: %d of %d online devices logged in in %.1fs (%.0f logins/s), %d failed", st.Ramped, online, r.rampSecs,
+		float64(st.Ramped)/max(r.rampSecs, 0.001), st.RampFailed)
+	if got < len(r.linkList()) {
+		r.problem("the ramp did not finish within %v", limit)
+	}
+	if st.RampFailed > 0 {
+		r.problem("%d devices could not log in during the ramp", st.RampFailed)
+	}
+	// Memory per session: the gateway's growth over the ramp, once settled.
+	sleepCtx(r.ctx, 3*time.Second)
+	r.rss1 = r.lastGwSample().rss
+	r.online1 = r.workerTotals().Online
+}
+
+// workerTotals sums the workers' latest status.
+func (r *runner) workerTotals() workerStatus {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var t workerStatus
+	for _, s := range r.wstatus {
+		t.Online += s.Online
+		t.Logins += s.Logins
+		t.LoginFails += s.LoginFails
+		t.ChurnResume += s.ChurnResume
+		t.ChurnFresh += s.ChurnFresh
+		t.Resumed += s.Resumed
+		t.Rebound += s.Rebound
+		t.WakeConns += s.WakeConns
+		t.WakeIgnored += s.WakeIgnored
+		t.Rewakes += s.Rewakes
+		t.InboundOK += s.InboundOK
+		t.InboundFail += s.InboundFail
+		t.Ramped += s.Ramped
+		t.RampFailed += s.RampFailed
+	}
+	return t
+}
+
+// traffic posts messages for -d with churn, inbound messages and chaos.
+func (r *runner) traffic() {
+	cfg := r.cfg
+	r.col.setPhase("traffic")
+	r.gwCPU0 = r.gwCPUSeconds()
+	r.trafficStart = time.Now()
+	r.broadcast(&command{Op: opPhase, Phase: "traffic"})
+	r.gen = &generator{cfg: cfg, f: r.f, col: r.col, api: newAPIClient(r.tgt.baseURL, r.tgt.adminToken, cfg.postConns), app: r.app, runID: r.runID}
+	var chaos sync.WaitGroup
+	if cfg.killEvery > 0 && r.tgt.local != nil {
+		until := r.trafficStart.Add(cfg.duration)
+		chaos.Go(func() { r.chaos(until) })
+	}
+	r.gen.run(r.ctx, cfg.duration)
+	r.trafficEnd = time.Now()
+	r.broadcast(&command{Op: opPhase, Phase: "drain"})
+	chaos.Wait()
+	r.gwCPU1 = r.gwCPUSeconds()
+}
+
+// gwCPUSeconds returns the CPU time of the gateway processes so far (the
+// last second of a killed one is not counted).
+func (r *runner) gwCPUSeconds() float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.gwCPU
+}
+
+// chaos kills the gateway with SIGKILL at random moments about every
+// -kill-every (±25%) until the traffic ends, and restarts it.
+func (r *runner) chaos(until time.Time) {
+	cfg := r.cfg
+	g := r.tgt.local
+	for kills := 0; cfg.killMax == 0 || kills < cfg.killMax; kills++ {
+		wait := time.Duration(float64(cfg.killEvery) * (0.75 + 0.5*mrand.Float64()))
+		at := time.Now().Add(wait)
+		if at.After(until.Add(-time.Second)) {
+			return
+		}
+		if !sleepCtx(r.ctx, time.Until(at)) {
+			return
+		}
+		pid := g.pid()
+		r.col.addKill("kill -9")
+		t0 := time.Now()
+		g.kill()
+		r.logf("chaos: kill -9 gateway pid %d", pid)
+		if err := g.restart(r.ctx, r.tgt.baseURL); err != nil {
+			r.problem("restart after kill -9 failed: %v", err)
+			return
+		}
+		down := time.Since(t0)
+		r.col.addKill("restarted")
+		r.mu.Lock()
+		r.downtimes = append(r.downtimes, down)
+		r.mu.Unlock()
+		r.logf("chaos: gateway back as pid %d after %.2fs", g.pid(), down.Seconds())
+	}
+}
+
+// drainAndSweep waits for the last deliveries, then connects the devices
+// still missing messages (offline ones that got no wake, clients that gave
+// up) and waits again.
+func (r *runner) drainAndSweep() {
+	r.col.setPhase("drain")
+	res := r.drainWait(r.cfg.drain, 10*time.Second)
+	r.logf("drain: %s", res)
+	_, _, devs := r.col.missing()
+	if len(devs) == 0 || r.ctx.Err() != nil {
+		r.drainResult = res
+		return
+	}
+	r.col.setPhase("sweep")
+	r.sweepDevices = len(devs)
+	per := make([][]int32, len(r.linkList()))
+	for k := range devs {
+		w := r.owner(k)
+		per[w] = append(per[w], k)
+	}
+	for i, ks := range per {
+		sort.Slice(ks, func(a, b int) bool { return ks[a] < ks[b] })
+		r.linkList()[i].send(&command{Op: opSweep, Ks: ks})
+	}
+	r.logf("sweep: connecting %d devices still missing messages", len(devs))
+	if got := r.waitEvents(evSwept, 120*time.Second); got < len(r.linkList()) {
+		r.problem("the sweep did not finish within 120s")
+	}
+	r.col.mu.Lock()
+	r.col.lastProgress = time.Now()
+	r.col.mu.Unlock()
+	res2 := r.drainWait(30*time.Second, 5*time.Second)
+	r.logf("sweep: %s", res2)
+	r.drainResult = res + "; after the sweep " + res2
+}
+
+// drainWait waits until every expected delivery came, nothing arrived for
+// stall, or maxWait passed.
+func (r *runner) drainWait(maxWait, stall time.Duration) string {
+	start := time.Now()
+	for {
+		r.col.mu.Lock()
+		exp, seen, idle := r.col.expected, r.col.seen, time.Since(r.col.lastProgress)
+		r.col.mu.Unlock()
+		switch {
+		case seen >= exp:
+			return fmt.Sprintf("all %d deliveries in after %.1fs", exp, time.Since(start).Seconds())
+		case idle >= stall:
+			return fmt.Sprintf("%d of %d deliveries missing, none for %v (after %.1fs)", exp-seen, exp, stall, time.Since(start).Seconds())
+		case time.Since(start) >= maxWait:
+			return fmt.Sprintf("%d of %d deliveries missing after %v", exp-seen, exp, maxWait)
+		}
+		if !sleepCtx(r.ctx, 250*time.Millisecond) {
+			return "stopped by the deadline"
+		}
+	}
+}
+
+// collectStats asks every worker for its SDK counters.
+func (r *runner) collectStats() {
+	if len(r.linkList()) == 0 {
+		return
+	}
+	r.broadcast(&command{Op: opStats})
+	if got := r.waitEvents(evStats, 30*time.Second); got < len(r.linkList()) {
+		r.problem("only %d of %d workers sent their counters", got, len(r.linkList()))
+	}
+}
+
+// stopWorkers closes every session and ends the worker processes.
+func (r *runner) stopWorkers() {
+	if r.col != nil {
+		r.col.setPhase("stop")
+	}
+	r.stopping.Store(true)
+	if len(r.linkList()) == 0 {
+		return
+	}
+	r.broadcast(&command{Op: opStop})
+	r.waitEvents(evStopped, 60*time.Second)
+	var wg sync.WaitGroup
+	for _, l := range r.linkList() {
+		wg.Go(l.close)
+	}
+	wg.Wait()
+}
+
+// finish checks, reports and returns the exit status.
+func (r *runner) finish() int {
+	if r.ctx.Err() != nil {
+		r.aborted = "stopped early: " + context.Cause(r.ctx).Error()
+		if errors.Is(r.ctx.Err(), context.DeadlineExceeded) {
+			r.aborted = fmt.Sprintf("hard deadline (%v) reached", r.cfg.deadline)
+		}
+	}
+	v := r.verdict()
+	rep := r.report(v)
+	r.writeReports(rep)
+	switch {
+	case r.aborted != "":
+		return exitDeadline
+	case !v.Pass:
+		return exitFail
+	}
+	return exitPass
+}
+
+// lastGwSample returns the sampler's latest reading of the gateway.
+func (r *runner) lastGwSample() procSample {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lastGw
+}
+
+// sampler reads the gateway's memory, CPU and sessions, and the harness's
+// CPU, every second.
+func (r *runner) sampler(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var prevGw, prevH procSample
+	prevPid := 0
+	prevAt := time.Now()
+	hc := newAPIClient(r.tgt.baseURL, r.tgt.adminToken, 2)
+	mc := hc.HTTP
+	for i := 0; ; i++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		dt := now.Sub(prevAt).Seconds()
+		prevAt = now
+		var gw, met procSample
+		if r.tgt.metricsURL != "" {
+			mctx, cancel := context.WithTimeout(ctx, 900*time.Millisecond)
+			met = scrapeMetrics(mctx, mc, r.tgt.metricsURL)
+			cancel()
+		}
+		pid := 0
+		if r.tgt.local != nil {
+			pid = r.tgt.local.pid()
+			gw = readProc(pid, i%5 == 0)
+			gw.gor = met.gor
+		} else {
+			gw = met
+		}
+		cpu, used := 0.0, 0.0
+		switch {
+		case gw.valid && prevGw.valid && pid == prevPid:
+			used = max(gw.cpu-prevGw.cpu, 0)
+		case gw.valid && r.tgt.local != nil:
+			used = gw.cpu // a new process: all its time is since the last sample
+		}
+		if dt > 0 {
+			cpu = used / dt * 100
+		}
+		prevGw, prevPid = gw, pid
+		h := readProc(os.Getpid(), false)
+		for _, l := range r.linkList() {
+			if p := l.pid(); p > 0 {
+				s := readProc(p, false)
+				h.cpu += s.cpu
+				h.rss += s.rss
+			}
+		}
+		hcpu := 0.0
+		if prevH.valid && dt > 0 {
+			hcpu = max(h.cpu-prevH.cpu, 0) / dt * 100
+		}
+		prevH = h
+		gwSessions := -1
+		sctx, cancel := context.WithTimeout(ctx, 900*time.Millisecond)
+		if st, err := hc.Stats(sctx); err == nil {
+			gwSessions = 0
+			for _, n := range st.Sessions {
+				gwSessions += int(n)
+			}
+		}
+		cancel()
+		tot := r.workerTotals()
+		r.mu.Lock()
+		r.gwCPU += used
+		if gw.valid {
+			r.lastGw = gw
+			r.gwPeak.rss = max(r.gwPeak.rss, gw.rss)
+		}
+		r.gwMaxFDs = max(r.gwMaxFDs, gw.fds)
+		r.gwPeak.gor = max(r.gwPeak.gor, gw.gor)
+		r.harnessPeak.rss = max(r.harnessPeak.rss, h.rss)
+		r.harnessPeak.cpu = max(r.harnessPeak.cpu, h.cpu)
+		r.peakOnline = max(r.peakOnline, tot.Online)
+		r.mu.Unlock()
+		if r.col != nil {
+			r.col.sample(now, tot.Online, gwSessions, tot.InboundOK, gw.rss, cpu, hcpu, gw.gor)
+		}
+	}
+}
+
+// progressLoop prints a line every -progress.
+func (r *runner) progressLoop(ctx context.Context) {
+	t := time.NewTicker(r.cfg.progress)
+	defer t.Stop()
+	prevAcc, prevSeen := 0, 0
+	prevAt := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		from := int(now.Add(-r.cfg.progress).Sub(r.col.t0) / time.Second)
+		p := r.col.snapshot(from)
+		tot := r.workerTotals()
+		gw := r.lastGwSample()
+		r.col.mu.Lock()
+		phase := r.col.phase
+		last := secStat{}
+		if n := len(r.col.series); n >= 2 {
+			last = r.col.series[n-2]
+		}
+		r.col.mu.Unlock()
+		dt := now.Sub(prevAt).Seconds()
+		r.logf("[%5.0fs %-7s] sessions %d (gateway %d) | accepted %d (%.0f/s), failed posts %d | delivered %d/%d (%.0f/s), redelivered %d | e2e p50 %.1fms p99 %.1fms | wakes %d | gateway %.0f MiB, %.0f%% CPU",
+			now.Sub(r.startedAt).Seconds(), phase, tot.Online, last.gwSessions, p.accepted, float64(p.accepted-prevAcc)/dt,
+			p.failedPosts, p.seen, p.expected, float64(p.seen-prevSeen)/dt, p.redelivered, ms(p.p50), ms(p.p99), p.wakes,
+			gw.rss/(1<<20), last.cpu)
+		prevAcc, prevSeen, prevAt = p.accepted, p.seen, now
+	}
+}

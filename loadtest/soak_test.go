@@ -1,0 +1,130 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// smallSoakArgs is the small soak `make test` runs: 500 sessions over two
+// worker processes, 400 messages/s for 15 s with 60% churn per minute and
+// one kill -9 of the gateway. The lead's Makefile runs the same through
+// this test.
+var smallSoakArgs = []string{
+	"-sessions", "500", "-users", "125", "-rate", "400", "-d", "15s",
+	"-churn", "60", "-kill-every", "8s", "-kill-max", "1", "-workers", "2",
+	"-inbound-rate", "20", "-drain", "30s", "-progress", "5s", "-deadline", "4m",
+}
+
+// TestSmallSoak builds the harness (with the race detector when the test
+// has it) and the gateway (without: a race-instrumented gateway is several
+// times slower, so the soak would measure the detector), runs the small
+// soak and checks the verdict: exit 0, no loss, the kill done, every check
+// clean. TETHER_SOAK_GATEWAY_BIN names a gateway binary to use instead of
+// building one (a cold build takes a minute and a half here).
+func TestSmallSoak(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	build := func(out, pkg string, race bool) {
+		args := []string{"build", "-o", filepath.Join(dir, out)}
+		if race {
+			args = append(args, "-race")
+		}
+		cmd := exec.CommandContext(ctx, "go", append(args, pkg)...)
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+		}
+	}
+	start := time.Now()
+	build("loadtest", "tether/loadtest", raceEnabled)
+	gw := os.Getenv("TETHER_SOAK_GATEWAY_BIN")
+	if gw == "" {
+		build("gateway", "tether/cmd/gateway", false)
+		gw = filepath.Join(dir, "gateway")
+	}
+	t.Logf("built in %.1fs", time.Since(start).Seconds())
+
+	outDir := filepath.Join(dir, "out")
+	args := append(append([]string(nil), smallSoakArgs...), "-gateway-bin", gw, "-out", outDir)
+	cmd := exec.CommandContext(ctx, filepath.Join(dir, "loadtest"), args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start = time.Now()
+	err := cmd.Run()
+	t.Logf("soak ran in %.1fs", time.Since(start).Seconds())
+	if err != nil {
+		t.Fatalf("loadtest %s: %v\n%s", strings.Join(smallSoakArgs, " "), err, out.String())
+	}
+	if testing.Verbose() {
+		t.Logf("output:\n%s", out.String())
+	}
+
+	b, err := os.ReadFile(filepath.Join(outDir, "report.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		Pass     bool     `json:"pass"`
+		Failures []string `json:"failures"`
+		Checks   struct {
+			Expected   uint64 `json:"expected_deliveries"`
+			Delivered  uint64 `json:"delivered"`
+			Lost       uint64 `json:"lost"`
+			Unverified uint64 `json:"unverified"`
+			Misrouted  uint64 `json:"misrouted"`
+			Phantom    uint64 `json:"phantom"`
+			Wakes      struct {
+				ToOffline uint64 `json:"to_offline_devices"`
+				ToOnline  uint64 `json:"to_online_devices"`
+			} `json:"wakes"`
+		} `json:"checks"`
+		Gateway struct {
+			Kills int `json:"kills"`
+		} `json:"gateway"`
+		Sessions struct {
+			Peak        int    `json:"peak_online"`
+			ChurnResume uint64 `json:"churn_drops_resuming"`
+			ChurnFresh  uint64 `json:"churn_drops_fresh"`
+		} `json:"sessions"`
+		Plan struct {
+			Workers int `json:"workers"`
+		} `json:"processes"`
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	c := rep.Checks
+	switch {
+	case !rep.Pass || len(rep.Failures) > 0:
+		t.Errorf("verdict: pass %v, failures %v", rep.Pass, rep.Failures)
+	case c.Lost != 0 || c.Unverified != 0:
+		t.Errorf("lost %d (unverified %d)", c.Lost, c.Unverified)
+	case c.Expected < 1000 || c.Delivered == 0:
+		t.Errorf("only %d deliveries expected, %d delivered", c.Expected, c.Delivered)
+	case c.Misrouted+c.Phantom+c.Wakes.ToOnline != 0:
+		t.Errorf("misrouted %d, phantom %d, wakes to online %d", c.Misrouted, c.Phantom, c.Wakes.ToOnline)
+	case rep.Gateway.Kills != 1:
+		t.Errorf("%d kills, want 1", rep.Gateway.Kills)
+	case c.Wakes.ToOffline == 0:
+		t.Error("no wake reached an offline device")
+	case rep.Sessions.ChurnResume+rep.Sessions.ChurnFresh == 0:
+		t.Error("no churn")
+	case rep.Plan.Workers != 2 || rep.Sessions.Peak < 400:
+		t.Errorf("%d workers, peak %d sessions", rep.Plan.Workers, rep.Sessions.Peak)
+	}
+	for _, name := range []string{"report.html", "report.txt"} {
+		if st, err := os.Stat(filepath.Join(outDir, name)); err != nil || st.Size() == 0 {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if t.Failed() {
+		t.Logf("output:\n%s", out.String())
+	}
+}
