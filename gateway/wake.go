@@ -52,6 +52,7 @@ type wakeState struct {
 	expires   time.Time     // latest expiry of the messages it was woken for
 	backoff   time.Duration // after a 429/5xx: doubles from 1 s to 5 min
 	pending   int           // messages known to wait (a lower bound)
+	idle      bool          // no wake outstanding; kept for the hourly cap
 }
 
 type waker struct {
@@ -263,6 +264,13 @@ func (w *waker) consider(k wakeKey, reg *queue.PushRegistration, prio wake.Prior
 		st = &wakeState{interval: w.interval(p.rec)}
 		w.devices[k] = st
 	}
+	if st.idle {
+		if added == 0 {
+			w.mu.Unlock()
+			return // a retry tick of an idle entry: nothing is outstanding
+		}
+		st.idle, st.next, st.interval = false, time.Time{}, w.interval(p.rec)
+	}
 	if expires.After(st.expires) {
 		st.expires = expires
 	}
@@ -291,7 +299,7 @@ func (w *waker) consider(k wakeKey, reg *queue.PushRegistration, prio wake.Prior
 	payload := wake.Payload{Pending: max(st.pending, 1), Priority: st.priority, Expiration: st.expires, Mode: mode, AlertText: alert}
 	w.mu.Unlock()
 	target := wake.Target{Token: reg.Token, Topic: reg.Topic, Environment: reg.Environment}
-	ok := w.pool.Submit(wake.Job{Provider: prov, Target: target, Payload: payload,
+	ok := w.pool.Submit(wake.Job{Provider: onlineCheck{prov, w, k}, Target: target, Payload: payload,
 		Done: func(res wake.Result, err error) { w.finished(k, reg, prov.Name(), res) }})
 	if !ok {
 		w.mu.Lock()
@@ -299,6 +307,25 @@ func (w *waker) consider(k wakeKey, reg *queue.PushRegistration, prio wake.Prior
 		st.next = now.Add(time.Second)
 		w.mu.Unlock()
 	}
+}
+
+// onlineCheck looks again, just before the send, whether the device came
+// online while its wake waited for a worker (after a restart thousands of
+// devices reconnect at once): a device online is never pushed.
+type onlineCheck struct {
+	wake.Provider
+	w *waker
+	k wakeKey
+}
+
+// reasonOnline is the Result reason of a wake skipped at the last moment.
+const reasonOnline = "device online"
+
+func (c onlineCheck) Send(ctx context.Context, t wake.Target, p wake.Payload) (wake.Result, error) {
+	if c.w.g.sessions.Online(c.k.app, c.k.user, c.k.device) {
+		return wake.Result{Outcome: wake.Failed, Reason: reasonOnline}, nil
+	}
+	return c.Provider.Send(ctx, t, p)
 }
 
 func (w *waker) interval(rec *appRecord) time.Duration {
@@ -319,6 +346,11 @@ func (w *waker) finished(k wakeKey, reg *queue.PushRegistration, provider string
 		return
 	}
 	st.inFlight = false
+	if res.Reason == reasonOnline {
+		st.hourCount-- // not sent
+		w.mu.Unlock()
+		return
+	}
 	switch res.Outcome {
 	case wake.Delivered:
 		st.next = now.Add(st.interval)
@@ -398,9 +430,28 @@ func (w *waker) loop() {
 func (w *waker) retry(k wakeKey, now time.Time) {
 	ctx := context.Background()
 	dev := queue.DeviceRef{App: k.app, User: k.user, Device: k.device}
+	w.mu.Lock()
+	if st := w.devices[k]; st != nil && st.idle {
+		// Only kept for the hourly cap: drop it once its hour is over.
+		if now.Sub(st.hourStart) >= time.Hour {
+			delete(w.devices, k)
+		} else {
+			st.next = st.hourStart.Add(time.Hour)
+		}
+		w.mu.Unlock()
+		return
+	}
+	w.mu.Unlock()
+	// forget ends the outstanding wake. The hourly count stays for the
+	// rest of its hour (the cap holds across connects); the entry goes
+	// once that hour is over.
 	forget := func() {
 		w.mu.Lock()
-		delete(w.devices, k)
+		if st := w.devices[k]; st != nil && now.Sub(st.hourStart) < time.Hour && st.hourCount > 0 {
+			*st = wakeState{idle: true, hourStart: st.hourStart, hourCount: st.hourCount, next: st.hourStart.Add(time.Hour)}
+		} else {
+			delete(w.devices, k)
+		}
 		w.mu.Unlock()
 	}
 	if w.g.sessions.Online(k.app, k.user, k.device) {
