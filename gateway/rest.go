@@ -417,6 +417,21 @@ func (g *Gateway) userParam(r *http.Request) (string, *api.Error) {
 	return u, nil
 }
 
+// userExists answers 404 (or the store's error) and reports false when
+// app has no user user.
+func (g *Gateway) userExists(w http.ResponseWriter, r *http.Request, app *appRecord, user string) bool {
+	_, err := g.users.get(app.ID, user)
+	switch {
+	case errors.Is(err, errNoUser):
+		g.writeError(w, r, apiError(api.CodeNotFound, "user", "no user %q", user))
+		return false
+	case err != nil:
+		g.writeError(w, r, err)
+		return false
+	}
+	return true
+}
+
 func (g *Gateway) jid(app, user string) string { return user + "@" + app + "." + g.cfg.Domain }
 
 func (g *Gateway) putUser(w http.ResponseWriter, r *http.Request, app *appRecord) {
@@ -484,11 +499,7 @@ func (g *Gateway) deleteUser(w http.ResponseWriter, r *http.Request, app *appRec
 		g.writeError(w, r, aerr)
 		return
 	}
-	if _, err := g.users.get(app.ID, user); errors.Is(err, errNoUser) {
-		g.writeError(w, r, apiError(api.CodeNotFound, "user", "no user %q", user))
-		return
-	} else if err != nil {
-		g.writeError(w, r, err)
+	if !g.userExists(w, r, app, user) {
 		return
 	}
 	if err := g.q.DropUser(r.Context(), app.ID, user); err != nil {
@@ -517,11 +528,7 @@ func (g *Gateway) listDevices(w http.ResponseWriter, r *http.Request, app *appRe
 		g.writeError(w, r, aerr)
 		return
 	}
-	if _, err := g.users.get(app.ID, user); errors.Is(err, errNoUser) {
-		g.writeError(w, r, apiError(api.CodeNotFound, "user", "no user %q", user))
-		return
-	} else if err != nil {
-		g.writeError(w, r, err)
+	if !g.userExists(w, r, app, user) {
 		return
 	}
 	devs, err := g.q.Devices(r.Context(), app.ID, user)
@@ -584,11 +591,7 @@ func (g *Gateway) putDevice(w http.ResponseWriter, r *http.Request, app *appReco
 			return
 		}
 	}
-	if _, err := g.users.get(app.ID, user); errors.Is(err, errNoUser) {
-		g.writeError(w, r, apiError(api.CodeNotFound, "user", "no user %q", user))
-		return
-	} else if err != nil {
-		g.writeError(w, r, err)
+	if !g.userExists(w, r, app, user) {
 		return
 	}
 	ref := queue.DeviceRef{App: app.ID, User: user, Device: device}
