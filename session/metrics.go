@@ -47,5 +47,8 @@ func (m *metrics) collectors(s *Server) []prometheus.Collector {
 			defer s.mu.Unlock()
 			return float64(len(s.bound))
 		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "tether_sessions_parked", Help: "Idle TCP sessions with no reader goroutine, their sockets watched by the poller.",
+		}, func() float64 { return float64(s.parked.Load()) }),
 	}
 }

@@ -120,6 +120,8 @@ type Server struct {
 	dir    Directory
 	thr    *throttle
 	m      *metrics
+	poll   *poller // nil: sessions do not park
+	parked atomic.Int64
 
 	mu        sync.Mutex
 	bound     map[deviceKey]*Session // bound sessions by device (including detached ones)
@@ -138,6 +140,7 @@ func New(cfg Config) *Server {
 	return &Server{
 		cfg: cfg, log: cfg.Logger, q: cfg.Queue, dir: cfg.Directory,
 		thr:       newThrottle(),
+		poll:      getPoller(),
 		m:         newMetrics(),
 		bound:     map[deviceKey]*Session{},
 		perUser:   map[userKey]int{},
@@ -195,11 +198,8 @@ func (s *Server) serveConn(c net.Conn, directTLS bool) {
 	sess := s.newSession(newTCPTransport(c, directTLS), kind)
 	// A fresh goroutine for the session: the handshake grew this one's
 	// stack (crypto), and an idle session should park on a small one.
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		sess.run()
-	}()
+	s.wg.Add(1) // given back by the session when it ends
+	go sess.run()
 }
 
 // ServeHTTP accepts an RFC 7395 WebSocket connection (subprotocol "xmpp").
@@ -226,11 +226,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sess := s.newSession(&wsTransport{c: c, addr: ra, tls: secure}, "websocket")
 	// The connection is hijacked: serve it from a fresh goroutine and let
 	// net/http's (with its grown stack and request state) go.
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		sess.run()
-	}()
+	s.wg.Add(1) // given back by the session when it ends
+	go sess.run()
 }
 
 func (s *Server) newSession(t transport, kind string) *Session {

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -82,6 +83,11 @@ type Session struct {
 	streamID  string
 	authTries int
 	scram     *scramState
+	idleTmr   *time.Timer // wakes a parked session at its read deadline
+
+	// parked: no reader goroutine; the poller watches the socket.
+	parked   atomic.Bool
+	readable bool // set by the poller's unpark, for the new reader
 
 	mu           sync.Mutex
 	t            transport // nil while detached
@@ -128,40 +134,63 @@ func (s *Session) run() {
 	s.serve()
 }
 
-// serve runs the read loop. Once the session is ready, it moves the loop
-// to a fresh goroutine and returns: negotiation (TLS, SASL, the first
-// pending messages) grows a goroutine's stack, and the runtime only shrinks
-// a stack whose use falls under a quarter of it, so an idle session would
-// otherwise keep 8 KiB parked where it needs a fraction of that.
+// serve runs the read loop on the calling goroutine, which holds the
+// session's WaitGroup ticket: the ticket passes to whichever goroutine
+// continues the session, and is given back when it ends.
+//
+// Once the session is ready the loop moves to a fresh goroutine:
+// negotiation (TLS, SASL, the first pending messages) grows a goroutine's
+// stack, and the runtime only shrinks a stack whose use falls under a
+// quarter of it. A TCP session then parks whenever it has no input (see
+// park.go); a WebSocket session keeps its reader on the small stack.
 func (s *Session) serve() {
-	reason, handoff := s.loop()
-	if handoff {
-		s.srv.wg.Add(1)
-		go func() {
-			defer s.srv.wg.Done()
-			s.serve()
-		}()
+	reason, next := s.loop()
+	switch next {
+	case loopHandoff:
+		go s.serve()
 		return
+	case loopParked:
+		return
+	}
+	if s.idleTmr != nil {
+		s.idleTmr.Stop() // else it keeps the session reachable until it fires
 	}
 	s.srv.forget(s)
 	s.end(reason)
+	s.srv.wg.Done()
 }
 
-// loop returns why the connection ended, or handoff once the session has
-// just become ready.
-func (s *Session) loop() (reason CloseReason, handoff bool) {
+type loopNext uint8
+
+const (
+	loopEnd     loopNext = iota // the session is over: reason says why
+	loopHandoff                 // the session just became ready
+	loopParked                  // parked: another goroutine continues
+)
+
+// loop returns why the connection ended, or what comes next.
+func (s *Session) loop() (reason CloseReason, next loopNext) {
 	for {
 		s.mu.Lock()
 		if s.closeReason != "" {
 			r := s.closeReason
 			s.mu.Unlock()
-			return r, false
+			return r, loopEnd
 		}
 		t := s.t
 		s.mu.Unlock()
+		if tt, ok := t.(*tcpTransport); ok && s.state&StateReady != 0 {
+			parked, err := s.tryPark(tt)
+			if parked {
+				return "", loopParked
+			}
+			if err != nil {
+				return s.readFailure(tt.readErr(err)), loopEnd
+			}
+		}
 		e, err := t.next()
 		if err != nil {
-			return s.readFailure(err), false
+			return s.readFailure(err), loopEnd
 		}
 		if s.state&StateAuthn != 0 {
 			t.setReadDeadline(time.Now().Add(s.srv.cfg.IdleTimeout))
@@ -171,10 +200,10 @@ func (s *Session) loop() (reason CloseReason, handoff bool) {
 		}
 		ready := s.state&StateReady != 0
 		if r := s.handle(e); r != "" {
-			return r, false
+			return r, loopEnd
 		}
 		if !ready && s.state&StateReady != 0 {
-			return "", true
+			return "", loopHandoff
 		}
 	}
 }
@@ -342,7 +371,7 @@ func (s *Session) enqueueLocked(frames ...[]byte) {
 	if s.outBytes > s.srv.cfg.MaxOutboundBytes && s.closeReason == "" {
 		s.closeReason = ReasonSlowConsumer
 		if s.t != nil {
-			s.t.setReadDeadline(time.Now()) // wake the reader
+			s.wakeReader(s.t)
 		}
 	}
 	s.kickLocked()
@@ -380,10 +409,14 @@ func (s *Session) flush() {
 		if werr != nil {
 			s.mu.Lock()
 			s.flushing = false
-			if s.t == t && s.closeReason == "" {
+			wake := s.t == t && s.closeReason == ""
+			if wake {
 				t.close() // the reader sees the error and ends or detaches
 			}
 			s.mu.Unlock()
+			if wake {
+				s.wakeReader(t)
+			}
 		}
 		if len(sent) > 0 {
 			// Marked sent even when the write failed: it fails part way
@@ -424,7 +457,7 @@ func (s *Session) terminate(reason CloseReason) {
 		// Cancelling a WebSocket read closes the connection: say why first.
 		s.writeClose(t, reason)
 	}
-	t.setReadDeadline(time.Now()) // the reader wakes and ends the session
+	s.wakeReader(t) // the reader wakes and ends the session
 }
 
 // end runs once when the session is over for good, or detaches it when it
@@ -664,6 +697,7 @@ func (s *Session) resume(e *element) CloseReason {
 	s.mu.Unlock()
 	if oldT != nil {
 		oldT.close()
+		old.wakeReader(oldT) // a parked reader would not see the close
 	}
 	if len(ids) > 0 {
 		s.srv.q.MarkDelivered(context.Background(), s.ref(), ids...)

@@ -5,8 +5,10 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -27,7 +29,7 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 	if code == 0 {
-		if err := goleak.Find(); err != nil {
+		if err := goleak.Find(goleak.IgnoreAnyFunction("tether/session.(*poller).loop")); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			code = 1
 		}
@@ -997,4 +999,64 @@ func TestStreamManagementCountsFromEnable(t *testing.T) {
 	require.Equal(t, "sent", f.status(t, early), "an <a/> covered a message sent before <enabled/>")
 	c.send("<message to='acme.localhost'><received xmlns='urn:xmpp:receipts' id='" + early + "'/></message>")
 	f.waitStatus(t, early, "delivered")
+}
+
+// TestIdleSessionsPark: a ready TCP session with nothing to read gives up
+// its reader goroutine (tether_sessions_parked counts it) and still gets
+// live messages, answers pings, acknowledges, and wakes for every stanza;
+// the count follows sessions that end.
+func TestIdleSessionsPark(t *testing.T) {
+	f := start(t, nil)
+	parked := func() int {
+		resp, err := http.Get("http://" + f.g.Addr("metrics") + "/metrics")
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "tether_sessions_parked "); ok {
+				n, err := strconv.Atoi(v)
+				require.NoError(t, err)
+				return n
+			}
+		}
+		t.Fatal("no tether_sessions_parked in /metrics")
+		return 0
+	}
+	waitParked := func(want int) {
+		t.Helper()
+		checkFor(t, 5*time.Second, 10*time.Millisecond, func() error {
+			if n := parked(); n != want {
+				return fmt.Errorf("parked %d, want %d", n, want)
+			}
+			return nil
+		})
+	}
+	var cs []*client
+	for _, dev := range []string{"phone1", "phone2", "phone3"} {
+		c := f.login(t, "alice", dev)
+		c.enableSM()
+		c.presence()
+		cs = append(cs, c)
+	}
+	waitParked(3)
+	for round := range 3 {
+		id := f.sendTo(t, "alice", fmt.Sprintf("live %d", round))
+		for _, c := range cs {
+			require.Equal(t, id, c.message().attr("id"))
+			c.ping()
+		}
+		waitParked(3)
+		for _, c := range cs {
+			c.send(fmt.Sprintf("<a xmlns='urn:xmpp:sm:3' h='%d'/>", 2*round+1)) // the message; the ping's answer follows it
+		}
+		f.waitStatus(t, id, "delivered")
+		waitParked(3)
+	}
+	cs[0].send("</stream:stream>")
+	cs[0].requireEOF()
+	waitParked(2)
+	f.login(t, "alice", "phone2").presence() // replaces a parked session
+	cs[1].expectStreamError("conflict")
+	waitParked(2)
 }

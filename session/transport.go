@@ -9,6 +9,8 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/coder/websocket"
@@ -166,6 +168,10 @@ type tcpTransport struct {
 	d    *xml.Decoder
 	// afterHeader: the last token was a stream header.
 	afterHeader bool
+	// dl is the read deadline last set, in Unix nanoseconds (0: none):
+	// parking restores it after probing, and arms the idle timer with it.
+	dl  atomic.Int64
+	raw syscall.RawConn // the socket, once the session parked
 }
 
 func newTCPTransport(c net.Conn, isTLS bool) *tcpTransport {
@@ -309,11 +315,18 @@ func (t *tcpTransport) streamHeader(domain, id string) []byte {
 	return b.Bytes()
 }
 
-func (t *tcpTransport) streamClose() []byte         { return []byte("</stream:stream>") }
-func (t *tcpTransport) setReadDeadline(d time.Time) { t.conn.SetReadDeadline(d) }
-func (t *tcpTransport) close() error                { return t.conn.Close() }
-func (t *tcpTransport) remoteAddr() net.Addr        { return t.conn.RemoteAddr() }
-func (t *tcpTransport) secure() bool                { return t.tls }
+func (t *tcpTransport) streamClose() []byte { return []byte("</stream:stream>") }
+func (t *tcpTransport) setReadDeadline(d time.Time) {
+	ns := int64(0)
+	if !d.IsZero() {
+		ns = d.UnixNano()
+	}
+	t.dl.Store(ns)
+	t.conn.SetReadDeadline(d)
+}
+func (t *tcpTransport) close() error         { return t.conn.Close() }
+func (t *tcpTransport) remoteAddr() net.Addr { return t.conn.RemoteAddr() }
+func (t *tcpTransport) secure() bool         { return t.tls }
 func (t *tcpTransport) kind() string {
 	return "tcp"
 }
