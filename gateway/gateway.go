@@ -36,6 +36,7 @@ var Version = "dev"
 // its context ends and then shuts down gracefully.
 type Gateway struct {
 	ready atomic.Bool
+	mux   *http.ServeMux // the routes, for the catch-all's 405
 
 	cfg        Config
 	log        *zap.Logger
@@ -207,12 +208,15 @@ func (g *Gateway) Queue() *queue.Queue { return g.q }
 func (g *Gateway) Handler() http.Handler {
 	mux := http.NewServeMux()
 	g.routes(mux)
+	g.mux = mux
 	return g.metrics.wrap(mux)
 }
 
-// Run serves until ctx is done, then shuts down gracefully: listeners stop
-// accepting, readiness turns false, in-flight requests finish (bounded by
-// ShutdownTimeout), and the store is flushed and closed.
+// Run serves until ctx is done, then shuts down gracefully, all within
+// ShutdownTimeout: readiness turns false, the XMPP listeners close, every
+// session gets <system-shutdown/>, the HTTP servers stop accepting and
+// in-flight requests finish, the webhook outboxes are posted, and the store
+// is flushed and closed.
 func (g *Gateway) Run(ctx context.Context) error {
 	h := g.Handler()
 	errc := make(chan error, len(g.listeners))
@@ -269,6 +273,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 			g.log.Warn("shutdown: requests still running at the deadline", zap.Error(err))
 		}
 	}
+	// Nothing appends events any more: post what the outboxes hold.
+	g.webhooks.drain(sctx)
 	return errors.Join(runErr, g.Close())
 }
 

@@ -25,6 +25,7 @@ var codeStatus = map[string]int{
 	api.CodeUnauthenticated:  http.StatusUnauthorized,
 	api.CodePermissionDenied: http.StatusForbidden,
 	api.CodeNotFound:         http.StatusNotFound,
+	api.CodeMethodNotAllowed: http.StatusMethodNotAllowed,
 	api.CodeConflict:         http.StatusConflict,
 	api.CodePayloadTooLarge:  http.StatusRequestEntityTooLarge,
 	api.CodeRateLimited:      http.StatusTooManyRequests,

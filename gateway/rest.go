@@ -123,9 +123,36 @@ func (g *Gateway) routes(mux router) {
 	mux.HandleFunc("POST /v1/device/acks", g.pullAcks)
 	mux.Handle("GET /xmpp-websocket", g.sessions)
 
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		g.writeError(w, r, apiError(api.CodeNotFound, "", "no such endpoint: %s %s", r.Method, truncate(r.URL.Path, 128)))
-	})
+	mux.HandleFunc("/", g.noRoute)
+}
+
+// noRoute answers what no route matched: 405 with Allow when the path
+// exists under other methods, else 404; both in the API's error shape.
+func (g *Gateway) noRoute(w http.ResponseWriter, r *http.Request) {
+	if allow := g.allowedMethods(r); allow != "" {
+		w.Header().Set("Allow", allow)
+		g.writeError(w, r, apiError(api.CodeMethodNotAllowed, "", "%s is not allowed on %s (allowed: %s)", r.Method, truncate(r.URL.Path, 128), allow))
+		return
+	}
+	g.writeError(w, r, apiError(api.CodeNotFound, "", "no such endpoint: %s %s", r.Method, truncate(r.URL.Path, 128)))
+}
+
+// allowedMethods lists the methods with a route for r's path.
+func (g *Gateway) allowedMethods(r *http.Request) string {
+	if g.mux == nil {
+		return ""
+	}
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		probe := &http.Request{Method: m, URL: r.URL, Host: r.Host, Header: http.Header{}}
+		if _, pat := g.mux.Handler(probe); pat != "" && pat != "/" {
+			allow = append(allow, m)
+			if m == http.MethodGet {
+				allow = append(allow, http.MethodHead)
+			}
+		}
+	}
+	return strings.Join(allow, ", ")
 }
 
 func (g *Gateway) healthz(w http.ResponseWriter, r *http.Request) {

@@ -536,3 +536,32 @@ func TestMetricsAfterFlow(t *testing.T) {
 	}
 	require.NotContains(t, m, res.Messages[0].ID, "no ids in labels")
 }
+
+// TestUnknownRoutes: a path no route has is 404; a known path under a
+// method it does not take is 405 with Allow; both in the error shape.
+func TestUnknownRoutes(t *testing.T) {
+	g := gatewaytest.Start(t)
+	acme := g.App(t, "acme")
+	for _, c := range []struct {
+		method, path string
+		code         int
+		allow        string
+	}{
+		{"GET", "/v1/nothing", 404, ""},
+		{"POST", "/v2/apps", 404, ""},
+		{"DELETE", "/v1/apps/acme/messages", 405, "POST"},
+		{"PUT", "/v1/apps/acme/messages/m1", 405, "GET, HEAD, DELETE"},
+		{"POST", "/v1/apps/acme/users/alice", 405, "GET, HEAD, PUT, DELETE"},
+		{"PATCH", "/v1/device/acks", 405, "POST"},
+	} {
+		code, h, body := rawDo(t, c.method, g.URL+c.path, acme.Token, []byte(`{}`), nil)
+		require.Equal(t, c.code, code, "%s %s: %s", c.method, c.path, body)
+		require.Equal(t, c.allow, h.Get("Allow"), "%s %s", c.method, c.path)
+		require.Equal(t, "application/json", h.Get("Content-Type"))
+		want := `"code":"not_found"`
+		if c.code == 405 {
+			want = `"code":"method_not_allowed"`
+		}
+		require.Contains(t, string(body), want, "%s %s", c.method, c.path)
+	}
+}

@@ -49,6 +49,10 @@ type webhooks struct {
 	wg      sync.WaitGroup
 	ctx     context.Context
 	stop    context.CancelFunc
+	// drainCtx ends when shutdown starts draining: workers post what is
+	// pending without waiting for more, and stop at the first failure.
+	drainCtx   context.Context
+	startDrain context.CancelFunc
 
 	batches *prometheus.CounterVec
 	events  prometheus.Counter
@@ -79,6 +83,7 @@ func newWebhooks(g *Gateway) *webhooks {
 	if w.minDelay <= 0 {
 		w.minDelay = time.Second
 	}
+	w.drainCtx, w.startDrain = context.WithCancel(context.Background())
 	g.reg.MustRegister(w.batches, w.events, w.latency)
 	return w
 }
@@ -126,7 +131,29 @@ func (w *webhooks) close() {
 	w.wg.Wait()
 }
 
-// run delivers app's events until ctx ends.
+// drain delivers what every app's outbox holds now, until each worker has
+// caught up or failed once, or ctx ends; then it stops the workers. What is
+// left stays in the durable feed for the next start.
+func (w *webhooks) drain(ctx context.Context) {
+	w.startDrain()
+	done := make(chan struct{})
+	go func() { w.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	w.close()
+}
+
+// untilDrain returns ctx, also cancelled when draining starts.
+func (w *webhooks) untilDrain(ctx context.Context) (context.Context, func()) {
+	c, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(w.drainCtx, cancel)
+	return c, func() { stop(); cancel() }
+}
+
+// run delivers app's events until ctx ends (or, draining, until the
+// outbox is empty or a post fails).
 func (w *webhooks) run(ctx context.Context, app string) {
 	log := w.g.log.Named("webhook")
 	cursor, err := w.g.db.GetAppCursor(app, webhookCursor)
@@ -137,13 +164,26 @@ func (w *webhooks) run(ctx context.Context, app string) {
 	delay := w.minDelay
 	var firstFail time.Time
 	for ctx.Err() == nil {
-		evs, next, err := w.g.q.Events(ctx, app, cursor, webhookBatch, webhookWait)
+		draining := w.drainCtx.Err() != nil
+		wait := webhookWait
+		if draining {
+			wait = 0
+		}
+		pctx, release := w.untilDrain(ctx)
+		evs, next, err := w.g.q.Events(pctx, app, cursor, webhookBatch, wait)
+		release()
 		if err != nil {
 			log.Error("webhook: read events", zapApp(app), zap.Error(err))
-			sleepCtx(ctx, delay)
+			if draining {
+				return
+			}
+			w.sleep(ctx, delay)
 			continue
 		}
 		if len(evs) == 0 {
+			if draining {
+				return // caught up
+			}
 			continue
 		}
 		rec, ok := w.g.apps.get(app)
@@ -173,12 +213,23 @@ func (w *webhooks) run(ctx context.Context, app string) {
 			w.saveCursor(app, cursor)
 			continue
 		}
+		if draining {
+			log.Info("webhook: post failed while shutting down; the next start retries", zapApp(app), zap.Int("status", status), zap.Error(err))
+			return
+		}
 		if ce := log.Check(zap.InfoLevel, "webhook: post failed, will retry"); ce != nil {
 			ce.Write(zapApp(app), zap.Int("status", status), zap.Duration("retry_in", delay), zap.Error(err))
 		}
-		sleepCtx(ctx, delay)
+		w.sleep(ctx, delay)
 		delay = min(delay*2, webhookMaxDelay)
 	}
+}
+
+// sleep waits d, or until ctx ends or draining starts.
+func (w *webhooks) sleep(ctx context.Context, d time.Duration) {
+	c, release := w.untilDrain(ctx)
+	defer release()
+	sleepCtx(c, d)
 }
 
 func (w *webhooks) saveCursor(app string, cursor uint64) {

@@ -243,3 +243,40 @@ func BenchmarkWebhookThroughput(b *testing.B) {
 	b.ReportMetric(float64(b.N)/time.Since(deliverStart).Seconds(), "delivered-events/s")
 	b.ReportMetric(float64(b.N)/appended.Seconds(), "appended-events/s")
 }
+
+// TestWebhookDrainsOnShutdown: a graceful stop posts what the outbox
+// holds, even for a worker waiting out a long backoff, before it returns.
+func TestWebhookDrainsOnShutdown(t *testing.T) {
+	g := gatewaytest.Start(t, gatewaytest.WithConfig(func(c *gateway.Config) { c.WebhookMinBackoff = time.Hour }))
+	ctx := ctxT(t)
+	app := g.App(t, "acme")
+	r := newReceiver(t, "whsec-1")
+	r.down.Store(true)
+	_, err := app.PatchApp(ctx, "acme", api.PatchAppRequest{Webhook: &api.WebhookConfig{URL: r.srv.URL + "/hook", Secret: "whsec-1"}})
+	require.NoError(t, err)
+	var ids []string
+	for range 5 {
+		res, err := app.Send(ctx, "acme", api.SendRequest{To: []string{"alice"}, Body: "x"}, "")
+		require.NoError(t, err)
+		_, err = app.CancelMessage(ctx, "acme", res.Messages[0].ID)
+		require.NoError(t, err)
+		ids = append(ids, res.Messages[0].ID)
+	}
+	eventually(t, 10*time.Second, "a first post, refused", func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.posts > 0
+	})
+	// The worker now sleeps for an hour. The receiver comes back; stop.
+	r.down.Store(false)
+	start := time.Now()
+	g.Stop()
+	require.Less(t, time.Since(start), 10*time.Second)
+	var cancelled []string
+	for _, e := range r.uniqueInOrder() {
+		if e.Type == "message.cancelled" {
+			cancelled = append(cancelled, e.MessageID)
+		}
+	}
+	require.Equal(t, ids, cancelled, "every event posted before the gateway stopped")
+}

@@ -13,15 +13,16 @@ import (
 
 // Error codes and their HTTP statuses.
 const (
-	CodeInvalidArgument  = "invalid_argument"  // 400
-	CodeUnauthenticated  = "unauthenticated"   // 401
-	CodePermissionDenied = "permission_denied" // 403
-	CodeNotFound         = "not_found"         // 404
-	CodeConflict         = "conflict"          // 409
-	CodePayloadTooLarge  = "payload_too_large" // 413
-	CodeRateLimited      = "rate_limited"      // 429
-	CodeUnavailable      = "unavailable"       // 503
-	CodeInternal         = "internal"          // 500
+	CodeInvalidArgument  = "invalid_argument"   // 400
+	CodeUnauthenticated  = "unauthenticated"    // 401
+	CodePermissionDenied = "permission_denied"  // 403
+	CodeNotFound         = "not_found"          // 404
+	CodeMethodNotAllowed = "method_not_allowed" // 405, with Allow
+	CodeConflict         = "conflict"           // 409
+	CodePayloadTooLarge  = "payload_too_large"  // 413
+	CodeRateLimited      = "rate_limited"       // 429
+	CodeUnavailable      = "unavailable"        // 503
+	CodeInternal         = "internal"           // 500
 )
 
 // Error is the body of every error answer: {"error": {...}}.
