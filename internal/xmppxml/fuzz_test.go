@@ -107,6 +107,7 @@ func FuzzDifferential(f *testing.F) {
 		got, err := xmppxml.ParseFrame(in)
 		want, refErr := reference(in)
 		switch {
+		case refErr == errExcluded:
 		case err != nil && refErr != nil:
 		case err != nil:
 			var se *xmppxml.SyntaxError
@@ -183,6 +184,10 @@ func normalise(e *xmppxml.Element) string {
 	return dump(e)
 }
 
+// errExcluded marks input the comparison leaves out: an element named
+// xmlns with no prefix, which encoding/xml leaves without a namespace.
+var errExcluded = errors.New("excluded")
+
 // reference parses a frame with encoding/xml: strict mode, an XML
 // declaration only first, whitespace around one element, and no
 // comments, processing instructions or directives (which encoding/xml
@@ -214,7 +219,8 @@ func reference(in []byte) (*xmppxml.Element, error) {
 				return nil, errors.New("too deep")
 			}
 			if tk.Name.Space == "" && tk.Name.Local == "xmlns" {
-				return nil, errors.New("element named xmlns: encoding/xml gives it no namespace")
+				return nil, errExcluded // encoding/xml gives it no namespace
+
 			}
 			tk = tk.Copy()
 			e := &xmppxml.Element{Name: tk.Name, Attrs: tk.Attr}
