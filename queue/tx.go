@@ -1,7 +1,6 @@
 package queue
 
 import (
-	"encoding/json"
 	"errors"
 	"time"
 
@@ -73,7 +72,7 @@ func (t *tx) event(e *Event) {
 	if e.At.IsZero() {
 		e.At = t.now
 	}
-	v, err := json.Marshal(e)
+	v, err := marshalEvent(e)
 	if err != nil {
 		t.fail(err)
 		return
@@ -86,12 +85,7 @@ func (t *tx) event(e *Event) {
 }
 
 func (t *tx) putStatus(st *Status) {
-	v, err := json.Marshal(st)
-	if err != nil {
-		t.fail(err)
-		return
-	}
-	t.b.PutStatus(st.App, st.Seq, v)
+	t.b.PutStatus(st.App, st.Seq, encodeStatus(make([]byte, 0, 128), st))
 }
 
 // statusEvent appends the event announcing that st (or one device of it)
@@ -184,7 +178,7 @@ func (q *Queue) loadStatus(app string, seq uint64) (*Status, error) {
 		return nil, err
 	}
 	st := new(Status)
-	if err := json.Unmarshal(v, st); err != nil {
+	if err := decodeStatus(v, st); err != nil {
 		return nil, ErrCorrupt
 	}
 	st.App, st.Seq = app, seq

@@ -301,10 +301,42 @@ func (t *tcpTransport) readErr(err error) error {
 }
 
 func (t *tcpTransport) write(frames [][]byte) error {
-	bufs := net.Buffers(frames)
-	_, err := bufs.WriteTo(t.conn)
-	return err
+	if len(frames) == 1 {
+		_, err := t.conn.Write(frames[0])
+		return err
+	}
+	if _, plain := t.conn.(*net.TCPConn); plain {
+		bufs := net.Buffers(frames)
+		_, err := bufs.WriteTo(t.conn) // one writev
+		return err
+	}
+	// TLS: tls.Conn has no writev, and writing the frames one by one makes
+	// one record (a seal and a write system call) per stanza. Joined, the
+	// stanzas queued since the last flush share records and calls.
+	bp := writeBufs.Get().(*[]byte)
+	defer func() {
+		if cap(*bp) <= maxPooledWriteBuf {
+			writeBufs.Put(bp)
+		}
+	}()
+	for len(frames) > 0 {
+		b := (*bp)[:0]
+		for len(frames) > 0 && (len(b) == 0 || len(b)+len(frames[0]) <= maxPooledWriteBuf) {
+			b = append(b, frames[0]...)
+			frames = frames[1:]
+		}
+		*bp = b
+		if _, err := t.conn.Write(b); err != nil {
+			return err
+		}
+	}
+	return nil
 }
+
+// maxPooledWriteBuf bounds one joined write (and the buffers kept for it).
+const maxPooledWriteBuf = 64 << 10
+
+var writeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
 func (t *tcpTransport) streamHeader(domain, id string) []byte {
 	var b xmlBuf

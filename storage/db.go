@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap"
@@ -70,15 +71,30 @@ func Open(dir string, opts Options) (*DB, error) {
 	if opts.MemTableSize == 0 {
 		opts.MemTableSize = defaultMemTableSize
 	}
-	cache := pebble.NewCache(opts.CacheSize)
+	// Pebble reserves the memory of every memtable (the one being
+	// written, those waiting for or in a flush, one kept for reuse) out of
+	// the block cache. A cache of CacheSize alone was left with no room at
+	// all once two 32 MiB memtables existed, and every read went to the
+	// files: the reservations are added on top, so that blocks get
+	// CacheSize. Reservations are not allocations: the process only grows
+	// by the blocks actually cached.
+	const memTables = 4 // MemTableStopWritesThreshold
+	cache := pebble.NewCache(opts.CacheSize + memTables*int64(opts.MemTableSize))
 	defer cache.Unref()
 	po := &pebble.Options{
 		Cache:                       cache,
 		MemTableSize:                opts.MemTableSize,
-		MemTableStopWritesThreshold: 4,
+		MemTableStopWritesThreshold: memTables,
 		FormatMajorVersion:          pebble.FormatNewest,
 		Logger:                      pebbleLogger{zapOrNop(opts.Logger).Sugar()},
 		EventListener:               stallListener(zapOrNop(opts.Logger)),
+	}
+	// Bloom filters on every level: many point reads on the hot paths
+	// (idempotency keys, collapse keys, statuses of older messages) look
+	// for keys that are not in most tables, and without a filter each
+	// table on the way costs an index and a data block.
+	for i := range po.Levels {
+		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 	}
 	if opts.WALMinSyncInterval > 0 {
 		d := opts.WALMinSyncInterval
