@@ -13,12 +13,21 @@
 // Stream keeps nothing between items but the namespace bindings of the
 // stream header and a few integers that let a partial item be scanned on
 // from where the last call stopped, so an idle session holds no parser
-// buffers. The caller owns the read buffer and bounds its size.
+// buffers. While a stanza with nested elements is only partly read it
+// also holds a small pooled stack of where the open elements' names
+// start (offsets into the caller's buffer), given back when the item
+// ends, fails or the Stream is Reset. The caller owns the read buffer
+// and bounds its size.
 //
 // Each call first scans the item for its end (tag depth, quotes, CDATA)
 // without building anything; only a complete item is parsed into
 // Elements, with every well-formedness rule checked. ParseFrame parses a
-// WebSocket frame the same way.
+// WebSocket frame the same way. So that a peer learns of a broken
+// stanza at once rather than when (if ever) it would be complete, the
+// scan also fails as soon as an end tag that does not match its start
+// tag is in the buffer, and as soon as the start tag of a top-level
+// item is in the buffer if that item is the stream element again
+// (whatever its prefix; a new header is only valid after Reset).
 //
 // # Restricted XML
 //

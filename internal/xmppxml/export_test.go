@@ -20,3 +20,12 @@ const (
 	MsgAttrSpace  = msgAttrSpace
 	MsgChar       = msgChar
 )
+
+// Messages of the early checks.
+const (
+	MsgEndTag       = msgEndTag
+	MsgNestedStream = msgNestedStream
+)
+
+// HasTagStack reports whether s holds a tag stack.
+func HasTagStack(s *Stream) bool { return s.scan.tags != nil }

@@ -112,7 +112,14 @@ var frameCases = []struct {
 	{"empty", "", "error: " + xmppxml.MsgNoElement},
 	{"CDATA only", "<![CDATA[x]]>", "error: " + xmppxml.MsgNoElement},
 	{"end tag only", "</a>", "error: " + xmppxml.MsgNoElement},
-	{"unclosed", "<message><body></message>", "error: unexpected end of input"},
+	{"unclosed", "<message><body></body>", "error: unexpected end of input"},
+	{"inner end tag mismatch", "<message><body></message>", "error: " + xmppxml.MsgEndTag},
+	{"end tag longer", "<a><b></bc></a>", "error: " + xmppxml.MsgEndTag},
+	{"end tag shorter", "<a><bc></b></a>", "error: " + xmppxml.MsgEndTag},
+	{"end tag other prefix", "<a xmlns:p='u' xmlns:q='u'><p:b></q:b></a>", "error: " + xmppxml.MsgEndTag},
+	{"end tag empty", "<a><b></></a>", "error: " + xmppxml.MsgEndTag},
+	{"end tag after self-closing", "<a><b/><c x='1'></c ></a>", `a(b c[x="1"])`},
+	{"deep end tags", "<a><b><c><d/></c></b><e><f></f></e></a>", "a(b(c(d)) e(f))"},
 	{"truncated", "<a x='1", "error: unexpected end of input"},
 }
 

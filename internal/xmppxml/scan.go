@@ -1,6 +1,9 @@
 package xmppxml
 
-import "bytes"
+import (
+	"bytes"
+	"sync"
+)
 
 // Scanner states.
 const (
@@ -21,12 +24,75 @@ const cdataOpen = "<![CDATA["
 // where to go on, in which state, at which depth, and how many elements
 // and attribute separators it has seen (the parser sizes its allocations
 // from those). The zero value starts an item.
+//
+// To match end tags to start tags as soon as they are complete, it keeps
+// where the names of the open elements start: the item's own element
+// always at offset 1, those below it in tags, which comes from tagPool
+// once an element is open inside the item's element and goes back when
+// the scan ends (release). The offsets stay valid because the caller
+// calls again with the same bytes extended.
 type scanState struct {
 	off   int
+	etag  int       // in stEndTag: where the end tag's name starts
+	tags  *tagStack // tags[d-2]: where the name of the open element at depth d starts
 	nelem int32
 	nattr int32
 	depth uint8
 	st    uint8
+}
+
+// tagStack holds the name offsets of the open elements below an item's
+// element.
+type tagStack [MaxDepth]int
+
+var tagPool = sync.Pool{New: func() any { return new(tagStack) }}
+
+// release gives the tag stack back; the scan state is done with.
+func (sc *scanState) release() {
+	if sc.tags != nil {
+		tagPool.Put(sc.tags)
+		sc.tags = nil
+	}
+}
+
+// push records that the element at the new depth has its name at off.
+func (sc *scanState) push(off int) {
+	if sc.depth < 2 {
+		return // the item's element: its name is at 1
+	}
+	if sc.tags == nil {
+		sc.tags = tagPool.Get().(*tagStack)
+	}
+	sc.tags[sc.depth-2] = off
+}
+
+// matchEnd checks the end tag b[s:e] (from after "</" up to the '>')
+// against the start tag of the element open at the current depth: the
+// same name as written, then only whitespace.
+func (sc *scanState) matchEnd(b []byte, s, e int) error {
+	n := s
+	for n < e && !isSpace(b[n]) {
+		n++
+	}
+	for k := n; k < e; k++ {
+		if !isSpace(b[k]) {
+			return syntaxErr(k, msgEndTag)
+		}
+	}
+	start := 1
+	if sc.depth >= 2 {
+		start = sc.tags[sc.depth-2]
+	}
+	name := b[s:n]
+	// The start tag lies before the end tag, whole: its name ends at
+	// whitespace, '/' or '>'.
+	if len(name) == 0 || !bytes.HasPrefix(b[start:], name) {
+		return syntaxErr(s, msgEndTag)
+	}
+	if c := b[start+len(name)]; !isSpace(c) && c != '/' && c != '>' {
+		return syntaxErr(s, msgEndTag)
+	}
+	return nil
 }
 
 // run scans b, which starts with an item, from where the last call
@@ -35,9 +101,13 @@ type scanState struct {
 // here (no comments, PIs or DOCTYPE; no '<' in tags and attribute
 // values; the depth limit); the parser checks the rest. header says the
 // item is the stream header (with first: at the very start of the
-// stream, so an XML declaration may come first). It returns the item's
-// length, or ErrNeedMore with the progress saved.
-func (sc *scanState) run(b []byte, header, first bool) (int, error) {
+// stream, so an XML declaration may come first). It checks each end tag
+// against its start tag as soon as it is complete. With a Stream, it
+// also has the Stream check the item's start tag as soon as that is
+// complete (see Stream.checkStanza). It returns the item's length, or
+// ErrNeedMore with the progress saved; the caller releases the state
+// when the scan ends either way.
+func (sc *scanState) run(b []byte, header, first bool, s *Stream) (int, error) {
 	i := sc.off
 	for {
 		switch sc.st {
@@ -73,6 +143,9 @@ func (sc *scanState) run(b []byte, header, first bool) (int, error) {
 				if sc.depth > MaxDepth+1 {
 					return 0, syntaxErr(i, msgDepth)
 				}
+				if !header {
+					sc.push(i + 1)
+				}
 				sc.st = stTag
 				i += 2
 			case c == '/':
@@ -81,6 +154,7 @@ func (sc *scanState) run(b []byte, header, first bool) (int, error) {
 				}
 				sc.st = stEndTag
 				i += 2
+				sc.etag = i
 			case c == '!':
 				if header {
 					return 0, syntaxErr(i, msgMarkup)
@@ -124,6 +198,11 @@ func (sc *scanState) run(b []byte, header, first bool) (int, error) {
 				}
 				switch c {
 				case '>':
+					if s != nil && !header && sc.depth == 1 {
+						if err := s.checkStanza(b[:i+1]); err != nil {
+							return 0, err
+						}
+					}
 					if b[i-1] == '/' {
 						sc.depth--
 					}
@@ -184,10 +263,14 @@ func (sc *scanState) run(b []byte, header, first bool) (int, error) {
 				sc.off = len(b)
 				return 0, ErrNeedMore
 			}
-			i += j + 1
+			i += j
 			if sc.depth == 0 { // the stream's end tag
-				return i, nil
+				return i + 1, nil
 			}
+			if err := sc.matchEnd(b, sc.etag, i); err != nil {
+				return 0, err
+			}
+			i++
 			sc.depth--
 			if sc.depth == 0 {
 				return i, nil

@@ -64,8 +64,21 @@ func TestStream(t *testing.T) {
 		}},
 		{"deep ok", header + strings.Repeat("<a>", 33) + strings.Repeat("</a>", 33), []string{headerDump, "Element " + nest(33), "error: "}},
 
-		{"mismatched end", header + "<message><body></message>", []string{headerDump, "error: need more"}},
-		{"mismatched end closes", header + "<message><body></message></body>", []string{headerDump, "error: end tag does not match its start tag"}},
+		{"mismatched end", header + "<message><body></message>", []string{headerDump, "error: " + xmppxml.MsgEndTag}},
+		{"mismatched end closes", header + "<message><body></message></body>", []string{headerDump, "error: " + xmppxml.MsgEndTag}},
+		{"mismatched end deeper", header + "<a><b></c>", []string{headerDump, "error: " + xmppxml.MsgEndTag}},
+		{"end tag at stream level", header + "</message>", []string{headerDump, "error: " + xmppxml.MsgEndTag}},
+		{"stream in stream", header + "<stream:stream to='b' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>", []string{headerDump, "error: " + xmppxml.MsgNestedStream}},
+		{"stream in stream, header's prefix", header + "<stream:stream>", []string{headerDump, "error: " + xmppxml.MsgNestedStream}},
+		{"stream in stream, other prefix", header + "<s:stream xmlns:s='http://etherx.jabber.org/streams'>", []string{headerDump, "error: " + xmppxml.MsgNestedStream}},
+		{"stream in stream, default namespace", header + "<stream xmlns='http://etherx.jabber.org/streams'>", []string{headerDump, "error: " + xmppxml.MsgNestedStream}},
+		{"stream in stream, self-closing", header + "<stream:stream/>", []string{headerDump, "error: " + xmppxml.MsgNestedStream}},
+		{"stream in stream, closed", header + "<stream:stream></stream:stream>", []string{headerDump, "error: " + xmppxml.MsgNestedStream}},
+		{"stream in stream, bad tag", header + "<stream:stream a='1' a='2'>", []string{headerDump, "error: " + xmppxml.MsgDupAttr}},
+		{"stream element elsewhere", header + "<stream xmlns='jabber:client'>x</stream><p:stream xmlns:p='urn:p'/><stream:streams/><message><stream:stream/></message>", []string{
+			headerDump, `Element {jabber:client}stream[xmlns="jabber:client"]"x"`, `Element {urn:p}stream[{xmlns}p="urn:p"]`,
+			`Element {http://etherx.jabber.org/streams}streams`, `Element {jabber:client}message({http://etherx.jabber.org/streams}stream)`, "error: ",
+		}},
 		{"text between stanzas", header + "text between stanzas<presence/>", []string{headerDump, "error: text at stream level"}},
 		{"text CDATA", header + "<![CDATA[x]]><presence/>", []string{headerDump, "error: text at stream level"}},
 		{"comment", header + "<!-- comment --><presence/>", []string{headerDump, "error: " + xmppxml.MsgMarkup}},
@@ -98,6 +111,81 @@ func TestStream(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestStreamEarlyError feeds a stanza one byte at a time after the
+// header: Next must say need more until the offending tag is complete,
+// and fail on that very call, rather than wait for bytes that may never
+// come.
+func TestStreamEarlyError(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, in, bad, msg string // bad: the input up to the end of the offending tag
+	}{
+		{"mismatched end", "<message to='a'><body></message>", "<message to='a'><body></message>", xmppxml.MsgEndTag},
+		{"mismatched end, spaces", "<message><body></message \n>", "<message><body></message \n>", xmppxml.MsgEndTag},
+		{"mismatched deep", "<a><b></c><d/></b></a>", "<a><b></c>", xmppxml.MsgEndTag},
+		{"mismatched after children", "<a><b><c/><d x='>'>t</d></a></b>", "<a><b><c/><d x='>'>t</d></a>", xmppxml.MsgEndTag},
+		{"mismatched item", "<a><b/></b></a>", "<a><b/></b>", xmppxml.MsgEndTag},
+		{"mismatched prefix", "<a><x:b xmlns:x='u'></y:b>", "<a><x:b xmlns:x='u'></y:b>", xmppxml.MsgEndTag},
+		{"stream end tag inside", "<a></stream:stream>", "<a></stream:stream>", xmppxml.MsgEndTag},
+		{"end tag at stream level", "</message>", "</message>", xmppxml.MsgEndTag},
+		{"stream in stream", "<stream:stream to='x' xmlns:stream='http://etherx.jabber.org/streams'><message/>", "<stream:stream to='x' xmlns:stream='http://etherx.jabber.org/streams'>", xmppxml.MsgNestedStream},
+		{"stream in stream, header's binding", "<stream:stream><presence/>", "<stream:stream>", xmppxml.MsgNestedStream},
+		{"stream in stream, self-closing", "<stream:stream/>", "<stream:stream/>", xmppxml.MsgNestedStream},
+		{"stream in stream, other prefix", "<s:stream xmlns:s='http://etherx.jabber.org/streams' x='>'>", "<s:stream xmlns:s='http://etherx.jabber.org/streams' x='>'>", xmppxml.MsgNestedStream},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			in, bad := tc.in, len(tc.bad)
+			var s xmppxml.Stream
+			n, kind, _, err := s.Next([]byte(header))
+			require.NoError(t, err)
+			require.Equal(t, xmppxml.KindHeader, kind)
+			require.Equal(t, len(header), n)
+			for have := 1; have <= len(in); have++ {
+				_, _, _, err := s.Next([]byte(in[:have]))
+				if have < bad {
+					require.ErrorIs(t, err, xmppxml.ErrNeedMore, "after %d bytes", have)
+					continue
+				}
+				require.ErrorIs(t, err, xmppxml.ErrNotWellFormed, "after %d bytes", have)
+				require.Equal(t, tc.msg, errString(err))
+				return
+			}
+			t.Fatal("no error")
+		})
+	}
+}
+
+// TestStreamTagStack checks the tag stack comes and goes with the
+// partial item: none while idle or after Reset.
+func TestStreamTagStack(t *testing.T) {
+	t.Parallel()
+	var s xmppxml.Stream
+	_, _, _, err := s.Next([]byte(header))
+	require.NoError(t, err)
+	in := "<a><b><c>t</c></b></a>"
+	for have := 1; have < len(in); have++ {
+		_, _, _, err := s.Next([]byte(in[:have]))
+		require.ErrorIs(t, err, xmppxml.ErrNeedMore)
+		require.Equal(t, have >= len("<a><b"), xmppxml.HasTagStack(&s), "after %d bytes", have)
+	}
+	n, kind, _, err := s.Next([]byte(in))
+	require.NoError(t, err)
+	require.Equal(t, xmppxml.KindElement, kind)
+	require.Equal(t, len(in), n)
+	require.False(t, xmppxml.HasTagStack(&s))
+	_, _, _, err = s.Next([]byte(in[:8]))
+	require.ErrorIs(t, err, xmppxml.ErrNeedMore)
+	require.True(t, xmppxml.HasTagStack(&s))
+	s.Reset()
+	require.False(t, xmppxml.HasTagStack(&s))
+	_, _, _, err = s.Next([]byte(header))
+	require.NoError(t, err)
+	_, _, _, err = s.Next([]byte("<a><b></c>"))
+	require.ErrorIs(t, err, xmppxml.ErrNotWellFormed)
+	require.False(t, xmppxml.HasTagStack(&s))
 }
 
 func nest(n int) string {

@@ -1,6 +1,7 @@
 package xmppxml
 
 import (
+	"bytes"
 	"encoding/xml"
 	"errors"
 	"strconv"
@@ -133,7 +134,10 @@ type Stream struct {
 // Reset forgets the header and any partial item: a new stream (after
 // STARTTLS or SASL) starts with a header, optionally with an XML
 // declaration.
-func (s *Stream) Reset() { *s = Stream{} }
+func (s *Stream) Reset() {
+	s.scan.release()
+	*s = Stream{}
+}
 
 // Header reports whether the stream header has been parsed.
 func (s *Stream) Header() bool { return s.flags&fHeader != 0 }
@@ -172,14 +176,16 @@ func (s *Stream) Next(buf []byte) (n int, kind Kind, e *Element, err error) {
 			return i, KindWhitespace, nil, nil
 		}
 	}
-	end, err := s.scan.run(buf, s.flags&fHeader == 0, s.flags&fStarted == 0)
+	end, err := s.scan.run(buf, s.flags&fHeader == 0, s.flags&fStarted == 0, s)
 	if err != nil {
 		if err != ErrNeedMore {
+			s.scan.release()
 			s.scan = scanState{}
 		}
 		return 0, KindNone, nil, err
 	}
 	sc := s.scan
+	s.scan.release()
 	s.scan = scanState{}
 	s.flags |= fStarted
 	item := buf[:end]
@@ -253,6 +259,35 @@ func (s *Stream) header(b []byte, sc scanState) (*Element, error) {
 	return e, nil
 }
 
+// checkStanza checks the start tag b[0:len(b)] of a would-be stanza as
+// soon as the scanner has it whole: it may not be the stream element
+// (a new header is only valid after Reset), whatever its prefix. Only a
+// start tag whose local name is stream is parsed here, to resolve its
+// namespace; an error in it is the one parsing the stanza would report.
+func (s *Stream) checkStanza(b []byte) error {
+	n := 1
+	for n < len(b) && !isSpace(b[n]) && b[n] != '/' && b[n] != '>' {
+		n++
+	}
+	name := b[1:n]
+	if !bytes.HasSuffix(name, []byte("stream")) || len(name) > 6 && name[len(name)-7] != ':' {
+		return nil
+	}
+	p := newParser(b, s.ns, scanState{nelem: 1})
+	defer p.release()
+	e := p.newElement()
+	if _, _, _, err := p.startTag(0, e); err != nil {
+		return err
+	}
+	if e.Name.Space == streamsNamespace && e.Name.Local == "stream" {
+		return syntaxErr(0, msgNestedStream)
+	}
+	return nil
+}
+
+// streamsNamespace is the namespace of the stream element.
+const streamsNamespace = "http://etherx.jabber.org/streams"
+
 // endTag checks the stream's end tag against the header's name.
 func (s *Stream) endTag(b []byte) error {
 	i := 2
@@ -294,7 +329,8 @@ func ParseFrame(b []byte) (*Element, error) {
 	}
 	item := b[i:]
 	var sc scanState
-	end, err := sc.run(item, false, false)
+	end, err := sc.run(item, false, false, nil)
+	sc.release()
 	if err == ErrNeedMore {
 		return nil, syntaxErr(len(b), msgEOF)
 	}
@@ -332,6 +368,7 @@ func offsetBy(err error, d int) error {
 const (
 	msgStreamText   = "text at stream level"
 	msgEndTag       = "end tag does not match its start tag"
+	msgNestedStream = "stream header inside the stream"
 	msgScan         = "element does not end where it should"
 	msgNoElement    = "no element in frame"
 	msgTrailing     = "data after the element"
