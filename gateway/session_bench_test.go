@@ -150,12 +150,12 @@ func rssBytes() uint64 {
 	return pages * uint64(os.Getpagesize())
 }
 
-func heapStack() (heap, stack uint64) {
+func memStats() runtime.MemStats {
 	runtime.GC()
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	return ms.HeapInuse, ms.StackInuse
+	return ms
 }
 
 // BenchmarkIdleSessions opens TETHER_BENCH_SESSIONS (default 2,000)
@@ -172,6 +172,10 @@ func BenchmarkIdleSessions(b *testing.B) {
 }
 
 func benchIdleSessions(b *testing.B, transport string) {
+	if os.Getenv("TETHER_BENCH_HEAPPROFILE") != "" {
+		runtime.MemProfileRate = 1 // every allocation, for an exact profile
+		defer func() { runtime.MemProfileRate = 512 << 10 }()
+	}
 	n := benchEnvInt("TETHER_BENCH_SESSIONS", 2000)
 	const perProc = 9000
 	users := max(n/20, 1)
@@ -183,7 +187,8 @@ func benchIdleSessions(b *testing.B, transport string) {
 			b.Fatal(err)
 		}
 	}
-	heap0, stack0 := heapStack()
+	ms0 := memStats()
+	heap0, stack0 := ms0.HeapInuse, ms0.StackInuse
 	rss0 := rssBytes()
 	gor0 := runtime.NumGoroutine()
 
@@ -237,7 +242,8 @@ func benchIdleSessions(b *testing.B, transport string) {
 		time.Sleep(50 * time.Millisecond) // polling the session count
 	}
 	time.Sleep(2 * time.Second) // let acks and timers settle before measuring
-	heap1, stack1 := heapStack()
+	ms1 := memStats()
+	heap1, stack1 := ms1.HeapInuse, ms1.StackInuse
 	rss1 := rssBytes()
 	if f := os.Getenv("TETHER_BENCH_HEAPPROFILE"); f != "" {
 		if out, err := os.Create(f + "." + transport); err == nil {
@@ -250,6 +256,12 @@ func benchIdleSessions(b *testing.B, transport string) {
 	b.ReportMetric(float64(int64(rss1)-int64(rss0))/float64(n), "RSS-B/session")
 	b.ReportMetric(float64(int64(heap1)-int64(heap0))/float64(n), "heap-B/session")
 	b.ReportMetric(float64(int64(stack1)-int64(stack0))/float64(n), "stack-B/session")
+	// Free heap the runtime keeps mapped (the garbage collector's headroom,
+	// returned to the OS only gradually), and the runtime's own structures.
+	retained := func(ms runtime.MemStats) int64 { return int64(ms.HeapIdle - ms.HeapReleased) }
+	other := func(ms runtime.MemStats) int64 { return int64(ms.Sys - ms.HeapSys - ms.StackSys) }
+	b.ReportMetric(float64(retained(ms1)-retained(ms0))/float64(n), "heap-retained-B/session")
+	b.ReportMetric(float64(other(ms1)-other(ms0))/float64(n), "runtime-B/session")
 	b.ReportMetric(float64(gor1-gor0)/float64(n), "goroutines/session")
 }
 

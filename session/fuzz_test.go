@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"tether/internal/xmppxml"
 	"tether/sdkproto"
 )
 
@@ -101,7 +102,7 @@ func FuzzStreamReader(f *testing.F) {
 			if e == nil {
 				t.Fatal("nil element without an error")
 			}
-			if e != keepalive && e.name.Local == "" {
+			if e != keepalive && e.Name.Local == "" {
 				t.Fatalf("element without a name: %+v", e)
 			}
 			checkDepth(t, e, 0)
@@ -110,10 +111,10 @@ func FuzzStreamReader(f *testing.F) {
 }
 
 func checkDepth(t *testing.T, e *element, depth int) {
-	if depth > maxDepth+1 {
-		t.Fatalf("element nested %d deep, over the limit %d", depth, maxDepth)
+	if depth > xmppxml.MaxDepth+1 {
+		t.Fatalf("element nested %d deep, over the limit %d", depth, xmppxml.MaxDepth)
 	}
-	for _, c := range e.children {
+	for _, c := range e.Children {
 		checkDepth(t, c, depth+1)
 	}
 }
@@ -156,7 +157,7 @@ func FuzzParseFrame(f *testing.F) {
 			}
 			return
 		}
-		if e == nil || e.name.Local == "" {
+		if e == nil || e.Name.Local == "" {
 			t.Fatalf("no element and no error: %+v", e)
 		}
 		checkDepth(t, e, 0)

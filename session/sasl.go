@@ -27,10 +27,10 @@ func (s *Session) sasl(e *element) CloseReason {
 	if s.state&StateAuthn != 0 {
 		return ReasonPolicy
 	}
-	switch e.name.Local {
+	switch e.Name.Local {
 	case "auth":
-		mech := e.attr("mechanism")
-		payload, err := decodeSASL(e.text)
+		mech := e.Value("mechanism")
+		payload, err := decodeSASL(e.Text)
 		if err != nil {
 			s.saslFailure("incorrect-encoding")
 			return ""
@@ -52,7 +52,7 @@ func (s *Session) sasl(e *element) CloseReason {
 			s.saslFailure("malformed-request")
 			return ""
 		}
-		payload, err := decodeSASL(e.text)
+		payload, err := decodeSASL(e.Text)
 		if err != nil {
 			s.scram = nil
 			s.saslFailure("incorrect-encoding")

@@ -236,24 +236,24 @@ func (s *Session) readFailure(err error) CloseReason {
 
 // handle processes one element; a non-empty reason ends the connection.
 func (s *Session) handle(e *element) CloseReason {
-	if e.name.Local == streamLocal || (e.name.Space == sdkproto.NSFraming && e.name.Local == "open") {
+	if e.Name.Space == sdkproto.NSStream && e.Name.Local == streamLocal || e.Name.Space == sdkproto.NSFraming && e.Name.Local == "open" {
 		return s.openStream(e)
 	}
 	if s.domain == "" {
 		return ReasonNotWellFormed // a stanza before the stream header
 	}
 	switch {
-	case e.name.Space == sdkproto.NSTLS && e.name.Local == "starttls":
+	case e.Name.Space == sdkproto.NSTLS && e.Name.Local == "starttls":
 		return s.startTLS()
-	case e.name.Space == sdkproto.NSSASL:
+	case e.Name.Space == sdkproto.NSSASL:
 		return s.sasl(e)
-	case e.name.Space == sdkproto.NSSM:
+	case e.Name.Space == sdkproto.NSSM:
 		return s.streamManagement(e)
 	}
 	if s.state&StateAuthn == 0 {
 		return ReasonNotAuthorized
 	}
-	if e.name.Space != sdkproto.NSClient && e.name.Space != "" {
+	if e.Name.Space != sdkproto.NSClient && e.Name.Space != "" {
 		return ReasonNotWellFormed
 	}
 	// XEP-0198 4: h counts the stanzas handled since <enable/>, not those
@@ -264,7 +264,7 @@ func (s *Session) handle(e *element) CloseReason {
 		s.hIn++
 	}
 	s.mu.Unlock()
-	switch e.name.Local {
+	switch e.Name.Local {
 	case "iq":
 		return s.iq(e)
 	case "presence":
@@ -278,7 +278,7 @@ func (s *Session) handle(e *element) CloseReason {
 // openStream answers a stream header (or WebSocket <open/>) with ours and
 // the features of the current state.
 func (s *Session) openStream(e *element) CloseReason {
-	to := e.attr("to")
+	to := e.Value("to")
 	app, ok := strings.CutSuffix(to, "."+s.srv.cfg.Domain)
 	if s.domain != "" && to != s.domain {
 		ok = false
@@ -551,7 +551,7 @@ func (s *Session) writeClose(t transport, reason CloseReason) {
 // --- XEP-0198 stream management ------------------------------------------------
 
 func (s *Session) streamManagement(e *element) CloseReason {
-	switch e.name.Local {
+	switch e.Name.Local {
 	case "enable":
 		if s.state&StateBound == 0 {
 			s.send([]byte("<failed xmlns='urn:xmpp:sm:3'><unexpected-request xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>"))
@@ -586,7 +586,7 @@ func (s *Session) streamManagement(e *element) CloseReason {
 		s.mu.Unlock()
 		s.send([]byte("<a xmlns='urn:xmpp:sm:3' h='" + strconv.FormatUint(uint64(h), 10) + "'/>"))
 	case "a":
-		h, err := strconv.ParseUint(e.attr("h"), 10, 32)
+		h, err := strconv.ParseUint(e.Value("h"), 10, 32)
 		if err != nil {
 			return ReasonNotWellFormed
 		}
@@ -632,8 +632,8 @@ func (s *Session) resume(e *element) CloseReason {
 	if s.state&StateAuthn == 0 || s.state&StateBound != 0 {
 		return ReasonNotAuthorized
 	}
-	prev := e.attr("previd")
-	h, err := strconv.ParseUint(e.attr("h"), 10, 32)
+	prev := e.Value("previd")
+	h, err := strconv.ParseUint(e.Value("h"), 10, 32)
 	s.srv.mu.Lock()
 	old := s.srv.resumable[prev]
 	s.srv.mu.Unlock()

@@ -15,41 +15,41 @@ import (
 // --- IQ -----------------------------------------------------------------------
 
 func (s *Session) iq(e *element) CloseReason {
-	typ, id := e.attr("type"), e.attr("id")
+	typ, id := e.Value("type"), e.Value("id")
 	if typ == "result" || typ == "error" {
 		return "" // answers to our pings
 	}
 	if typ != "get" && typ != "set" || id == "" {
 		return ReasonNotWellFormed
 	}
-	if to := e.attr("to"); to != "" && to != s.domain && to != s.jid() && to != s.bareJID() {
+	if to := e.Value("to"); to != "" && to != s.domain && to != s.jid() && to != s.bareJID() {
 		s.iqError(id, "cancel", "service-unavailable")
 		return ""
 	}
-	p := e.firstChild()
+	p := e.FirstChild()
 	if p == nil {
 		s.iqError(id, "modify", "bad-request")
 		return ""
 	}
 	if s.state&StateBound == 0 {
-		if p.name.Space == sdkproto.NSBind && p.name.Local == "bind" && typ == "set" {
+		if p.Name.Space == sdkproto.NSBind && p.Name.Local == "bind" && typ == "set" {
 			return s.bind(id, p)
 		}
 		s.iqError(id, "wait", "not-authorized")
 		return ""
 	}
 	switch {
-	case p.name.Space == sdkproto.NSSession && typ == "set":
+	case p.Name.Space == sdkproto.NSSession && typ == "set":
 		s.iqResult(id, "")
-	case p.name.Space == sdkproto.NSPing && typ == "get":
+	case p.Name.Space == sdkproto.NSPing && typ == "get":
 		s.iqResult(id, "")
-	case p.name.Space == sdkproto.NSDiscoInfo && typ == "get":
+	case p.Name.Space == sdkproto.NSDiscoInfo && typ == "get":
 		s.iqResult(id, discoInfo)
-	case p.name.Space == sdkproto.NSRoster && typ == "get":
+	case p.Name.Space == sdkproto.NSRoster && typ == "get":
 		s.iqResult(id, "<query xmlns='jabber:iq:roster'/>")
-	case p.name.Space == sdkproto.NSPush && p.name.Local == "push" && typ == "set":
+	case p.Name.Space == sdkproto.NSPush && p.Name.Local == "push" && typ == "set":
 		s.pushRegistration(id, p)
-	case p.name.Space == sdkproto.NSConfig && p.name.Local == "config" && typ == "get":
+	case p.Name.Space == sdkproto.NSConfig && p.Name.Local == "config" && typ == "get":
 		var b xmlBuf
 		b.WriteString("<config xmlns='urn:tether:config:0'>")
 		if cfg := s.srv.dir.ClientConfig(s.app); len(cfg) > 0 {
@@ -122,8 +122,8 @@ func (s *Session) sendStanza(b []byte) {
 // identity and the stream's domain, never from the client's stream header.
 func (s *Session) bind(id string, p *element) CloseReason {
 	res := ""
-	if r := p.child("", "resource"); r != nil {
-		res = r.text
+	if r := p.Child("", "resource"); r != nil {
+		res = r.Text
 	}
 	if res == "" {
 		// RFC 6120 7.6: the server generates a resource when the client
@@ -158,7 +158,7 @@ func (s *Session) bind(id string, p *element) CloseReason {
 }
 
 func (s *Session) pushRegistration(id string, p *element) {
-	provider, token := p.attr("provider"), p.attr("token")
+	provider, token := p.Value("provider"), p.Value("token")
 	var reg *queue.PushRegistration
 	switch provider {
 	case "none":
@@ -171,12 +171,12 @@ func (s *Session) pushRegistration(id string, p *element) {
 			s.iqError(id, "modify", "not-acceptable")
 			return
 		}
-		env := p.attr("environment")
+		env := p.Value("environment")
 		if env != "" && env != "production" && env != "sandbox" {
 			s.iqError(id, "modify", "bad-request")
 			return
 		}
-		reg = &queue.PushRegistration{Provider: provider, Token: token, Topic: p.attr("topic"), Environment: env}
+		reg = &queue.PushRegistration{Provider: provider, Token: token, Topic: p.Value("topic"), Environment: env}
 	default:
 		s.iqError(id, "modify", "bad-request")
 		return
@@ -200,7 +200,7 @@ func (s *Session) presence(e *element) CloseReason {
 	if s.state&StateBound == 0 {
 		return ReasonNotAuthorized
 	}
-	if e.attr("to") != "" || e.attr("type") != "" {
+	if e.Value("to") != "" || e.Value("type") != "" {
 		return "" // no presence routing: devices talk to the backend only
 	}
 	if s.state&StateReady != 0 {
@@ -217,17 +217,17 @@ func (s *Session) message(e *element) CloseReason {
 	if s.state&StateBound == 0 {
 		return ReasonNotAuthorized
 	}
-	if e.attr("type") == "error" {
+	if e.Value("type") == "error" {
 		return ""
 	}
-	to := e.attr("to")
+	to := e.Value("to")
 	if to != s.domain && to != "" {
-		s.stanzaError("message", e.attr("id"), to, "cancel", "service-unavailable")
+		s.stanzaError("message", e.Value("id"), to, "cancel", "service-unavailable")
 		return ""
 	}
 	ctx := context.Background()
-	if r := e.child(sdkproto.NSReceipts, "received"); r != nil {
-		if id := r.attr("id"); id != "" {
+	if r := e.Child(sdkproto.NSReceipts, "received"); r != nil {
+		if id := r.Value("id"); id != "" {
 			s.forget(id)
 			if err := s.srv.q.MarkDelivered(ctx, s.ref(), id); err != nil {
 				s.log.Warn("receipt", zap.Error(err))
@@ -235,8 +235,8 @@ func (s *Session) message(e *element) CloseReason {
 		}
 		return ""
 	}
-	if d := e.child(sdkproto.NSMarkers, "displayed"); d != nil {
-		if id := d.attr("id"); id != "" {
+	if d := e.Child(sdkproto.NSMarkers, "displayed"); d != nil {
+		if id := d.Value("id"); id != "" {
 			s.forget(id)
 			if err := s.srv.q.MarkRead(ctx, s.ref(), id); err != nil {
 				s.log.Warn("displayed marker", zap.Error(err))
@@ -244,41 +244,41 @@ func (s *Session) message(e *element) CloseReason {
 		}
 		return ""
 	}
-	body := e.child("", "body")
-	data := e.child(sdkproto.NSData, "data")
+	body := e.Child("", "body")
+	data := e.Child(sdkproto.NSData, "data")
 	if body == nil && data == nil {
 		return "" // chat states and the like
 	}
 	ev := &queue.Event{}
 	if body != nil {
-		ev.Body = body.text
+		ev.Body = body.Text
 	}
-	if data != nil && data.text != "" {
-		if !json.Valid([]byte(data.text)) {
-			s.stanzaError("message", e.attr("id"), "", "modify", "bad-request")
+	if data != nil && data.Text != "" {
+		if !json.Valid([]byte(data.Text)) {
+			s.stanzaError("message", e.Value("id"), "", "modify", "bad-request")
 			return ""
 		}
-		ev.Data = json.RawMessage(data.text)
+		ev.Data = json.RawMessage(data.Text)
 	}
-	if c := e.child(sdkproto.NSChannel, "channel"); c != nil {
-		ev.Channel = c.text
+	if c := e.Child(sdkproto.NSChannel, "channel"); c != nil {
+		ev.Channel = c.Text
 	}
-	if r := e.child(sdkproto.NSReply, "reply"); r != nil {
-		ev.InReplyTo = r.attr("id")
+	if r := e.Child(sdkproto.NSReply, "reply"); r != nil {
+		ev.InReplyTo = r.Value("id")
 	}
-	ev.MessageID = e.attr("id")
+	ev.MessageID = e.Value("id")
 	if err := s.srv.q.Inbound(ctx, s.ref(), ev); err != nil {
-		s.stanzaError("message", e.attr("id"), "", "wait", "internal-server-error")
+		s.stanzaError("message", e.Value("id"), "", "wait", "internal-server-error")
 		return ""
 	}
 	s.srv.m.messagesIn.Inc()
-	if e.child(sdkproto.NSReceipts, "request") != nil && e.attr("id") != "" {
+	if e.Child(sdkproto.NSReceipts, "request") != nil && e.Value("id") != "" {
 		var b xmlBuf
 		b.WriteString("<message")
 		b.attr("from", s.domain)
 		b.attr("to", s.jid())
 		b.WriteString("><received xmlns='urn:xmpp:receipts'")
-		b.attr("id", e.attr("id"))
+		b.attr("id", e.Value("id"))
 		b.WriteString("/></message>")
 		s.sendStanza(b.Bytes())
 	}

@@ -1,10 +1,8 @@
 package session
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/xml"
 	"errors"
 	"io"
 	"net"
@@ -15,6 +13,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"tether/internal/xmppxml"
 	"tether/sdkproto"
 )
 
@@ -42,46 +41,27 @@ type transport interface {
 	secure() bool
 }
 
-// limitReader fails a read once more than limit bytes were read since the
-// last reset: a stanza larger than the limit cannot make the session
-// buffer without bound.
-type limitReader struct {
-	r         io.Reader
-	remaining int
-	err       error // the last error of r: the connection's own
-}
-
-var errLimit = errors.New("session: stanza over the size limit")
-
-func (l *limitReader) Read(p []byte) (int, error) {
-	if l.remaining <= 0 {
-		return 0, errLimit
-	}
-	if len(p) > l.remaining {
-		p = p[:l.remaining]
-	}
-	n, err := l.r.Read(p)
-	l.remaining -= n
-	if err != nil {
-		l.err = err
-	}
-	return n, err
-}
-
 // readBufSize is the TCP read buffer. It comes from a pool while a stanza
 // is being read and goes back between stanzas: an idle session holds none.
-const readBufSize = 1024
+// A stanza larger than the buffer grows a private one (doubling, up to
+// maxReadBuf), dropped once the stanza is parsed.
+const (
+	readBufSize = 1024
+	maxReadBuf  = sdkproto.MaxStanzaBytes + readBufSize
+)
 
 var readBufPool = sync.Pool{New: func() any { b := make([]byte, readBufSize); return &b }}
 
-// poolReader is the decoder's byte source: a read buffer taken from
-// readBufPool while there is input, and given back when the session waits
-// for its next stanza (waitIdle), which blocks on a one-byte read close to
-// the top of the goroutine's stack.
+var errLimit = errors.New("session: stanza over the size limit")
+
+// poolReader buffers the connection's input for the parser: buf[r:w] is
+// read and not yet parsed. The buffer is taken from readBufPool while
+// there is input, and given back when the session waits for its next
+// stanza (waitIdle), which blocks on a one-byte read.
 type poolReader struct {
 	src  io.Reader
-	buf  []byte // nil while idle
-	bp   *[]byte
+	buf  []byte  // nil while idle
+	bp   *[]byte // buf's pool entry; nil for a grown buffer
 	r, w int
 	one  [1]byte
 }
@@ -96,16 +76,31 @@ func (p *poolReader) take() {
 // release gives the buffer back; only when nothing is buffered.
 func (p *poolReader) release() {
 	if p.buf != nil && p.r == p.w {
-		readBufPool.Put(p.bp)
+		if p.bp != nil {
+			readBufPool.Put(p.bp)
+		}
 		p.buf, p.bp, p.r, p.w = nil, nil, 0, 0
 	}
 }
 
+// fill reads more input after what is buffered, growing the buffer when
+// it is full; errLimit once it would pass maxReadBuf.
 func (p *poolReader) fill() error {
 	p.take()
 	if p.r > 0 {
 		p.w = copy(p.buf, p.buf[p.r:p.w])
 		p.r = 0
+	}
+	if p.w == len(p.buf) {
+		if len(p.buf) >= maxReadBuf {
+			return errLimit
+		}
+		nb := make([]byte, min(2*len(p.buf), maxReadBuf))
+		copy(nb, p.buf[:p.w])
+		if p.bp != nil {
+			readBufPool.Put(p.bp)
+		}
+		p.buf, p.bp = nb, nil
 	}
 	n, err := p.src.Read(p.buf[p.w:])
 	p.w += n
@@ -136,38 +131,11 @@ func (p *poolReader) waitIdle() error {
 	return nil
 }
 
-// ReadByte makes poolReader an io.ByteReader, so encoding/xml reads from it
-// directly instead of wrapping it in a 4 KiB bufio.Reader.
-func (p *poolReader) ReadByte() (byte, error) {
-	for p.buf == nil || p.r == p.w {
-		if err := p.fill(); err != nil {
-			return 0, err
-		}
-	}
-	c := p.buf[p.r]
-	p.r++
-	return c, nil
-}
-
-func (p *poolReader) Read(b []byte) (int, error) {
-	if p.buf == nil || p.r == p.w {
-		if err := p.fill(); err != nil {
-			return 0, err
-		}
-	}
-	n := copy(b, p.buf[p.r:p.w])
-	p.r += n
-	return n, nil
-}
-
 type tcpTransport struct {
 	conn net.Conn // *tls.Conn once secure
 	tls  bool
-	lim  limitReader
 	br   poolReader
-	d    *xml.Decoder
-	// afterHeader: the last token was a stream header.
-	afterHeader bool
+	xs   xmppxml.Stream
 	// dl is the read deadline last set, in Unix nanoseconds (0: none):
 	// parking restores it after probing, and arms the idle timer with it.
 	dl  atomic.Int64
@@ -181,12 +149,9 @@ func newTCPTransport(c net.Conn, isTLS bool) *tcpTransport {
 }
 
 func (t *tcpTransport) restart() {
-	t.lim = limitReader{r: t.conn, remaining: sdkproto.MaxStanzaBytes + readBufSize}
 	t.br.release()
-	t.br.src = &t.lim
-	t.d = xml.NewDecoder(&t.br)
-	t.d.Strict = true
-	t.afterHeader = false
+	t.br.src = t.conn
+	t.xs.Reset()
 }
 
 // startTLS upgrades the connection; the caller then restarts the stream.
@@ -202,102 +167,50 @@ func (t *tcpTransport) startTLS(cfg *tls.Config, timeout time.Duration) error {
 	return nil
 }
 
+// next returns the next top-level item: the stream header, a stanza,
+// keepalive for whitespace (which counts as traffic as soon as it is
+// read), or errStreamEnd.
 func (t *tcpTransport) next() (*element, error) {
-	for {
-		t.lim.remaining = sdkproto.MaxStanzaBytes + readBufSize
-		if t.afterHeader {
-			// The header may have been self-closing: the decoder holds
-			// its end, which Token returns without reading.
-			t.afterHeader = false
-		} else if e, err := t.streamLevel(); e != nil || err != nil {
-			return e, err
-		}
-		tok, err := t.d.Token()
-		if err != nil {
-			return nil, t.readErr(err)
-		}
-		switch tk := tok.(type) {
-		case xml.StartElement:
-			if tk.Name.Space == sdkproto.NSStream && tk.Name.Local == streamLocal {
-				t.afterHeader = true
-				return &element{name: tk.Name, attrs: tk.Attr}, nil
-			}
-			e, err := decodeElement(t.d, tk.Copy(), maxDepth)
-			if err != nil {
-				return nil, t.readErr(err)
-			}
-			return e, nil
-		case xml.EndElement:
-			return nil, errStreamEnd
-		case xml.CharData:
-			// streamLevel took plain text; this is a CDATA section at
-			// stream level. Only whitespace may appear there (RFC 6120
-			// 11.7), as a keepalive.
-			if len(bytes.TrimSpace(tk)) != 0 {
-				return nil, errNotWellFormed
-			}
-			return keepalive, nil
-		case xml.ProcInst:
-			if tk.Target != "xml" {
-				return nil, errNotWellFormed
-			}
-		default:
-			return nil, errNotWellFormed
-		}
-	}
-}
-
-// streamLevel looks at the bytes between top-level elements before the
-// decoder does: encoding/xml returns character data only once the next
-// '<' arrives, so a whitespace keepalive would not count as traffic for
-// the idle timeout, and text with no tag after it (an HTTP request on the
-// XMPP port) would go unnoticed until a timeout. Only whitespace (RFC 6120
-// 11.7) or a tag may come here; at a token boundary the decoder has read
-// nothing beyond the tag's '>', so reading from br directly is safe. It
-// returns keepalive after whitespace, and (nil, nil) when a tag follows.
-func (t *tcpTransport) streamLevel() (*element, error) {
 	if err := t.br.waitIdle(); err != nil {
 		return nil, t.readErr(err)
 	}
-	switch t.br.buf[t.br.r] {
-	case '<':
-		return nil, nil
-	case ' ', '\t', '\r', '\n':
-		for t.br.r < t.br.w {
-			if c := t.br.buf[t.br.r]; c != ' ' && c != '\t' && c != '\r' && c != '\n' {
-				break
+	for {
+		n, kind, e, err := t.xs.Next(t.br.buf[t.br.r:t.br.w])
+		if errors.Is(err, xmppxml.ErrNeedMore) {
+			if t.br.w-t.br.r > sdkproto.MaxStanzaBytes {
+				return nil, errTooLarge
 			}
-			t.br.r++
+			if err := t.br.fill(); err != nil {
+				return nil, t.readErr(err)
+			}
+			continue
 		}
-		return keepalive, nil
+		if err != nil {
+			return nil, errNotWellFormed
+		}
+		t.br.r += n
+		switch kind {
+		case xmppxml.KindHeader, xmppxml.KindElement:
+			return e, nil
+		case xmppxml.KindWhitespace:
+			return keepalive, nil
+		default: // KindEnd
+			return nil, errStreamEnd
+		}
 	}
-	return nil, errNotWellFormed
 }
 
+// readErr maps a read error: the size limit, or the connection's own
+// (EOF, a timeout, a reset), where EOF inside a stanza is a dropped
+// connection (which stream management may resume), not malformed XML.
 func (t *tcpTransport) readErr(err error) error {
-	var se *xml.SyntaxError
 	switch {
 	case errors.Is(err, errLimit):
 		return errTooLarge
-	case errors.As(err, &se) && se.Msg == "unexpected EOF":
-		// encoding/xml reports the end of input inside an open element as
-		// a syntax error, and <stream:stream> is always open: this is a
-		// dropped connection (which stream management may resume), not
-		// malformed XML.
-		return io.EOF
-	case errors.Is(err, errNotWellFormed), errors.As(err, &se):
-		return errNotWellFormed
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return io.EOF
 	}
-	if t.lim.err != nil && errors.Is(err, t.lim.err) {
-		return err // the connection's own: EOF, a timeout, a reset
-	}
-	// Anything else is the decoder's verdict on the input: an unsupported
-	// XML version or encoding declaration, say, is a plain error and not a
-	// SyntaxError. It used to pass through and end the session as a lost
-	// connection, without the stream error.
-	return errNotWellFormed
+	return err
 }
 
 func (t *tcpTransport) write(frames [][]byte) error {
@@ -404,7 +317,7 @@ func (t *wsTransport) next() (*element, error) {
 	if err != nil {
 		return nil, err
 	}
-	if e.name.Space == sdkproto.NSFraming && e.name.Local == "close" {
+	if e.Name.Space == sdkproto.NSFraming && e.Name.Local == "close" {
 		return nil, errStreamEnd
 	}
 	return e, nil
