@@ -13,8 +13,8 @@ import (
 // reader goroutine exits and the socket is handed to the poller (see
 // poll_linux.go); readable input, a close from another goroutine (kick,
 // replacement, shutdown, a slow consumer, a failed write) or the idle
-// deadline gives the session a new reader goroutine. Only TCP sessions
-// park: coder/websocket has no way to ask whether a frame is buffered.
+// deadline gives the session a new reader goroutine. Every transport that
+// reads through a connReader parks.
 //
 // The session's WaitGroup ticket (Server.wg) stays with the session while
 // it is parked, so Shutdown still waits for every session to end.
@@ -27,7 +27,7 @@ var longAgo = time.Unix(1, 0)
 // tryPark parks the session if nothing is waiting to be read. It reports
 // true when the calling reader goroutine must return without touching the
 // session again; err is a read error met while looking.
-func (s *Session) tryPark(t *tcpTransport) (parked bool, err error) {
+func (s *Session) tryPark(t *connReader) (parked bool, err error) {
 	p := s.srv.poll
 	if p == nil {
 		return false, nil
@@ -109,7 +109,7 @@ func (s *Session) wakeReader(t transport) {
 // deadline already past, which returns at once; tls.Conn treats a timeout
 // as temporary and stays usable, and a partial record it holds completes
 // when the rest arrives, which makes the socket readable.
-func (t *tcpTransport) probe() (idle bool, err error) {
+func (t *connReader) probe() (idle bool, err error) {
 	if t.br.buf != nil && t.br.r < t.br.w {
 		return false, nil
 	}
@@ -133,7 +133,7 @@ func (t *tcpTransport) probe() (idle bool, err error) {
 }
 
 // deadline is the read deadline last set (zero: none).
-func (t *tcpTransport) deadline() time.Time {
+func (t *connReader) deadline() time.Time {
 	ns := t.dl.Load()
 	if ns == 0 {
 		return time.Time{}
@@ -142,7 +142,7 @@ func (t *tcpTransport) deadline() time.Time {
 }
 
 // control runs f with the socket's descriptor, while it cannot be closed.
-func (t *tcpTransport) control(f func(fd int) error) error {
+func (t *connReader) control(f func(fd int) error) error {
 	if t.raw == nil {
 		c := t.conn
 		if tc, ok := c.(*tls.Conn); ok {
@@ -164,3 +164,6 @@ func (t *tcpTransport) control(f func(fd int) error) error {
 	}
 	return ferr
 }
+
+// parkable is a transport that reads through a connReader.
+type parkable interface{ reader() *connReader }

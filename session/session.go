@@ -179,13 +179,14 @@ func (s *Session) loop() (reason CloseReason, next loopNext) {
 		}
 		t := s.t
 		s.mu.Unlock()
-		if tt, ok := t.(*tcpTransport); ok && s.state&StateReady != 0 {
-			parked, err := s.tryPark(tt)
+		if pr, ok := t.(parkable); ok && s.state&StateReady != 0 {
+			c := pr.reader()
+			parked, err := s.tryPark(c)
 			if parked {
 				return "", loopParked
 			}
 			if err != nil {
-				return s.readFailure(tt.readErr(err)), loopEnd
+				return s.readFailure(c.readErr(err)), loopEnd
 			}
 		}
 		e, err := t.next()

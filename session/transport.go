@@ -131,19 +131,52 @@ func (p *poolReader) waitIdle() error {
 	return nil
 }
 
-type tcpTransport struct {
-	conn net.Conn // *tls.Conn once secure
-	tls  bool
+// connReader is the reading side the TCP and WebSocket transports share:
+// the socket (a *tls.Conn once secure), the pooled read buffer, the read
+// deadline, and what parking needs (park.go).
+type connReader struct {
+	conn net.Conn
 	br   poolReader
-	xs   xmppxml.Stream
 	// dl is the read deadline last set, in Unix nanoseconds (0: none):
 	// parking restores it after probing, and arms the idle timer with it.
 	dl  atomic.Int64
 	raw syscall.RawConn // the socket, once the session parked
 }
 
+func (c *connReader) reader() *connReader { return c }
+
+func (c *connReader) setReadDeadline(d time.Time) {
+	ns := int64(0)
+	if !d.IsZero() {
+		ns = d.UnixNano()
+	}
+	c.dl.Store(ns)
+	c.conn.SetReadDeadline(d)
+}
+
+// readErr maps a read error: the size limit, or the connection's own
+// (EOF, a timeout, a reset), where EOF inside a stanza is a dropped
+// connection (which stream management may resume), not malformed XML.
+func (c *connReader) readErr(err error) error {
+	switch {
+	case errors.Is(err, errLimit):
+		return errTooLarge
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return io.EOF
+	}
+	return err
+}
+
+func (c *connReader) remoteAddr() net.Addr { return c.conn.RemoteAddr() }
+
+type tcpTransport struct {
+	connReader
+	tls bool
+	xs  xmppxml.Stream
+}
+
 func newTCPTransport(c net.Conn, isTLS bool) *tcpTransport {
-	t := &tcpTransport{conn: c, tls: isTLS}
+	t := &tcpTransport{connReader: connReader{conn: c}, tls: isTLS}
 	t.restart()
 	return t
 }
@@ -200,19 +233,6 @@ func (t *tcpTransport) next() (*element, error) {
 	}
 }
 
-// readErr maps a read error: the size limit, or the connection's own
-// (EOF, a timeout, a reset), where EOF inside a stanza is a dropped
-// connection (which stream management may resume), not malformed XML.
-func (t *tcpTransport) readErr(err error) error {
-	switch {
-	case errors.Is(err, errLimit):
-		return errTooLarge
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return io.EOF
-	}
-	return err
-}
-
 func (t *tcpTransport) write(frames [][]byte) error {
 	if len(frames) == 1 {
 		_, err := t.conn.Write(frames[0])
@@ -260,15 +280,7 @@ func (t *tcpTransport) streamHeader(domain, id string) []byte {
 	return b.Bytes()
 }
 
-func (t *tcpTransport) streamClose() []byte { return []byte("</stream:stream>") }
-func (t *tcpTransport) setReadDeadline(d time.Time) {
-	ns := int64(0)
-	if !d.IsZero() {
-		ns = d.UnixNano()
-	}
-	t.dl.Store(ns)
-	t.conn.SetReadDeadline(d)
-}
+func (t *tcpTransport) streamClose() []byte  { return []byte("</stream:stream>") }
 func (t *tcpTransport) close() error         { return t.conn.Close() }
 func (t *tcpTransport) remoteAddr() net.Addr { return t.conn.RemoteAddr() }
 func (t *tcpTransport) secure() bool         { return t.tls }
