@@ -30,7 +30,11 @@
 //
 // # Idle sessions hold no goroutine
 //
-// A ready TCP session with nothing to read parks (park.go): its reader
+// A ready session with nothing to read parks (park.go), over TCP and over
+// WebSocket alike (ws.go: RFC 6455 by internal/wsproto, whose parser works
+// from the same pooled buffer; github.com/coder/websocket kept net/http's
+// 4 KiB bufio reader and writer and a reader goroutine per connection, 24
+// KiB per idle session, and stays the client side): its reader
 // goroutine exits and the socket is watched by a process-wide epoll set
 // (poll_linux.go) with a one-shot registration; input, a close from another
 // goroutine (replacement, kick, shutdown, slow consumer, failed write) or
@@ -74,7 +78,7 @@
 //
 // # Imports
 //
-// sdkproto (wire constants), queue (types and the Sink interface), the
-// WebSocket library, mellium.im/sasl, zap and Prometheus. Never gateway,
-// storage or wake.
+// sdkproto (wire constants), queue (types and the Sink interface),
+// internal/xmppxml and internal/wsproto (the parsers), mellium.im/sasl, zap
+// and Prometheus. Never gateway, storage or wake.
 package session

@@ -12,10 +12,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"tether/internal/wsproto"
 	"tether/queue"
 	"tether/sdkproto"
 )
@@ -205,25 +205,23 @@ func (s *Server) serveConn(c net.Conn, directTLS bool) {
 // ServeHTTP accepts an RFC 7395 WebSocket connection (subprotocol "xmpp").
 // Over plain ws:// SASL is allowed only from loopback unless configured.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{
-		Subprotocols:       []string{sdkproto.WebSocketProtocol},
-		InsecureSkipVerify: true, // device SDKs are not browsers bound to an origin; auth is SASL
-	})
+	c, pending, proto, err := wsproto.Upgrade(w, r, []string{sdkproto.WebSocketProtocol})
 	if err != nil {
+		return // Upgrade answered the request
+	}
+	if proto != sdkproto.WebSocketProtocol {
+		c.SetWriteDeadline(time.Now().Add(time.Second))
+		c.Write(wsproto.AppendClose(nil, wsproto.ClosePolicyViolation, "the xmpp subprotocol is required"))
+		c.Close()
 		return
 	}
-	if c.Subprotocol() != sdkproto.WebSocketProtocol {
-		c.Close(websocket.StatusPolicyViolation, "the xmpp subprotocol is required")
-		return
-	}
-	c.SetReadLimit(sdkproto.MaxStanzaBytes)
 	secure := r.TLS != nil || s.cfg.InsecureWebSocketFromAny
 	addr, _ := netip.ParseAddrPort(r.RemoteAddr)
 	if addr.Addr().IsLoopback() {
 		secure = true
 	}
 	var ra net.Addr = net.TCPAddrFromAddrPort(addr)
-	sess := s.newSession(&wsTransport{c: c, addr: ra, tls: secure}, "websocket")
+	sess := s.newSession(newWSTransport(c, pending, secure, ra), "websocket")
 	// The connection is hijacked: serve it from a fresh goroutine and let
 	// net/http's (with its grown stack and request state) go.
 	s.wg.Add(1) // given back by the session when it ends

@@ -224,7 +224,7 @@ func (s *Session) readFailure(err error) CloseReason {
 		return ReasonNotWellFormed
 	case errors.Is(err, errStreamEnd):
 		return ReasonClientClosed
-	case errors.Is(err, errTimeout), errors.As(err, &ne) && ne.Timeout():
+	case errors.As(err, &ne) && ne.Timeout():
 		if s.state&StateAuthn == 0 {
 			return ReasonAuthTimeout
 		}
@@ -403,9 +403,7 @@ func (s *Session) flush() {
 		sent := s.sentIDs
 		s.sentIDs = nil
 		s.mu.Unlock()
-		if tt, ok := t.(*tcpTransport); ok {
-			tt.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
-		}
+		t.setWriteDeadline(time.Now().Add(writeTimeout))
 		werr := t.write(frames)
 		if werr != nil {
 			s.mu.Lock()
@@ -453,10 +451,6 @@ func (s *Session) terminate(reason CloseReason) {
 	if detached {
 		s.end(reason)
 		return
-	}
-	if _, ws := t.(*wsTransport); ws {
-		// Cancelling a WebSocket read closes the connection: say why first.
-		s.writeClose(t, reason)
 	}
 	s.wakeReader(t) // the reader wakes and ends the session
 }
@@ -543,9 +537,7 @@ func (s *Session) writeClose(t transport, reason CloseReason) {
 		frames = append([][]byte{t.streamHeader("", randomID())}, frames...)
 	}
 	frames = append(frames, t.streamClose())
-	if tt, ok := t.(*tcpTransport); ok {
-		tt.conn.SetWriteDeadline(time.Now().Add(time.Second))
-	}
+	t.setWriteDeadline(time.Now().Add(time.Second))
 	t.write(frames)
 }
 

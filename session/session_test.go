@@ -934,7 +934,16 @@ func TestWebSocketLimits(t *testing.T) {
 		c.open()
 		c.bind("big")
 		c.send("<message to='acme.localhost'><body>" + strings.Repeat("a", sdkproto.MaxStanzaBytes) + "</body></message>")
-		_, err := c.next()
+		// The stream error and <close/> (RFC 7395 3.6), then the close
+		// frame with 1009, known from the frame's header alone.
+		n, err := c.next()
+		require.NoError(t, err)
+		require.Equal(t, "error", n.XMLName.Local, "got %s", n)
+		require.NotNil(t, n.child(sdkproto.NSStreams, "policy-violation"), "got %s", n)
+		n, err = c.next()
+		require.NoError(t, err)
+		require.Equal(t, "close", n.XMLName.Local, "got %s", n)
+		_, err = c.next()
 		require.Equal(t, websocket.StatusMessageTooBig, websocket.CloseStatus(err), "got %v", err)
 		f.login(t, "bob", "after").ping()
 	})
@@ -943,19 +952,8 @@ func TestWebSocketLimits(t *testing.T) {
 		t0 := time.Now()
 		c := dialWS(t, f.g.URL, domain)
 		c.open()
-		// The connection ends; no <stream:error/> comes first (see the
-		// report: coder/websocket closes the connection when the read's
-		// context expires).
-		for {
-			n, err := c.next()
-			if err != nil {
-				require.NotErrorIs(t, err, context.DeadlineExceeded, "still open")
-				break
-			}
-			if n.XMLName.Local == "error" {
-				require.NotNil(t, n.child(sdkproto.NSStreams, "connection-timeout"), "got %s", n)
-			}
-		}
+		// <connection-timeout/>, <close/>, then the connection ends.
+		c.expectStreamError("connection-timeout")
 		require.Less(t, time.Since(t0), 5*time.Second)
 	})
 	t.Run("bind conflict across transports", func(t *testing.T) {
@@ -1039,24 +1037,52 @@ func TestIdleSessionsPark(t *testing.T) {
 		c.presence()
 		cs = append(cs, c)
 	}
-	waitParked(3)
+	ws := dialWS(t, f.g.URL, domain)
+	ws.open()
+	ws.plain("alice", "secret-alice")
+	ws.open()
+	ws.bind("desktop")
+	ws.enableSM()
+	ws.presence()
+	cs = append(cs, ws)
+	waitParked(4)
 	for round := range 3 {
 		id := f.sendTo(t, "alice", fmt.Sprintf("live %d", round))
 		for _, c := range cs {
 			require.Equal(t, id, c.message().attr("id"))
 			c.ping()
 		}
-		waitParked(3)
+		waitParked(4)
 		for _, c := range cs {
 			c.send(fmt.Sprintf("<a xmlns='urn:xmpp:sm:3' h='%d'/>", 2*round+1)) // the message; the ping's answer follows it
 		}
 		f.waitStatus(t, id, "delivered")
-		waitParked(3)
+		waitParked(4)
 	}
 	cs[0].send("</stream:stream>")
 	cs[0].requireEOF()
-	waitParked(2)
+	waitParked(3)
 	f.login(t, "alice", "phone2").presence() // replaces a parked session
 	cs[1].expectStreamError("conflict")
+	waitParked(3)
+	// A WebSocket ping wakes the session and gets its pong (the client
+	// reads the pong while it reads the answers to XMPP pings).
+	pinged := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		pinged <- ws.ws.Ping(ctx)
+	}()
+	for done := false; !done; {
+		ws.ping()
+		select {
+		case err := <-pinged:
+			require.NoError(t, err)
+			done = true
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	waitParked(3)
+	ws.send("<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>")
 	waitParked(2)
 }

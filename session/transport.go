@@ -11,8 +11,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/coder/websocket"
-
 	"tether/internal/xmppxml"
 	"tether/sdkproto"
 )
@@ -33,8 +31,9 @@ type transport interface {
 	// header (with the given id), and streamClose the closing.
 	streamHeader(domain, id string) []byte
 	streamClose() []byte
-	// setReadDeadline bounds the next read.
+	// setReadDeadline bounds the next read; setWriteDeadline the writes.
 	setReadDeadline(t time.Time)
+	setWriteDeadline(t time.Time)
 	close() error
 	remoteAddr() net.Addr
 	kind() string
@@ -59,11 +58,15 @@ var errLimit = errors.New("session: stanza over the size limit")
 // there is input, and given back when the session waits for its next
 // stanza (waitIdle), which blocks on a one-byte read.
 type poolReader struct {
-	src  io.Reader
-	buf  []byte  // nil while idle
-	bp   *[]byte // buf's pool entry; nil for a grown buffer
-	r, w int
-	one  [1]byte
+	src io.Reader
+	// squeeze, if set, may shorten a full buffer's bytes in place (the
+	// WebSocket reader drops processed frame headers from a fragmented
+	// message) before fill grows it.
+	squeeze func(buf []byte) int
+	buf     []byte  // nil while idle
+	bp      *[]byte // buf's pool entry; nil for a grown buffer
+	r, w    int
+	one     [1]byte
 }
 
 func (p *poolReader) take() {
@@ -90,6 +93,9 @@ func (p *poolReader) fill() error {
 	if p.r > 0 {
 		p.w = copy(p.buf, p.buf[p.r:p.w])
 		p.r = 0
+	}
+	if p.w == len(p.buf) && p.squeeze != nil {
+		p.w = p.squeeze(p.buf[:p.w])
 	}
 	if p.w == len(p.buf) {
 		if len(p.buf) >= maxReadBuf {
@@ -169,6 +175,8 @@ func (c *connReader) readErr(err error) error {
 
 func (c *connReader) remoteAddr() net.Addr { return c.conn.RemoteAddr() }
 
+func (c *connReader) setWriteDeadline(d time.Time) { c.conn.SetWriteDeadline(d) }
+
 type tcpTransport struct {
 	connReader
 	tls bool
@@ -233,7 +241,11 @@ func (t *tcpTransport) next() (*element, error) {
 	}
 }
 
-func (t *tcpTransport) write(frames [][]byte) error {
+func (t *tcpTransport) write(frames [][]byte) error { return t.writeAll(frames) }
+
+// writeAll writes frames back to back: one writev on plain TCP, joined
+// into few records over TLS.
+func (t *connReader) writeAll(frames [][]byte) error {
 	if len(frames) == 1 {
 		_, err := t.conn.Write(frames[0])
 		return err
@@ -280,102 +292,9 @@ func (t *tcpTransport) streamHeader(domain, id string) []byte {
 	return b.Bytes()
 }
 
-func (t *tcpTransport) streamClose() []byte  { return []byte("</stream:stream>") }
-func (t *tcpTransport) close() error         { return t.conn.Close() }
-func (t *tcpTransport) remoteAddr() net.Addr { return t.conn.RemoteAddr() }
-func (t *tcpTransport) secure() bool         { return t.tls }
+func (t *tcpTransport) streamClose() []byte { return []byte("</stream:stream>") }
+func (t *tcpTransport) close() error        { return t.conn.Close() }
+func (t *tcpTransport) secure() bool        { return t.tls }
 func (t *tcpTransport) kind() string {
 	return "tcp"
 }
-
-// wsTransport is RFC 7395 over github.com/coder/websocket.
-type wsTransport struct {
-	c    *websocket.Conn
-	addr net.Addr
-	tls  bool
-
-	mu       sync.Mutex
-	deadline time.Time
-	cancel   context.CancelFunc // of the read in progress
-}
-
-func (t *wsTransport) next() (*element, error) {
-	t.mu.Lock()
-	ctx, cancel := context.WithCancel(context.Background())
-	if !t.deadline.IsZero() {
-		ctx, cancel = context.WithDeadline(context.Background(), t.deadline)
-	}
-	t.cancel = cancel
-	t.mu.Unlock()
-	defer cancel()
-	typ, b, err := t.c.Read(ctx)
-	if err != nil {
-		var ce websocket.CloseError
-		if errors.As(err, &ce) {
-			return nil, io.EOF
-		}
-		if websocket.CloseStatus(err) == websocket.StatusMessageTooBig {
-			return nil, errTooLarge
-		}
-		if errors.Is(err, context.DeadlineExceeded) {
-			return nil, errTimeout
-		}
-		return nil, err
-	}
-	if typ != websocket.MessageText {
-		return nil, errNotWellFormed
-	}
-	e, err := parseFrame(b)
-	if err != nil {
-		return nil, err
-	}
-	if e.Name.Space == sdkproto.NSFraming && e.Name.Local == "close" {
-		return nil, errStreamEnd
-	}
-	return e, nil
-}
-
-var errTimeout = errors.New("session: read timeout")
-
-func (t *wsTransport) write(frames [][]byte) error {
-	ctx, cancel := context.WithTimeout(context.Background(), writeTimeout)
-	defer cancel()
-	for _, f := range frames {
-		if err := t.c.Write(ctx, websocket.MessageText, f); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (t *wsTransport) restart() {}
-
-func (t *wsTransport) streamHeader(domain, id string) []byte {
-	var b xmlBuf
-	b.WriteString("<open xmlns='urn:ietf:params:xml:ns:xmpp-framing'")
-	b.attr("from", domain)
-	b.attr("id", id)
-	b.WriteString(" version='1.0' xml:lang='en'/>")
-	return b.Bytes()
-}
-
-func (t *wsTransport) streamClose() []byte {
-	return []byte("<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>")
-}
-
-// setReadDeadline bounds the next read; a deadline already past cancels
-// the read in progress (which closes the WebSocket).
-func (t *wsTransport) setReadDeadline(d time.Time) {
-	t.mu.Lock()
-	t.deadline = d
-	if !d.After(time.Now()) && t.cancel != nil {
-		t.cancel()
-	}
-	t.mu.Unlock()
-}
-func (t *wsTransport) close() error {
-	return t.c.Close(websocket.StatusNormalClosure, "")
-}
-func (t *wsTransport) remoteAddr() net.Addr { return t.addr }
-func (t *wsTransport) secure() bool         { return t.tls }
-func (t *wsTransport) kind() string         { return "websocket" }
