@@ -66,8 +66,18 @@ type waker struct {
 	stop     chan struct{}
 	done     chan struct{}
 	stopOnce sync.Once
+	ctx      context.Context // cancelled by close: fan-outs stop waiting for the pool
+	cancel   context.CancelFunc
 	sem      chan struct{}
 	sms      *prometheus.CounterVec
+
+	// device.wake_sent events, appended in batches by eventLoop: one
+	// store commit per batch rather than per wake.
+	evMu   sync.Mutex
+	evBuf  []*queue.Event
+	evKick chan struct{}
+	evStop chan struct{}
+	evDone chan struct{}
 }
 
 // appProviders are an app's push and SMS clients, built from its record and
@@ -101,20 +111,35 @@ func newWaker(g *Gateway) *waker {
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 		sem:     make(chan struct{}, 64),
+		evKick:  make(chan struct{}, 1),
+		evStop:  make(chan struct{}),
+		evDone:  make(chan struct{}),
 		sms: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tether_sms_total", Help: "SMS fallbacks handed to providers, by provider and result (sent, failed).",
 		}, []string{"provider", "result"}),
 	}
 	g.reg.MustRegister(w.pool.Collectors()...)
 	g.reg.MustRegister(w.sms)
+	w.ctx, w.cancel = context.WithCancel(context.Background())
 	go w.loop()
+	go w.eventLoop()
 	return w
 }
 
 func (w *waker) close() {
-	w.stopOnce.Do(func() { close(w.stop) })
+	w.stopOnce.Do(func() {
+		close(w.stop)
+		w.cancel()
+	})
 	<-w.done
 	w.pool.Close()
+	// The pool's last answers are in: write their events.
+	select {
+	case <-w.evStop:
+	default:
+		close(w.evStop)
+	}
+	<-w.evDone
 	w.mu.Lock()
 	for _, p := range w.provs {
 		p.close()
@@ -180,52 +205,105 @@ func (w *waker) httpClient(provider string) *http.Client {
 
 // enqueuedAsync runs enqueued off the request's goroutine (at most 64 at
 // once; beyond that the caller runs it), so a 202 does not wait for device
-// lookups.
+// lookups. Off the request, a fan-out larger than the pool's queue waits
+// for free slots (up to fanoutWait); on the request's goroutine it never
+// waits, and what the pool refuses is retried a second later.
 func (w *waker) enqueuedAsync(app string, to []queue.Recipient, priority queue.Priority, expires time.Time) {
 	select {
 	case w.sem <- struct{}{}:
 		go func() {
 			defer func() { <-w.sem }()
-			w.enqueued(app, to, priority, expires)
+			ctx, cancel := context.WithTimeout(w.ctx, fanoutWait)
+			defer cancel()
+			w.enqueued(app, to, priority, expires, func(j wake.Job) bool { return w.pool.SubmitWait(ctx, j) })
 		}()
 	default:
-		w.enqueued(app, to, priority, expires)
+		w.enqueued(app, to, priority, expires, w.pool.Submit)
 	}
 }
 
+// fanoutWait bounds how long one fan-out waits for room in the pool's
+// queue, in all.
+const fanoutWait = 10 * time.Second
+
 // enqueued is called after a 202: it wakes the offline devices the
-// messages are for.
-func (w *waker) enqueued(app string, to []queue.Recipient, priority queue.Priority, expires time.Time) {
+// messages are for, reading each user's device records once: one lookup
+// per named device, one scan for a whole user. submit hands a job to the
+// pool.
+func (w *waker) enqueued(app string, to []queue.Recipient, priority queue.Priority, expires time.Time, submit func(wake.Job) bool) {
 	ctx := context.Background()
 	prio := wake.PriorityNormal
 	if priority == queue.PriorityHigh {
 		prio = wake.PriorityHigh
 	}
-	seen := map[string]bool{}
+	type wanted struct {
+		all     bool            // the user was a recipient
+		devices map[string]bool // named devices among the recipients
+		order   []string        // of devices
+	}
+	var users []string
+	want := map[string]*wanted{}
 	for _, r := range to {
-		if seen[r.String()] {
-			continue
+		u := want[r.User]
+		if u == nil {
+			u = &wanted{}
+			want[r.User] = u
+			users = append(users, r.User)
 		}
-		seen[r.String()] = true
-		devs, err := w.g.q.Devices(ctx, app, r.User)
-		if err != nil {
-			w.log.Warn("wake: devices", zapApp(app), zap.Error(err))
-			continue
+		switch {
+		case r.Device == "":
+			u.all = true
+		case !u.devices[r.Device]:
+			if u.devices == nil {
+				u.devices = map[string]bool{}
+			}
+			u.devices[r.Device] = true
+			u.order = append(u.order, r.Device)
 		}
-		for i := range devs {
-			d := &devs[i]
-			if d.Push == nil || (r.Device != "" && r.Device != d.ID) {
+	}
+	for _, user := range users {
+		u := want[user]
+		if u.all {
+			devs, err := w.g.q.Devices(ctx, app, user)
+			if err != nil {
+				w.log.Warn("wake: devices", zapApp(app), zap.Error(err))
 				continue
 			}
-			w.consider(wakeKey{app, r.User, d.ID}, d.Push, prio, expires, 1)
+			for i := range devs {
+				d := &devs[i]
+				if d.Push == nil {
+					continue
+				}
+				k := wakeKey{app, user, d.ID}
+				w.consider(k, d.Push, prio, expires, 1, submit)
+				if u.devices[d.ID] {
+					// Also named on its own: a second message for it.
+					w.consider(k, d.Push, prio, expires, 1, submit)
+				}
+			}
+			continue
+		}
+		for _, id := range u.order {
+			d, err := w.g.q.Device(ctx, queue.DeviceRef{App: app, User: user, Device: id})
+			if errors.Is(err, queue.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				w.log.Warn("wake: device", zapApp(app), zap.Error(err))
+				continue
+			}
+			if d.Push != nil {
+				w.consider(wakeKey{app, user, id}, d.Push, prio, expires, 1, submit)
+			}
 		}
 	}
 }
 
 // consider sends a wake to k unless one is outstanding, the device is
 // online, or the cap is reached. added is how many new messages this call
-// is for (0 on a retry, which passes the pending count it read).
-func (w *waker) consider(k wakeKey, reg *queue.PushRegistration, prio wake.Priority, expires time.Time, added int) {
+// is for (0 on a retry, which passes the pending count it read). submit
+// hands the push to the pool.
+func (w *waker) consider(k wakeKey, reg *queue.PushRegistration, prio wake.Priority, expires time.Time, added int, submit func(wake.Job) bool) {
 	if w.g.sessions.Online(k.app, k.user, k.device) {
 		return
 	}
@@ -299,7 +377,7 @@ func (w *waker) consider(k wakeKey, reg *queue.PushRegistration, prio wake.Prior
 	payload := wake.Payload{Pending: max(st.pending, 1), Priority: st.priority, Expiration: st.expires, Mode: mode, AlertText: alert}
 	w.mu.Unlock()
 	target := wake.Target{Token: reg.Token, Topic: reg.Topic, Environment: reg.Environment}
-	ok := w.pool.Submit(wake.Job{Provider: onlineCheck{prov, w, k}, Target: target, Payload: payload,
+	ok := submit(wake.Job{Provider: onlineCheck{prov, w, k}, Target: target, Payload: payload,
 		Done: func(res wake.Result, err error) { w.finished(k, reg, prov.Name(), res) }})
 	if !ok {
 		w.mu.Lock()
@@ -371,11 +449,49 @@ func (w *waker) finished(k wakeKey, reg *queue.PushRegistration, provider string
 	w.mu.Unlock()
 	switch res.Outcome {
 	case wake.Delivered:
-		w.g.q.AppendEvent(ctx, &queue.Event{Type: queue.EventWakeSent, App: k.app, User: k.user, Device: k.device, Provider: provider})
+		w.event(&queue.Event{Type: queue.EventWakeSent, App: k.app, User: k.user, Device: k.device, Provider: provider})
 	case wake.TokenInvalid:
 		w.invalidate(ctx, k, reg, provider, res.Reason)
 	case wake.Failed:
 		w.log.Warn("wake failed", zapApp(k.app), zap.String("provider", provider), zap.String("reason", res.Reason), zap.Int("status", res.Status))
+	}
+}
+
+// event queues e for eventLoop.
+func (w *waker) event(e *queue.Event) {
+	w.evMu.Lock()
+	w.evBuf = append(w.evBuf, e)
+	first := len(w.evBuf) == 1
+	w.evMu.Unlock()
+	if first {
+		select {
+		case w.evKick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// eventLoop appends the queued events, all that gathered since the last
+// commit in one, until close (after the pool's last answer).
+func (w *waker) eventLoop() {
+	defer close(w.evDone)
+	for {
+		stop := false
+		select {
+		case <-w.evKick:
+		case <-w.evStop:
+			stop = true
+		}
+		w.evMu.Lock()
+		es := w.evBuf
+		w.evBuf = nil
+		w.evMu.Unlock()
+		if err := w.g.q.AppendEvents(context.Background(), es); err != nil {
+			w.log.Warn("wake: events", zap.Error(err))
+		}
+		if stop {
+			return
+		}
 	}
 }
 
@@ -480,7 +596,7 @@ func (w *waker) retry(k wakeKey, now time.Time) {
 		st.pending = len(pending)
 	}
 	w.mu.Unlock()
-	w.consider(k, d.Push, prio, expires, 0)
+	w.consider(k, d.Push, prio, expires, 0, w.pool.Submit)
 }
 
 // fallback sends a message's SMS through the app's provider

@@ -154,6 +154,29 @@ func TestWakeOfflineDevicesOnly(t *testing.T) {
 	require.Zero(t, sent["carol"])
 }
 
+// TestWakeRecipientForms: a device named as a recipient is woken, its
+// user's other devices are not; a user is woken on every device with a
+// registration; a user named both ways gets one push per device; an
+// unknown device is skipped.
+func TestWakeRecipientForms(t *testing.T) {
+	f := startWake(t)
+	phone, tablet, pixel := waketest.APNsToken(21), waketest.APNsToken(22), "fcm-token-forms"
+	f.device(t, "hana", "phone", "apns", phone)
+	f.device(t, "hana", "tablet", "apns", tablet)
+	f.device(t, "ivan", "pixel", "fcm", pixel)
+	_, err := f.app.PutDevice(f.ctx, "acme", "ivan", "web", api.PutDeviceRequest{}) // no registration
+	require.NoError(t, err)
+	_, err = f.app.Send(f.ctx, "acme", api.SendRequest{To: []string{"hana/phone", "hana/nosuch", "ivan", "ivan/pixel"}, Body: "x"}, "")
+	require.NoError(t, err)
+	eventually(t, time.Second, "wakes for hana/phone and ivan/pixel", func() bool {
+		return len(f.apns.RequestsFor(phone)) == 1 && len(f.fcm.RequestsFor(pixel)) == 1
+	})
+	time.Sleep(200 * time.Millisecond) // a wrong push would show by now
+	require.Empty(t, f.apns.RequestsFor(tablet), "a device not named is not woken")
+	require.Len(t, f.apns.RequestsFor(phone), 1)
+	require.Len(t, f.fcm.RequestsFor(pixel), 1, "one outstanding wake per device")
+}
+
 // TestWakeInvalidToken: 410 Unregistered / UNREGISTERED remove the
 // registration, emit device.token_invalid, and the token is never pushed
 // again.

@@ -198,6 +198,19 @@ func (q *Queue) AppendEvent(ctx context.Context, e *Event) error {
 	return t.commit(false)
 }
 
+// AppendEvents appends events as AppendEvent does, in order, in one
+// unsynced commit (the waker's device.wake_sent events of a fan-out).
+func (q *Queue) AppendEvents(ctx context.Context, es []*Event) error {
+	if len(es) == 0 {
+		return nil
+	}
+	t := q.begin()
+	for _, e := range es {
+		t.event(e)
+	}
+	return t.commit(false)
+}
+
 // DropApp deletes every queue, status record, device and event of app in
 // one synced batch, and keeps the depth gauge right. The caller stops
 // accepting requests for the app first (the gateway forgets its keys).

@@ -50,6 +50,34 @@ func TestEventsCursor(t *testing.T) {
 	require.Equal(t, next2, next3, "no events: the cursor stays")
 }
 
+// TestAppendEvents: a batch lands in order in each app's feed, and wakes
+// a feed reader.
+func TestAppendEvents(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	require.NoError(t, e.q.AppendEvents(ctxT(t), nil))
+	got := make(chan eventsResult, 1)
+	go func() {
+		raw, next, err := e.q.Events(ctxT(t), app, 0, 10, 5*time.Second)
+		got <- eventsResult{raw, next, err}
+	}()
+	time.Sleep(20 * time.Millisecond) // let the reader wait
+	require.NoError(t, e.q.AppendEvents(ctxT(t), []*queue.Event{
+		{Type: queue.EventWakeSent, App: app, User: "alice", Device: "a"},
+		{Type: queue.EventWakeSent, App: "other", User: "bob", Device: "b"},
+		{Type: queue.EventWakeSent, App: app, User: "carol", Device: "c"},
+	}))
+	r := <-got
+	require.NoError(t, r.err)
+	raw, _, err := e.q.Events(ctxT(t), app, 0, 10, 0)
+	require.NoError(t, err)
+	evs := decodeEvents(t, raw)
+	require.Len(t, evs, 2)
+	require.Equal(t, "alice", evs[0].User)
+	require.Equal(t, "carol", evs[1].User)
+	require.Less(t, evs[0].ID, evs[1].ID)
+}
+
 func TestEventsLongPoll(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, nil)

@@ -69,7 +69,10 @@
 //
 // Pool runs sends on a fixed number of workers (64 by default) fed by a
 // bounded queue. Submit never blocks: it returns false when the queue is
-// full. Job.Done receives each outcome on a worker goroutine. The Pool
+// full. SubmitWait waits for a slot instead, until its context ends or
+// Close starts; it is for callers off a request's path, such as a
+// goroutine fanning one message out to thousands of devices, so a burst
+// larger than the queue is sent as workers free up. Job.Done receives each outcome on a worker goroutine. The Pool
 // counts outcomes (tether_wakes_total{provider,result}) and times them
 // (tether_wake_latency_seconds{provider}); the gateway registers
 // Pool.Collectors. Close drains with a time limit.
@@ -81,8 +84,9 @@
 // service account JSON that does not, an unknown SMS provider: ErrConfig)
 // and do no network I/O; connections open with the first send. Close on an
 // adapter closes its idle connections; build a new adapter when an app's
-// credentials change. Pool: NewPool starts the workers, Submit, Close.
-// There is one mutex per Pool and no lock order to respect.
+// credentials change. Pool: NewPool starts the workers, Submit or
+// SubmitWait, Close. There is one mutex per Pool and no lock order to
+// respect.
 //
 // # Testing
 //

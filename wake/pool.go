@@ -57,8 +57,12 @@ type Pool struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu     sync.RWMutex // guards closed against sends on jobs
-	closed bool
+	mu        sync.RWMutex // guards closed against sends on jobs
+	closed    bool
+	closing   chan struct{} // closed when Close starts: SubmitWait gives up
+	closeOnce sync.Once
+
+	prov sync.Map // provider name → *provMetrics
 
 	abandoned atomic.Int64
 
@@ -69,6 +73,14 @@ type Pool struct {
 type queued struct {
 	Job
 	at time.Time
+}
+
+// provMetrics are one provider's series, resolved once rather than by
+// label lookups on every wake.
+type provMetrics struct {
+	results [Failed + 1]prometheus.Counter // by Outcome; 0 unused
+	dropped prometheus.Counter
+	latency prometheus.Observer
 }
 
 const (
@@ -94,11 +106,12 @@ func NewPool(cfg PoolConfig) *Pool {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Pool{
-		cfg:    cfg,
-		log:    log,
-		jobs:   make(chan queued, cfg.QueueSize),
-		ctx:    ctx,
-		cancel: cancel,
+		cfg:     cfg,
+		log:     log,
+		jobs:    make(chan queued, cfg.QueueSize),
+		ctx:     ctx,
+		cancel:  cancel,
+		closing: make(chan struct{}),
 		wakes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tether_wakes_total",
 			Help: "Wake pushes by provider and result (delivered, token_invalid, retry, failed; dropped when the send queue was full).",
@@ -129,6 +142,22 @@ func (p *Pool) Collectors() []prometheus.Collector {
 	}
 }
 
+// metrics returns the series of the named provider.
+func (p *Pool) metrics(name string) *provMetrics {
+	if m, ok := p.prov.Load(name); ok {
+		return m.(*provMetrics)
+	}
+	m := &provMetrics{
+		dropped: p.wakes.WithLabelValues(name, "dropped"),
+		latency: p.latency.WithLabelValues(name),
+	}
+	for o := Delivered; o <= Failed; o++ {
+		m.results[o] = p.wakes.WithLabelValues(name, o.String())
+	}
+	v, _ := p.prov.LoadOrStore(name, m)
+	return v.(*provMetrics)
+}
+
 // Submit queues a job without blocking. It returns false, and does not
 // call j.Done, when the queue is full or the Pool is closed; the refusal
 // is counted as result "dropped".
@@ -142,7 +171,35 @@ func (p *Pool) Submit(j Job) bool {
 		default:
 		}
 	}
-	p.wakes.WithLabelValues(j.Provider.Name(), "dropped").Inc()
+	p.metrics(j.Provider.Name()).dropped.Inc()
+	return false
+}
+
+// SubmitWait queues a job, waiting while the queue is full until ctx is
+// done or Close starts. It returns false, and does not call j.Done, when
+// the job was not queued; the refusal is counted as result "dropped". It
+// is for callers that can afford to wait for a slot (such as a goroutine
+// fanning out wakes), so that a burst larger than the queue is sent as
+// workers free up rather than refused.
+func (p *Pool) SubmitWait(ctx context.Context, j Job) bool {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if !p.closed {
+		// Timed from here: the wait for a slot is queue wait too.
+		q := queued{Job: j, at: time.Now()}
+		select {
+		case p.jobs <- q:
+			return true
+		default:
+		}
+		select {
+		case p.jobs <- q:
+			return true
+		case <-ctx.Done():
+		case <-p.closing:
+		}
+	}
+	p.metrics(j.Provider.Name()).dropped.Inc()
 	return false
 }
 
@@ -155,6 +212,7 @@ func (p *Pool) Len() int { return len(p.jobs) }
 // workers to stop (the adapters return promptly once cancelled) and
 // returns an error wrapping ErrDrainTimeout. Later calls return nil.
 func (p *Pool) Close() error {
+	p.closeOnce.Do(func() { close(p.closing) }) // SubmitWait lets go of the read lock
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -197,8 +255,13 @@ func (p *Pool) work() {
 
 func (p *Pool) finish(j queued, res Result, err error) {
 	name := j.Provider.Name()
-	p.wakes.WithLabelValues(name, res.Outcome.String()).Inc()
-	p.latency.WithLabelValues(name).Observe(time.Since(j.at).Seconds())
+	m := p.metrics(name)
+	if o := int(res.Outcome); o < len(m.results) && m.results[o] != nil {
+		m.results[o].Inc()
+	} else {
+		p.wakes.WithLabelValues(name, res.Outcome.String()).Inc()
+	}
+	m.latency.Observe(time.Since(j.at).Seconds())
 	lvl := zapcore.DebugLevel
 	if res.Outcome == Failed || (res.Outcome == RetryAfter && err != nil && err != ErrClosed) || res.Status >= 500 {
 		lvl = zapcore.WarnLevel // a degraded provider or a configuration problem

@@ -140,6 +140,51 @@ func TestPoolBounded(t *testing.T) {
 	require.Equal(t, 3.0, metric(t, cs, "tether_wake_latency_seconds", "provider", "gated"))
 }
 
+// TestPoolSubmitWait: with the queue full, SubmitWait waits for a slot
+// rather than refusing; it gives up when its context ends or Close starts.
+func TestPoolSubmitWait(t *testing.T) {
+	t.Parallel()
+	g := newGated()
+	p := wake.NewPool(wake.PoolConfig{Workers: 1, QueueSize: 1})
+	var o outcomes
+	job := func(tok string) wake.Job {
+		return wake.Job{Provider: g, Target: wake.Target{Token: tok}, Done: o.done()}
+	}
+	refused := wake.Job{Provider: g, Done: func(wake.Result, error) { t.Error("Done of a refused job") }}
+	require.True(t, p.Submit(job("a")))
+	require.Equal(t, "a", <-g.started) // the one worker is busy
+	require.True(t, p.Submit(job("b")))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	require.False(t, p.SubmitWait(ctx, refused), "still full when the context ends")
+
+	queued := make(chan bool)
+	go func() { queued <- p.SubmitWait(context.Background(), job("c")) }()
+	select {
+	case <-queued:
+		t.Fatal("SubmitWait returned while the queue was full")
+	case <-time.After(20 * time.Millisecond):
+	}
+	g.release <- struct{}{} // a is sent: b moves to the worker, c into the queue
+	require.True(t, <-queued)
+	require.Equal(t, "b", <-g.started)
+
+	waiting := make(chan bool)
+	go func() { waiting <- p.SubmitWait(context.Background(), refused) }()
+	time.Sleep(10 * time.Millisecond) // let it block on the full queue
+	closed := make(chan error)
+	go func() { closed <- p.Close() }()
+	require.False(t, <-waiting, "Close ends the wait")
+	close(g.release)
+	require.NoError(t, <-closed)
+	o.wg.Wait()
+	require.Len(t, o.res, 3)
+	cs := p.Collectors()
+	require.Equal(t, 3.0, metric(t, cs, "tether_wakes_total", "provider", "gated", "result", "delivered"))
+	require.Equal(t, 2.0, metric(t, cs, "tether_wakes_total", "provider", "gated", "result", "dropped"))
+}
+
 func TestPoolCloseDrainTimeout(t *testing.T) {
 	t.Parallel()
 	g := newGated() // never released: sends end only when cancelled
