@@ -12,6 +12,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -68,6 +69,12 @@ func New(cfg Config) (g *Gateway, err error) {
 		return nil, err
 	}
 	g = &Gateway{cfg: cfg, log: cfg.Logger, started: time.Now(), listeners: map[string]net.Listener{}, limiter: newAppLimiter(cfg.AppRateLimit)}
+	switch {
+	case cfg.GCPercent > 0:
+		debug.SetGCPercent(cfg.GCPercent)
+	case cfg.GCPercent == 0 && os.Getenv("GOGC") == "":
+		debug.SetGCPercent(DefaultGCPercent)
+	}
 	defer func() {
 		if err != nil {
 			g.Close()

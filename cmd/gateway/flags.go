@@ -32,7 +32,7 @@ type setting struct {
 type options struct {
 	cfg         gateway.Config
 	logLevel    string
-	numbers     struct{ rate, perUser, total string }
+	numbers     struct{ rate, perUser, total, gc string }
 	configFile  string
 	printConfig bool
 	checkConfig bool
@@ -57,6 +57,7 @@ func (o *options) list() []setting {
 		{name: "app-rate-limit", env: "TETHER_APP_RATE_LIMIT", def: "0", usage: "REST requests per second per app API key, bursts of twice that; 0: no limit", dst: &o.numbers.rate},
 		{name: "max-sessions-per-user", env: "TETHER_MAX_SESSIONS_PER_USER", def: "0", usage: "devices of one user online at once; 0: no cap", dst: &o.numbers.perUser},
 		{name: "max-sessions", env: "TETHER_MAX_SESSIONS", def: "0", usage: "sessions on this node; 0: no cap", dst: &o.numbers.total},
+		{name: "gc-percent", env: "TETHER_GC_PERCENT", def: "0", usage: "garbage collector target, process-wide (as GOGC); 0: 50, or GOGC if set; -1: the runtime's own", dst: &o.numbers.gc},
 		{name: "dev", env: "TETHER_DEV", def: "false", usage: "ensure an app demo exists and print its API key", bool: true},
 		{name: "log-level", env: "TETHER_LOG_LEVEL", def: "info", usage: "debug, info, warn or error", dst: &o.logLevel},
 	}
@@ -168,9 +169,12 @@ func parseFlags(args []string, getenv func(string) (string, bool)) (*options, er
 		name string
 		v    string
 		dst  *int
-	}{{"max-sessions-per-user", o.numbers.perUser, &o.cfg.MaxSessionsPerUser}, {"max-sessions", o.numbers.total, &o.cfg.MaxSessions}} {
+	}{{"max-sessions-per-user", o.numbers.perUser, &o.cfg.MaxSessionsPerUser}, {"max-sessions", o.numbers.total, &o.cfg.MaxSessions}, {"gc-percent", o.numbers.gc, &o.cfg.GCPercent}} {
 		v, err := strconv.Atoi(n.v)
-		if err != nil || v < 0 {
+		if n.name == "gc-percent" && v < 0 {
+			v = -1 // any negative: leave the runtime alone
+		}
+		if err != nil || v < 0 && n.name != "gc-percent" {
 			errs = append(errs, fmt.Errorf("%s: %q is not a non-negative integer", n.name, n.v))
 			continue
 		}
