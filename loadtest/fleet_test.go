@@ -63,3 +63,21 @@ func TestFleetLayout(t *testing.T) {
 		t.Error("the same seed must give the same fleet")
 	}
 }
+
+func TestParseMsgData(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want msgData
+	}{
+		{`{"ts":1764000000123456789,"seq":42}`, msgData{TS: 1764000000123456789, Seq: 42}},
+		{`{"ts":0,"seq":0}`, msgData{Seq: 0}},
+		{`{"seq":7, "ts":5}`, msgData{TS: 5, Seq: 7}},            // another layout: encoding/json
+		{`{"ts":99999999999999999999,"seq":1}`, msgData{Seq: 1}}, // overflows: what encoding/json makes of it
+		{`{"inbound":3}`, msgData{Seq: -1}},
+		{``, msgData{Seq: -1}},
+	} {
+		if got := parseMsgData([]byte(tc.in)); got != tc.want {
+			t.Errorf("parseMsgData(%s) = %+v, want %+v", tc.in, got, tc.want)
+		}
+	}
+}

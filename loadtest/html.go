@@ -77,6 +77,7 @@ td.n{text-align:right;font-variant-numeric:tabular-nums} pre{background:#f6f8fa;
 	g := rep.Gateway
 	row("gateway RSS per session", fmt.Sprintf("%.1f KiB (%.0f → %.0f MiB over the ramp, peak %.0f)", g.RSSPerSessionKiB, g.RSSBaseMiB, g.RSSAfterRampMiB, g.RSSPeakMiB), false)
 	row("gateway CPU during traffic", fmt.Sprintf("%.1f s (%.0f µs per delivered message)", g.CPUSecondsTraffic, g.CPUPerMessageUs), false)
+	row("harness CPU during traffic (all its processes)", fmt.Sprintf("%.1f s (%.0f µs per delivered message)", rep.Harness.CPUSecondsTraffic, rep.Harness.CPUPerMessageUs), false)
 	row("kill -9", fmt.Sprintf("%d (downtimes %v s)", g.Kills, g.DowntimesS), false)
 	w("</table>\n")
 

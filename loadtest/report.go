@@ -115,8 +115,10 @@ type latencyReport struct {
 }
 
 type harnessReport struct {
-	PeakRSSMiB float64 `json:"peak_rss_mib"` // the harness's processes together
-	CPUSeconds float64 `json:"cpu_s"`
+	PeakRSSMiB        float64 `json:"peak_rss_mib"` // the harness's processes together
+	CPUSeconds        float64 `json:"cpu_s"`
+	CPUSecondsTraffic float64 `json:"cpu_s_during_traffic"`
+	CPUPerMessageUs   float64 `json:"cpu_us_per_delivered_message"` // during traffic, over every delivery, as for the gateway
 }
 
 type inboundReport struct {
@@ -198,6 +200,9 @@ func (r *runner) report(ch *checks) *report {
 	}
 	peak := r.peakOnline
 	rep.Harness = harnessReport{PeakRSSMiB: r.harnessPeak.rss / (1 << 20), CPUSeconds: r.harnessPeak.cpu}
+	if r.hCPU1 > r.hCPU0 {
+		rep.Harness.CPUSecondsTraffic = r.hCPU1 - r.hCPU0
+	}
 	r.mu.Unlock()
 	tot := r.workerTotals()
 
@@ -257,6 +262,7 @@ func (r *runner) report(ch *checks) *report {
 		}
 		if ch.Delivered > 0 {
 			g.CPUPerMessageUs = g.CPUSecondsTraffic / float64(ch.Delivered) * 1e6
+			rep.Harness.CPUPerMessageUs = rep.Harness.CPUSecondsTraffic / float64(ch.Delivered) * 1e6
 		}
 	}
 	rep.Gateway = g
@@ -379,7 +385,8 @@ func (rep *report) summary() string {
 	p("          woken devices connected %d times; %d wakes came while the device was connecting or up, %d while it was closing (it connected again)",
 		s.WakeConnects, s.WakeIgnored, s.Rewakes)
 	p("inbound   %d confirmed, %d not confirmed in 10 s", rep.Inbound.Confirmed, rep.Inbound.Failed)
-	p("harness   peak RSS %.0f MiB, %.0f CPU seconds (all its processes)", rep.Harness.PeakRSSMiB, rep.Harness.CPUSeconds)
+	p("harness   peak RSS %.0f MiB, %.0f CPU seconds (all its processes); %.1fs during traffic (%.0f µs per delivered message)",
+		rep.Harness.PeakRSSMiB, rep.Harness.CPUSeconds, rep.Harness.CPUSecondsTraffic, rep.Harness.CPUPerMessageUs)
 	g := rep.Gateway
 	if g.Local {
 		p("gateway   RSS %.0f MiB before the sessions, %.0f after the ramp (%.1f KiB/session), peak %.0f; CPU %.1fs during traffic (%.0f µs per delivered message); max open files %d; kills %d (downtimes %v s)",

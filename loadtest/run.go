@@ -53,6 +53,8 @@ type runner struct {
 	gwCPU0      float64 // gateway CPU seconds (over every process) at the start of traffic
 	gwCPU       float64 // CPU seconds of every gateway process so far, as sampled
 	gwCPU1      float64
+	hCPU0       float64 // the harness's CPU seconds (all its processes) at the start of traffic
+	hCPU1       float64 // and at its end
 	lastGw      procSample
 
 	rampSecs      float64
@@ -537,6 +539,7 @@ func (r *runner) traffic() {
 	cfg := r.cfg
 	r.col.setPhase("traffic")
 	r.gwCPU0 = r.gwCPUSeconds()
+	r.hCPU0 = r.harnessCPUSeconds()
 	r.trafficStart = time.Now()
 	r.broadcast(&command{Op: opPhase, Phase: "traffic"})
 	r.gen = &generator{cfg: cfg, f: r.f, col: r.col, api: newAPIClient(r.tgt.baseURL, r.tgt.adminToken, cfg.postConns), app: r.app, runID: r.runID}
@@ -550,6 +553,15 @@ func (r *runner) traffic() {
 	r.broadcast(&command{Op: opPhase, Phase: "drain"})
 	chaos.Wait()
 	r.gwCPU1 = r.gwCPUSeconds()
+	r.hCPU1 = r.harnessCPUSeconds()
+}
+
+// harnessCPUSeconds returns the CPU time of the harness's processes so far,
+// as last sampled.
+func (r *runner) harnessCPUSeconds() float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.harnessPeak.cpu
 }
 
 // gwCPUSeconds returns the CPU time of the gateway processes so far (the

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"strconv"
 	"sync"
@@ -276,10 +277,40 @@ type msgData struct {
 	Seq int64 `json:"seq"`
 }
 
+// parseMsgData reads a message's data as the generator writes it,
+// {"ts":N,"seq":N}, without reflection; anything else goes through
+// encoding/json (Seq -1 if it has none).
+func parseMsgData(b []byte) msgData {
+	if ts, rest, ok := cutUint(b, `{"ts":`); ok {
+		if seq, rest, ok := cutUint(rest, `,"seq":`); ok && string(rest) == "}" {
+			return msgData{TS: ts, Seq: seq}
+		}
+	}
+	md := msgData{Seq: -1}
+	_ = json.Unmarshal(b, &md)
+	return md
+}
+
+// cutUint reads prefix and then a decimal number that fits an int64.
+func cutUint(b []byte, prefix string) (int64, []byte, bool) {
+	if len(b) < len(prefix) || string(b[:len(prefix)]) != prefix {
+		return 0, nil, false
+	}
+	b = b[len(prefix):]
+	var n uint64 // 19 digits fit
+	i := 0
+	for ; i < len(b) && i < 20 && '0' <= b[i] && b[i] <= '9'; i++ {
+		n = n*10 + uint64(b[i]-'0')
+	}
+	if i == 0 || i > 19 || n > math.MaxInt64 {
+		return 0, nil, false
+	}
+	return int64(n), b[i:], true
+}
+
 func (w *worker) onMessage(d *device, c *sdkproto.Client, m *sdkproto.Message) {
 	now := time.Now().UnixNano()
-	md := msgData{Seq: -1}
-	_ = json.Unmarshal(m.Data, &md)
+	md := parseMsgData(m.Data)
 	w.mu.Lock()
 	w.batchD = append(w.batchD, delivery{K: d.k, ID: m.ID, Seq: md.Seq, TS: md.TS, At: now, Off: d.off})
 	w.mu.Unlock()

@@ -3,8 +3,9 @@
 // SDK that tests, the soak harness and Go applications use.
 //
 // It is the one package meant for import from outside the module, so it is
-// a leaf: it depends on the standard library and the WebSocket library
-// (github.com/coder/websocket) only, and imports nothing of Tether's.
+// a leaf: it depends on the standard library, the WebSocket library
+// (github.com/coder/websocket) and Tether's XML parser (internal/xmppxml,
+// itself a leaf) only.
 //
 // # Wire format
 //

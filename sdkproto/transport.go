@@ -1,7 +1,6 @@
 package sdkproto
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -96,15 +95,10 @@ func putBuf(b *[]byte) {
 type tcpTransport struct {
 	raw          net.Conn // the TCP connection
 	conn         net.Conn // raw, or TLS over it
-	br           *bufio.Reader
-	rd           *Reader
+	rd           Reader   // reads conn in blocks, with a pooled buffer
 	tls          bool
 	writeTimeout time.Duration
 }
-
-// readBufSize is the read buffer per TCP connection. TLS records are up to
-// 16 KiB but tls.Conn buffers them itself; this only batches ReadByte.
-const readBufSize = 2048
 
 func dialTCP(ctx context.Context, cfg *Config, tlsCfg *tls.Config) (*tcpTransport, error) {
 	d := net.Dialer{LocalAddr: cfg.localAddr()}
@@ -119,14 +113,13 @@ func dialTCP(ctx context.Context, cfg *Config, tlsCfg *tls.Config) (*tcpTranspor
 			return nil, err
 		}
 	} else {
-		t.br = bufio.NewReaderSize(raw, readBufSize)
-		t.rd = NewReader(t.br)
+		t.rd.Reset(raw)
 	}
 	return t, nil
 }
 
 func (t *tcpTransport) startTLS(ctx context.Context, cfg *tls.Config) error {
-	if t.br != nil && t.br.Buffered() > 0 {
+	if t.rd.buffered() > 0 {
 		return fmt.Errorf("%w: data after <proceed/>", ErrProtocol)
 	}
 	tc := tls.Client(t.raw, cfg)
@@ -135,8 +128,7 @@ func (t *tcpTransport) startTLS(ctx context.Context, cfg *tls.Config) error {
 	}
 	t.conn = tc
 	t.tls = true
-	t.br = bufio.NewReaderSize(tc, readBufSize)
-	t.rd = NewReader(t.br)
+	t.rd.Reset(tc)
 	return nil
 }
 
@@ -149,7 +141,7 @@ func (t *tcpTransport) writeHeader(to string) error {
 	return t.write(*b)
 }
 
-func (t *tcpTransport) restart()                    { t.rd.Reset(t.br) }
+func (t *tcpTransport) restart()                    { t.rd.restart() }
 func (t *tcpTransport) next() (*Element, error)     { return t.rd.Next() }
 func (t *tcpTransport) secure() bool                { return t.tls }
 func (t *tcpTransport) setReadDeadline(d time.Time) { t.conn.SetReadDeadline(d) }
@@ -255,7 +247,7 @@ func (t *wsTransport) next() (*Element, error) {
 		defer cancel()
 	}
 	for {
-		typ, b, err := t.c.Read(ctx)
+		typ, r, err := t.c.Reader(ctx)
 		if err != nil {
 			switch websocket.CloseStatus(err) {
 			case websocket.StatusNormalClosure, websocket.StatusGoingAway:
@@ -266,18 +258,44 @@ func (t *wsTransport) next() (*Element, error) {
 		if typ != websocket.MessageText {
 			return nil, fmt.Errorf("%w: binary WebSocket frame", ErrProtocol)
 		}
-		if isSpace(b) {
-			continue // whitespace keepalive
-		}
-		e, err := ParseElement(b)
+		e, err := parseMessage(r)
 		if err != nil {
 			return nil, err
+		}
+		if e == nil {
+			continue // whitespace keepalive
 		}
 		if e.Is(NSFraming, "close") {
 			return nil, io.EOF
 		}
 		return e, nil
 	}
+}
+
+// parseMessage reads one WebSocket message into a pooled buffer (a larger
+// one of its own if it does not fit; the connection's read limit bounds
+// it) and parses it; nil for whitespace.
+func parseMessage(r io.Reader) (*Element, error) {
+	bp := readBufPool.Get().(*[]byte)
+	defer readBufPool.Put(bp)
+	b := (*bp)[:0]
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if isSpace(b) {
+		return nil, nil
+	}
+	return ParseElement(b)
 }
 
 func (t *wsTransport) write(frames ...[]byte) error {

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"io"
 	"strings"
-	"unicode/utf8"
+	"sync"
+
+	"tether/internal/xmppxml"
 )
 
 // MaxDepth is how deeply elements may nest inside one top-level element
@@ -187,99 +189,221 @@ func appendEscaped(dst []byte, s string, attr bool) []byte {
 // Name is {NSStream, "stream"}), then every element at depth one whole, and
 // io.EOF when the root closes. Each top-level element, including the
 // whitespace before it, may be at most MaxStanzaBytes long; a longer one
-// fails with ErrStanzaTooLarge. Comments and processing instructions are
-// skipped, DTDs are refused.
+// fails with ErrStanzaTooLarge. Comments and processing instructions
+// between top-level elements are skipped; DTDs are refused, and so is
+// anything else RFC 6120 section 11 restricts inside an element (comments,
+// processing instructions, entities other than the predefined ones).
+// Malformed XML fails with an *xml.SyntaxError.
+//
+// The Reader holds a read buffer only while part of an element is
+// buffered: one from a shared pool, or a larger one of its own for an
+// element that needs it. A Reader waiting for input holds none.
 //
 // A Reader is not safe for concurrent use.
 type Reader struct {
-	src    limitReader
-	dec    *xml.Decoder
-	inRoot bool
-	err    error
+	src   io.Reader
+	br    io.ByteReader // src, if it is one
+	rs    sliceReader   // src, if it is one (*bufio.Reader)
+	in    inBuf
+	st    xmppxml.Stream
+	mode  uint8
+	used  int // bytes before the current element that count toward its limit
+	lines int // newlines consumed, for error positions
+	one   [1]byte
+	err   error
 }
+
+// Reader modes.
+const (
+	modeStart  = iota // nothing but whitespace, comments or PIs read yet
+	modeRoot          // inside a <stream:stream> root
+	modeFrames        // a sequence of top-level elements without a root
+)
+
+// frameHeader stands in for the missing root of a sequence of top-level
+// elements, so that the parser takes each for a stanza.
+var frameHeader = []byte("<stream:stream xmlns:stream='" + NSStream + "'>")
 
 // NewReader returns a Reader that reads from r. If r is an io.ByteReader
 // (such as *bufio.Reader or *bytes.Reader) it is read byte by byte and
-// never past the element Next returns; otherwise it is buffered internally.
+// never past the element Next returns; otherwise it is read in blocks, and
+// bytes read past the element stay buffered for the next call.
 func NewReader(r io.Reader) *Reader {
 	rd := &Reader{}
 	rd.Reset(r)
 	return rd
 }
 
-// Reset discards the Reader's state and makes it read a new stream from r,
-// as XMPP requires after STARTTLS and SASL success. Pass the same
-// io.ByteReader as before to keep bytes already buffered there.
+// Reset discards the Reader's state, including any input it buffered, and
+// makes it read a new stream from r, as XMPP requires after STARTTLS and
+// SASL success. Pass the same io.ByteReader as before to keep bytes already
+// buffered there.
 func (r *Reader) Reset(src io.Reader) {
-	br, ok := src.(io.ByteReader)
-	if !ok {
-		br = &byteReader{r: src}
-	}
-	r.src = limitReader{r: br, left: MaxStanzaBytes}
-	r.dec = xml.NewDecoder(&r.src)
-	r.inRoot = false
+	r.in.drop()
+	r.src = src
+	r.br, _ = src.(io.ByteReader)
+	r.rs, _ = src.(sliceReader)
+	r.restart()
+}
+
+// restart expects a new stream on the same input, keeping what is
+// buffered.
+func (r *Reader) restart() {
+	r.st.Reset()
+	r.mode = modeStart
+	r.used, r.lines = 0, 0
 	r.err = nil
 }
 
-// limitReader counts the bytes the decoder consumes and fails once more than
-// the budget for the current top-level element is read.
-type limitReader struct {
-	r    io.ByteReader
-	left int
+// buffered returns how many bytes were read past the last element.
+func (r *Reader) buffered() int { return r.in.w - r.in.r }
+
+// readBufSize is the size of the pooled read buffers. An element that
+// does not fit grows a buffer of the Reader's own (doubling, up to
+// MaxStanzaBytes), dropped once nothing is buffered.
+const readBufSize = 4096
+
+var readBufPool = sync.Pool{New: func() any { b := make([]byte, readBufSize); return &b }}
+
+// inBuf is a Reader's input: buf[r:w] is read and not yet consumed. buf is
+// nil while nothing is buffered.
+type inBuf struct {
+	buf  []byte
+	bp   *[]byte // buf's pool entry; nil for a grown buffer
+	r, w int
 }
 
-func (l *limitReader) ReadByte() (byte, error) {
-	if l.left <= 0 {
-		return 0, ErrStanzaTooLarge
+func (b *inBuf) take() {
+	if b.buf == nil {
+		b.bp = readBufPool.Get().(*[]byte)
+		b.buf, b.r, b.w = *b.bp, 0, 0
 	}
-	b, err := l.r.ReadByte()
-	if err == nil {
-		l.left--
-	}
-	return b, err
 }
 
-// Read is here only so that limitReader is an io.Reader; the decoder uses
-// ReadByte.
-func (l *limitReader) Read(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
+// release gives the buffer back if nothing is buffered.
+func (b *inBuf) release() {
+	if b.r == b.w {
+		b.drop()
 	}
-	b, err := l.ReadByte()
-	if err != nil {
-		return 0, err
-	}
-	p[0] = b
-	return 1, nil
 }
 
-// byteReader buffers a plain io.Reader a little.
-type byteReader struct {
-	r    io.Reader
-	buf  [512]byte
-	i, n int
+// drop gives the buffer back, discarding its content.
+func (b *inBuf) drop() {
+	if b.bp != nil {
+		readBufPool.Put(b.bp)
+	}
+	b.buf, b.bp, b.r, b.w = nil, nil, 0, 0
 }
 
-func (b *byteReader) ReadByte() (byte, error) {
-	for b.i >= b.n {
-		n, err := b.r.Read(b.buf[:])
-		b.i, b.n = 0, n
-		if n == 0 && err != nil {
+// sliceReader reads up to and including a delimiter, as *bufio.Reader
+// does.
+type sliceReader interface {
+	ReadSlice(delim byte) ([]byte, error)
+}
+
+// append adds p after what is buffered.
+func (b *inBuf) append(p []byte) {
+	b.take()
+	if b.r > 0 {
+		b.w = copy(b.buf, b.buf[b.r:b.w])
+		b.r = 0
+	}
+	if b.w+len(p) > len(b.buf) {
+		nb := make([]byte, max(2*len(b.buf), b.w+len(p)))
+		copy(nb, b.buf[:b.w])
+		if b.bp != nil {
+			readBufPool.Put(b.bp)
+		}
+		b.buf, b.bp = nb, nil
+	}
+	b.w += copy(b.buf[b.w:], p)
+}
+
+// makeRoom moves the buffered bytes to the front and, if the buffer is
+// full, grows it.
+func (b *inBuf) makeRoom() error {
+	if b.r > 0 {
+		b.w = copy(b.buf, b.buf[b.r:b.w])
+		b.r = 0
+	}
+	if b.w < len(b.buf) {
+		return nil
+	}
+	if len(b.buf) >= MaxStanzaBytes {
+		return ErrStanzaTooLarge
+	}
+	nb := make([]byte, min(2*len(b.buf), MaxStanzaBytes))
+	copy(nb, b.buf[:b.w])
+	if b.bp != nil {
+		readBufPool.Put(b.bp)
+	}
+	b.buf, b.bp = nb, nil
+	return nil
+}
+
+// fill reads more input after what is buffered: up to the next '>' from a
+// *bufio.Reader (no item ends elsewhere, so that reads no further than
+// byte by byte would), one byte from another io.ByteReader, or what one
+// Read gives. With nothing buffered it first waits for input, holding no
+// buffer meanwhile.
+func (r *Reader) fill() error {
+	if r.rs != nil {
+		p, err := r.rs.ReadSlice('>')
+		if len(p) > 0 {
+			r.in.append(p)
+			return nil
+		}
+		return err
+	}
+	if r.in.r == r.in.w {
+		r.in.release()
+		c, err := r.readByte()
+		if err != nil {
+			return err
+		}
+		r.in.take()
+		r.in.buf[0], r.in.r, r.in.w = c, 0, 1
+		return nil
+	}
+	if err := r.in.makeRoom(); err != nil {
+		return err
+	}
+	if r.br != nil {
+		c, err := r.br.ReadByte()
+		if err != nil {
+			return err
+		}
+		r.in.buf[r.in.w] = c
+		r.in.w++
+		return nil
+	}
+	for range 100 {
+		n, err := r.src.Read(r.in.buf[r.in.w:])
+		r.in.w += n
+		if n > 0 {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return io.ErrNoProgress
+}
+
+func (r *Reader) readByte() (byte, error) {
+	if r.br != nil {
+		return r.br.ReadByte()
+	}
+	for range 100 {
+		n, err := r.src.Read(r.one[:])
+		if n > 0 {
+			return r.one[0], nil
+		}
+		if err != nil {
 			return 0, err
 		}
 	}
-	c := b.buf[b.i]
-	b.i++
-	return c, nil
-}
-
-func (b *byteReader) Read(p []byte) (int, error) {
-	if b.i < b.n {
-		n := copy(p, b.buf[b.i:b.n])
-		b.i += n
-		return n, nil
-	}
-	return b.r.Read(p)
+	return 0, io.ErrNoProgress
 }
 
 // Next returns the next top-level element (or the stream header), io.EOF at
@@ -291,84 +415,214 @@ func (r *Reader) Next() (*Element, error) {
 	}
 	e, err := r.next()
 	if err != nil {
-		r.err = mapReadErr(err)
-		return nil, r.err
+		r.err = err
+		return nil, err
 	}
 	return e, nil
 }
 
-func mapReadErr(err error) error {
-	if errors.Is(err, ErrStanzaTooLarge) {
-		return ErrStanzaTooLarge
-	}
-	var se *xml.SyntaxError
-	if errors.As(err, &se) && se.Msg == "unexpected EOF" {
-		// The connection ended inside the stream or an element.
-		return io.ErrUnexpectedEOF
-	}
-	return err
-}
-
 func (r *Reader) next() (*Element, error) {
-	r.src.left = MaxStanzaBytes
+	r.used = 0
 	for {
-		tok, err := r.dec.Token()
-		if err != nil {
-			if err == io.EOF && r.inRoot {
-				return nil, io.ErrUnexpectedEOF
+		b := r.in.buf[r.in.r:r.in.w]
+		// Every item ends with '>' unless it is text (whitespace): read
+		// byte by byte, the input is parsed only when it can be complete.
+		if len(b) > 0 && (r.br == nil || b[len(b)-1] == '>' || b[0] != '<') {
+			n, e, end, err := r.item(b)
+			if err == nil {
+				r.lines += bytes.Count(b[:n], newline)
+				r.in.r += n
+				if end {
+					r.in.release()
+					return nil, io.EOF
+				}
+				if e != nil {
+					r.in.release()
+					return e, nil
+				}
+				continue
+			}
+			if err != xmppxml.ErrNeedMore {
+				return nil, r.syntaxErr(b, err)
+			}
+		}
+		if r.used+len(b) >= MaxStanzaBytes {
+			return nil, ErrStanzaTooLarge
+		}
+		if err := r.fill(); err != nil {
+			if err == io.EOF && (len(b) > 0 || r.mode == modeRoot) {
+				// The connection ended inside the stream or an element.
+				err = io.ErrUnexpectedEOF
 			}
 			return nil, err
 		}
-		switch t := tok.(type) {
-		case xml.StartElement:
-			if err := checkName(t.Name); err != nil {
-				return nil, err
-			}
-			if !r.inRoot && t.Name.Local == "stream" && (t.Name.Space == NSStream || t.Name.Space == "stream") {
-				r.inRoot = true
-				return &Element{Name: t.Name, Attr: cleanAttr(t.Attr)}, nil
-			}
-			return r.element(t)
-		case xml.EndElement:
-			// Only the root can end here: the decoder checks nesting.
-			return nil, io.EOF
-		case xml.CharData:
-			if !isSpace(t) {
-				return nil, errTextOutsideElement
-			}
-			r.src.left = MaxStanzaBytes
-		case xml.Directive:
-			return nil, errDirective
-		case xml.Comment, xml.ProcInst:
-			r.src.left = MaxStanzaBytes
-		}
 	}
 }
 
+var newline = []byte{'\n'}
+
+// item handles the first item of b: it returns how many bytes it took and
+// the element, or end at the stream's end; neither when it took only
+// whitespace, a comment or a processing instruction.
+func (r *Reader) item(b []byte) (n int, e *Element, end bool, err error) {
+	if b[0] == '<' {
+		n, err := skipMarkup(b, r.mode == modeStart)
+		if n > 0 {
+			r.used = 0
+		}
+		if n > 0 || err != nil {
+			return n, nil, false, err
+		}
+	}
+	if r.mode == modeStart {
+		return r.start(b)
+	}
+	n, kind, x, err := r.st.Next(b)
+	if err != nil {
+		return 0, nil, false, err
+	}
+	switch kind {
+	case xmppxml.KindWhitespace:
+		r.used += n
+		if r.used > MaxStanzaBytes {
+			return 0, nil, false, ErrStanzaTooLarge
+		}
+		return n, nil, false, nil
+	case xmppxml.KindEnd:
+		return n, nil, true, nil
+	}
+	if r.used+n > MaxStanzaBytes {
+		return 0, nil, false, ErrStanzaTooLarge
+	}
+	e, err = fromTree(x)
+	return n, e, false, err
+}
+
+// start handles what comes before the first element: whitespace and an
+// XML declaration, then the first element's start tag decides whether the
+// stream has a <stream:stream> root.
+func (r *Reader) start(b []byte) (int, *Element, bool, error) {
+	if b[0] != '<' {
+		n := 0
+		for n < len(b) && isSpaceByte(b[n]) {
+			n++
+		}
+		if n == 0 {
+			return 0, nil, false, errTextOutsideElement
+		}
+		r.used += n
+		if r.used > MaxStanzaBytes {
+			return 0, nil, false, ErrStanzaTooLarge
+		}
+		return n, nil, false, nil
+	}
+	decl := 0
+	if b[1] == '?' { // an XML declaration: skipMarkup passed nothing else
+		j := bytes.Index(b, []byte("?>"))
+		decl = j + 2
+		for decl < len(b) && isSpaceByte(b[decl]) {
+			decl++
+		}
+	}
+	i := decl + 1
+	for i < len(b) && !isSpaceByte(b[i]) && b[i] != '/' && b[i] != '>' {
+		i++
+	}
+	if i >= len(b) {
+		return 0, nil, false, xmppxml.ErrNeedMore
+	}
+	name := b[decl+1 : i]
+	if c := bytes.LastIndexByte(name, ':'); c >= 0 {
+		name = name[c+1:]
+	}
+	if b[decl] == '<' && string(name) == "stream" {
+		n, kind, x, err := r.st.Next(b)
+		if err != nil {
+			return 0, nil, false, err
+		}
+		if kind == xmppxml.KindHeader && x.Name.Space == NSStream {
+			if r.used+n > MaxStanzaBytes {
+				return 0, nil, false, ErrStanzaTooLarge
+			}
+			r.mode = modeRoot
+			return n, &Element{Name: x.Name, Attr: cleanAttr(x.Attrs)}, false, nil
+		}
+		// Named stream but not the stream element: an ordinary one.
+		r.st.Reset()
+	}
+	r.mode = modeFrames
+	if _, _, _, err := r.st.Next(frameHeader); err != nil {
+		return 0, nil, false, err
+	}
+	if decl > 0 {
+		return decl, nil, false, nil
+	}
+	return r.item(b)
+}
+
+// skipMarkup returns the length of the comment or processing instruction
+// at the start of b, 0 if there is none, or ErrNeedMore. An XML declaration
+// is only allowed before the first element (inStart), where it is left to
+// the caller.
+func skipMarkup(b []byte, inStart bool) (int, error) {
+	switch {
+	case len(b) < 4 && strings.HasPrefix("<!--", string(b)):
+		return 0, xmppxml.ErrNeedMore
+	case bytes.HasPrefix(b, []byte("<!--")):
+		j := bytes.Index(b[4:], []byte("-->"))
+		if j < 0 {
+			return 0, xmppxml.ErrNeedMore
+		}
+		return 4 + j + 3, nil
+	case len(b) > 1 && b[1] == '?':
+		j := bytes.Index(b[2:], []byte("?>"))
+		if j < 0 {
+			return 0, xmppxml.ErrNeedMore
+		}
+		target := b[2 : 2+j]
+		if k := bytes.IndexAny(target, " \t\r\n"); k >= 0 {
+			target = target[:k]
+		}
+		if string(target) == "xml" {
+			if inStart {
+				return 0, nil
+			}
+			return 0, errMisplacedDecl
+		}
+		return 2 + j + 2, nil
+	}
+	return 0, nil
+}
+
+// syntaxErr turns a parse error at an offset into b into an *xml.SyntaxError
+// with its line in the stream.
+func (r *Reader) syntaxErr(b []byte, err error) error {
+	var se *xmppxml.SyntaxError
+	if !errors.As(err, &se) {
+		return err
+	}
+	off := min(max(se.Offset, 0), len(b))
+	return &xml.SyntaxError{Msg: se.Msg, Line: r.lines + 1 + bytes.Count(b[:off], newline)}
+}
+
 var (
-	errTextOutsideElement = errors.New("sdkproto: character data outside a stanza")
-	errDirective          = errors.New("sdkproto: XML directives are not allowed")
-	errBadName            = errors.New("sdkproto: name is not namespace-well-formed")
+	errTextOutsideElement = &xml.SyntaxError{Msg: "character data outside a stanza", Line: 1}
+	errMisplacedDecl      = errors.New("sdkproto: XML declaration after the start of the stream")
 	errTooDeep            = errors.New("sdkproto: elements nested too deeply")
 )
 
 func isSpace(b []byte) bool {
 	for _, c := range b {
-		if c != ' ' && c != '\t' && c != '\r' && c != '\n' {
+		if !isSpaceByte(c) {
 			return false
 		}
 	}
 	return true
 }
 
-func checkName(n xml.Name) error {
-	if n.Local == "" || strings.IndexByte(n.Local, ':') >= 0 {
-		return errBadName
-	}
-	return nil
-}
+func isSpaceByte(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }
 
-// cleanAttr drops namespace declarations and checks attribute names.
+// cleanAttr drops namespace declarations, in place.
 func cleanAttr(attr []xml.Attr) []xml.Attr {
 	out := attr[:0]
 	for _, a := range attr {
@@ -380,99 +634,78 @@ func cleanAttr(attr []xml.Attr) []xml.Attr {
 	if len(out) == 0 {
 		return nil
 	}
-	return out
+	return out[:len(out):len(out)]
 }
 
-func (r *Reader) element(start xml.StartElement) (*Element, error) {
-	root := &Element{Name: start.Name, Attr: cleanAttr(start.Attr)}
-	if err := checkAttrNames(root.Attr); err != nil {
+// fromTree copies a parsed element into an Element tree: one block for the
+// Elements and one for the children's pointers. The attributes and strings
+// are the parser's (it made them for this element alone).
+func fromTree(x *xmppxml.Element) (*Element, error) {
+	n, err := countTree(x, 1)
+	if err != nil {
 		return nil, err
 	}
-	stack := make([]*Element, 1, 4)
-	stack[0] = root
-	var text []byte // character data of the innermost open element, pending
-	for {
-		tok, err := r.dec.Token()
-		if err != nil {
-			if err == io.EOF {
-				return nil, io.ErrUnexpectedEOF
-			}
-			return nil, err
-		}
-		top := stack[len(stack)-1]
-		switch t := tok.(type) {
-		case xml.StartElement:
-			if err := checkName(t.Name); err != nil {
-				return nil, err
-			}
-			if len(stack) >= MaxDepth {
-				return nil, errTooDeep
-			}
-			if len(text) > 0 {
-				top.Text += string(text)
-				text = text[:0]
-			}
-			c := &Element{Name: t.Name, Attr: cleanAttr(t.Attr)}
-			if err := checkAttrNames(c.Attr); err != nil {
-				return nil, err
-			}
-			top.Children = append(top.Children, c)
-			stack = append(stack, c)
-		case xml.EndElement:
-			if len(text) > 0 {
-				top.Text += string(text)
-				text = text[:0]
-			}
-			stack = stack[:len(stack)-1]
-			if len(stack) == 0 {
-				return root, nil
-			}
-		case xml.CharData:
-			text = append(text, t...)
-		case xml.Directive:
-			return nil, errDirective
-		}
+	t := treeCopy{els: make([]Element, n)}
+	if n > 1 {
+		t.kids = make([]*Element, n-1)
 	}
+	return t.copy(x), nil
 }
 
-func checkAttrNames(attr []xml.Attr) error {
-	for _, a := range attr {
-		if err := checkName(a.Name); err != nil {
-			return err
+func countTree(x *xmppxml.Element, depth int) (int, error) {
+	if depth > MaxDepth {
+		return 0, errTooDeep
+	}
+	n := 1
+	for _, c := range x.Children {
+		k, err := countTree(c, depth+1)
+		if err != nil {
+			return 0, err
 		}
-		if !utf8.ValidString(a.Value) {
-			return errBadName
+		n += k
+	}
+	return n, nil
+}
+
+type treeCopy struct {
+	els  []Element
+	kids []*Element
+}
+
+func (t *treeCopy) copy(x *xmppxml.Element) *Element {
+	e := &t.els[0]
+	t.els = t.els[1:]
+	e.Name, e.Attr, e.Text = x.Name, cleanAttr(x.Attrs), x.Text
+	if k := len(x.Children); k > 0 {
+		e.Children = t.kids[:k:k]
+		t.kids = t.kids[k:]
+		for i, c := range x.Children {
+			e.Children[i] = t.copy(c)
 		}
 	}
-	return nil
+	return e
 }
 
 // ParseElement parses b as exactly one top-level element (an RFC 7395
-// WebSocket frame) surrounded by optional whitespace. It is safe for
-// concurrent use.
+// WebSocket frame) surrounded by optional whitespace, optionally after an
+// XML declaration. It is safe for concurrent use.
 func ParseElement(b []byte) (*Element, error) {
 	if len(b) > MaxStanzaBytes {
 		return nil, ErrStanzaTooLarge
 	}
-	rd := NewReader(bytes.NewReader(b))
-	e, err := rd.Next()
+	x, err := xmppxml.ParseFrame(b)
 	if err != nil {
-		return nil, err
-	}
-	if e.Name.Local == "stream" && rd.inRoot {
-		return nil, errUnexpectedStreamHeader
-	}
-	// Nothing but whitespace may follow.
-	if _, err := rd.Next(); err != io.EOF {
-		if err == nil {
-			return nil, errTrailingData
+		var se *xmppxml.SyntaxError
+		if errors.As(err, &se) {
+			off := min(max(se.Offset, 0), len(b))
+			return nil, &xml.SyntaxError{Msg: se.Msg, Line: 1 + bytes.Count(b[:off], newline)}
 		}
 		return nil, err
 	}
-	return e, nil
+	if x.Name.Local == "stream" && x.Name.Space == NSStream {
+		return nil, errUnexpectedStreamHeader
+	}
+	return fromTree(x)
 }
 
-var (
-	errUnexpectedStreamHeader = errors.New("sdkproto: unexpected stream header")
-	errTrailingData           = errors.New("sdkproto: data after the element")
-)
+var errUnexpectedStreamHeader = errors.New("sdkproto: unexpected stream header")

@@ -1,6 +1,7 @@
 package sdkproto_test
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"encoding/xml"
@@ -131,6 +132,21 @@ func TestReaderDoesNotReadAhead(t *testing.T) {
 	require.True(t, e.Is(sdkproto.NSTLS, "proceed"))
 	rest, _ := io.ReadAll(in)
 	require.Equal(t, "\x16\x03\x01binary", string(rest))
+}
+
+func TestReaderDoesNotReadAheadBufio(t *testing.T) {
+	t.Parallel()
+	// Through a *bufio.Reader the Reader takes input up to each '>', so
+	// what follows the element stays in the bufio.Reader.
+	in := bufio.NewReader(strings.NewReader(streamHeader + "\n<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>" + "\x16\x03\x01binary>more"))
+	rd := sdkproto.NewReader(in)
+	_, err := rd.Next()
+	require.NoError(t, err)
+	e, err := rd.Next()
+	require.NoError(t, err)
+	require.True(t, e.Is(sdkproto.NSTLS, "proceed"))
+	rest, _ := io.ReadAll(in)
+	require.Equal(t, "\x16\x03\x01binary>more", string(rest))
 }
 
 func TestReaderReset(t *testing.T) {
