@@ -107,6 +107,7 @@ type Session struct {
 	inflight   []inflight       // messages queued and not yet acknowledged
 	sentIDs    []string         // ids written since the last MarkSent
 	smEnabled  bool
+	receipts   bool // the device sends XEP-0184 receipts
 	smID       string
 	hIn        uint32 // stanzas received (XEP-0198 h)
 	hOut       uint32 // stanzas sent
@@ -657,7 +658,7 @@ func (s *Session) resume(e *element) CloseReason {
 	if old.resumeTmr != nil {
 		old.resumeTmr.Stop()
 	}
-	sub, snk, inflight, lastSeq, more, hIn, smID := old.sub, old.snk, old.inflight, old.lastSeq, old.more, old.hIn, old.smID
+	sub, snk, inflight, lastSeq, more, hIn, smID, receipts := old.sub, old.snk, old.inflight, old.lastSeq, old.more, old.hIn, old.smID, old.receipts
 	old.sub, old.snk, old.inflight, old.closeReason = nil, nil, nil, ReasonResumed
 	if snk != nil {
 		snk.s.Store(s) // the queue's hand-offs now reach this session
@@ -681,7 +682,7 @@ func (s *Session) resume(e *element) CloseReason {
 	b.WriteString("/>")
 
 	s.smEnabled, s.smID, s.hIn, s.hOut = true, smID, hIn, uint32(h)
-	s.lastSeq, s.more = lastSeq, more
+	s.lastSeq, s.more, s.receipts = lastSeq, more, receipts
 	s.sub, s.snk = sub, snk
 	s.enqueueLocked(b.Bytes())
 	for _, f := range inflight[acked:] {

@@ -228,6 +228,9 @@ func (s *Session) message(e *element) CloseReason {
 	ctx := context.Background()
 	if r := e.Child(sdkproto.NSReceipts, "received"); r != nil {
 		if id := r.Value("id"); id != "" {
+			s.mu.Lock()
+			s.receipts = true
+			s.mu.Unlock()
 			s.forget(id)
 			if err := s.srv.q.MarkDelivered(ctx, s.ref(), id); err != nil {
 				s.log.Warn("receipt", zap.Error(err))
@@ -440,13 +443,21 @@ func (s *Session) queueMessageLocked(m *queue.Message, resend bool) {
 	}
 	s.sentIDs = append(s.sentIDs, m.ID)
 	frames := [][]byte{s.renderMessage(m)}
-	if s.smEnabled {
+	// Ask for an XEP-0198 ack after each message, unless the device
+	// answers receipts: each receipt takes its message out of flight, so
+	// an <r/> would only make it write an <a/> per message too (and the
+	// gateway read it). Once unreceipted messages pile up, ask again.
+	if s.smEnabled && (!s.receipts || len(s.inflight) >= smRequestAbove) {
 		frames = append(frames, smRequest)
 	}
 	s.enqueueLocked(frames...)
 }
 
 var smRequest = []byte("<r xmlns='urn:xmpp:sm:3'/>")
+
+// smRequestAbove is the number of messages in flight from which a session
+// whose device sends receipts asks for acks again.
+const smRequestAbove = 8
 
 // renderMessage writes the message stanza of SPEC section 6.
 func (s *Session) renderMessage(m *queue.Message) []byte {
