@@ -1086,3 +1086,32 @@ func TestIdleSessionsPark(t *testing.T) {
 	ws.send("<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>")
 	waitParked(2)
 }
+
+// TestAckRequestsFollowReceipts: with stream management each message comes
+// with an <r/>, until the device answers a receipt; from then on messages
+// come without one (the receipts acknowledge them), and <a/> still works.
+func TestAckRequestsFollowReceipts(t *testing.T) {
+	f := start(t, nil)
+	c := f.login(t, "alice", "phone1")
+	c.enableSM()
+	c.presence()
+	m1 := f.sendTo(t, "alice", "one")
+	n, err := c.next()
+	require.NoError(t, err)
+	require.Equal(t, m1, n.attr("id"))
+	n, err = c.next()
+	require.NoError(t, err)
+	require.Equal(t, "r", n.XMLName.Local, "an ack request after the message, got %s", n)
+	c.send("<message to='acme.localhost'><received xmlns='urn:xmpp:receipts' id='" + m1 + "'/></message>")
+	f.waitStatus(t, m1, "delivered")
+	m2 := f.sendTo(t, "alice", "two")
+	m3 := f.sendTo(t, "alice", "three")
+	for _, want := range []string{m2, m3} {
+		n, err := c.next()
+		require.NoError(t, err)
+		require.Equal(t, "message", n.XMLName.Local, "no <r/> once receipts come, got %s", n)
+		require.Equal(t, want, n.attr("id"))
+	}
+	c.send("<a xmlns='urn:xmpp:sm:3' h='3'/>") // m1 (h 1), m2, m3
+	f.waitStatus(t, m3, "delivered")
+}
