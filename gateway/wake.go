@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -29,7 +30,14 @@ import (
 // wait on a provider.
 //
 // The per-device state is in memory: after a restart, offline devices are
-// woken again by their next message.
+// woken again by their next message. The hourly cap survives restarts: the
+// times of a device's wakes of the last hour (at most the cap's count) are
+// stored under its P key, written unsynced with the device.wake_sent events
+// (one more batch per flush, not a commit per wake), and read once when the
+// waker first considers the device after a start. A crash may lose the
+// wakes of the last moments (those not yet flushed or not yet synced by a
+// later commit), never the rest of the hour. The record is deleted once its
+// last wake is an hour old, and with the device, its user or its app.
 
 const (
 	defaultWakeInterval = 60 * time.Second
@@ -43,16 +51,35 @@ const (
 type wakeKey struct{ app, user, device string }
 
 type wakeState struct {
-	inFlight  bool      // a push is queued or being sent
-	next      time.Time // no push before this
-	interval  time.Duration
-	hourStart time.Time
-	hourCount int
-	priority  wake.Priority
-	expires   time.Time     // latest expiry of the messages it was woken for
-	backoff   time.Duration // after a 429/5xx: doubles from 1 s to 5 min
-	pending   int           // messages known to wait (a lower bound)
-	idle      bool          // no wake outstanding; kept for the hourly cap
+	inFlight bool      // a push is queued or being sent
+	next     time.Time // no push before this
+	interval time.Duration
+	sent     []time.Time // wakes of the last hour counted against the cap, oldest first
+	stored   bool        // the store may hold wake times for the device
+	priority wake.Priority
+	expires  time.Time     // latest expiry of the messages it was woken for
+	backoff  time.Duration // after a 429/5xx: doubles from 1 s to 5 min
+	pending  int           // messages known to wait (a lower bound)
+	idle     bool          // no wake outstanding; kept for the hourly cap
+}
+
+// recent drops the wakes that are an hour old: the cap counts the others.
+func (st *wakeState) recent(now time.Time) {
+	i := 0
+	for i < len(st.sent) && now.Sub(st.sent[i]) >= time.Hour {
+		i++
+	}
+	st.sent = st.sent[i:]
+}
+
+// unsend takes back the wake counted at at: it did not go out.
+func (st *wakeState) unsend(at time.Time) {
+	for i := len(st.sent) - 1; i >= 0; i-- {
+		if st.sent[i].Equal(at) {
+			st.sent = slices.Delete(st.sent, i, i+1)
+			return
+		}
+	}
 }
 
 type waker struct {
@@ -72,12 +99,14 @@ type waker struct {
 	sms      *prometheus.CounterVec
 
 	// device.wake_sent events, appended in batches by eventLoop: one
-	// store commit per batch rather than per wake.
-	evMu   sync.Mutex
-	evBuf  []*queue.Event
-	evKick chan struct{}
-	evStop chan struct{}
-	evDone chan struct{}
+	// store commit per batch rather than per wake. wakeBuf holds the wake
+	// times to store with them (the latest per device; none deletes).
+	evMu    sync.Mutex
+	evBuf   []*queue.Event
+	wakeBuf map[wakeKey][]int64
+	evKick  chan struct{}
+	evStop  chan struct{}
+	evDone  chan struct{}
 }
 
 // appProviders are an app's push and SMS clients, built from its record and
@@ -339,8 +368,15 @@ func (w *waker) consider(k wakeKey, reg *queue.PushRegistration, prio wake.Prior
 	w.mu.Lock()
 	st := w.devices[k]
 	if st == nil {
-		st = &wakeState{interval: w.interval(p.rec)}
-		w.devices[k] = st
+		// First look at the device since the start (or since its last
+		// hour ended): its stored wake times count against the cap.
+		w.mu.Unlock()
+		sent := w.loadSent(k, now)
+		w.mu.Lock()
+		if st = w.devices[k]; st == nil {
+			st = &wakeState{interval: w.interval(p.rec), sent: sent, stored: len(sent) > 0}
+			w.devices[k] = st
+		}
 	}
 	if st.idle {
 		if added == 0 {
@@ -360,30 +396,85 @@ func (w *waker) consider(k wakeKey, reg *queue.PushRegistration, prio wake.Prior
 		w.mu.Unlock()
 		return
 	}
-	if now.Sub(st.hourStart) >= time.Hour {
-		st.hourStart, st.hourCount = now, 0
-	}
+	st.recent(now)
 	cap := wakeCapDefault
 	if reg.Provider == "apns" && mode == wake.ModeBackground {
 		cap = wakeCapBackground
 	}
-	if st.hourCount >= cap {
-		st.next = st.hourStart.Add(time.Hour)
+	if len(st.sent) >= cap {
+		// Next when the oldest wake that keeps it at the cap is an hour old.
+		st.next = st.sent[len(st.sent)-cap].Add(time.Hour)
 		w.mu.Unlock()
 		return
 	}
 	st.inFlight = true
-	st.hourCount++
+	st.sent = append(st.sent, now)
 	payload := wake.Payload{Pending: max(st.pending, 1), Priority: st.priority, Expiration: st.expires, Mode: mode, AlertText: alert}
 	w.mu.Unlock()
 	target := wake.Target{Token: reg.Token, Topic: reg.Topic, Environment: reg.Environment}
 	ok := submit(wake.Job{Provider: onlineCheck{prov, w, k}, Target: target, Payload: payload,
-		Done: func(res wake.Result, err error) { w.finished(k, reg, prov.Name(), res) }})
+		Done: func(res wake.Result, err error) { w.finished(k, reg, prov.Name(), res, now) }})
 	if !ok {
 		w.mu.Lock()
 		st.inFlight = false
+		st.unsend(now) // refused by the pool: not sent
 		st.next = now.Add(time.Second)
 		w.mu.Unlock()
+	}
+}
+
+// loadSent reads the device's stored wake times of the last hour: the
+// ones still waiting for eventLoop if any, else the store's (one Get).
+func (w *waker) loadSent(k wakeKey, now time.Time) []time.Time {
+	w.evMu.Lock()
+	ms, queued := w.wakeBuf[k]
+	w.evMu.Unlock()
+	if !queued {
+		var err error
+		ms, err = w.g.db.GetWakeTimes(k.app, k.user, k.device)
+		if err != nil {
+			w.log.Warn("wake: load wake times", zapApp(k.app), zap.Error(err))
+			return nil
+		}
+	}
+	var sent []time.Time
+	for _, m := range ms {
+		if at := time.UnixMilli(m); now.Sub(at) < time.Hour {
+			sent = append(sent, at)
+		}
+	}
+	return sent
+}
+
+// storeSentLocked queues st's wake times of the last hour for eventLoop to
+// store (none: delete the record). The caller holds w.mu.
+func (w *waker) storeSentLocked(k wakeKey, st *wakeState, now time.Time) {
+	st.recent(now)
+	sent := st.sent[max(len(st.sent)-wakeCapDefault, 0):] // the largest cap
+	ms := make([]int64, len(sent))
+	for i, at := range sent {
+		ms[i] = at.UnixMilli()
+	}
+	st.stored = len(ms) > 0
+	w.evMu.Lock()
+	kick := len(w.evBuf) == 0 && len(w.wakeBuf) == 0
+	if w.wakeBuf == nil {
+		w.wakeBuf = map[wakeKey][]int64{}
+	}
+	w.wakeBuf[k] = ms
+	w.evMu.Unlock()
+	if kick {
+		w.kick()
+	}
+}
+
+// dropLocked forgets the device's state, and its stored wake times (all
+// an hour old by now). The caller holds w.mu.
+func (w *waker) dropLocked(k wakeKey, st *wakeState, now time.Time) {
+	delete(w.devices, k)
+	if st.stored {
+		st.sent = nil
+		w.storeSentLocked(k, st, now)
 	}
 }
 
@@ -414,7 +505,8 @@ func (w *waker) interval(rec *appRecord) time.Duration {
 }
 
 // finished records a provider's answer (on a pool worker).
-func (w *waker) finished(k wakeKey, reg *queue.PushRegistration, provider string, res wake.Result) {
+// sentAt is when consider counted the wake.
+func (w *waker) finished(k wakeKey, reg *queue.PushRegistration, provider string, res wake.Result, sentAt time.Time) {
 	ctx := context.Background()
 	now := w.g.cfg.Clock.Now()
 	w.mu.Lock()
@@ -425,7 +517,7 @@ func (w *waker) finished(k wakeKey, reg *queue.PushRegistration, provider string
 	}
 	st.inFlight = false
 	if res.Reason == reasonOnline {
-		st.hourCount-- // not sent
+		st.unsend(sentAt) // not sent
 		w.mu.Unlock()
 		return
 	}
@@ -437,7 +529,7 @@ func (w *waker) finished(k wakeKey, reg *queue.PushRegistration, provider string
 	case wake.RetryAfter:
 		// Not delivered: it does not count against the cap. Back off
 		// exponentially, and never sooner than the provider asked.
-		st.hourCount--
+		st.unsend(sentAt)
 		st.backoff = min(max(st.backoff*2, time.Second), maxRetryBackoff)
 		st.next = now.Add(max(res.RetryAfter, st.backoff))
 	case wake.TokenInvalid:
@@ -445,6 +537,10 @@ func (w *waker) finished(k wakeKey, reg *queue.PushRegistration, provider string
 	default:
 		st.next = now.Add(st.interval)
 		st.interval = min(st.interval*2, maxWakeInterval)
+	}
+	if res.Outcome != wake.RetryAfter && res.Outcome != wake.TokenInvalid {
+		// Counted against the cap: stored with the next batch of events.
+		w.storeSentLocked(k, st, now)
 	}
 	w.mu.Unlock()
 	switch res.Outcome {
@@ -460,19 +556,25 @@ func (w *waker) finished(k wakeKey, reg *queue.PushRegistration, provider string
 // event queues e for eventLoop.
 func (w *waker) event(e *queue.Event) {
 	w.evMu.Lock()
+	first := len(w.evBuf) == 0 && len(w.wakeBuf) == 0
 	w.evBuf = append(w.evBuf, e)
-	first := len(w.evBuf) == 1
 	w.evMu.Unlock()
 	if first {
-		select {
-		case w.evKick <- struct{}{}:
-		default:
-		}
+		w.kick()
+	}
+}
+
+func (w *waker) kick() {
+	select {
+	case w.evKick <- struct{}{}:
+	default:
 	}
 }
 
 // eventLoop appends the queued events, all that gathered since the last
-// commit in one, until close (after the pool's last answer).
+// commit in one, until close (after the pool's last answer). The wake
+// times gathered with them go in one batch before them. Both commits are
+// unsynced: the next synced commit of the store makes them durable.
 func (w *waker) eventLoop() {
 	defer close(w.evDone)
 	for {
@@ -483,9 +585,18 @@ func (w *waker) eventLoop() {
 			stop = true
 		}
 		w.evMu.Lock()
-		es := w.evBuf
-		w.evBuf = nil
+		es, ws := w.evBuf, w.wakeBuf
+		w.evBuf, w.wakeBuf = nil, nil
 		w.evMu.Unlock()
+		if len(ws) > 0 {
+			b := w.g.db.NewBatch()
+			for k, ms := range ws {
+				b.PutWakeTimes(k.app, k.user, k.device, ms)
+			}
+			if err := b.Commit(false); err != nil {
+				w.log.Warn("wake: store wake times", zap.Error(err))
+			}
+		}
 		if err := w.g.q.AppendEvents(context.Background(), es); err != nil {
 			w.log.Warn("wake: events", zap.Error(err))
 		}
@@ -548,25 +659,30 @@ func (w *waker) retry(k wakeKey, now time.Time) {
 	dev := queue.DeviceRef{App: k.app, User: k.user, Device: k.device}
 	w.mu.Lock()
 	if st := w.devices[k]; st != nil && st.idle {
-		// Only kept for the hourly cap: drop it once its hour is over.
-		if now.Sub(st.hourStart) >= time.Hour {
-			delete(w.devices, k)
+		// Only kept for the hourly cap: drop it once its last wake is an
+		// hour old.
+		st.recent(now)
+		if len(st.sent) == 0 {
+			w.dropLocked(k, st, now)
 		} else {
-			st.next = st.hourStart.Add(time.Hour)
+			st.next = st.sent[len(st.sent)-1].Add(time.Hour)
 		}
 		w.mu.Unlock()
 		return
 	}
 	w.mu.Unlock()
-	// forget ends the outstanding wake. The hourly count stays for the
-	// rest of its hour (the cap holds across connects); the entry goes
-	// once that hour is over.
+	// forget ends the outstanding wake. The wakes of the last hour stay
+	// counted (the cap holds across connects); the entry goes once the
+	// last of them is an hour old.
 	forget := func() {
 		w.mu.Lock()
-		if st := w.devices[k]; st != nil && now.Sub(st.hourStart) < time.Hour && st.hourCount > 0 {
-			*st = wakeState{idle: true, hourStart: st.hourStart, hourCount: st.hourCount, next: st.hourStart.Add(time.Hour)}
-		} else {
-			delete(w.devices, k)
+		if st := w.devices[k]; st != nil {
+			st.recent(now)
+			if len(st.sent) > 0 {
+				*st = wakeState{idle: true, sent: st.sent, stored: st.stored, next: st.sent[len(st.sent)-1].Add(time.Hour)}
+			} else {
+				w.dropLocked(k, st, now)
+			}
 		}
 		w.mu.Unlock()
 	}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -16,6 +18,7 @@ import (
 	"tether/gateway/api"
 	"tether/internal/gatewaytest"
 	"tether/sdkproto"
+	"tether/storage"
 	"tether/wake/waketest"
 )
 
@@ -297,4 +300,150 @@ func TestSMSFallback(t *testing.T) {
 		}
 	}
 	require.Equal(t, 1, n)
+}
+
+// capFixture is a gateway on a manual clock whose wakes go to the APNs
+// fake, restartable on the same data dir.
+type capFixture struct {
+	t     *testing.T
+	apns  *waketest.APNs
+	g     *gatewaytest.Gateway
+	app   *api.Client
+	key   string
+	ctx   context.Context
+	start time.Time
+}
+
+func (f *capFixture) run(opts ...gatewaytest.Option) {
+	apns := f.apns
+	opts = append(opts, gatewaytest.WithConfig(func(c *gateway.Config) {
+		c.ProviderHTTPClient = func(p string) *http.Client {
+			if p == "apns" {
+				return apns.Client()
+			}
+			return nil
+		}
+	}))
+	f.g = gatewaytest.Start(f.t, opts...)
+	if f.key == "" {
+		a, err := f.g.Admin().CreateApp(f.ctx, api.CreateAppRequest{ID: "acme"})
+		require.NoError(f.t, err)
+		f.key = a.APIKey
+	}
+	f.app = api.NewClient(f.g.URL, f.key)
+}
+
+// restart stops the gateway and starts it again on the same store, its
+// clock going on from where it was.
+func (f *capFixture) restart() {
+	now, dir := f.g.Clock.Now(), f.g.DataDir
+	f.g.Stop()
+	f.run(gatewaytest.WithDataDir(dir), gatewaytest.WithManualClock(now))
+}
+
+func (f *capFixture) wakesSent() int {
+	ev, err := f.app.Events(f.ctx, "acme", "", 1000, 0)
+	require.NoError(f.t, err)
+	n := 0
+	for _, raw := range ev.Events {
+		var e api.Event
+		require.NoError(f.t, json.Unmarshal(raw, &e))
+		if e.Type == "device.wake_sent" {
+			n++
+		}
+	}
+	return n
+}
+
+func startCap(t *testing.T) *capFixture {
+	apns := waketest.NewAPNs(t)
+	apns.Record(true)
+	f := &capFixture{t: t, apns: apns, ctx: ctxT(t), start: time.Now().Truncate(time.Second)}
+	f.run(gatewaytest.WithManualClock(f.start))
+	one := int64(1)
+	_, err := f.app.PatchApp(f.ctx, "acme", api.PatchAppRequest{
+		APNS:     &api.APNSConfig{KeyP8: apns.KeyP8, KeyID: apns.KeyID, TeamID: apns.TeamID, Topic: "com.acme.app", Endpoint: apns.URL},
+		Defaults: &api.Defaults{WakeInterval: &one},
+	})
+	require.NoError(t, err)
+	return f
+}
+
+func (f *capFixture) device(user, device, token string) {
+	_, err := f.app.PutUser(f.ctx, "acme", user, api.PutUserRequest{Password: "pw-" + user + "-123"})
+	require.NoError(f.t, err)
+	_, err = f.app.PutDevice(f.ctx, "acme", user, device, api.PutDeviceRequest{Push: &api.PushRegistration{Provider: "apns", Token: token}})
+	require.NoError(f.t, err)
+}
+
+// TestWakeCapSurvivesRestart: a device woken up to the hourly cap (10 in
+// alert mode) gets no further wake after a restart within that hour, new
+// messages notwithstanding; once the first wake is an hour old, one more
+// goes out.
+func TestWakeCapSurvivesRestart(t *testing.T) {
+	f := startCap(t)
+	tok := waketest.APNsToken(31)
+	f.device("olga", "iphone", tok)
+	_, err := f.app.Send(f.ctx, "acme", api.SendRequest{To: []string{"olga"}, Body: "x"}, "")
+	require.NoError(t, err)
+	// Retries while the message waits: the interval doubles from 1 s, so
+	// the 10th wake is 511 s after the first.
+	const capAlert = 10
+	for i := 1; i <= capAlert; i++ {
+		eventually(t, 5*time.Second, fmt.Sprintf("wake %d", i), func() bool { return len(f.apns.RequestsFor(tok)) >= i })
+		eventually(t, 5*time.Second, "its device.wake_sent", func() bool { return f.wakesSent() >= i })
+		if i < capAlert {
+			f.g.Clock.Advance(time.Duration(1<<(i-1)) * time.Second)
+		}
+	}
+	f.g.Clock.Advance(1024 * time.Second) // the next retry's interval
+	time.Sleep(600 * time.Millisecond)    // a few retry ticks: a wrong wake would show
+	require.Equal(t, capAlert, len(f.apns.RequestsFor(tok)), "the cap holds before the restart")
+
+	f.restart()
+	for range 2 {
+		_, err = f.app.Send(f.ctx, "acme", api.SendRequest{To: []string{"olga"}, Body: "more"}, "")
+		require.NoError(t, err)
+	}
+	// Up to just short of an hour after the first wake, in steps the
+	// retry loop sees.
+	for f.g.Clock.Now().Before(f.start.Add(time.Hour - 5*time.Minute)) {
+		f.g.Clock.Advance(5 * time.Minute)
+		time.Sleep(300 * time.Millisecond) // a retry tick
+	}
+	require.Equal(t, capAlert, len(f.apns.RequestsFor(tok)), "no wake beyond the cap after the restart")
+
+	// The first wake leaves the hour: one more is allowed.
+	f.g.Clock.Set(f.start.Add(time.Hour + 500*time.Millisecond))
+	eventually(t, 5*time.Second, "a wake once the first is an hour old", func() bool { return len(f.apns.RequestsFor(tok)) == capAlert+1 })
+	time.Sleep(600 * time.Millisecond) // the second wake is still in the hour
+	require.Equal(t, capAlert+1, len(f.apns.RequestsFor(tok)))
+}
+
+// TestWakeTimesDeletedWithUser: a woken device's stored wake times are in
+// the store after a stop, and gone once its user is deleted.
+func TestWakeTimesDeletedWithUser(t *testing.T) {
+	f := startCap(t)
+	tok := waketest.APNsToken(32)
+	f.device("pavel", "iphone", tok)
+	f.device("pa", "iphone", waketest.APNsToken(33)) // a prefix of pavel: kept
+	_, err := f.app.Send(f.ctx, "acme", api.SendRequest{To: []string{"pavel", "pa"}, Body: "x"}, "")
+	require.NoError(t, err)
+	eventually(t, 5*time.Second, "the wakes' events", func() bool { return f.wakesSent() == 2 })
+
+	stored := func(user string) []int64 {
+		dir := f.g.DataDir
+		f.g.Stop()
+		db, err := storage.Open(filepath.Join(dir, "store"), storage.Options{})
+		require.NoError(t, err)
+		at, err := db.GetWakeTimes("acme", user, "iphone")
+		require.NoError(t, err)
+		require.NoError(t, db.Close())
+		f.run(gatewaytest.WithDataDir(dir), gatewaytest.WithManualClock(f.start))
+		return at
+	}
+	require.Equal(t, []int64{f.start.UnixMilli()}, stored("pavel"))
+	require.NoError(t, f.app.DeleteUser(f.ctx, "acme", "pavel"))
+	require.Empty(t, stored("pavel"), "deleted with the user")
+	require.Equal(t, []int64{f.start.UnixMilli()}, stored("pa"))
 }

@@ -71,7 +71,8 @@ func (b *Batch) DeleteAPIKey(h [32]byte) { b.del(append([]byte{tableAPIKey}, h[:
 func (b *Batch) PutUser(app, user string, v []byte) { b.set(userPrefix(tableUser, app, user), v) }
 
 // DeleteUser removes the user and everything under it: devices, cursors,
-// message log and collapse keys. Status records stay until their timers.
+// message log, collapse keys and wake times. Status records stay until
+// their timers.
 func (b *Batch) DeleteUser(app, user string) {
 	for _, t := range userScopedTables {
 		p := userPrefix(t, app, user)
@@ -82,10 +83,27 @@ func (b *Batch) DeleteUser(app, user string) {
 // PutDevice stores a device record.
 func (b *Batch) PutDevice(app, user, device string, v []byte) { b.set(DeviceKey(app, user, device), v) }
 
-// DeleteDevice removes a device record and its cursor.
+// DeleteDevice removes a device record, its cursor and its wake times.
 func (b *Batch) DeleteDevice(app, user, device string) {
 	b.del(DeviceKey(app, user, device))
 	b.del(deviceKey(tableCursor, app, user, device))
+	b.del(deviceKey(tableWake, app, user, device))
+}
+
+// PutWakeTimes stores the times (Unix milliseconds, oldest first) of a
+// device's recent wake pushes, replacing what was there. None deletes the
+// record.
+func (b *Batch) PutWakeTimes(app, user, device string, atMillis []int64) {
+	k := deviceKey(tableWake, app, user, device)
+	if len(atMillis) == 0 {
+		b.del(k)
+		return
+	}
+	v := make([]byte, 0, 8*len(atMillis))
+	for _, at := range atMillis {
+		v = appendUint64(v, uint64(max(at, 0)))
+	}
+	b.set(k, v)
 }
 
 // PutCursor sets a device's delivery cursor.

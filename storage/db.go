@@ -332,6 +332,26 @@ func (db *DB) GetCursor(app, user, device string) (uint64, error) {
 	return binary.BigEndian.Uint64(v), nil
 }
 
+// GetWakeTimes returns the times (Unix milliseconds, oldest first) of a
+// device's recent wake pushes, as PutWakeTimes stored them; none if unset.
+func (db *DB) GetWakeTimes(app, user, device string) ([]int64, error) {
+	v, err := db.get(deviceKey(tableWake, app, user, device))
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(v)%8 != 0 {
+		return nil, errBadKey
+	}
+	out := make([]int64, 0, len(v)/8)
+	for i := 0; i < len(v); i += 8 {
+		out = append(out, int64(binary.BigEndian.Uint64(v[i:i+8])))
+	}
+	return out, nil
+}
+
 // GetInvalidToken reports the record of a push token marked invalid.
 func (db *DB) GetInvalidToken(h [32]byte) ([]byte, error) {
 	return db.get(append([]byte{tableToken}, h[:]...))

@@ -204,6 +204,7 @@ func fillApp(t *testing.T, db *storage.DB, app string) {
 		b.PutCursor(app, u, "phone", 3)
 		b.PutMessage(app, u, 1, []byte(app+"/"+u))
 		b.PutCollapse(app, u, "otp", 1)
+		b.PutWakeTimes(app, u, "phone", []int64{1000, 2000})
 	}
 	b.PutStatus(app, 1, []byte(app))
 	b.PutEvent(app, 2, []byte(app))
@@ -218,6 +219,7 @@ type appView struct {
 	Events               []uint64
 	Cursor, AppCursor    uint64
 	Collapse             uint64
+	Wakes                []int64
 }
 
 func viewApp(t *testing.T, db *storage.DB, app string) appView {
@@ -247,6 +249,9 @@ func viewApp(t *testing.T, db *storage.DB, app string) appView {
 		} else {
 			require.ErrorIs(t, err, storage.ErrNotFound)
 		}
+		w, err := db.GetWakeTimes(app, u, "phone")
+		require.NoError(t, err)
+		v.Wakes = append(v.Wakes, w...)
 	}
 	require.NoError(t, db.ScanEvents(app, 0, func(s uint64, _ []byte) bool { v.Events = append(v.Events, s); return true }))
 	c, err := db.GetAppCursor(app, "webhook")
@@ -306,6 +311,9 @@ func TestDeleteUserRemovesOnlyThatUser(t *testing.T) {
 		require.ErrorIs(t, err, storage.ErrNotFound)
 		_, err = db.GetMessage("a", "ab", 1)
 		require.ErrorIs(t, err, storage.ErrNotFound)
+		w, err := db.GetWakeTimes("a", "ab", "phone")
+		require.NoError(t, err)
+		require.Empty(t, w, "wake times go with the user")
 
 		// Status records stay (their own timers remove them); the other
 		// users of the app, "abc" included, and the other app are intact.
@@ -319,6 +327,9 @@ func TestDeleteUserRemovesOnlyThatUser(t *testing.T) {
 			_, err = db.GetDevice("a", u, "phone")
 			require.NoError(t, err, u)
 		}
+		w, err = db.GetWakeTimes("a", "alice", "phone")
+		require.NoError(t, err)
+		require.Equal(t, []int64{1000, 2000}, w)
 		require.Equal(t, otherApp, viewApp(t, db, "b"))
 
 		b = db.NewBatch()
@@ -329,6 +340,43 @@ func TestDeleteUserRemovesOnlyThatUser(t *testing.T) {
 		c, err = db.GetCursor("a", "alice", "phone")
 		require.NoError(t, err)
 		require.Zero(t, c)
+		w, err = db.GetWakeTimes("a", "alice", "phone")
+		require.NoError(t, err)
+		require.Empty(t, w, "wake times go with the device")
+	})
+}
+
+func TestWakeTimes(t *testing.T) {
+	t.Parallel()
+	forEachStore(t, func(t *testing.T, db *storage.DB) {
+		w, err := db.GetWakeTimes("a", "u", "d")
+		require.NoError(t, err)
+		require.Empty(t, w)
+		at := []int64{1_700_000_000_000, 1_700_000_060_000, 1_700_000_180_000}
+		b := db.NewBatch()
+		b.PutWakeTimes("a", "u", "d", at)
+		b.PutWakeTimes("a", "u", "dd", at[:1])
+		require.NoError(t, b.Commit(false))
+		w, err = db.GetWakeTimes("a", "u", "d")
+		require.NoError(t, err)
+		require.Equal(t, at, w)
+
+		// Replaced, then deleted by an empty list; the other device keeps its own.
+		b = db.NewBatch()
+		b.PutWakeTimes("a", "u", "d", at[2:])
+		require.NoError(t, b.Commit(false))
+		w, err = db.GetWakeTimes("a", "u", "d")
+		require.NoError(t, err)
+		require.Equal(t, at[2:], w)
+		b = db.NewBatch()
+		b.PutWakeTimes("a", "u", "d", nil)
+		require.NoError(t, b.Commit(false))
+		w, err = db.GetWakeTimes("a", "u", "d")
+		require.NoError(t, err)
+		require.Empty(t, w)
+		w, err = db.GetWakeTimes("a", "u", "dd")
+		require.NoError(t, err)
+		require.Equal(t, at[:1], w)
 	})
 }
 

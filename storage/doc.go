@@ -27,6 +27,7 @@
 //	I |app| sha256(key)          idempotency key → the first answer, kept 24 h
 //	N sha256(token)              push tokens known to be invalid
 //	W |app| |name|               per-app consumer cursors (for example the webhook outbox)
+//	P |app| |user| |device|      times of the device's recent wake pushes (the hourly cap across restarts)
 //
 // Sequence numbers come from one allocator (NextSeq) shared by messages and
 // events: unique for the store's life, increasing, never reused after a

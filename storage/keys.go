@@ -23,6 +23,7 @@ const (
 	tableIdem      byte = 'I' // I app sha256(idempotency key) → stored answer
 	tableToken     byte = 'N' // N sha256(push token)          → invalid-token record
 	tableAppCursor byte = 'W' // W app name                    → seq (8 bytes BE), per-app consumer cursors
+	tableWake      byte = 'P' // P app user device             → recent wake push times (8 bytes BE Unix ms each)
 )
 
 // Limits on the variable-length components of a key. They match the id
@@ -202,7 +203,7 @@ func prefixEnd(p []byte) []byte {
 
 // appScopedTables are the tables whose keys start with an app component;
 // deleting an app range-deletes its prefix in each.
-var appScopedTables = []byte{tableApp, tableUser, tableDevice, tableCursor, tableMessage, tableStatus, tableCollapse, tableEvent, tableIdem, tableAppCursor}
+var appScopedTables = []byte{tableApp, tableUser, tableDevice, tableCursor, tableMessage, tableStatus, tableCollapse, tableEvent, tableIdem, tableAppCursor, tableWake}
 
 // userScopedTables are the tables whose keys start with app and user.
-var userScopedTables = []byte{tableUser, tableDevice, tableCursor, tableMessage, tableCollapse}
+var userScopedTables = []byte{tableUser, tableDevice, tableCursor, tableMessage, tableCollapse, tableWake}
