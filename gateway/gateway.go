@@ -75,9 +75,10 @@ func New(cfg Config) (g *Gateway, err error) {
 	case cfg.GCPercent == 0 && os.Getenv("GOGC") == "":
 		debug.SetGCPercent(DefaultGCPercent)
 	}
+	opened := g // a failing return sets g to nil before this runs
 	defer func() {
 		if err != nil {
-			g.Close()
+			opened.Close()
 		}
 	}()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
