@@ -150,9 +150,9 @@ func (r *runner) verdict() *checks {
 			w.ToOnline, r.cfg.wakeGrace, w.LateMaxMs, w.ToOnlineAfterRestart)
 	}
 	if w := ch.Wakes; w.OverCap > 0 {
-		why := "the gateway forgets a device's wake state when it connects, so the count starts again"
+		why := "the gateway keeps each device's wake times of the last hour, in the store too"
 		if len(r.downtimes) > 0 {
-			why += "; kill -9 also resets it (the state is in memory)"
+			why = "a kill -9 loses the wake times the gateway had not written to the store yet"
 		}
 		ch.Warnings = append(ch.Warnings, fmt.Sprintf("%d devices got more than %d wakes within an hour (at most %d): over SPEC section 5's hourly cap? (%s)",
 			w.OverCap, wakeHourlyCap, w.MaxInHour, why))
