@@ -947,6 +947,24 @@ func TestWebSocketLimits(t *testing.T) {
 		require.Equal(t, websocket.StatusMessageTooBig, websocket.CloseStatus(err), "got %v", err)
 		f.login(t, "bob", "after").ping()
 	})
+	t.Run("binary message", func(t *testing.T) {
+		t.Parallel()
+		c := dialWS(t, f.g.URL, domain)
+		c.open()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		require.NoError(t, c.ws.Write(ctx, websocket.MessageBinary, []byte("<presence/>")))
+		// RFC 7395 3.2: text only. The stream error, <close/>, then the
+		// close frame with 1003.
+		n, err := c.next()
+		require.NoError(t, err)
+		require.NotNil(t, n.child(sdkproto.NSStreams, "not-well-formed"), "got %s", n)
+		n, err = c.next()
+		require.NoError(t, err)
+		require.Equal(t, "close", n.XMLName.Local, "got %s", n)
+		_, err = c.next()
+		require.Equal(t, websocket.StatusUnsupportedData, websocket.CloseStatus(err), "got %v", err)
+	})
 	t.Run("auth timeout", func(t *testing.T) {
 		t.Parallel()
 		t0 := time.Now()
