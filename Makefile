@@ -5,7 +5,7 @@ FUZZTIME  ?= 30s
 BENCHTIME ?= 1s
 COUNT     ?= 6
 
-.PHONY: run build test test-long bench bench-rest bench-sessions soak soak-small fuzz lint vet generate clean
+.PHONY: run build test test-long bench bench-rest bench-sessions soak soak-chaos soak-small fuzz lint vet generate clean
 
 ## run: the gateway with an embedded store in $(DATA_DIR) and the demo app
 run:
@@ -41,6 +41,10 @@ bench-sessions:
 ## soak: the full default soak (loadtest/README.md); SOAK_ARGS adds flags
 soak:
 	$(GO) run ./loadtest $(SOAK_ARGS)
+
+## soak-chaos: the full soak with kill -9 of the gateway every minute
+soak-chaos:
+	$(GO) run ./loadtest -kill-every 60s $(SOAK_ARGS)
 
 ## soak-small: the small soak that make test also runs
 soak-small:

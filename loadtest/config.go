@@ -94,7 +94,7 @@ func newFlagSet(cfg *config, out io.Writer) *flag.FlagSet {
 	fs.Float64Var(&cfg.resumeShare, "resume-share", 0.5, "share of churned sessions that resume with stream management (the others bind afresh)")
 	fs.DurationVar(&cfg.killEvery, "kill-every", 0, "kill -9 the gateway this harness started about this often, and restart it (0: never)")
 	fs.IntVar(&cfg.killMax, "kill-max", 0, "at most this many kills (0: no limit)")
-	fs.DurationVar(&cfg.duration, "d", 60*time.Second, "traffic duration")
+	fs.DurationVar(&cfg.duration, "d", 5*time.Minute, "traffic duration")
 	fs.DurationVar(&cfg.drain, "drain", 60*time.Second, "longest wait after traffic stops for the last deliveries (ends sooner once all are in or nothing moves for 10 s)")
 	fs.DurationVar(&cfg.deadline, "deadline", 0, "hard limit of the whole run; 0 derives it from the phases")
 	fs.IntVar(&cfg.postConns, "post-conns", 64, "concurrent REST connections of the message generator")
