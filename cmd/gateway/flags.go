@@ -171,10 +171,13 @@ func parseFlags(args []string, getenv func(string) (string, bool)) (*options, er
 		dst  *int
 	}{{"max-sessions-per-user", o.numbers.perUser, &o.cfg.MaxSessionsPerUser}, {"max-sessions", o.numbers.total, &o.cfg.MaxSessions}, {"gc-percent", o.numbers.gc, &o.cfg.GCPercent}} {
 		v, err := strconv.Atoi(n.v)
-		if n.name == "gc-percent" && v < 0 {
+		switch {
+		case n.name == "gc-percent" && err != nil:
+			errs = append(errs, fmt.Errorf("%s: %q is not an integer", n.name, n.v))
+			continue
+		case n.name == "gc-percent" && v < 0:
 			v = -1 // any negative: leave the runtime alone
-		}
-		if err != nil || v < 0 && n.name != "gc-percent" {
+		case err != nil || v < 0:
 			errs = append(errs, fmt.Errorf("%s: %q is not a non-negative integer", n.name, n.v))
 			continue
 		}

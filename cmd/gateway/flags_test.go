@@ -37,10 +37,15 @@ func TestConfigPrecedence(t *testing.T) {
 func TestCheckConfigReportsEveryError(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "bad.yaml")
 	require.NoError(t, os.WriteFile(file, []byte("domain: Not_A_Domain!\nbogus: 1\nadmin-token: short\nhttp-addr: nohost\n"), 0o600))
-	_, err := parseFlags([]string{"--config", file, "--log-level", "loud"}, env(nil))
+	_, err := parseFlags([]string{"--config", file, "--log-level", "loud", "--gc-percent", "lots"}, env(nil))
 	require.Error(t, err)
-	for _, want := range []string{`unknown key "bogus"`, "domain", "admin-token", "http-addr", "log-level"} {
+	for _, want := range []string{`unknown key "bogus"`, "domain", "admin-token", "http-addr", "log-level", `gc-percent: "lots" is not an integer`} {
 		require.Contains(t, err.Error(), want)
+	}
+	for in, want := range map[string]int{"0": 0, "75": 75, "-1": -1, "-20": -1} {
+		o, err := parseFlags([]string{"--gc-percent", in}, env(nil))
+		require.NoError(t, err, in)
+		require.Equal(t, want, o.cfg.GCPercent, in)
 	}
 	o, err := parseFlags([]string{"--admin-token", "a-secret-admin-token", "--print-config"}, env(nil))
 	require.NoError(t, err)
