@@ -4,6 +4,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestCheckLoopback(t *testing.T) {
@@ -55,7 +56,7 @@ func TestParseFlagsDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.sessions != 18000 || cfg.rate != 5000 || cfg.duration.Seconds() != 60 || cfg.remote || cfg.deadline <= cfg.duration {
+	if cfg.sessions != 18000 || cfg.rate != 5000 || cfg.duration != 5*time.Minute || cfg.remote || cfg.deadline <= cfg.duration {
 		t.Errorf("defaults: %d sessions, %v msgs/s, %v, remote %v, deadline %v", cfg.sessions, cfg.rate, cfg.duration, cfg.remote, cfg.deadline)
 	}
 	if cfg.flagValues["sessions"] != "18000" {
