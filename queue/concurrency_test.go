@@ -155,12 +155,15 @@ func TestFallbackRetriedAfterInterruptedSend(t *testing.T) {
 	e.clk.Advance(time.Millisecond)
 	_, err = q2.RunTimers(ctxT(t))
 	require.NoError(t, err)
-	require.NoError(t, q2.Close())
+	require.NoError(t, q2.Close()) // waits for the send's outcome
+	// The restarted queue is the store's only writer now: read through it
+	// (the first one's status cache is of before the restart).
+	st, err = q2.Status(ctxT(t), app, id)
+	require.NoError(t, err)
 
 	calls := retry.Calls()
 	require.Len(t, calls, 1)
 	require.Equal(t, "code", calls[0].Fallback.Text, "the text survives the payload's removal")
-	st = e.status(t, id)
 	require.Equal(t, queue.StateFallbackSent, st.Status)
 	require.Equal(t, "second", st.Fallback.Provider)
 	require.Len(t, e.eventsOf(t, id), 1, "one outcome")

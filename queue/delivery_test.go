@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"tether/queue"
+	"tether/storage"
 )
 
 func TestLifecycleOneRecipient(t *testing.T) {
@@ -431,4 +432,40 @@ func TestDepthSurvivesRestart(t *testing.T) {
 	// New ids continue above the old ones.
 	id2 := e2.sendOne(t, "alice", "after restart")
 	require.Greater(t, seqOf(t, id2), seqOf(t, id))
+}
+
+// TestStatusCacheWritesThrough: statuses read through the queue's cache are
+// the ones in the store, across every kind of change; a queue opened after
+// this one (its cache empty) reads the same.
+func TestStatusCacheWritesThrough(t *testing.T) {
+	db, err := storage.Open("mem", storage.Options{InMemory: true, CacheSize: 4 << 20, MemTableSize: 4 << 20})
+	require.NoError(t, err)
+	e := newEnvOn(t, db, nil)
+	phone := dev("alice", "phone")
+	var ids []string
+	for range 4 {
+		ids = append(ids, e.send(t, queue.EnqueueRequest{To: to("alice"), Body: "x", ExpiresIn: time.Hour})[0])
+	}
+	require.NoError(t, e.q.MarkSent(ctxT(t), phone, ids...))
+	require.NoError(t, e.q.MarkDelivered(ctxT(t), phone, ids[1], ids[2]))
+	require.NoError(t, e.q.MarkRead(ctxT(t), phone, ids[2]))
+	_, err = e.q.Cancel(ctxT(t), app, ids[3])
+	require.NoError(t, err)
+	cached := map[string]*queue.Status{}
+	for _, id := range ids {
+		cached[id] = e.status(t, id)
+	}
+	require.Equal(t, queue.StateSent, cached[ids[0]].Status)
+	require.Equal(t, queue.StateDelivered, cached[ids[1]].Status)
+	require.Equal(t, queue.StateRead, cached[ids[2]].Status)
+	require.Equal(t, queue.StateCancelled, cached[ids[3]].Status)
+	require.NoError(t, e.q.Close())
+	q2, err := queue.New(queue.Config{DB: db, Clock: e.clk, TimerInterval: -1})
+	require.NoError(t, err)
+	defer q2.Close()
+	for _, id := range ids {
+		st, err := q2.Status(ctxT(t), app, id)
+		require.NoError(t, err)
+		require.Equal(t, cached[id], st, "status of %s", id)
+	}
 }

@@ -219,7 +219,9 @@ func (q *Queue) DropApp(ctx context.Context, app string) error {
 	if err != nil {
 		return err
 	}
-	if err := q.db.DeleteApp(app); err != nil {
+	err = q.db.DeleteApp(app)
+	q.stats.clear() // its records are gone (or may be, on an error)
+	if err != nil {
 		return err
 	}
 	q.depth.Add(-n)

@@ -121,6 +121,7 @@ type Queue struct {
 	subs  subscriptions
 	feed  notifier
 	m     *metrics
+	stats statusCache
 
 	fbOnce sync.Once
 	fbSem  chan struct{}

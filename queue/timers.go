@@ -93,6 +93,7 @@ func (q *Queue) fire(d dueTimer) error {
 		b.DeleteTimer(d.at, d.kind, d.seq)
 		if d.app != "" {
 			b.DeleteStatus(d.app, d.seq)
+			q.stats.del(d.app, d.seq)
 		}
 		return b.Commit(false)
 	case timerIdemGC:

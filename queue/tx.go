@@ -27,6 +27,14 @@ type tx struct {
 	apps  []string
 	after []func()
 	err   error
+	// statuses written, for the status cache once committed.
+	statuses []cachedStatus
+}
+
+type cachedStatus struct {
+	app string
+	seq uint64
+	v   []byte
 }
 
 func (q *Queue) begin() *tx { return &tx{q: q, b: q.db.NewBatch(), now: q.now()} }
@@ -41,7 +49,13 @@ func (t *tx) commit(sync bool) error {
 	if t.b.Empty() {
 		t.b.Close()
 	} else if err := t.b.Commit(sync); err != nil {
+		for _, c := range t.statuses {
+			t.q.stats.del(c.app, c.seq) // the store may or may not hold it
+		}
 		return err
+	}
+	for _, c := range t.statuses {
+		t.q.stats.put(c.app, c.seq, c.v)
 	}
 	t.q.depth.Add(t.depth)
 	for _, app := range t.apps {
@@ -85,7 +99,9 @@ func (t *tx) event(e *Event) {
 }
 
 func (t *tx) putStatus(st *Status) {
-	t.b.PutStatus(st.App, st.Seq, encodeStatus(make([]byte, 0, 128), st))
+	v := encodeStatus(make([]byte, 0, 128), st)
+	t.b.PutStatus(st.App, st.Seq, v)
+	t.statuses = append(t.statuses, cachedStatus{st.App, st.Seq, v})
 }
 
 // statusEvent appends the event announcing that st (or one device of it)
@@ -168,14 +184,19 @@ func (t *tx) finalize(st *Status, s State, reason string) {
 	}
 }
 
-// loadStatus reads the status record of seq of app.
+// loadStatus reads the status record of seq of app, from the status cache
+// when it holds it.
 func (q *Queue) loadStatus(app string, seq uint64) (*Status, error) {
-	v, err := q.db.GetStatus(app, seq)
-	if errors.Is(err, storage.ErrNotFound) {
-		return nil, ErrNotFound
-	}
-	if err != nil {
-		return nil, err
+	v, ok := q.stats.get(app, seq)
+	if !ok {
+		var err error
+		v, err = q.db.GetStatus(app, seq)
+		if errors.Is(err, storage.ErrNotFound) {
+			return nil, ErrNotFound
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
 	st := new(Status)
 	if err := decodeStatus(v, st); err != nil {
