@@ -276,15 +276,15 @@ func (t *wsTransport) next() (*Element, error) {
 // one of its own if it does not fit; the connection's read limit bounds
 // it) and parses it; nil for whitespace.
 func parseMessage(r io.Reader) (*Element, error) {
-	bp := readBufPool.Get().(*[]byte)
-	defer readBufPool.Put(bp)
-	b := (*bp)[:0]
+	var in inBuf
+	in.take()
+	defer in.drop()
 	for {
-		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
+		if in.W == len(in.Buf) {
+			in.Grow(readBufPool, 2*len(in.Buf))
 		}
-		n, err := r.Read(b[len(b):cap(b)])
-		b = b[:len(b)+n]
+		n, err := r.Read(in.Buf[in.W:])
+		in.W += n
 		if err == io.EOF {
 			break
 		}
@@ -292,6 +292,7 @@ func parseMessage(r io.Reader) (*Element, error) {
 			return nil, err
 		}
 	}
+	b := in.Pending()
 	if isSpace(b) {
 		return nil, nil
 	}

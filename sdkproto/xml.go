@@ -6,8 +6,8 @@ import (
 	"errors"
 	"io"
 	"strings"
-	"sync"
 
+	"tether/internal/readbuf"
 	"tether/internal/xmppxml"
 )
 
@@ -256,44 +256,22 @@ func (r *Reader) restart() {
 }
 
 // buffered returns how many bytes were read past the last element.
-func (r *Reader) buffered() int { return r.in.w - r.in.r }
+func (r *Reader) buffered() int { return r.in.W - r.in.R }
 
 // readBufSize is the size of the pooled read buffers. An element that
 // does not fit grows a buffer of the Reader's own (doubling, up to
 // MaxStanzaBytes), dropped once nothing is buffered.
 const readBufSize = 4096
 
-var readBufPool = sync.Pool{New: func() any { b := make([]byte, readBufSize); return &b }}
+var readBufPool = readbuf.NewPool(readBufSize)
 
-// inBuf is a Reader's input: buf[r:w] is read and not yet consumed. buf is
-// nil while nothing is buffered.
-type inBuf struct {
-	buf  []byte
-	bp   *[]byte // buf's pool entry; nil for a grown buffer
-	r, w int
-}
+// inBuf is a Reader's input: buf[r:w] is read and not yet consumed, in a
+// buffer taken from readBufPool only while something is.
+type inBuf struct{ readbuf.Buffer }
 
-func (b *inBuf) take() {
-	if b.buf == nil {
-		b.bp = readBufPool.Get().(*[]byte)
-		b.buf, b.r, b.w = *b.bp, 0, 0
-	}
-}
-
-// release gives the buffer back if nothing is buffered.
-func (b *inBuf) release() {
-	if b.r == b.w {
-		b.drop()
-	}
-}
-
-// drop gives the buffer back, discarding its content.
-func (b *inBuf) drop() {
-	if b.bp != nil {
-		readBufPool.Put(b.bp)
-	}
-	b.buf, b.bp, b.r, b.w = nil, nil, 0, 0
-}
+func (b *inBuf) take()    { b.Take(readBufPool) }
+func (b *inBuf) release() { b.Release(readBufPool) }
+func (b *inBuf) drop()    { b.Drop(readBufPool) }
 
 // sliceReader reads up to and including a delimiter, as *bufio.Reader
 // does.
@@ -304,40 +282,19 @@ type sliceReader interface {
 // append adds p after what is buffered.
 func (b *inBuf) append(p []byte) {
 	b.take()
-	if b.r > 0 {
-		b.w = copy(b.buf, b.buf[b.r:b.w])
-		b.r = 0
+	b.Compact()
+	if b.W+len(p) > len(b.Buf) {
+		b.Grow(readBufPool, max(2*len(b.Buf), b.W+len(p)))
 	}
-	if b.w+len(p) > len(b.buf) {
-		nb := make([]byte, max(2*len(b.buf), b.w+len(p)))
-		copy(nb, b.buf[:b.w])
-		if b.bp != nil {
-			readBufPool.Put(b.bp)
-		}
-		b.buf, b.bp = nb, nil
-	}
-	b.w += copy(b.buf[b.w:], p)
+	b.W += copy(b.Buf[b.W:], p)
 }
 
 // makeRoom moves the buffered bytes to the front and, if the buffer is
 // full, grows it.
 func (b *inBuf) makeRoom() error {
-	if b.r > 0 {
-		b.w = copy(b.buf, b.buf[b.r:b.w])
-		b.r = 0
-	}
-	if b.w < len(b.buf) {
-		return nil
-	}
-	if len(b.buf) >= MaxStanzaBytes {
+	if !b.MakeRoom(readBufPool, MaxStanzaBytes) {
 		return ErrStanzaTooLarge
 	}
-	nb := make([]byte, min(2*len(b.buf), MaxStanzaBytes))
-	copy(nb, b.buf[:b.w])
-	if b.bp != nil {
-		readBufPool.Put(b.bp)
-	}
-	b.buf, b.bp = nb, nil
 	return nil
 }
 
@@ -355,14 +312,14 @@ func (r *Reader) fill() error {
 		}
 		return err
 	}
-	if r.in.r == r.in.w {
+	if r.in.R == r.in.W {
 		r.in.release()
 		c, err := r.readByte()
 		if err != nil {
 			return err
 		}
 		r.in.take()
-		r.in.buf[0], r.in.r, r.in.w = c, 0, 1
+		r.in.Buf[0], r.in.R, r.in.W = c, 0, 1
 		return nil
 	}
 	if err := r.in.makeRoom(); err != nil {
@@ -373,13 +330,13 @@ func (r *Reader) fill() error {
 		if err != nil {
 			return err
 		}
-		r.in.buf[r.in.w] = c
-		r.in.w++
+		r.in.Buf[r.in.W] = c
+		r.in.W++
 		return nil
 	}
 	for range 100 {
-		n, err := r.src.Read(r.in.buf[r.in.w:])
-		r.in.w += n
+		n, err := r.src.Read(r.in.Buf[r.in.W:])
+		r.in.W += n
 		if n > 0 {
 			return nil
 		}
@@ -424,14 +381,14 @@ func (r *Reader) Next() (*Element, error) {
 func (r *Reader) next() (*Element, error) {
 	r.used = 0
 	for {
-		b := r.in.buf[r.in.r:r.in.w]
+		b := r.in.Buf[r.in.R:r.in.W]
 		// Every item ends with '>' unless it is text (whitespace): read
 		// byte by byte, the input is parsed only when it can be complete.
 		if len(b) > 0 && (r.br == nil || b[len(b)-1] == '>' || b[0] != '<') {
 			n, e, end, err := r.item(b)
 			if err == nil {
 				r.lines += bytes.Count(b[:n], newline)
-				r.in.r += n
+				r.in.R += n
 				if end {
 					r.in.release()
 					return nil, io.EOF

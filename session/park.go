@@ -110,7 +110,7 @@ func (s *Session) wakeReader(t transport) {
 // as temporary and stays usable, and a partial record it holds completes
 // when the rest arrives, which makes the socket readable.
 func (t *connReader) probe() (idle bool, err error) {
-	if t.br.buf != nil && t.br.r < t.br.w {
+	if t.br.Buf != nil && t.br.R < t.br.W {
 		return false, nil
 	}
 	t.br.release()
@@ -119,7 +119,7 @@ func (t *connReader) probe() (idle bool, err error) {
 	t.conn.SetReadDeadline(t.deadline())
 	if n == 1 {
 		t.br.take()
-		t.br.buf[0], t.br.r, t.br.w = t.br.one[0], 0, 1
+		t.br.Buf[0], t.br.R, t.br.W = t.br.one[0], 0, 1
 		return false, nil
 	}
 	var ne net.Error

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"tether/internal/readbuf"
 	"tether/internal/xmppxml"
 	"tether/sdkproto"
 )
@@ -49,67 +50,40 @@ const (
 	maxReadBuf  = sdkproto.MaxStanzaBytes + readBufSize
 )
 
-var readBufPool = sync.Pool{New: func() any { b := make([]byte, readBufSize); return &b }}
+var readBufPool = readbuf.NewPool(readBufSize)
 
 var errLimit = errors.New("session: stanza over the size limit")
 
-// poolReader buffers the connection's input for the parser: buf[r:w] is
+// poolReader buffers the connection's input for the parser: Buf[R:W] is
 // read and not yet parsed. The buffer is taken from readBufPool while
 // there is input, and given back when the session waits for its next
 // stanza (waitIdle), which blocks on a one-byte read.
 type poolReader struct {
+	readbuf.Buffer
 	src io.Reader
 	// squeeze, if set, may shorten a full buffer's bytes in place (the
 	// WebSocket reader drops processed frame headers from a fragmented
 	// message) before fill grows it.
 	squeeze func(buf []byte) int
-	buf     []byte  // nil while idle
-	bp      *[]byte // buf's pool entry; nil for a grown buffer
-	r, w    int
 	one     [1]byte
 }
 
-func (p *poolReader) take() {
-	if p.buf == nil {
-		p.bp = readBufPool.Get().(*[]byte)
-		p.buf, p.r, p.w = *p.bp, 0, 0
-	}
-}
-
-// release gives the buffer back; only when nothing is buffered.
-func (p *poolReader) release() {
-	if p.buf != nil && p.r == p.w {
-		if p.bp != nil {
-			readBufPool.Put(p.bp)
-		}
-		p.buf, p.bp, p.r, p.w = nil, nil, 0, 0
-	}
-}
+func (p *poolReader) take()    { p.Take(readBufPool) }
+func (p *poolReader) release() { p.Release(readBufPool) }
 
 // fill reads more input after what is buffered, growing the buffer when
 // it is full; errLimit once it would pass maxReadBuf.
 func (p *poolReader) fill() error {
 	p.take()
-	if p.r > 0 {
-		p.w = copy(p.buf, p.buf[p.r:p.w])
-		p.r = 0
+	p.Compact()
+	if p.W == len(p.Buf) && p.squeeze != nil {
+		p.W = p.squeeze(p.Buf[:p.W])
 	}
-	if p.w == len(p.buf) && p.squeeze != nil {
-		p.w = p.squeeze(p.buf[:p.w])
+	if !p.MakeRoom(readBufPool, maxReadBuf) {
+		return errLimit
 	}
-	if p.w == len(p.buf) {
-		if len(p.buf) >= maxReadBuf {
-			return errLimit
-		}
-		nb := make([]byte, min(2*len(p.buf), maxReadBuf))
-		copy(nb, p.buf[:p.w])
-		if p.bp != nil {
-			readBufPool.Put(p.bp)
-		}
-		p.buf, p.bp = nb, nil
-	}
-	n, err := p.src.Read(p.buf[p.w:])
-	p.w += n
+	n, err := p.src.Read(p.Buf[p.W:])
+	p.W += n
 	if n > 0 {
 		return nil
 	}
@@ -121,7 +95,7 @@ func (p *poolReader) fill() error {
 
 // waitIdle blocks until a byte is available, holding no buffer meanwhile.
 func (p *poolReader) waitIdle() error {
-	if p.buf != nil && p.r < p.w {
+	if p.Buf != nil && p.R < p.W {
 		return nil
 	}
 	p.release()
@@ -133,7 +107,7 @@ func (p *poolReader) waitIdle() error {
 		return err
 	}
 	p.take()
-	p.buf[0], p.r, p.w = p.one[0], 0, 1
+	p.Buf[0], p.R, p.W = p.one[0], 0, 1
 	return nil
 }
 
@@ -216,9 +190,9 @@ func (t *tcpTransport) next() (*element, error) {
 		return nil, t.readErr(err)
 	}
 	for {
-		n, kind, e, err := t.xs.Next(t.br.buf[t.br.r:t.br.w])
+		n, kind, e, err := t.xs.Next(t.br.Buf[t.br.R:t.br.W])
 		if errors.Is(err, xmppxml.ErrNeedMore) {
-			if t.br.w-t.br.r > sdkproto.MaxStanzaBytes {
+			if t.br.W-t.br.R > sdkproto.MaxStanzaBytes {
 				return nil, errTooLarge
 			}
 			if err := t.br.fill(); err != nil {
@@ -229,7 +203,7 @@ func (t *tcpTransport) next() (*element, error) {
 		if err != nil {
 			return nil, errNotWellFormed
 		}
-		t.br.r += n
+		t.br.R += n
 		switch kind {
 		case xmppxml.KindHeader, xmppxml.KindElement:
 			return e, nil

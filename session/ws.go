@@ -37,9 +37,9 @@ func newWSTransport(c net.Conn, pending []byte, secure bool, addr net.Addr) *wsT
 		// Bytes the client sent right behind its upgrade request.
 		if len(pending) <= readBufSize {
 			t.br.take()
-			t.br.w = copy(t.br.buf, pending)
+			t.br.W = copy(t.br.Buf, pending)
 		} else {
-			t.br.buf, t.br.w = pending, len(pending)
+			t.br.Buf, t.br.W = pending, len(pending)
 		}
 	}
 	return t
@@ -53,7 +53,7 @@ func (t *wsTransport) next() (*element, error) {
 		return nil, t.readErr(err)
 	}
 	for {
-		n, m, err := t.rd.Next(t.br.buf[t.br.r:t.br.w])
+		n, m, err := t.rd.Next(t.br.Buf[t.br.R:t.br.W])
 		if errors.Is(err, wsproto.ErrNeedMore) {
 			if err := t.br.fill(); err != nil {
 				return nil, t.readErr(err)
@@ -74,7 +74,7 @@ func (t *wsTransport) next() (*element, error) {
 		switch m.Op {
 		case wsproto.OpText:
 			e, err := parseFrame(m.Payload)
-			t.br.r += n
+			t.br.R += n
 			if err != nil {
 				return nil, err
 			}
@@ -84,14 +84,14 @@ func (t *wsTransport) next() (*element, error) {
 			return e, nil
 		case wsproto.OpPing:
 			pong := wsproto.AppendPong(nil, m.Payload)
-			t.br.r += n // 0 between the fragments of a message
+			t.br.R += n // 0 between the fragments of a message
 			t.writeControl(pong)
 			return keepalive, nil
 		case wsproto.OpPong:
-			t.br.r += n
+			t.br.R += n
 			return keepalive, nil
 		case wsproto.OpClose:
-			t.br.r += n
+			t.br.R += n
 			code, _ := m.CloseStatus()
 			if code == wsproto.CloseNoStatus {
 				code = wsproto.CloseNormal
