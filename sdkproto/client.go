@@ -48,6 +48,7 @@ type Client struct {
 	loseIn  atomic.Int32  // tests: discard this many inbound stanzas unread
 
 	ackTimer *time.Timer
+	reqTimer *time.Timer // asks the server for an <a/> after AckRequestInterval
 	stats    struct {
 		received, duplicates, reconnects, resumes, resumeFailures, sent atomic.Uint64
 	}
@@ -68,7 +69,15 @@ type Client struct {
 	outAcked    uint32 // last h the server acknowledged
 	unacked     []*outEntry
 	rPending    bool // an <r/> is outstanding
-	seq         uint64
+	reqArmed    bool // reqTimer runs
+	// While the reader dispatches a stanza, what the callbacks write waits
+	// in deferred and goes out in one write with the reader's <a/> once the
+	// stanza is handled (flushDeferred): a receipt, a read marker and the
+	// acknowledgement of the message they answer make one TCP segment, and
+	// one wake-up of the server's session, instead of three.
+	deferring bool
+	deferred  [][]byte
+	seq       uint64
 	iqs         map[string]chan *Element
 	sends       map[string]*pendingSend
 }
@@ -136,6 +145,8 @@ func New(cfg Config) (*Client, error) {
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.ackTimer = time.AfterFunc(time.Hour, c.ackTimerFired)
 	c.ackTimer.Stop()
+	c.reqTimer = time.AfterFunc(time.Hour, c.reqTimerFired)
+	c.reqTimer.Stop()
 	return c, nil
 }
 
@@ -260,7 +271,7 @@ func (c *Client) Close() error {
 	close(c.closing)
 	s := c.sess
 	if s != nil {
-		var frames [][]byte
+		frames := c.takeDeferredLocked()
 		if c.smOn {
 			if h := c.inH.Load(); h != c.ackedIn.Load() {
 				frames = append(frames, appendSMAck(nil, h))
@@ -289,6 +300,7 @@ func (c *Client) Close() error {
 		c.wg.Wait()
 	}
 	c.ackTimer.Stop()
+	c.reqTimer.Stop()
 
 	c.mu.Lock()
 	for id, p := range c.sends {
@@ -430,6 +442,7 @@ func (c *Client) Send(ctx context.Context, o Outbound) (string, error) {
 	}
 	p.entry = c.newEntry(appendOutbound(nil, c.to, id, &o), kindMessage)
 	c.sends[id] = p
+	c.undeferLocked()
 	err := c.writeLocked(p.entry)
 	c.mu.Unlock()
 	if err != nil {
@@ -514,6 +527,7 @@ func (c *Client) iq(ctx context.Context, typ, payload string) (*Element, error) 
 		return nil, ErrNotConnected
 	}
 	c.iqs[id] = ch
+	c.undeferLocked()
 	err := c.writeLocked(c.newEntry(appendIQ(nil, typ, id, payload), kindIQ))
 	c.mu.Unlock()
 	if err != nil {
@@ -581,7 +595,13 @@ func (c *Client) newEntry(data []byte, kind entryKind) *outEntry {
 // retransmission until the server acknowledges them; without a session it
 // queues them. It holds c.mu. A failed write breaks the connection, so the
 // reader goroutine handles the loss; the error is returned only when the
-// stanzas are not kept for a retry.
+// stanzas are not kept for a retry. With stream management, while the
+// reader dispatches a stanza, the frames wait for flushDeferred.
+//
+// The Client asks the server to acknowledge its stanzas (<r/>) once
+// AckRequestEvery of them are unacknowledged, or AckRequestInterval after
+// the first: asking after each one would cost a round trip per receipt.
+// What the server has not acknowledged is sent again after a reconnect.
 func (c *Client) writeLocked(entries ...*outEntry) error {
 	if c.sess == nil {
 		c.unacked = append(c.unacked, entries...)
@@ -594,9 +614,12 @@ func (c *Client) writeLocked(entries ...*outEntry) error {
 	if c.smOn {
 		c.unacked = append(c.unacked, entries...)
 		c.outH += uint32(len(entries))
-		if !c.rPending {
-			frames = append(frames, []byte("<r xmlns='"+NSSM+"'/>"))
-			c.rPending = true
+		if r := c.requestLocked(false); r != nil {
+			frames = append(frames, r)
+		}
+		if c.deferring {
+			c.deferred = append(c.deferred, frames...)
+			return nil
 		}
 	}
 	if err := c.sess.tr.write(frames...); err != nil {
@@ -607,6 +630,66 @@ func (c *Client) writeLocked(entries ...*outEntry) error {
 		return fmt.Errorf("sdkproto: write: %w", err)
 	}
 	return nil
+}
+
+var smRequest = []byte("<r xmlns='" + NSSM + "'/>")
+
+// requestLocked returns an <r/> to send if one is due (always, if timer:
+// AckRequestInterval passed), and otherwise arms reqTimer while stanzas
+// are unacknowledged. It holds c.mu, with stream management on.
+func (c *Client) requestLocked(timer bool) []byte {
+	if c.rPending || len(c.unacked) == 0 {
+		return nil
+	}
+	if timer || len(c.unacked) >= c.cfg.AckRequestEvery {
+		c.rPending = true
+		if c.reqArmed {
+			c.reqTimer.Stop()
+			c.reqArmed = false
+		}
+		return smRequest
+	}
+	if !c.reqArmed {
+		c.reqArmed = true
+		c.reqTimer.Reset(c.cfg.AckRequestInterval)
+	}
+	return nil
+}
+
+func (c *Client) reqTimerFired() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.reqArmed = false
+	if c.sess == nil || !c.smOn {
+		return
+	}
+	if r := c.requestLocked(true); r != nil {
+		if err := c.sess.tr.write(r); err != nil {
+			c.sess.tr.drop()
+		}
+	}
+}
+
+// undeferLocked writes the deferred frames now and ends deferral: a call
+// that waits for the server's answer (Send, an IQ) from a callback must
+// not leave its stanza waiting for the end of the callback.
+func (c *Client) undeferLocked() {
+	if !c.deferring {
+		return
+	}
+	if f := c.takeDeferredLocked(); len(f) > 0 && c.sess != nil {
+		if err := c.sess.tr.write(f...); err != nil {
+			c.sess.tr.drop()
+		}
+	}
+}
+
+// takeDeferredLocked ends deferral and returns the frames it held.
+func (c *Client) takeDeferredLocked() [][]byte {
+	c.deferring = false
+	f := c.deferred
+	c.deferred = nil
+	return f
 }
 
 // ackOutLocked processes the server's h: drops what it acknowledged.
@@ -718,13 +801,16 @@ func (c *Client) handle(s *session, e *Element) error {
 	}
 	switch {
 	case isStanza(e, "message"):
+		c.setDeferring()
 		c.handleMessage(e)
-		c.countInbound()
+		c.flushDeferred()
 	case isStanza(e, "iq"):
+		c.setDeferring()
 		c.handleIQ(e)
-		c.countInbound()
+		c.flushDeferred()
 	case isStanza(e, "presence"):
-		c.countInbound()
+		c.setDeferring()
+		c.flushDeferred()
 	case e.Is(NSSM, "r"):
 		c.sendAck(true)
 	case e.Is(NSSM, "a"):
@@ -817,16 +903,39 @@ func (c *Client) handleIQ(e *Element) {
 	}
 }
 
-// countInbound counts an inbound stanza for XEP-0198 and acknowledges in
-// batches: at once after AckEvery stanzas, otherwise after AckInterval of
-// quiet.
-func (c *Client) countInbound() {
+func (c *Client) setDeferring() {
+	c.mu.Lock()
+	c.deferring = true
+	c.mu.Unlock()
+}
+
+// flushDeferred counts the inbound stanza just handled for XEP-0198 and
+// sends what the callbacks wrote meanwhile, with an <a/> if the server's
+// stanzas need acknowledging: in that write if there is one, at once after
+// AckEvery stanzas, otherwise after AckInterval of quiet.
+func (c *Client) flushDeferred() {
 	h := c.inH.Add(1)
-	if h-c.ackedIn.Load() >= uint32(c.cfg.AckEvery) {
-		c.sendAck(false)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	frames := c.takeDeferredLocked()
+	if c.sess == nil {
+		return // they are in unacked, for the next session
+	}
+	if c.smOn && h != c.ackedIn.Load() {
+		if len(frames) > 0 || h-c.ackedIn.Load() >= uint32(c.cfg.AckEvery) {
+			frames = append(frames, appendSMAck(nil, h))
+			c.ackedIn.Store(h)
+			c.ackTimer.Stop()
+		} else {
+			c.ackTimer.Reset(c.cfg.AckInterval)
+		}
+	}
+	if len(frames) == 0 {
 		return
 	}
-	c.ackTimer.Reset(c.cfg.AckInterval)
+	if err := c.sess.tr.write(frames...); err != nil {
+		c.sess.tr.drop()
+	}
 }
 
 func (c *Client) ackTimerFired() { c.sendAck(false) }
@@ -866,6 +975,11 @@ func (c *Client) lost(s *session, err error) bool {
 		delete(c.iqs, id)
 	}
 	c.rPending = false
+	c.takeDeferredLocked() // they are in unacked
+	if c.reqArmed {
+		c.reqTimer.Stop()
+		c.reqArmed = false
+	}
 	if clean || isStreamErr {
 		c.smID = "" // the server discarded the session
 	}

@@ -195,6 +195,7 @@ func TestClientStreamManagementAcks(t *testing.T) {
 	cfg := srv.config()
 	cfg.OnMessage = box.add
 	cfg.AckInterval = 50 * time.Millisecond
+	cfg.AckRequestInterval = 100 * time.Millisecond
 	c, err := sdkproto.Dial(ctxT(t), cfg)
 	require.NoError(t, err)
 	defer c.Close()
@@ -221,10 +222,90 @@ func TestClientStreamManagementAcks(t *testing.T) {
 	a := fc.waitFor(t, "<a/>", isSM("a"))
 	require.Equal(t, "25", a.AttrValue("h"))
 
-	// The client's own stanzas are acknowledged by the server.
+	// The client's own stanzas are acknowledged by the server: it asks
+	// AckRequestInterval after the first one.
 	require.NoError(t, c.Ack("m0"))
 	require.Eventually(t, func() bool { return c.Stats().Unacked == 0 }, 5*time.Second, 5*time.Millisecond)
 	require.EqualValues(t, 25, c.Stats().Received)
+}
+
+// describe names what the client sent, for order checks: "received m1",
+// "displayed m1", "a 1", "r".
+func describe(e *sdkproto.Element) string {
+	switch {
+	case e.Is(sdkproto.NSSM, "a"):
+		return "a " + e.AttrValue("h")
+	case e.Is(sdkproto.NSSM, "r"):
+		return "r"
+	case e.Name.Local == "message" && len(e.Children) > 0:
+		return e.Children[0].Name.Local + " " + e.Children[0].AttrValue("id")
+	}
+	return e.Name.Local
+}
+
+// The receipt and read marker a callback sends go out with the <a/> for
+// the message they answer, without waiting for AckInterval, and the client
+// asks for the server's <a/> only every AckRequestEvery stanzas.
+func TestClientRepliesWithOneAck(t *testing.T) {
+	t.Parallel()
+	srv := newFakeServer(t, fakeOptions{})
+	cfg := srv.config()
+	cfg.AckInterval = time.Hour
+	cfg.AckRequestInterval = time.Hour
+	cfg.AckRequestEvery = 4
+	var c *sdkproto.Client
+	var silent atomic.Bool
+	ready := make(chan struct{})
+	cfg.OnMessage = func(m *sdkproto.Message) {
+		<-ready
+		if silent.Load() {
+			return
+		}
+		c.Ack(m.ID)
+		if m.ID != "m2" {
+			c.MarkRead(m.ID)
+		}
+	}
+	c, err := sdkproto.New(cfg)
+	require.NoError(t, err)
+	close(ready)
+	require.NoError(t, c.Connect(ctxT(t)))
+	defer c.Close()
+	fc := srv.waitConn(t)
+
+	var got []string
+	next := func() string {
+		e := fc.waitFor(t, "stanza", func(e *sdkproto.Element) bool { return e.Name.Local != "presence" })
+		got = append(got, describe(e))
+		return got[len(got)-1]
+	}
+	fc.sendMessage("m1", "x")
+	for next() != "a 1" {
+	}
+	fc.sendMessage("m2", "x")
+	for next() != "a 2" {
+	}
+	fc.sendMessage("m3", "x")
+	for next() != "a 3" {
+	}
+	require.Equal(t, []string{
+		"received m1", "displayed m1", "a 1",
+		"received m2", "r", "a 2", // the 4th unacknowledged stanza (with the initial presence) asks
+		"received m3", "displayed m3", "a 3",
+	}, got)
+	// The server answered h=4: m3's two stanzas wait for the next request.
+	require.Eventually(t, func() bool { return c.Stats().Unacked == 2 }, 5*time.Second, 5*time.Millisecond)
+
+	// A message nobody answers is acknowledged after AckEvery (10) stanzas
+	// or AckInterval, not at once.
+	silent.Store(true)
+	fc.send("<iq type='result' id='unsolicited'/>")
+	fc.sendMessage("m4", "x")
+	select {
+	case e := <-fc.in:
+		t.Fatalf("the client sent %s unprompted", describe(e))
+	case <-time.After(200 * time.Millisecond):
+	}
 }
 
 func TestClientIQs(t *testing.T) {

@@ -12,11 +12,13 @@ import (
 
 // Defaults for Config's zero values.
 const (
-	DefaultDomain           = "localhost"
-	DefaultAckInterval      = 200 * time.Millisecond
-	DefaultAckEvery         = 10
-	DefaultWriteTimeout     = 10 * time.Second
-	DefaultHandshakeTimeout = 30 * time.Second
+	DefaultDomain             = "localhost"
+	DefaultAckInterval        = 200 * time.Millisecond
+	DefaultAckEvery           = 10
+	DefaultAckRequestEvery    = 8
+	DefaultAckRequestInterval = 30 * time.Second
+	DefaultWriteTimeout       = 10 * time.Second
+	DefaultHandshakeTimeout   = 30 * time.Second
 	// closeWait bounds how long Close waits for the server to end its side
 	// of the stream before it closes the connection anyway.
 	closeWait = 2 * time.Second
@@ -80,6 +82,14 @@ type Config struct {
 	// AckEvery acknowledges at once after this many unacknowledged inbound
 	// stanzas. Zero means 10.
 	AckEvery int
+	// AckRequestEvery makes the Client ask the server to acknowledge its
+	// own stanzas (XEP-0198 <r/>) once this many are unacknowledged, and
+	// AckRequestInterval after the first one otherwise. Unacknowledged
+	// stanzas (receipts, markers) are kept and sent again after a
+	// reconnect; asking after every one would cost the server a write and
+	// the device a wake-up per receipt. Zero means 8 and 30 s.
+	AckRequestEvery    int
+	AckRequestInterval time.Duration
 	// DedupeWindow is how many recent message ids the Client remembers to
 	// drop redeliveries. Zero means DefaultDedupeWindow (4096).
 	DedupeWindow int
@@ -133,6 +143,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.AckEvery <= 0 {
 		c.AckEvery = DefaultAckEvery
+	}
+	if c.AckRequestEvery <= 0 {
+		c.AckRequestEvery = DefaultAckRequestEvery
+	}
+	if c.AckRequestInterval <= 0 {
+		c.AckRequestInterval = DefaultAckRequestInterval
 	}
 	if c.DedupeWindow <= 0 {
 		c.DedupeWindow = DefaultDedupeWindow
