@@ -92,7 +92,7 @@ func (s *Session) unpark(readable bool) bool {
 		return false
 	}
 	s.readable = readable
-	go s.serve()
+	s.srv.work.run(task{s, taskServe})
 	return true
 }
 

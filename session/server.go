@@ -122,6 +122,7 @@ type Server struct {
 	m      *metrics
 	poll   *poller // nil: sessions do not park
 	parked atomic.Int64
+	work   *workers
 
 	mu        sync.Mutex
 	bound     map[deviceKey]*Session // bound sessions by device (including detached ones)
@@ -141,6 +142,7 @@ func New(cfg Config) *Server {
 		cfg: cfg, log: cfg.Logger, q: cfg.Queue, dir: cfg.Directory,
 		thr:       newThrottle(),
 		poll:      getPoller(),
+		work:      newWorkers(),
 		m:         newMetrics(),
 		bound:     map[deviceKey]*Session{},
 		perUser:   map[userKey]int{},
@@ -378,6 +380,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
+	defer s.work.stop()
 	select {
 	case <-done:
 		return nil

@@ -139,16 +139,22 @@ func (s *Session) run() {
 // session's WaitGroup ticket: the ticket passes to whichever goroutine
 // continues the session, and is given back when it ends.
 //
-// Once the session is ready the loop moves to a fresh goroutine:
+// Once the session is ready the loop moves to another goroutine:
 // negotiation (TLS, SASL, the first pending messages) grows a goroutine's
 // stack, and the runtime only shrinks a stack whose use falls under a
-// quarter of it. A TCP session then parks whenever it has no input (see
-// park.go); a WebSocket session keeps its reader on the small stack.
+// quarter of it. A session then parks whenever it has no input (see
+// park.go), and its reader runs again on a pooled worker (workers.go).
+// Without a poller the reader never parks and keeps a fresh goroutine of
+// its own.
 func (s *Session) serve() {
 	reason, next := s.loop()
 	switch next {
 	case loopHandoff:
-		go s.serve()
+		if s.srv.poll == nil {
+			go s.serve()
+		} else {
+			s.srv.work.run(task{s, taskServe})
+		}
 		return
 	case loopParked:
 		return
@@ -385,7 +391,7 @@ func (s *Session) kickLocked() {
 		return
 	}
 	s.flushing = true
-	go s.flush()
+	s.srv.work.run(task{s, taskFlush})
 }
 
 // flush writes everything queued, then exits: no writer goroutine stays

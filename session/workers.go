@@ -1,0 +1,78 @@
+package session
+
+import (
+	"sync"
+	"sync/atomic"
+)
+
+// workers runs a session's reader after it is unparked or handed off, and
+// its flusher, on goroutines that outlive a single task. A goroutine
+// started for each of them begins on the smallest stack, and the queue's
+// store calls under a message, a receipt or a write grow it by copying,
+// several times per task: 8 % of the gateway's CPU in the soak. A worker
+// keeps the stack it grew (until the collector shrinks an idle one), so
+// the copies happen once per worker rather than once per task.
+//
+// Work goes to an idle worker if one is waiting, else to a new goroutine
+// that joins the pool when done. At most maxIdleWorkers wait; a worker
+// finding that many already waiting exits, so a burst leaves no more than
+// that behind (tens of KiB of stack each). The idle workers end at
+// Shutdown.
+type workers struct {
+	work chan task
+	quit chan struct{}
+	once sync.Once
+	idle atomic.Int32
+}
+
+const maxIdleWorkers = 64
+
+type taskKind uint8
+
+const (
+	taskServe taskKind = iota // Session.serve: the read loop
+	taskFlush                 // Session.flush: write what is queued
+)
+
+type task struct {
+	s    *Session
+	kind taskKind
+}
+
+func newWorkers() *workers {
+	return &workers{work: make(chan task), quit: make(chan struct{})}
+}
+
+func (w *workers) run(t task) {
+	select {
+	case w.work <- t:
+	default:
+		go w.loop(t)
+	}
+}
+
+func (w *workers) loop(t task) {
+	for {
+		switch t.kind {
+		case taskServe:
+			t.s.serve()
+		case taskFlush:
+			t.s.flush()
+		}
+		if w.idle.Add(1) > maxIdleWorkers {
+			w.idle.Add(-1)
+			return
+		}
+		select {
+		case t = <-w.work:
+			w.idle.Add(-1)
+		case <-w.quit:
+			w.idle.Add(-1)
+			return
+		}
+	}
+}
+
+// stop ends the idle workers; work handed over later runs on goroutines
+// that end with it.
+func (w *workers) stop() { w.once.Do(func() { close(w.quit) }) }
