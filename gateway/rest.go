@@ -686,15 +686,17 @@ func (g *Gateway) sendMessage(w http.ResponseWriter, r *http.Request, app *appRe
 		g.writeError(w, r, rerr)
 		return
 	}
-	var reqHash [32]byte
+	var claim *queue.IdemClaim
 	if idem != "" {
-		// A repeat gets the first answer, whatever changed since.
-		reqHash = sha256.Sum256(raw)
-		res, err := g.q.Replay(app.ID, idem, reqHash)
+		// A repeat gets the first answer, whatever changed since; a first
+		// request keeps the key locked until it is enqueued or refused.
+		res, c, err := g.q.ClaimIdempotency(app.ID, idem, sha256.Sum256(raw))
 		if err != nil || res != nil {
 			g.sendAnswer(w, r, res, err)
 			return
 		}
+		claim = c
+		defer claim.Release()
 	}
 	var req api.SendRequest
 	if err := decodeStrict(raw, &req); err != nil {
@@ -717,9 +719,7 @@ func (g *Gateway) sendMessage(w http.ResponseWriter, r *http.Request, app *appRe
 			}
 		}
 	}
-	if idem != "" {
-		qr.IdempotencyKey, qr.RequestHash = idem, reqHash
-	}
+	qr.Claim = claim
 	res, err := g.q.Enqueue(r.Context(), qr)
 	if err == nil && !res.Replayed {
 		g.waker.enqueuedAsync(app.ID, qr.To, qr.Priority, g.cfg.Clock.Now().Add(qr.ExpiresIn))

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"tether/storage"
@@ -49,6 +50,47 @@ type EnqueueRequest struct {
 	// refused.
 	IdempotencyKey string
 	RequestHash    [32]byte
+	// Claim, when set, is the key's lookup already made under its lock
+	// (ClaimIdempotency): Enqueue neither looks again nor locks, and
+	// releases the claim. IdempotencyKey and RequestHash are then the
+	// claim's.
+	Claim *IdemClaim
+}
+
+// IdemClaim holds the lock of an idempotency key that had no stored answer
+// when ClaimIdempotency looked, so that no request with the same key can
+// be enqueued until Enqueue (given the claim) or Release.
+type IdemClaim struct {
+	key     string
+	hash    [32]byte // of the key
+	reqHash [32]byte
+	mu      *sync.Mutex
+}
+
+// Release gives the key's lock back; it does nothing the second time.
+func (c *IdemClaim) Release() {
+	if c != nil && c.mu != nil {
+		c.mu.Unlock()
+		c.mu = nil
+	}
+}
+
+// ClaimIdempotency looks key up as Replay does, under the key's lock: if an
+// earlier request stored an answer it returns it (or
+// ErrIdempotencyMismatch); otherwise a claim that keeps the lock until it
+// is passed to Enqueue or released. A POST then reads the key once: the
+// gateway asks before validating the request, so a repeat gets the first
+// answer even if the app's settings changed since.
+func (q *Queue) ClaimIdempotency(app, key string, requestHash [32]byte) (*EnqueueResult, *IdemClaim, error) {
+	h := storage.Hash(key)
+	mu := &q.idem[h[0]]
+	mu.Lock()
+	res, err := q.replay(app, h, requestHash)
+	if res != nil || err != nil {
+		mu.Unlock()
+		return res, nil, err
+	}
+	return nil, &IdemClaim{key: key, hash: h, reqHash: requestHash, mu: mu}, nil
 }
 
 // Accepted is the answer for one recipient.
@@ -82,12 +124,20 @@ func (q *Queue) Enqueue(ctx context.Context, req *EnqueueRequest) (*EnqueueResul
 	if req.ExpiresIn < 0 {
 		return nil, fmt.Errorf("%w: negative expiry", ErrInvalid)
 	}
-	if req.IdempotencyKey != "" {
-		h := storage.Hash(req.IdempotencyKey)
-		mu := &q.idem[h[0]]
+	var idemHash [32]byte
+	switch {
+	case req.Claim != nil:
+		defer req.Claim.Release()
+		if req.Claim.mu == nil {
+			return nil, fmt.Errorf("%w: idempotency claim already used", ErrInvalid)
+		}
+		req.IdempotencyKey, req.RequestHash, idemHash = req.Claim.key, req.Claim.reqHash, req.Claim.hash
+	case req.IdempotencyKey != "":
+		idemHash = storage.Hash(req.IdempotencyKey)
+		mu := &q.idem[idemHash[0]]
 		mu.Lock()
 		defer mu.Unlock()
-		if res, err := q.replay(req.App, h, req.RequestHash); res != nil || err != nil {
+		if res, err := q.replay(req.App, idemHash, req.RequestHash); res != nil || err != nil {
 			return res, err
 		}
 	}
@@ -117,7 +167,7 @@ func (q *Queue) Enqueue(ctx context.Context, req *EnqueueRequest) (*EnqueueResul
 		}
 	}
 	if req.IdempotencyKey != "" {
-		h := storage.Hash(req.IdempotencyKey)
+		h := idemHash
 		rv, _ := json.Marshal(res)
 		v, _ := json.Marshal(idemRecord{Hash: req.RequestHash[:], Result: rv})
 		t.b.PutIdem(req.App, h, v)
@@ -131,15 +181,6 @@ func (q *Queue) Enqueue(ctx context.Context, req *EnqueueRequest) (*EnqueueResul
 		q.deliver(m)
 	}
 	return res, nil
-}
-
-// Replay returns the stored answer of an earlier request with the same
-// idempotency key, or nil if there is none; ErrIdempotencyMismatch if the
-// key was used for a different request. The gateway asks before validating
-// a request, so a repeat gets the first answer even if the app's settings
-// changed since.
-func (q *Queue) Replay(app, key string, requestHash [32]byte) (*EnqueueResult, error) {
-	return q.replay(app, storage.Hash(key), requestHash)
 }
 
 func (q *Queue) replay(app string, h, requestHash [32]byte) (*EnqueueResult, error) {

@@ -166,6 +166,59 @@ func TestIdempotency(t *testing.T) {
 	require.NotEqual(t, res1.Messages[0].ID, res4.Messages[0].ID)
 }
 
+// A claimed key is read once and stays locked until the claim is used:
+// a second request with the key waits, then gets the first answer.
+func TestIdempotencyClaim(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	h := storage.Hash("request")
+	res, claim, err := e.q.ClaimIdempotency(app, "key-c", h)
+	require.NoError(t, err)
+	require.Nil(t, res)
+	require.NotNil(t, claim)
+
+	type answer struct {
+		res   *queue.EnqueueResult
+		claim *queue.IdemClaim
+		err   error
+	}
+	second := make(chan answer, 1)
+	go func() {
+		res, c, err := e.q.ClaimIdempotency(app, "key-c", h)
+		second <- answer{res, c, err}
+	}()
+	select {
+	case a := <-second:
+		t.Fatalf("a second claim of a held key returned: %+v", a)
+	case <-time.After(50 * time.Millisecond):
+	}
+	req := &queue.EnqueueRequest{App: app, To: to("alice"), Body: "once", ExpiresIn: time.Hour, Claim: claim}
+	res1, err := e.q.Enqueue(ctxT(t), req)
+	require.NoError(t, err)
+	require.False(t, res1.Replayed)
+	a := <-second
+	require.NoError(t, a.err)
+	require.Nil(t, a.claim)
+	require.True(t, a.res.Replayed)
+	require.Equal(t, res1.Messages, a.res.Messages)
+
+	// A claim is used once; Release after Enqueue does nothing.
+	claim.Release()
+	_, err = e.q.Enqueue(ctxT(t), req)
+	require.ErrorIs(t, err, queue.ErrInvalid)
+
+	// A released claim (the request was refused) leaves the key free.
+	_, c2, err := e.q.ClaimIdempotency(app, "key-d", h)
+	require.NoError(t, err)
+	c2.Release()
+	_, c3, err := e.q.ClaimIdempotency(app, "key-d", storage.Hash("another request"))
+	require.NoError(t, err, "nothing was stored for the key")
+	c3.Release()
+
+	_, _, err = e.q.ClaimIdempotency(app, "key-c", storage.Hash("another request"))
+	require.ErrorIs(t, err, queue.ErrIdempotencyMismatch)
+}
+
 func TestEnqueueTenThousandRecipients(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, nil)
