@@ -78,8 +78,8 @@ type Client struct {
 	deferring bool
 	deferred  [][]byte
 	seq       uint64
-	iqs         map[string]chan *Element
-	sends       map[string]*pendingSend
+	iqs       map[string]chan *Element
+	sends     map[string]*pendingSend
 }
 
 // session is one established connection.
