@@ -256,9 +256,10 @@ func (w *waker) enqueuedAsync(app string, to []queue.Recipient, priority queue.P
 const fanoutWait = 10 * time.Second
 
 // enqueued is called after a 202: it wakes the offline devices the
-// messages are for, reading each user's device records once: one lookup
-// per named device, one scan for a whole user. submit hands a job to the
-// pool.
+// messages are for, reading each user's device records once, through the
+// queue's device cache: the list of a whole user, the record of each named
+// device that is not online (an online device is never woken). submit
+// hands a job to the pool.
 func (w *waker) enqueued(app string, to []queue.Recipient, priority queue.Priority, expires time.Time, submit func(wake.Job) bool) {
 	ctx := context.Background()
 	prio := wake.PriorityNormal
@@ -313,6 +314,9 @@ func (w *waker) enqueued(app string, to []queue.Recipient, priority queue.Priori
 			continue
 		}
 		for _, id := range u.order {
+			if w.g.sessions.Online(app, user, id) {
+				continue // consider would skip it: spare the read
+			}
 			d, err := w.g.q.Device(ctx, queue.DeviceRef{App: app, User: user, Device: id})
 			if errors.Is(err, queue.ErrNotFound) {
 				continue

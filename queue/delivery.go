@@ -1,12 +1,9 @@
 package queue
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"slices"
-	"time"
 )
 
 // DeviceRef names one device of one user of one app.
@@ -210,22 +207,20 @@ func (q *Queue) complete(st *Status, known []string) bool {
 	return true
 }
 
-// knownDevices lists the devices of app/user seen within the stale period.
+// knownDevices lists the devices of app/user seen within the stale period,
+// from the device cache. The caller holds the user's lock.
 func (q *Queue) knownDevices(t *tx, app, user string) ([]string, error) {
+	devs, err := q.devicesLocked(app, user)
+	if err != nil {
+		return nil, err
+	}
 	var out []string
-	var derr error
-	err := q.db.ScanDevices(app, user, func(device string, v []byte) bool {
-		seen, err := lastSeen(v)
-		if err != nil {
-			derr = ErrCorrupt
-			return false
+	for i := range devs {
+		if t.now.Sub(devs[i].LastSeen) < q.cfg.DeviceStale {
+			out = append(out, devs[i].ID)
 		}
-		if t.now.Sub(seen) < q.cfg.DeviceStale {
-			out = append(out, device)
-		}
-		return true
-	})
-	return out, errors.Join(err, derr)
+	}
+	return out, nil
 }
 
 // Status returns the status record of message id of app. ErrNotFound if
@@ -267,26 +262,4 @@ func (q *Queue) Cancel(ctx context.Context, app, id string) (*Status, error) {
 	t := q.begin()
 	t.finalize(st, StateCancelled, "cancelled by the backend")
 	return st, t.commit(true)
-}
-
-var lastSeenKey = []byte(`"last_seen":"`)
-
-// lastSeen reads the last_seen time of a stored device record without
-// decoding the rest of it (this runs for every device of the user on each
-// acknowledgement of a message to all of them). In JSON text a quote inside
-// a string is escaped, so the key's text only occurs as the key.
-func lastSeen(v []byte) (time.Time, error) {
-	if i := bytes.Index(v, lastSeenKey); i >= 0 {
-		rest := v[i+len(lastSeenKey):]
-		if j := bytes.IndexByte(rest, '"'); j > 0 && bytes.IndexByte(rest[:j], '\\') < 0 {
-			if t, err := time.Parse(time.RFC3339Nano, string(rest[:j])); err == nil {
-				return t, nil
-			}
-		}
-	}
-	var d struct {
-		LastSeen time.Time `json:"last_seen"`
-	}
-	err := json.Unmarshal(v, &d)
-	return d.LastSeen, err
 }

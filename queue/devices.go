@@ -28,27 +28,120 @@ type Device struct {
 	LastSeen  time.Time         `json:"last_seen"`
 }
 
-// Devices lists the devices of app/user in id order.
+// Devices lists the devices of app/user in id order. The records are the
+// caller's to change. Safe for concurrent use; it reads the device cache,
+// and on a miss takes the user's lock and fills it with one store scan.
 func (q *Queue) Devices(ctx context.Context, app, user string) ([]Device, error) {
+	if e, ok := q.deviceShard(app, user).get(userKey{app, user}); ok && !e.big {
+		return cloneDevices(e.devs), nil
+	}
+	unlock := q.lockUser(app, user)
+	defer unlock()
+	devs, err := q.devicesLocked(app, user)
+	if err != nil {
+		return nil, err
+	}
+	return cloneDevices(devs), nil
+}
+
+// Device returns one device record, or ErrNotFound. The record is the
+// caller's to change. Safe for concurrent use; on a cache miss it takes the
+// user's lock, as Devices does.
+func (q *Queue) Device(ctx context.Context, dev DeviceRef) (*Device, error) {
+	e, ok := q.deviceShard(dev.App, dev.User).get(userKey{dev.App, dev.User})
+	switch {
+	case ok && e.big:
+		return q.readDevice(dev)
+	case ok:
+		return findDevice(e.devs, dev.Device)
+	}
+	unlock := q.lockUser(dev.App, dev.User)
+	defer unlock()
+	return q.deviceLocked(dev)
+}
+
+// deviceLocked is Device for a caller that holds the user's lock.
+func (q *Queue) deviceLocked(dev DeviceRef) (*Device, error) {
+	if e, ok := q.deviceShard(dev.App, dev.User).get(userKey{dev.App, dev.User}); ok && e.big {
+		return q.readDevice(dev)
+	}
+	devs, err := q.devicesLocked(dev.App, dev.User)
+	if errors.Is(err, ErrCorrupt) {
+		return q.readDevice(dev) // another device's record is bad, maybe not this one's
+	}
+	if err != nil {
+		return nil, err
+	}
+	return findDevice(devs, dev.Device)
+}
+
+// devicesLocked returns the devices of app/user in id order: the cached
+// list, or one read from the store, which fills the cache. The caller holds
+// the user's lock and must not modify the list.
+func (q *Queue) devicesLocked(app, user string) ([]Device, error) {
+	s := q.deviceShard(app, user)
+	k := userKey{app, user}
+	e, ok := s.get(k)
+	if ok && !e.big {
+		return e.devs, nil
+	}
+	tk := s.ticket()
+	devs, err := q.scanDevices(app, user)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		s.fill(k, devs, tk)
+	}
+	return devs, nil
+}
+
+// deviceWritten brings the cached list of dev's user in line with a
+// commit that wrote dev's record v (nil: deleted it) and returned err. Each
+// device writer calls it after its commit, under the user's lock.
+func (q *Queue) deviceWritten(dev DeviceRef, v []byte, err error) {
+	s := q.deviceShard(dev.App, dev.User)
+	k := userKey{dev.App, dev.User}
+	var d *Device
+	if err == nil && v != nil {
+		// Decoded from what the store holds, so the cache answers what a
+		// read of the store would (times in UTC, no monotonic reading).
+		d, err = decodeDevice(dev.Device, v)
+	}
+	if err != nil {
+		s.del(k) // the store may or may not hold the write
+		return
+	}
+	s.update(k, func(cur []Device) []Device { return withDevice(cur, dev.Device, d) })
+}
+
+// scanDevices reads the devices of app/user from the store, in id order
+// (nil if none).
+func (q *Queue) scanDevices(app, user string) ([]Device, error) {
 	var out []Device
 	var derr error
 	err := q.db.ScanDevices(app, user, func(id string, v []byte) bool {
-		var d Device
-		if err := json.Unmarshal(v, &d); err != nil {
-			derr = ErrCorrupt
+		d, err := decodeDevice(id, v)
+		if err != nil {
+			derr = err
 			return false
 		}
-		d.ID = id
-		out = append(out, d)
+		out = append(out, *d)
 		return true
 	})
+	if err = errors.Join(err, derr); err != nil {
+		return nil, err
+	}
+	if len(out) == 0 {
+		return nil, nil
+	}
 	// The store keeps ids length first; callers expect id order.
 	slices.SortFunc(out, func(a, b Device) int { return strings.Compare(a.ID, b.ID) })
-	return out, errors.Join(err, derr)
+	return slices.Clip(out), nil
 }
 
-// Device returns one device record, or ErrNotFound.
-func (q *Queue) Device(ctx context.Context, dev DeviceRef) (*Device, error) {
+// readDevice reads one device record from the store.
+func (q *Queue) readDevice(dev DeviceRef) (*Device, error) {
 	v, err := q.db.GetDevice(dev.App, dev.User, dev.Device)
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, ErrNotFound
@@ -56,11 +149,75 @@ func (q *Queue) Device(ctx context.Context, dev DeviceRef) (*Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Device{ID: dev.Device}
+	return decodeDevice(dev.Device, v)
+}
+
+func decodeDevice(id string, v []byte) (*Device, error) {
+	d := &Device{ID: id}
 	if err := json.Unmarshal(v, d); err != nil {
 		return nil, ErrCorrupt
 	}
 	return d, nil
+}
+
+// findDevice returns a copy of device id of devs (in id order).
+func findDevice(devs []Device, id string) (*Device, error) {
+	i, ok := slices.BinarySearchFunc(devs, id, func(d Device, id string) int { return strings.Compare(d.ID, id) })
+	if !ok {
+		return nil, ErrNotFound
+	}
+	d := devs[i]
+	if d.Push != nil {
+		p := *d.Push
+		d.Push = &p
+	}
+	return &d, nil
+}
+
+// cloneDevices copies devs with their push registrations (two
+// allocations).
+func cloneDevices(devs []Device) []Device {
+	if len(devs) == 0 {
+		return nil
+	}
+	out := slices.Clone(devs)
+	n := 0
+	for i := range out {
+		if out[i].Push != nil {
+			n++
+		}
+	}
+	regs := make([]PushRegistration, 0, n)
+	for i := range out {
+		if p := out[i].Push; p != nil {
+			regs = append(regs, *p)
+			out[i].Push = &regs[len(regs)-1]
+		}
+	}
+	return out
+}
+
+// withDevice returns a new list: devs (in id order, not modified) with
+// device id set to d, or removed if d is nil.
+func withDevice(devs []Device, id string, d *Device) []Device {
+	i, found := slices.BinarySearchFunc(devs, id, func(d Device, id string) int { return strings.Compare(d.ID, id) })
+	switch {
+	case d == nil && !found:
+		return devs
+	case d == nil:
+		if len(devs) == 1 {
+			return nil
+		}
+		out := make([]Device, 0, len(devs)-1)
+		return append(append(out, devs[:i]...), devs[i+1:]...)
+	case found:
+		out := slices.Clone(devs)
+		out[i] = *d
+		return out
+	}
+	out := make([]Device, 0, len(devs)+1)
+	out = append(append(out, devs[:i]...), *d)
+	return append(out, devs[i:]...)
 }
 
 // UpdateDevice creates or changes a device record under the user's lock:
@@ -69,7 +226,7 @@ func (q *Queue) Device(ctx context.Context, dev DeviceRef) (*Device, error) {
 func (q *Queue) UpdateDevice(ctx context.Context, dev DeviceRef, fn func(d *Device) *Device) (created bool, err error) {
 	unlock := q.lockUser(dev.App, dev.User)
 	defer unlock()
-	cur, err := q.Device(ctx, dev)
+	cur, err := q.deviceLocked(dev)
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return false, err
 	}
@@ -95,7 +252,9 @@ func (q *Queue) UpdateDevice(ctx context.Context, dev DeviceRef, fn func(d *Devi
 	}
 	b := q.db.NewBatch()
 	b.PutDevice(dev.App, dev.User, dev.Device, v)
-	return cur == nil, b.Commit(true)
+	err = b.Commit(true)
+	q.deviceWritten(dev, v, err)
+	return cur == nil, err
 }
 
 // DeleteDevice removes a device and its push registration. Messages that
@@ -103,14 +262,16 @@ func (q *Queue) UpdateDevice(ctx context.Context, dev DeviceRef, fn func(d *Devi
 func (q *Queue) DeleteDevice(ctx context.Context, dev DeviceRef) (bool, error) {
 	unlock := q.lockUser(dev.App, dev.User)
 	defer unlock()
-	if _, err := q.Device(ctx, dev); errors.Is(err, ErrNotFound) {
+	if _, err := q.deviceLocked(dev); errors.Is(err, ErrNotFound) {
 		return false, nil
 	} else if err != nil {
 		return false, err
 	}
 	t := q.begin()
 	t.b.DeleteDevice(dev.App, dev.User, dev.Device)
-	if err := t.commit(true); err != nil {
+	err := t.commit(true)
+	q.deviceWritten(dev, nil, err) // before recheck reads the list
+	if err != nil {
 		return false, err
 	}
 	return true, q.recheck(dev.App, dev.User)
@@ -177,7 +338,9 @@ func (q *Queue) DropUser(ctx context.Context, app, user string) error {
 		return err
 	}
 	t.b.DeleteUser(app, user)
-	return t.commit(true)
+	err = t.commit(true)
+	q.deviceShard(app, user).del(userKey{app, user}) // none left, or unknown on an error
+	return err
 }
 
 // Inbound stores a message a device sent to the backend and appends its
@@ -221,6 +384,7 @@ func (q *Queue) DropApp(ctx context.Context, app string) error {
 	}
 	err = q.db.DeleteApp(app)
 	q.stats.clear() // its records are gone (or may be, on an error)
+	q.devs.clear()
 	if err != nil {
 		return err
 	}
@@ -234,7 +398,7 @@ func (q *Queue) DropApp(ctx context.Context, app string) error {
 func (q *Queue) TouchDevice(ctx context.Context, dev DeviceRef, transport string) error {
 	unlock := q.lockUser(dev.App, dev.User)
 	defer unlock()
-	d, err := q.Device(ctx, dev)
+	d, err := q.deviceLocked(dev)
 	switch {
 	case errors.Is(err, ErrNotFound):
 		d = &Device{ID: dev.Device, CreatedAt: q.now()}
@@ -248,5 +412,7 @@ func (q *Queue) TouchDevice(ctx context.Context, dev DeviceRef, transport string
 	}
 	b := q.db.NewBatch()
 	b.PutDevice(dev.App, dev.User, dev.Device, v)
-	return b.Commit(false)
+	err = b.Commit(false)
+	q.deviceWritten(dev, v, err)
+	return err
 }

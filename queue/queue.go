@@ -107,7 +107,8 @@ type Sink interface {
 // mutex), so sequence allocation, commit and the hand-off to live sessions
 // happen in enqueue order per user. Locks of several users are taken in
 // stripe order; the lock order is stripe locks, then the subscription
-// shard, then the event notifier.
+// shard, then the event notifier. The mutexes of the status and device
+// cache shards are leaves: nothing is locked while one is held.
 type Queue struct {
 	depth atomic.Int64 // messages in all logs
 
@@ -122,6 +123,7 @@ type Queue struct {
 	feed  notifier
 	m     *metrics
 	stats statusCache
+	devs  deviceCache
 
 	fbOnce sync.Once
 	fbSem  chan struct{}

@@ -107,24 +107,3 @@ func TestMarshalEventMatchesJSON(t *testing.T) {
 		}
 	}
 }
-
-func TestLastSeen(t *testing.T) {
-	at := time.Date(2026, 11, 23, 3, 49, 6, 120000000, time.UTC)
-	for _, d := range []Device{
-		{LastSeen: at, CreatedAt: at.Add(-time.Hour), Transport: "tls"},
-		{LastSeen: at, Push: &PushRegistration{Provider: "apns", Token: `"last_seen":"2001-01-01T00:00:00Z"`}},
-		{},
-	} {
-		v, err := json.Marshal(d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := lastSeen(v)
-		if err != nil || !got.Equal(d.LastSeen) {
-			t.Errorf("%s: got %v, %v; want %v", v, got, err, d.LastSeen)
-		}
-	}
-	if _, err := lastSeen([]byte(`{"last_seen":`)); err == nil {
-		t.Error("malformed record: no error")
-	}
-}
