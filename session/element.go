@@ -2,8 +2,8 @@ package session
 
 import (
 	"bytes"
-	"encoding/xml"
 	"errors"
+	"unicode/utf8"
 
 	"tether/internal/xmppxml"
 )
@@ -39,8 +39,49 @@ func parseFrame(b []byte) (*element, error) {
 // xmlBuf builds outbound XML with escaping.
 type xmlBuf struct{ bytes.Buffer }
 
+// text writes s as character data. Like xml.EscapeText it escapes '<',
+// '>', '&' and '\r', passes '\t' and '\n', and writes U+FFFD for what XML
+// 1.0 cannot carry (other control characters, invalid UTF-8, U+FFFE,
+// U+FFFF); quotes, legal in text, stay as they are. It works on the string
+// without copying it: a message's data is JSON, full of quotes, written to
+// every device it goes to.
 func (b *xmlBuf) text(s string) {
-	xml.EscapeText(&b.Buffer, []byte(s))
+	last := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		var esc string
+		width := 1
+		switch {
+		case c == '<':
+			esc = "&lt;"
+		case c == '>':
+			esc = "&gt;"
+		case c == '&':
+			esc = "&amp;"
+		case c == '\r':
+			esc = "&#xD;"
+		case c == '\t' || c == '\n' || (c >= 0x20 && c < utf8.RuneSelf):
+			i++
+			continue
+		case c < 0x20:
+			esc = "\uFFFD"
+		default:
+			r, n := utf8.DecodeRuneInString(s[i:])
+			width = n
+			if r != utf8.RuneError || n > 1 {
+				if r != 0xFFFE && r != 0xFFFF {
+					i += n
+					continue
+				}
+			}
+			esc = "\uFFFD"
+		}
+		b.WriteString(s[last:i])
+		b.WriteString(esc)
+		i += width
+		last = i
+	}
+	b.WriteString(s[last:])
 }
 
 func (b *xmlBuf) attr(name, value string) {

@@ -2,6 +2,7 @@ package session
 
 import (
 	"bytes"
+	"encoding/xml"
 	"errors"
 	"io"
 	"net"
@@ -162,4 +163,40 @@ func FuzzParseFrame(f *testing.F) {
 		}
 		checkDepth(t, e, 0)
 	})
+}
+
+// FuzzText checks xmlBuf.text against encoding/xml: what a parser reads
+// back from the escaped text is what xml.EscapeText's output reads back as.
+func FuzzText(f *testing.F) {
+	for _, s := range []string{"", "plain", `{"ts":1,"seq":2}`, "a<b>&c\r\nd\te", "\x00\x01\x1f", "\xff\xfe", "é漢字🙂", "\uFFFE\uFFFF\uFFFD", "]]>", "\xed\xa0\x80"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		var b xmlBuf
+		b.text(s)
+		var want bytes.Buffer
+		xml.EscapeText(&want, []byte(s))
+		got, err := readText(b.String())
+		if err != nil {
+			t.Fatalf("text(%q) = %q, not well-formed: %v", s, b.String(), err)
+		}
+		exp, err := readText(want.String())
+		if err != nil {
+			t.Fatalf("xml.EscapeText(%q): %v", s, err)
+		}
+		if got != exp {
+			t.Fatalf("text(%q) reads back as %q, xml.EscapeText's as %q", s, got, exp)
+		}
+		if strings.ContainsAny(s, `"'`) && !strings.ContainsAny(b.String(), `"'`) {
+			t.Fatalf("text(%q) = %q escaped quotes", s, b.String())
+		}
+	})
+}
+
+func readText(esc string) (string, error) {
+	var v struct {
+		T string `xml:",chardata"`
+	}
+	err := xml.Unmarshal([]byte("<a>"+esc+"</a>"), &v)
+	return v.T, err
 }
