@@ -100,7 +100,7 @@ func TestConcurrentAcksFromTwoDevices(t *testing.T) {
 		if st.Status == queue.StateCancelled {
 			require.Equal(t, []string{queue.EventCancelled}, evs)
 		} else {
-			require.ElementsMatch(t, []string{"message.delivered@phone", "message.delivered@laptop"}, evs)
+			require.ElementsMatch(t, []string{"message.sent@phone", "message.delivered@phone", "message.sent@laptop", "message.delivered@laptop"}, evs)
 		}
 	}
 }

@@ -95,7 +95,9 @@ func (q *Queue) MarkSent(ctx context.Context, dev DeviceRef, ids ...string) erro
 }
 
 // MarkDelivered records that dev acknowledged the messages (an XEP-0198
-// ack, an XEP-0184 receipt, an HTTP ack). A message is done, and its
+// ack, an XEP-0184 receipt, an HTTP ack), and that they were sent to it if
+// that was not recorded yet (sessions mark "sent" late, so that most
+// messages get both in one commit). A message is done, and its
 // payload dropped, once every known device of the user acknowledged it, or
 // the first did for delivery any, which withdraws it from the others.
 func (q *Queue) MarkDelivered(ctx context.Context, dev DeviceRef, ids ...string) error {
@@ -166,8 +168,13 @@ func (q *Queue) mark(dev DeviceRef, to State, ids []string) error {
 			continue
 		}
 		changed := false
+		if to >= StateDelivered && st.DeviceState(dev.Device) < StateSent {
+			// Acknowledged before its "sent" was recorded (the session
+			// marks "sent" late, to record both in this one commit).
+			changed = t.setDevice(st, dev.Device, StateSent)
+		}
 		if to >= StateDelivered && st.DeviceState(dev.Device) < StateDelivered {
-			changed = t.setDevice(st, dev.Device, StateDelivered)
+			changed = t.setDevice(st, dev.Device, StateDelivered) || changed
 		}
 		changed = t.setDevice(st, dev.Device, to) || changed
 		if !changed {

@@ -98,7 +98,7 @@ func TestReadImpliesDelivered(t *testing.T) {
 	id := e.sendOne(t, "alice", "hi")
 	require.NoError(t, e.q.MarkRead(ctxT(t), dev("alice", "phone"), id))
 	require.Equal(t, queue.StateRead, e.status(t, id).Status)
-	require.Equal(t, []string{"message.delivered@phone", "message.read@phone"}, e.eventsOf(t, id))
+	require.Equal(t, []string{"message.sent@phone", "message.delivered@phone", "message.read@phone"}, e.eventsOf(t, id), "an ack implies sent")
 	require.True(t, e.payloadGone(t, "alice", id))
 }
 
@@ -109,7 +109,7 @@ func TestDuplicateIDsInOneAckCountOnce(t *testing.T) {
 	other := e.sendOne(t, "alice", "other")
 	require.EqualValues(t, 2, e.q.Depth())
 	require.NoError(t, e.q.MarkDelivered(ctxT(t), dev("alice", "phone"), id, id, id))
-	require.Equal(t, []string{"message.delivered@phone"}, e.eventsOf(t, id))
+	require.Equal(t, []string{"message.sent@phone", "message.delivered@phone"}, e.eventsOf(t, id))
 	require.EqualValues(t, 1, e.q.Depth(), "one message left, not %d", e.q.Depth())
 	require.Equal(t, []string{other}, ids(e.pending(t, dev("alice", "phone"))))
 }
@@ -210,7 +210,7 @@ func TestTwoDevicesEachGetEveryMessage(t *testing.T) {
 	require.False(t, e.payloadGone(t, "alice", sent[0]))
 	require.EqualValues(t, 2, e.q.Depth())
 	require.Equal(t, []string{sent[0], sent[2]}, ids(e.pending(t, laptop)))
-	require.Equal(t, []string{"message.delivered@phone", "message.delivered@laptop"}, e.eventsOf(t, sent[1]))
+	require.Equal(t, []string{"message.sent@phone", "message.delivered@phone", "message.sent@laptop", "message.delivered@laptop"}, e.eventsOf(t, sent[1]))
 
 	// Removing the laptop completes what only it was missing.
 	existed, err := e.q.DeleteDevice(ctxT(t), laptop)

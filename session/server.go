@@ -123,6 +123,7 @@ type Server struct {
 	poll   *poller // nil: sessions do not park
 	parked atomic.Int64
 	work   *workers
+	sent   sentMarks
 
 	mu        sync.Mutex
 	bound     map[deviceKey]*Session // bound sessions by device (including detached ones)
@@ -138,7 +139,7 @@ type deviceKey struct{ app, user, device string }
 // New returns a Server.
 func New(cfg Config) *Server {
 	cfg.setDefaults()
-	return &Server{
+	s := &Server{
 		cfg: cfg, log: cfg.Logger, q: cfg.Queue, dir: cfg.Directory,
 		thr:       newThrottle(),
 		poll:      getPoller(),
@@ -149,6 +150,8 @@ func New(cfg Config) *Server {
 		resumable: map[string]*Session{},
 		all:       map[*Session]struct{}{},
 	}
+	s.sent.quit = s.work.quit
+	return s
 }
 
 // Collectors returns the session metrics for the gateway to register.

@@ -105,7 +105,8 @@ type Session struct {
 	lastSeq    uint64           // highest seq queued on this session
 	more       bool             // the queue may hold more pending messages
 	inflight   []inflight       // messages queued and not yet acknowledged
-	sentIDs    []string         // ids written since the last MarkSent
+	sentIDs    []string         // ids in the frames being written (flush)
+	sentWait   []string         // written, not yet marked sent nor acknowledged (sentmarks.go)
 	smEnabled  bool
 	receipts   bool // the device sends XEP-0184 receipts
 	smID       string
@@ -431,10 +432,9 @@ func (s *Session) flush() {
 			// message frames went out, so the device may well have them;
 			// skipping them left such messages "enqueued" for good. They
 			// stay in flight either way, and go out again on resumption or
-			// on the next session.
-			if err := s.srv.q.MarkSent(context.Background(), s.ref(), sent...); err != nil {
-				s.log.Warn("mark sent", zap.Error(err))
-			}
+			// on the next session. The mark waits for the acknowledgement
+			// (sentmarks.go).
+			s.sentWritten(sent)
 			if werr == nil {
 				s.srv.m.messagesOut.Add(float64(len(sent)))
 			}
@@ -494,6 +494,7 @@ func (s *Session) end(reason CloseReason) {
 	if sub != nil {
 		sub.Close()
 	}
+	s.markSentNow()
 	if t != nil {
 		s.writeClose(t, reason)
 		t.close()
@@ -609,6 +610,7 @@ func (s *Session) acked(h uint32) {
 	ids := make([]string, n)
 	for i := range n {
 		ids[i] = s.inflight[i].msg.ID
+		s.sentAckedLocked(ids[i])
 	}
 	s.inflight = s.inflight[n:]
 	if len(s.inflight) == 0 {

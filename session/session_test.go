@@ -1133,3 +1133,46 @@ func TestAckRequestsFollowReceipts(t *testing.T) {
 	c.send("<a xmlns='urn:xmpp:sm:3' h='3'/>") // m1 (h 1), m2, m3
 	f.waitStatus(t, m3, "delivered")
 }
+
+// A message acknowledged soon after it was written is recorded sent and
+// delivered in one commit (one time for both events); one never
+// acknowledged is recorded sent on its own within the half second the
+// session waits, and one still waiting when the session ends, at the end.
+func TestSentRecordedWithTheAck(t *testing.T) {
+	f := start(t, nil)
+	c := f.login(t, "alice", "phone1")
+	c.enableSM()
+	c.presence()
+	m1 := f.sendTo(t, "alice", "acked")
+	n, err := c.next()
+	require.NoError(t, err)
+	require.Equal(t, m1, n.attr("id"))
+	n, err = c.next()
+	require.NoError(t, err)
+	require.Equal(t, "r", n.XMLName.Local) // until the first receipt
+	c.send("<message to='acme.localhost'><received xmlns='urn:xmpp:receipts' id='" + m1 + "'/></message>")
+	f.waitStatus(t, m1, "delivered")
+
+	m2 := f.sendTo(t, "alice", "never acked")
+	n, err = c.next()
+	require.NoError(t, err)
+	require.Equal(t, m2, n.attr("id"))
+	f.waitStatus(t, m2, "sent")
+
+	at := map[string]map[string]time.Time{m1: {}, m2: {}}
+	for _, e := range f.events(t, f.app, "acme") {
+		if at[e.MessageID] != nil {
+			at[e.MessageID][e.Type] = e.At
+		}
+	}
+	require.Len(t, at[m1], 2, "sent and delivered: %v", at[m1])
+	require.Equal(t, at[m1]["message.sent"], at[m1]["message.delivered"], "one commit")
+	require.Contains(t, at[m2], "message.sent")
+
+	m3 := f.sendTo(t, "alice", "in flight at the close")
+	n, err = c.next()
+	require.NoError(t, err)
+	require.Equal(t, m3, n.attr("id"))
+	c.send("</stream:stream>")
+	f.waitStatus(t, m3, "sent")
+}

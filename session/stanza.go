@@ -305,6 +305,7 @@ func (s *Session) stanzaError(kind, id, from, typ, cond string) {
 // it is delivered, and is not to be sent again on resumption.
 func (s *Session) forget(id string) {
 	s.mu.Lock()
+	s.sentAckedLocked(id)
 	for i, f := range s.inflight {
 		if f.msg.ID == id {
 			s.inflight = append(s.inflight[:i:i], s.inflight[i+1:]...)
