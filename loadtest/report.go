@@ -60,6 +60,7 @@ type gatewayReport struct {
 	GoroutinesBase    int       `json:"goroutines_before_sessions"`
 	GoroutinesPeak    int       `json:"goroutines_peak"`
 	GoroutinesAfter   int       `json:"goroutines_after_sessions"`
+	GoroutinesPooled  int       `json:"goroutines_after_in_pools"` // of GoroutinesAfter: idle workers and outbound connections
 }
 
 type sessionReport struct {
@@ -180,7 +181,7 @@ func (r *runner) report(ch *checks) *report {
 	r.mu.Lock()
 	g := gatewayReport{Local: r.tgt != nil && r.tgt.local != nil, Kills: len(r.downtimes), RSSBaseMiB: r.rss0 / (1 << 20),
 		RSSAfterRampMiB: r.rss1 / (1 << 20), RSSPeakMiB: r.gwPeak.rss / (1 << 20), MaxOpenFiles: r.gwMaxFDs,
-		GoroutinesBase: r.gor0, GoroutinesPeak: r.gwPeak.gor, GoroutinesAfter: r.gor2}
+		GoroutinesBase: r.gor0, GoroutinesPeak: r.gwPeak.gor, GoroutinesAfter: r.gor2, GoroutinesPooled: r.gorPooled}
 	for _, d := range r.downtimes {
 		g.DowntimesS = append(g.DowntimesS, d.Seconds())
 	}
@@ -395,7 +396,11 @@ func (rep *report) summary() string {
 		p("gateway   remote: RSS %.0f MiB before the sessions, %.0f after the ramp (%.1f KiB/session), peak %.0f (from -metrics-url)",
 			g.RSSBaseMiB, g.RSSAfterRampMiB, g.RSSPerSessionKiB, g.RSSPeakMiB)
 	}
-	p("          goroutines %d before the sessions, peak %d, %d after they all closed", g.GoroutinesBase, g.GoroutinesPeak, g.GoroutinesAfter)
+	pooled := ""
+	if g.GoroutinesPooled > 0 {
+		pooled = fmt.Sprintf(" (%d of them idle workers and outbound connections)", g.GoroutinesPooled)
+	}
+	p("          goroutines %d before the sessions, peak %d, %d after they all closed%s", g.GoroutinesBase, g.GoroutinesPeak, g.GoroutinesAfter, pooled)
 	pl := rep.Plan
 	where := "in the harness process"
 	if !pl.InProcess {

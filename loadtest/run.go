@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -60,6 +61,7 @@ type runner struct {
 	rampSecs      float64
 	rss0, rss1    float64
 	gor0, gor2    int // gateway goroutines before the sessions and after they all closed
+	gorPooled     int // of gor2, in pooledFrames (when the dump was read)
 	online1       int
 	trafficStart  time.Time
 	trafficEnd    time.Time
@@ -259,10 +261,74 @@ func (r *runner) phases() int {
 	return r.finish()
 }
 
+// fetchGoroutines returns the gateway's goroutine dump (debug=1, from the
+// /debug/pprof beside /metrics), nil if it cannot.
+func (r *runner) fetchGoroutines(hc *http.Client) []byte {
+	u := strings.TrimSuffix(r.tgt.metricsURL, "/metrics") + "/debug/pprof/goroutine?debug=1"
+	ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
+// pooledFrames are functions whose goroutines belong to bounded pools that
+// outlive the sessions by design: idle session workers (until their idle
+// timeout), the wake pool, and idle outbound HTTP connections to the push
+// providers (until net/http's idle timeout).
+var pooledFrames = []string{
+	"tether/session.(*workers).loop",
+	"tether/wake.(*Pool).work",
+	"net/http.(*persistConn).readLoop",
+	"net/http.(*persistConn).writeLoop",
+	"net/http.(*http2ClientConn).readLoop",
+	"golang.org/x/net/http2.(*ClientConn).readLoop",
+}
+
+// pooledGoroutines counts the goroutines of a debug=1 dump (blocks of
+// "N @ pcs" and their "#\tpc func+off\tfile:line" frames) that run one of
+// pooledFrames.
+func pooledGoroutines(dump []byte) int {
+	total, n, counted := 0, 0, false
+	for _, line := range strings.Split(string(dump), "\n") {
+		if c, err := fmt.Sscanf(line, "%d @", &n); err == nil && c == 1 {
+			counted = false // a new block of n goroutines
+			continue
+		}
+		if counted || !strings.HasPrefix(line, "#") {
+			continue
+		}
+		for _, f := range pooledFrames {
+			if strings.Contains(line, "\t"+f+"+") {
+				total += n
+				counted = true
+				break
+			}
+		}
+	}
+	return total
+}
+
 // leakCheck waits (up to 30 s) for the gateway's goroutines to come back
 // near the warm baseline taken before the first session, now that every
 // session is closed: sessions, resumable sessions and their timers must
-// all be gone.
+// all be gone. Goroutines of the bounded pools that outlive sessions
+// (pooledFrames) are not counted, when the gateway serves its goroutine
+// dump; on a failure the dump is saved beside the report.
 func (r *runner) leakCheck() {
 	if r.gor0 <= 0 || r.tgt.metricsURL == "" {
 		return
@@ -270,6 +336,8 @@ func (r *runner) leakCheck() {
 	limit := r.gor0 + 100 + r.gor0/10
 	hc := newAPIClient(r.tgt.baseURL, r.tgt.adminToken, 2).HTTP
 	deadline := time.Now().Add(30 * time.Second)
+	var dump []byte
+	pooled := 0
 	for {
 		ctx, cancel := context.WithTimeout(r.ctx, 2*time.Second)
 		s := scrapeMetrics(ctx, hc, r.tgt.metricsURL)
@@ -278,12 +346,28 @@ func (r *runner) leakCheck() {
 		if s.gor >= 0 && s.gor <= limit {
 			return
 		}
+		if s.gor > limit {
+			if dump = r.fetchGoroutines(hc); dump != nil {
+				pooled = pooledGoroutines(dump)
+				r.gorPooled = pooled
+				if s.gor-pooled <= limit {
+					return
+				}
+			}
+		}
 		if time.Now().After(deadline) || !sleepCtx(r.ctx, 500*time.Millisecond) {
 			break
 		}
 	}
 	if r.gor2 > limit {
-		r.problem("gateway goroutines: %d 30 s after every session closed, against %d before the first one (limit %d): a leak?", r.gor2, r.gor0, limit)
+		note := ""
+		if dump != nil && r.cfg.out != "" {
+			path := filepath.Join(r.cfg.out, "gateway-goroutines.txt")
+			if os.WriteFile(path, dump, 0o644) == nil {
+				note = " (their stacks: " + path + ")"
+			}
+		}
+		r.problem("gateway goroutines: %d 30 s after every session closed (%d of them in worker pools and idle outbound connections), against %d before the first one (limit %d): a leak?%s", r.gor2, pooled, r.gor0, limit, note)
 	}
 }
 

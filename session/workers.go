@@ -3,6 +3,7 @@ package session
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // workers runs a session's reader after it is unparked or handed off, and
@@ -16,8 +17,8 @@ import (
 // Work goes to an idle worker if one is waiting, else to a new goroutine
 // that joins the pool when done. At most maxIdleWorkers wait; a worker
 // finding that many already waiting exits, so a burst leaves no more than
-// that behind (tens of KiB of stack each). The idle workers end at
-// Shutdown.
+// that behind (tens of KiB of stack each), and a worker idle for
+// idleWorkerTimeout exits too. The idle workers end at Shutdown.
 type workers struct {
 	work chan task
 	quit chan struct{}
@@ -25,7 +26,10 @@ type workers struct {
 	idle atomic.Int32
 }
 
-const maxIdleWorkers = 64
+const (
+	maxIdleWorkers    = 64
+	idleWorkerTimeout = 10 * time.Second
+)
 
 type taskKind uint8
 
@@ -52,6 +56,8 @@ func (w *workers) run(t task) {
 }
 
 func (w *workers) loop(t task) {
+	idle := time.NewTimer(idleWorkerTimeout)
+	defer idle.Stop()
 	for {
 		switch t.kind {
 		case taskServe:
@@ -63,9 +69,13 @@ func (w *workers) loop(t task) {
 			w.idle.Add(-1)
 			return
 		}
+		idle.Reset(idleWorkerTimeout)
 		select {
 		case t = <-w.work:
 			w.idle.Add(-1)
+		case <-idle.C:
+			w.idle.Add(-1)
+			return
 		case <-w.quit:
 			w.idle.Add(-1)
 			return
