@@ -118,7 +118,7 @@ type Queue struct {
 	log   *zap.Logger
 	seed  maphash.Seed
 	locks [lockStripes]sync.Mutex
-	idem  [256]sync.Mutex
+	idem  [idemStripes]sync.Mutex
 	subs  subscriptions
 	feed  notifier
 	m     *metrics

@@ -24,10 +24,21 @@ import (
 // own netpoller; it blocks one thread in epoll_wait.
 type poller struct {
 	epfd int
-
-	mu     sync.Mutex
-	parked map[uint64]*Session // by session id, while parked
+	// The parked sessions by id, sharded: every park and wake-up takes a
+	// shard's lock, thousands of times a second, and one lock was a point
+	// of contention (a holder preempted by the OS holds it up for all).
+	shards [pollShards]pollShard
 }
+
+type pollShard struct {
+	mu     sync.Mutex
+	parked map[uint64]*Session
+	_      [48]byte // a cache line each
+}
+
+const pollShards = 64
+
+func (p *poller) shard(id uint64) *pollShard { return &p.shards[id%pollShards] }
 
 var (
 	pollOnce sync.Once
@@ -42,7 +53,10 @@ func getPoller() *poller {
 		if err != nil {
 			return
 		}
-		thePoll = &poller{epfd: fd, parked: map[uint64]*Session{}}
+		thePoll = &poller{epfd: fd}
+		for i := range thePoll.shards {
+			thePoll.shards[i].parked = map[uint64]*Session{}
+		}
 		go thePoll.loop()
 	})
 	return thePoll
@@ -61,9 +75,10 @@ func (p *poller) loop() {
 		}
 		for i := range events[:n] {
 			id := uint64(uint32(events[i].Fd)) | uint64(uint32(events[i].Pad))<<32
-			p.mu.Lock()
-			s := p.parked[id]
-			p.mu.Unlock()
+			sh := p.shard(id)
+			sh.mu.Lock()
+			s := sh.parked[id]
+			sh.mu.Unlock()
 			if s != nil {
 				s.unpark(true)
 			}
@@ -87,20 +102,27 @@ func (p *poller) watch(fd int, id uint64) error {
 }
 
 func (p *poller) add(s *Session) {
-	p.mu.Lock()
-	p.parked[s.id] = s
-	p.mu.Unlock()
+	sh := p.shard(s.id)
+	sh.mu.Lock()
+	sh.parked[s.id] = s
+	sh.mu.Unlock()
 }
 
 func (p *poller) remove(s *Session) {
-	p.mu.Lock()
-	delete(p.parked, s.id)
-	p.mu.Unlock()
+	sh := p.shard(s.id)
+	sh.mu.Lock()
+	delete(sh.parked, s.id)
+	sh.mu.Unlock()
 }
 
 // parkedCount is for tests and metrics.
 func (p *poller) parkedCount() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.parked)
+	n := 0
+	for i := range p.shards {
+		sh := &p.shards[i]
+		sh.mu.Lock()
+		n += len(sh.parked)
+		sh.mu.Unlock()
+	}
+	return n
 }
