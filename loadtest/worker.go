@@ -11,6 +11,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -672,12 +673,31 @@ func (w *worker) brief(d *device) bool {
 	return true
 }
 
+// stateName names a device state for the log.
+func stateName(st uint8) string {
+	switch st {
+	case stIdle:
+		return "idle"
+	case stConnecting:
+		return "connecting"
+	case stUp:
+		return "up"
+	case stDown:
+		return "reconnecting"
+	case stClosing:
+		return "closing"
+	}
+	return fmt.Sprint(st)
+}
+
 // sweep connects the given devices once more after the traffic: offline
 // ones briefly, online ones whose client gave up are logged in afresh.
 func (w *worker) sweep(ks []int32) {
 	defer w.emit(&event{Ev: evSwept})
 	sem := make(chan struct{}, 128)
 	var wg sync.WaitGroup
+	var skipMu sync.Mutex
+	var skipped []string
 	for _, k := range ks {
 		d := w.device(k)
 		if d == nil || w.stopping() {
@@ -697,10 +717,24 @@ func (w *worker) sweep(ks []int32) {
 			case !d.off && st == stDown && c != nil && !c.Connected():
 				w.retire(d, false)
 				w.login(d)
+			default:
+				// Left alone: it has a client that is up, reconnecting by
+				// itself, or being opened or closed. Named, so that a
+				// device stuck in one of these states shows in the log.
+				connected := c != nil && c.Connected()
+				skipMu.Lock()
+				skipped = append(skipped, fmt.Sprintf("%s (%s, client connected %v)", deviceName(int(d.k)), stateName(st), connected))
+				skipMu.Unlock()
 			}
 		})
 	}
 	wg.Wait()
+	if len(skipped) > 0 {
+		if len(skipped) > 20 {
+			skipped = append(skipped[:20], fmt.Sprintf("and %d more", len(skipped)-20))
+		}
+		w.logf("sweep: %d devices missing messages left as they were: %s", len(skipped), strings.Join(skipped, ", "))
+	}
 }
 
 // flusher sends the deliveries and transitions every 100 ms.

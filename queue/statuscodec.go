@@ -205,11 +205,15 @@ func (r *statusReader) time() time.Time {
 
 // marshalEvent is json.Marshal(e), without reflection for the common
 // events (no data, no fallback): one is written per status change.
-func marshalEvent(e *Event) ([]byte, error) {
+func marshalEvent(e *Event) ([]byte, error) { return appendEvent(make([]byte, 0, 256), e) }
+
+// appendEvent appends marshalEvent's encoding of e to b.
+func appendEvent(b []byte, e *Event) ([]byte, error) {
 	if e.Data != nil || e.Fallback != nil || e.At.Year() < 0 || e.At.Year() > 9999 {
-		return json.Marshal(e)
+		c := *e // only this copy escapes (to json.Marshal), not e
+		v, err := json.Marshal(&c)
+		return append(b, v...), err
 	}
-	b := make([]byte, 0, 256)
 	b = append(b, `{"id":`...)
 	b = appendJSONString(b, e.ID)
 	b = append(b, `,"type":`...)

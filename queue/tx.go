@@ -29,6 +29,7 @@ type tx struct {
 	err   error
 	// statuses written, for the status cache once committed.
 	statuses []cachedStatus
+	scratch  []byte // an event's encoding, copied into the batch
 }
 
 type cachedStatus struct {
@@ -86,11 +87,12 @@ func (t *tx) event(e *Event) {
 	if e.At.IsZero() {
 		e.At = t.now
 	}
-	v, err := marshalEvent(e)
+	v, err := appendEvent(t.scratch[:0], e)
 	if err != nil {
 		t.fail(err)
 		return
 	}
+	t.scratch = v
 	t.b.PutEvent(e.App, seq, v)
 	if len(t.apps) == 0 || t.apps[len(t.apps)-1] != e.App {
 		t.apps = append(t.apps, e.App)

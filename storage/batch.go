@@ -12,6 +12,9 @@ type Batch struct {
 	db  *DB
 	b   *pebble.Batch
 	err error
+	// key is scratch space for the keys of the hot writes: Pebble copies
+	// a key into the batch, so one buffer serves them all.
+	key []byte
 }
 
 // NewBatch starts an atomic batch of writes.
@@ -113,14 +116,21 @@ func (b *Batch) PutCursor(app, user, device string, seq uint64) {
 
 // PutMessage stores message seq in the log of app/user.
 func (b *Batch) PutMessage(app, user string, seq uint64, v []byte) {
-	b.set(MessageKey(app, user, seq), v)
+	b.key = appendUint64(appendUserPrefix(b.key[:0], tableMessage, app, user), seq)
+	b.set(b.key, v)
 }
 
 // DeleteMessage removes message seq from the log of app/user.
-func (b *Batch) DeleteMessage(app, user string, seq uint64) { b.del(MessageKey(app, user, seq)) }
+func (b *Batch) DeleteMessage(app, user string, seq uint64) {
+	b.key = appendUint64(appendUserPrefix(b.key[:0], tableMessage, app, user), seq)
+	b.del(b.key)
+}
 
 // PutStatus stores the status record of message seq of app.
-func (b *Batch) PutStatus(app string, seq uint64, v []byte) { b.set(StatusKey(app, seq), v) }
+func (b *Batch) PutStatus(app string, seq uint64, v []byte) {
+	b.key = appendUint64(appendAppPrefix(b.key[:0], tableStatus, app), seq)
+	b.set(b.key, v)
+}
 
 // DeleteStatus removes the status record of message seq of app.
 func (b *Batch) DeleteStatus(app string, seq uint64) { b.del(StatusKey(app, seq)) }
@@ -137,16 +147,21 @@ func (b *Batch) DeleteCollapse(app, user, key string) {
 
 // PutTimer schedules a timer of kind for seq at atMillis, carrying v.
 func (b *Batch) PutTimer(atMillis int64, kind byte, seq uint64, v []byte) {
-	b.set(TimerKey(atMillis, kind, seq), v)
+	b.key = appendTimerKey(b.key[:0], atMillis, kind, seq)
+	b.set(b.key, v)
 }
 
 // DeleteTimer removes a timer.
 func (b *Batch) DeleteTimer(atMillis int64, kind byte, seq uint64) {
-	b.del(TimerKey(atMillis, kind, seq))
+	b.key = appendTimerKey(b.key[:0], atMillis, kind, seq)
+	b.del(b.key)
 }
 
 // PutEvent appends event seq to the feed of app.
-func (b *Batch) PutEvent(app string, seq uint64, v []byte) { b.set(EventKey(app, seq), v) }
+func (b *Batch) PutEvent(app string, seq uint64, v []byte) {
+	b.key = appendUint64(appendAppPrefix(b.key[:0], tableEvent, app), seq)
+	b.set(b.key, v)
+}
 
 // PutIdem stores the answer for an idempotency key hash of app.
 func (b *Batch) PutIdem(app string, h [32]byte, v []byte) {

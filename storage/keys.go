@@ -70,12 +70,19 @@ func checkLen(s string, max int) error {
 // appKey is the key of an app record, and appPrefix the prefix of every key
 // of an app in tbl.
 func appPrefix(tbl byte, app string) []byte {
-	k := make([]byte, 0, 2+len(app)+48)
-	return appendComponent(append(k, tbl), app)
+	return appendAppPrefix(make([]byte, 0, 2+len(app)+48), tbl, app)
+}
+
+func appendAppPrefix(dst []byte, tbl byte, app string) []byte {
+	return appendComponent(append(dst, tbl), app)
 }
 
 func userPrefix(tbl byte, app, user string) []byte {
 	return appendComponent(appPrefix(tbl, app), user)
+}
+
+func appendUserPrefix(dst []byte, tbl byte, app, user string) []byte {
+	return appendComponent(appendAppPrefix(dst, tbl, app), user)
 }
 
 func deviceKey(tbl byte, app, user, device string) []byte {
@@ -127,7 +134,10 @@ func DecodeStatusKey(k []byte) (app string, seq uint64, err error) {
 // milliseconds). Timers sort by due time first, so the due ones are one
 // range from the start of the table.
 func TimerKey(atMillis int64, kind byte, seq uint64) []byte {
-	k := make([]byte, 0, 18)
+	return appendTimerKey(make([]byte, 0, 18), atMillis, kind, seq)
+}
+
+func appendTimerKey(k []byte, atMillis int64, kind byte, seq uint64) []byte {
 	k = append(k, tableTimer)
 	k = appendUint64(k, uint64(max(atMillis, 0)))
 	k = append(k, kind)
