@@ -32,7 +32,13 @@
 // over: it hands each message to Config.OnMessage once per id (a bounded
 // window of recent ids drops redeliveries), answers the server's pings and
 // <r/> requests, and acknowledges received stanzas in batches (after
-// Config.AckEvery stanzas or Config.AckInterval of quiet).
+// Config.AckEvery stanzas or Config.AckInterval of quiet). What an
+// OnMessage callback sends (Ack, MarkRead) goes out when the callback
+// returns, in one write with the <a/> for the message: the gateway wakes
+// once per message. The Client asks the server to acknowledge its own
+// stanzas after Config.AckRequestEvery of them or AckRequestInterval, not
+// after each; what the server has not acknowledged is sent again after a
+// reconnect.
 //
 // When the connection is lost, the reader calls Config.OnDisconnect. With
 // Config.AutoReconnect the same goroutine then reconnects with jittered
@@ -55,7 +61,7 @@
 // Every Client method is safe for concurrent use. Writes are serialised
 // under one mutex and each batch is written with one Write (one frame per
 // element on WebSocket). There are no per-message goroutines: besides the
-// reader, a Client runs only a timer for batched acknowledgements. The
+// reader, a Client runs only timers for batched acknowledgements. The
 // callbacks run on the reader goroutine, so a slow OnMessage delays the
 // reading of the connection (and its acknowledgements); they may call the
 // Client's methods, but Close and Drop called from a callback do not wait
