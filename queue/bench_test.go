@@ -17,7 +17,12 @@ import (
 // Enqueue commits with fsync, as in production.
 func benchQueue(b *testing.B) *queue.Queue {
 	b.Helper()
-	db, err := storage.Open(b.TempDir(), storage.Options{})
+	return openBenchQueue(b, b.TempDir(), storage.Options{})
+}
+
+func openBenchQueue(b *testing.B, dir string, opts storage.Options) *queue.Queue {
+	b.Helper()
+	db, err := storage.Open(dir, opts)
 	require.NoError(b, err)
 	q, err := queue.New(queue.Config{DB: db, TimerInterval: -1})
 	require.NoError(b, err)
@@ -104,14 +109,7 @@ func BenchmarkEnqueueAck(b *testing.B) {
 // fourth completes the message. The store is in memory, so that the
 // figure is CPU rather than fsync; the messages are enqueued off the clock.
 func BenchmarkMarkDeliveredWholeUser(b *testing.B) {
-	db, err := storage.Open("mem", storage.Options{InMemory: true})
-	require.NoError(b, err)
-	q, err := queue.New(queue.Config{DB: db, TimerInterval: -1})
-	require.NoError(b, err)
-	b.Cleanup(func() {
-		q.Close()
-		db.Close()
-	})
+	q := openBenchQueue(b, "mem", storage.Options{InMemory: true})
 	ctx := context.Background()
 	const users, chunk = 1000, 1024
 	devices := []string{"laptop", "phone", "tablet", "watch"}
