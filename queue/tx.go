@@ -2,6 +2,7 @@ package queue
 
 import (
 	"errors"
+	"sync"
 	"time"
 
 	"tether/storage"
@@ -40,9 +41,26 @@ type cachedStatus struct {
 
 func (q *Queue) begin() *tx { return &tx{q: q, b: q.db.NewBatch(), now: q.now()} }
 
+// scratchPool holds the buffers events are encoded into before the batch
+// copies them: a tx writes a few events, and growing a fresh buffer for
+// each was a tenth of the queue's allocations.
+var scratchPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// release returns t's scratch buffer to the pool.
+func (t *tx) release() {
+	if t.scratch != nil {
+		if cap(t.scratch) <= 64<<10 {
+			b := t.scratch[:0]
+			scratchPool.Put(&b)
+		}
+		t.scratch = nil
+	}
+}
+
 // commit writes the batch (synced or not) and then runs the post-commit
 // actions. On error nothing is applied and nothing is announced.
 func (t *tx) commit(sync bool) error {
+	defer t.release()
 	if t.err != nil {
 		t.b.Close()
 		return t.err
@@ -68,7 +86,10 @@ func (t *tx) commit(sync bool) error {
 	return nil
 }
 
-func (t *tx) abort() { t.b.Close() }
+func (t *tx) abort() {
+	t.b.Close()
+	t.release()
+}
 
 func (t *tx) fail(err error) {
 	if t.err == nil {
@@ -86,6 +107,9 @@ func (t *tx) event(e *Event) {
 	e.Seq, e.ID = seq, EventID(seq)
 	if e.At.IsZero() {
 		e.At = t.now
+	}
+	if t.scratch == nil {
+		t.scratch = *scratchPool.Get().(*[]byte)
 	}
 	v, err := appendEvent(t.scratch[:0], e)
 	if err != nil {
