@@ -160,9 +160,15 @@ func decodeDevice(id string, v []byte) (*Device, error) {
 	return d, nil
 }
 
+// searchDevice finds device id in devs (in id order): its index, or where
+// it would go.
+func searchDevice(devs []Device, id string) (int, bool) {
+	return slices.BinarySearchFunc(devs, id, func(d Device, id string) int { return strings.Compare(d.ID, id) })
+}
+
 // findDevice returns a copy of device id of devs (in id order).
 func findDevice(devs []Device, id string) (*Device, error) {
-	i, ok := slices.BinarySearchFunc(devs, id, func(d Device, id string) int { return strings.Compare(d.ID, id) })
+	i, ok := searchDevice(devs, id)
 	if !ok {
 		return nil, ErrNotFound
 	}
@@ -200,7 +206,7 @@ func cloneDevices(devs []Device) []Device {
 // withDevice returns a new list: devs (in id order, not modified) with
 // device id set to d, or removed if d is nil.
 func withDevice(devs []Device, id string, d *Device) []Device {
-	i, found := slices.BinarySearchFunc(devs, id, func(d Device, id string) int { return strings.Compare(d.ID, id) })
+	i, found := searchDevice(devs, id)
 	switch {
 	case d == nil && !found:
 		return devs

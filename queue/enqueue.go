@@ -52,8 +52,7 @@ type EnqueueRequest struct {
 	RequestHash    [32]byte
 	// Claim, when set, is the key's lookup already made under its lock
 	// (ClaimIdempotency): Enqueue neither looks again nor locks, and
-	// releases the claim. IdempotencyKey and RequestHash are then the
-	// claim's.
+	// releases the claim; IdempotencyKey and RequestHash are not used.
 	Claim *IdemClaim
 }
 
@@ -71,7 +70,6 @@ func (q *Queue) idemLock(h [32]byte) *sync.Mutex {
 // when ClaimIdempotency looked, so that no request with the same key can
 // be enqueued until Enqueue (given the claim) or Release.
 type IdemClaim struct {
-	key     string
 	hash    [32]byte // of the key
 	reqHash [32]byte
 	mu      *sync.Mutex
@@ -85,8 +83,8 @@ func (c *IdemClaim) Release() {
 	}
 }
 
-// ClaimIdempotency looks key up as Replay does, under the key's lock: if an
-// earlier request stored an answer it returns it (or
+// ClaimIdempotency looks key up under the key's lock: if an earlier
+// request stored an answer it returns it, marked Replayed (or
 // ErrIdempotencyMismatch); otherwise a claim that keeps the lock until it
 // is passed to Enqueue or released. A POST then reads the key once: the
 // gateway asks before validating the request, so a repeat gets the first
@@ -100,7 +98,7 @@ func (q *Queue) ClaimIdempotency(app, key string, requestHash [32]byte) (*Enqueu
 		mu.Unlock()
 		return res, nil, err
 	}
-	return nil, &IdemClaim{key: key, hash: h, reqHash: requestHash, mu: mu}, nil
+	return nil, &IdemClaim{hash: h, reqHash: requestHash, mu: mu}, nil
 }
 
 // Accepted is the answer for one recipient.
@@ -134,23 +132,20 @@ func (q *Queue) Enqueue(ctx context.Context, req *EnqueueRequest) (*EnqueueResul
 	if req.ExpiresIn < 0 {
 		return nil, fmt.Errorf("%w: negative expiry", ErrInvalid)
 	}
-	var idemHash [32]byte
+	claim := req.Claim
 	switch {
-	case req.Claim != nil:
-		defer req.Claim.Release()
-		if req.Claim.mu == nil {
+	case claim != nil:
+		if claim.mu == nil {
 			return nil, fmt.Errorf("%w: idempotency claim already used", ErrInvalid)
 		}
-		req.IdempotencyKey, req.RequestHash, idemHash = req.Claim.key, req.Claim.reqHash, req.Claim.hash
 	case req.IdempotencyKey != "":
-		idemHash = storage.Hash(req.IdempotencyKey)
-		mu := q.idemLock(idemHash)
-		mu.Lock()
-		defer mu.Unlock()
-		if res, err := q.replay(req.App, idemHash, req.RequestHash); res != nil || err != nil {
+		res, c, err := q.ClaimIdempotency(req.App, req.IdempotencyKey, req.RequestHash)
+		if res != nil || err != nil {
 			return res, err
 		}
+		claim = c
 	}
+	defer claim.Release()
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -176,10 +171,10 @@ func (q *Queue) Enqueue(ctx context.Context, req *EnqueueRequest) (*EnqueueResul
 			msgs = append(msgs, m)
 		}
 	}
-	if req.IdempotencyKey != "" {
-		h := idemHash
+	if claim != nil {
+		h := claim.hash
 		rv, _ := json.Marshal(res)
-		v, _ := json.Marshal(idemRecord{Hash: req.RequestHash[:], Result: rv})
+		v, _ := json.Marshal(idemRecord{Hash: claim.reqHash[:], Result: rv})
 		t.b.PutIdem(req.App, h, v)
 		t.b.PutTimer(t.now.Add(q.cfg.IdempotencyWindow).UnixMilli(), timerIdemGC, first, timerValue(req.App, string(h[:])))
 	}

@@ -77,6 +77,7 @@ type Client struct {
 	// one wake-up of the server's session, instead of three.
 	deferring bool
 	deferred  [][]byte
+	ackBuf    []byte // the last <a/> written (ackFrameLocked)
 	seq       uint64
 	iqs       map[string]chan *Element
 	sends     map[string]*pendingSend
@@ -272,11 +273,8 @@ func (c *Client) Close() error {
 	s := c.sess
 	if s != nil {
 		frames := c.takeDeferredLocked()
-		if c.smOn {
-			if h := c.inH.Load(); h != c.ackedIn.Load() {
-				frames = append(frames, appendSMAck(nil, h))
-				c.ackedIn.Store(h)
-			}
+		if a := c.ackFrameLocked(false); a != nil {
+			frames = append(frames, a)
 		}
 		if len(frames) > 0 {
 			s.tr.write(frames...)
@@ -664,10 +662,34 @@ func (c *Client) reqTimerFired() {
 		return
 	}
 	if r := c.requestLocked(true); r != nil {
-		if err := c.sess.tr.write(r); err != nil {
-			c.sess.tr.drop()
-		}
+		c.sendLocked(r)
 	}
+}
+
+// sendLocked writes frames on the current session (c.sess is set). A
+// failed write drops the connection, so the reader handles the loss. It
+// holds c.mu.
+func (c *Client) sendLocked(frames ...[]byte) {
+	if err := c.sess.tr.write(frames...); err != nil {
+		c.sess.tr.drop()
+	}
+}
+
+// ackFrameLocked returns the <a/> for the stanzas received and records it
+// as sent: nil without stream management or, unless force, when nothing
+// is new since the last one. The frame is c.ackBuf, valid until the next
+// call; writes are synchronous under c.mu, which the caller holds.
+func (c *Client) ackFrameLocked(force bool) []byte {
+	if !c.smOn {
+		return nil
+	}
+	h := c.inH.Load()
+	if !force && h == c.ackedIn.Load() {
+		return nil
+	}
+	c.ackedIn.Store(h)
+	c.ackBuf = appendSMAck(c.ackBuf[:0], h)
+	return c.ackBuf
 }
 
 // undeferLocked writes the deferred frames now and ends deferral: a call
@@ -678,9 +700,7 @@ func (c *Client) undeferLocked() {
 		return
 	}
 	if f := c.takeDeferredLocked(); len(f) > 0 && c.sess != nil {
-		if err := c.sess.tr.write(f...); err != nil {
-			c.sess.tr.drop()
-		}
+		c.sendLocked(f...)
 	}
 }
 
@@ -809,8 +829,7 @@ func (c *Client) handle(s *session, e *Element) error {
 		c.handleIQ(e)
 		c.flushDeferred()
 	case isStanza(e, "presence"):
-		c.setDeferring()
-		c.flushDeferred()
+		c.flushDeferred() // counts it; no callback writes
 	case e.Is(NSSM, "r"):
 		c.sendAck(true)
 	case e.Is(NSSM, "a"):
@@ -923,8 +942,7 @@ func (c *Client) flushDeferred() {
 	}
 	if c.smOn && h != c.ackedIn.Load() {
 		if len(frames) > 0 || h-c.ackedIn.Load() >= uint32(c.cfg.AckEvery) {
-			frames = append(frames, appendSMAck(nil, h))
-			c.ackedIn.Store(h)
+			frames = append(frames, c.ackFrameLocked(false))
 			c.ackTimer.Stop()
 		} else {
 			c.ackTimer.Reset(c.cfg.AckInterval)
@@ -933,9 +951,9 @@ func (c *Client) flushDeferred() {
 	if len(frames) == 0 {
 		return
 	}
-	if err := c.sess.tr.write(frames...); err != nil {
-		c.sess.tr.drop()
-	}
+	c.sendLocked(frames...)
+	clear(frames)
+	c.deferred = frames[:0] // reused by the next stanza's callbacks
 }
 
 func (c *Client) ackTimerFired() { c.sendAck(false) }
@@ -945,16 +963,11 @@ func (c *Client) ackTimerFired() { c.sendAck(false) }
 func (c *Client) sendAck(force bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.sess == nil || !c.smOn {
+	if c.sess == nil {
 		return
 	}
-	h := c.inH.Load()
-	if !force && h == c.ackedIn.Load() {
-		return
-	}
-	c.ackedIn.Store(h)
-	if err := c.sess.tr.write(appendSMAck(nil, h)); err != nil {
-		c.sess.tr.drop()
+	if a := c.ackFrameLocked(force); a != nil {
+		c.sendLocked(a)
 	}
 }
 
