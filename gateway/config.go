@@ -103,6 +103,10 @@ type Config struct {
 	SessionAuthTimeout  time.Duration
 	SessionIdleTimeout  time.Duration
 	SessionResumeWindow time.Duration
+	// SessionAckTimeout ends a session from which nothing came within it
+	// after an XEP-0198 ack request (session.Config.AckTimeout). Zero
+	// value: 60 s.
+	SessionAckTimeout time.Duration
 }
 
 // Defaults for the listeners, as SPEC section 2 gives them. cmd/gateway uses

@@ -144,6 +144,7 @@ func New(cfg Config) (g *Gateway, err error) {
 		AuthTimeout:  cfg.SessionAuthTimeout,
 		IdleTimeout:  cfg.SessionIdleTimeout,
 		ResumeWindow: cfg.SessionResumeWindow,
+		AckTimeout:   cfg.SessionAckTimeout,
 
 		MaxSessionsPerUser: cfg.MaxSessionsPerUser,
 		MaxSessions:        cfg.MaxSessions,

@@ -453,7 +453,7 @@ func (r *runner) startWorkers(password string) error {
 			LoginRate: cfg.loginRate / float64(n), LoginConc: 64, ReadShare: cfg.readShare,
 			Churn: cfg.churn, ResumeShare: cfg.resumeShare, InboundRate: cfg.inboundRate / float64(n),
 			WakeDelayMin: cfg.wakeDelayMin, WakeDelayMax: cfg.wakeDelayMax, WakeQuiet: cfg.wakeQuiet,
-			OnlinePush: cfg.onlinePush, APNsTopic: r.fk.apns.Topic,
+			OnlinePush: cfg.onlinePush, APNsTopic: r.fk.apns.Topic, DumpDir: cfg.out,
 		}
 		if r.plan.inProcess {
 			idx := i

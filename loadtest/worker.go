@@ -10,6 +10,9 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,6 +46,7 @@ type workerConfig struct {
 	WakeQuiet    time.Duration `json:"wake_quiet"`
 	OnlinePush   bool          `json:"online_push"`
 	APNsTopic    string        `json:"apns_topic"`
+	DumpDir      string        `json:"dump_dir"` // where a sweep that finds stuck devices writes the worker's goroutines ("" none)
 }
 
 // Device states, as the worker sees them.
@@ -734,7 +738,29 @@ func (w *worker) sweep(ks []int32) {
 			skipped = append(skipped[:20], fmt.Sprintf("and %d more", len(skipped)-20))
 		}
 		w.logf("sweep: %d devices missing messages left as they were: %s", len(skipped), strings.Join(skipped, ", "))
+		w.dumpGoroutines()
 	}
+}
+
+// dumpGoroutines writes this worker process's goroutines, grouped by
+// stack, to DumpDir: after the sweep finds devices stuck, it shows where
+// their clients wait.
+func (w *worker) dumpGoroutines() {
+	if w.cfg.DumpDir == "" {
+		return
+	}
+	path := filepath.Join(w.cfg.DumpDir, fmt.Sprintf("harness-goroutines-%d.txt", w.cfg.Index))
+	f, err := os.Create(path)
+	if err != nil {
+		w.logf("sweep: %v", err)
+		return
+	}
+	defer f.Close()
+	if err := pprof.Lookup("goroutine").WriteTo(f, 1); err != nil {
+		w.logf("sweep: %v", err)
+		return
+	}
+	w.logf("sweep: the harness's goroutines are in %s", path)
 }
 
 // flusher sends the deliveries and transitions every 100 ms.

@@ -10,6 +10,7 @@ type metrics struct {
 	messagesOut prometheus.Counter
 	messagesIn  prometheus.Counter
 	refused     *prometheus.CounterVec
+	ackTimeouts prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -35,11 +36,14 @@ func newMetrics() *metrics {
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tether_session_binds_refused_total", Help: "Binds refused by a session cap (user_cap, total_cap).",
 		}, []string{"reason"}),
+		ackTimeouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tether_session_ack_timeouts_total", Help: "Connections counted lost because nothing came from the device within the ack timeout of an <r/>.",
+		}),
 	}
 }
 
 func (m *metrics) collectors(s *Server) []prometheus.Collector {
-	return []prometheus.Collector{m.connections, m.handshakes, m.closes, m.resumes, m.messagesOut, m.messagesIn, m.refused,
+	return []prometheus.Collector{m.connections, m.handshakes, m.closes, m.resumes, m.messagesOut, m.messagesIn, m.refused, m.ackTimeouts,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tether_sessions", Help: "Bound device sessions (including ones detached and waiting for resumption).",
 		}, func() float64 {

@@ -50,6 +50,9 @@ type Directory interface {
 	PushAllowed(provider, token string) bool
 }
 
+// DefaultAckTimeout is Config.AckTimeout's zero value.
+const DefaultAckTimeout = 60 * time.Second
+
 // Config configures a Server. Zero values are defaults.
 type Config struct {
 	// Domain is the base domain: app domains are "<app>.<Domain>".
@@ -67,6 +70,16 @@ type Config struct {
 	// IdleTimeout closes a session without traffic. Zero value:
 	// sdkproto.IdleTimeout (15 min).
 	IdleTimeout time.Duration
+	// AckTimeout treats a connection as lost when nothing at all comes
+	// from the device within it after the gateway asked for an XEP-0198
+	// acknowledgement (<r/>): a device gone without closing its TCP
+	// connection (a phone out of coverage, a suspended app, a stuck
+	// client) would otherwise keep its messages "sent" into the void, and
+	// get no wake, until the idle timeout. The session is then kept for
+	// resumption, as for any lost connection, its messages go out again on
+	// the next session, and the device counts as offline. Zero value:
+	// 60 s.
+	AckTimeout time.Duration
 	// ResumeWindow keeps a dropped session with stream management for
 	// resumption. Zero value: sdkproto.ResumeWindow (300 s).
 	ResumeWindow time.Duration
@@ -98,6 +111,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = sdkproto.IdleTimeout
+	}
+	if c.AckTimeout == 0 {
+		c.AckTimeout = DefaultAckTimeout
 	}
 	if c.ResumeWindow == 0 {
 		c.ResumeWindow = sdkproto.ResumeWindow

@@ -85,6 +85,12 @@ type Session struct {
 	scram     *scramState
 	idleTmr   *time.Timer // wakes a parked session at its read deadline
 
+	// An <r/> unanswered: since when (unix ns; 0 when nothing since the
+	// last read), and the timer that ends the session after AckTimeout
+	// (ackwait.go).
+	ackAsked atomic.Int64
+	ackTmr   *time.Timer // under mu
+
 	// parked: no reader goroutine; the poller watches the socket.
 	parked   atomic.Bool
 	readable bool // set by the poller's unpark, for the new reader
@@ -206,6 +212,9 @@ func (s *Session) loop() (reason CloseReason, next loopNext) {
 		}
 		if e == keepalive {
 			continue
+		}
+		if s.ackAsked.Load() != 0 {
+			s.ackAsked.Store(0) // the device reads: it answered, or sent something of its own
 		}
 		ready := s.state&StateReady != 0
 		if r := s.handle(e); r != "" {
@@ -486,6 +495,9 @@ func (s *Session) end(reason CloseReason) {
 	s.closed = true
 	if s.resumeTmr != nil {
 		s.resumeTmr.Stop()
+	}
+	if s.ackTmr != nil {
+		s.ackTmr.Stop()
 	}
 	sub := s.sub
 	s.sub = nil

@@ -1176,3 +1176,40 @@ func TestSentRecordedWithTheAck(t *testing.T) {
 	c.send("</stream:stream>")
 	f.waitStatus(t, m3, "sent")
 }
+
+// TestAckTimeout: a device from which nothing comes after the gateway's
+// <r/> (gone without closing its connection, or stuck) counts as a lost
+// connection after the ack timeout: the gateway closes the connection,
+// the message stays "sent", and comes again on resumption. A device that
+// answers stays connected however long it is quiet afterwards.
+func TestAckTimeout(t *testing.T) {
+	const ackTimeout = 300 * time.Millisecond
+	f := start(t, func(c *gateway.Config) { c.SessionAckTimeout = ackTimeout })
+	c, smID := smLogin(t, f)
+	id := f.sendTo(t, "alice", "one")
+	m := c.message()
+	require.Equal(t, id, m.attr("id"))
+	asked := time.Now()
+	c.expect("r") // and no answer
+	c.requireEOF()
+	require.GreaterOrEqual(t, time.Since(asked), ackTimeout-50*time.Millisecond, "closed before the ack timeout")
+	f.waitStatus(t, id, "sent")
+
+	c2, n := resumeOn(t, f, smID, 0)
+	require.Equal(t, "resumed", n.XMLName.Local, "got %s", n)
+	m = c2.message()
+	require.Equal(t, id, m.attr("id"), "the unacknowledged message comes again")
+	c2.expect("r")
+	c2.send("<a xmlns='urn:xmpp:sm:3' h='1'/>")
+	f.waitStatus(t, id, "delivered")
+
+	// Answered: quiet for several ack timeouts, the session stays.
+	id2 := f.sendTo(t, "alice", "two")
+	m = c2.message()
+	require.Equal(t, id2, m.attr("id"))
+	c2.expect("r")
+	c2.send("<a xmlns='urn:xmpp:sm:3' h='2'/>")
+	time.Sleep(3 * ackTimeout)
+	require.Empty(t, c2.ping(), "the answering session is still up")
+	f.waitStatus(t, id2, "delivered")
+}

@@ -450,6 +450,7 @@ func (s *Session) queueMessageLocked(m *queue.Message, resend bool) {
 	// gateway read it). Once unreceipted messages pile up, ask again.
 	if s.smEnabled && (!s.receipts || len(s.inflight) >= smRequestAbove) {
 		frames = append(frames, smRequest)
+		s.ackRequestedLocked()
 	}
 	s.enqueueLocked(frames...)
 }
