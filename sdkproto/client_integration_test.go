@@ -5,10 +5,15 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -283,4 +288,102 @@ func TestGatewayConflict(t *testing.T) {
 	}
 	require.Never(t, c1.Connected, 200*time.Millisecond, 10*time.Millisecond)
 	require.True(t, c2.Connected())
+}
+
+// TestGatewayCloseWhileDelivering: devices that connect, take messages and
+// close (as a woken app does) while messages keep coming, over each
+// transport, neither hang in Close nor lose a message: every message posted
+// reaches its device in one of its sessions.
+func TestGatewayCloseWhileDelivering(t *testing.T) {
+	lg := startGateway(t)
+	lg.user(t, "erin")
+	transports := []sdkproto.Transport{sdkproto.TransportTLS, sdkproto.TransportStartTLS, sdkproto.TransportWebSocket}
+	const perTransport = 3
+	type dev struct {
+		name string
+		tr   sdkproto.Transport
+		mu   sync.Mutex
+		got  map[string]bool
+	}
+	var devs []*dev
+	for _, tr := range transports {
+		for i := range perTransport {
+			devs = append(devs, &dev{name: fmt.Sprintf("%s-%d", tr, i), tr: tr, got: map[string]bool{}})
+		}
+	}
+	// session connects d once, takes messages for hold and closes; Close
+	// must return promptly.
+	session := func(d *dev, hold time.Duration) {
+		cfg := lg.config(d.tr, "erin", d.name)
+		var c *sdkproto.Client
+		cfg.OnMessage = func(m *sdkproto.Message) {
+			d.mu.Lock()
+			d.got[m.ID] = true
+			d.mu.Unlock()
+			c.Ack(m.ID)
+		}
+		var err error
+		c, err = sdkproto.New(cfg)
+		require.NoError(t, err)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := c.Connect(ctx); err != nil {
+			t.Errorf("%s: connect: %v", d.name, err)
+			c.Close()
+			return
+		}
+		time.Sleep(hold)
+		closed := make(chan struct{})
+		go func() { c.Close(); close(closed) }()
+		select {
+		case <-closed:
+		case <-time.After(10 * time.Second):
+			buf := make([]byte, 1<<20)
+			t.Errorf("%s: Close hangs:\n%s", d.name, buf[:runtime.Stack(buf, true)])
+		}
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, d := range devs {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				session(d, time.Duration(rand.IntN(40))*time.Millisecond)
+			}
+		})
+	}
+	// Messages to each device in turn, named: each must reach its device.
+	var ids [][]string = make([][]string, len(devs))
+	deadline := time.Now().Add(3 * time.Second)
+	for i := 0; time.Now().Before(deadline); i++ {
+		k := i % len(devs)
+		res, err := lg.app.Send(ctxT(t), fakeApp, api.SendRequest{To: []string{"erin/" + devs[k].name}, Body: strconv.Itoa(i)}, "")
+		require.NoError(t, err)
+		ids[k] = append(ids[k], res.Messages[0].ID)
+	}
+	close(stop)
+	wg.Wait()
+	// One last session each takes what is still pending.
+	for k, d := range devs {
+		require.Eventually(t, func() bool {
+			session(d, 200*time.Millisecond)
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			for _, id := range ids[k] {
+				if !d.got[id] {
+					return false
+				}
+			}
+			return true
+		}, 20*time.Second, time.Millisecond, "%s: messages missing", d.name)
+	}
+	n := 0
+	for _, s := range ids {
+		n += len(s)
+	}
+	t.Logf("%d messages to %d devices closing every 0-40 ms", n, len(devs))
 }
