@@ -44,6 +44,7 @@ type collector struct {
 	lastProgress    time.Time
 
 	latOnline, latOffline hist
+	latPost               hist // first attempt of a POST to its 202
 	series                []secStat
 	examples              map[string][]string
 
@@ -200,6 +201,7 @@ func (c *collector) accept(post uint32, recips []recipient, ids []string, expiri
 	defer c.mu.Unlock()
 	p := &c.posts[post]
 	p.status = postOK
+	c.latPost.add(time.Duration(now - p.sent))
 	s := c.secLocked(now)
 	s.postsOK++
 	s.accepted += len(ids)
