@@ -22,6 +22,7 @@ type collector struct {
 	phase  string
 	phases []mark
 	kills  []mark
+	steps  []mark // starts of the -rate-steps steps
 
 	posts    []postRec // by POST sequence
 	msgs     []msgRec
@@ -106,6 +107,7 @@ type secStat struct {
 	rss, cpu, harnessCPU         float64
 	sampled                      bool
 	lat                          *hist // online devices' first deliveries
+	post                         *hist // POSTs answered 202 this second: first attempt to 202
 }
 
 func newCollector(f *fleet, t0 time.Time) *collector {
@@ -144,6 +146,13 @@ func (c *collector) setPhase(name string) {
 	defer c.mu.Unlock()
 	c.phase = name
 	c.phases = append(c.phases, mark{Name: name, At: time.Now().UnixNano()})
+}
+
+// addStep marks the start of a -rate-steps step.
+func (c *collector) addStep(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.steps = append(c.steps, mark{Name: name, At: time.Now().UnixNano()})
 }
 
 func (c *collector) addKill(name string) {
@@ -203,6 +212,10 @@ func (c *collector) accept(post uint32, recips []recipient, ids []string, expiri
 	p.status = postOK
 	c.latPost.add(time.Duration(now - p.sent))
 	s := c.secLocked(now)
+	if s.post == nil {
+		s.post = new(hist)
+	}
+	s.post.add(time.Duration(now - p.sent))
 	s.postsOK++
 	s.accepted += len(ids)
 	for i, r := range recips {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -42,6 +43,7 @@ type config struct {
 	postConns             int
 	checkMax              int // at most this many REST status checks
 	sloP99                time.Duration
+	rateSteps             []float64 // -rate-steps: offered rates in turn, each for -d / len
 	progress              time.Duration
 	seed                  uint64
 	workers, perWorker    int
@@ -99,7 +101,18 @@ func newFlagSet(cfg *config, out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&cfg.deadline, "deadline", 0, "hard limit of the whole run; 0 derives it from the phases")
 	fs.IntVar(&cfg.postConns, "post-conns", 64, "concurrent REST connections of the message generator")
 	fs.IntVar(&cfg.checkMax, "check-max", 50000, "at most this many REST status checks of messages not seen (more count as unverified)")
-	fs.DurationVar(&cfg.sloP99, "slo-p99", 0, "fail the run if the online end-to-end p99 exceeds this (0: report only)")
+	fs.DurationVar(&cfg.sloP99, "slo-p99", 0, "fail the run if the online end-to-end p99 exceeds this (0: report only); with -rate-steps it picks the highest step that meets it instead")
+	fs.Func("rate-steps", "offer these rates in turn (messages per second, comma-separated, e.g. 1000,2000,3000), each for -d divided by their number, instead of -rate; the report gives each step's figures", func(s string) error {
+		cfg.rateSteps = nil
+		for _, f := range strings.Split(s, ",") {
+			v, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+			if err != nil || v <= 0 {
+				return fmt.Errorf("%q is not a positive rate", f)
+			}
+			cfg.rateSteps = append(cfg.rateSteps, v)
+		}
+		return nil
+	})
 	fs.DurationVar(&cfg.progress, "progress", 5*time.Second, "progress line interval")
 	fs.Func("seed", "random seed (default: random, printed)", func(s string) error {
 		_, err := fmt.Sscan(s, &cfg.seed)
@@ -181,6 +194,14 @@ func (c *config) validate() error {
 	}
 	if sum := c.tlsShare + c.startTLS + c.wsShare; sum <= 0 {
 		bad("-tls, -starttls and -ws must not all be 0")
+	}
+	if len(c.rateSteps) > 0 {
+		c.rate = c.rateSteps[0]
+		if len(c.rateSteps) > 20 {
+			bad("-rate-steps: at most 20 steps")
+		} else if c.duration/time.Duration(len(c.rateSteps)) < 10*time.Second {
+			bad("-rate-steps: each step needs at least 10 s of -d (%v for %d steps)", c.duration, len(c.rateSteps))
+		}
 	}
 	if c.loginRate <= 0 || c.rate < 0 || c.inboundRate < 0 {
 		bad("-login-rate must be positive, -rate and -inbound-rate not negative")

@@ -81,6 +81,28 @@ td.n{text-align:right;font-variant-numeric:tabular-nums} pre{background:#f6f8fa;
 	row("harness CPU during traffic (all its processes)", fmt.Sprintf("%.1f s (%.0f µs per delivered message)", rep.Harness.CPUSecondsTraffic, rep.Harness.CPUPerMessageUs), false)
 	row("kill -9", fmt.Sprintf("%d (downtimes %v s)", g.Kills, g.DowntimesS), false)
 	w("</table>\n")
+	if len(rep.Steps) > 0 {
+		w("<h2>Rate steps</h2>\n<table>\n<tr><th>offered/s</th><th>accepted/s</th><th>delivered/s</th><th>e2e p50 / p99 / p99.9 ms</th><th>REST p50 / p99 ms</th><th>gateway CPU</th><th>harness CPU</th><th></th></tr>\n")
+		for _, st := range rep.Steps {
+			note, bad := "", !st.MeetsSLO
+			switch {
+			case !st.KeptUp:
+				note = "fell behind"
+			case !st.MeetsSLO:
+				note = "over the SLO"
+			}
+			cls := ""
+			if bad {
+				cls = ` class="fail"`
+			}
+			w("<tr%s><td>%.0f</td><td>%.0f</td><td>%.0f</td><td>%.1f / %.1f / %.1f</td><td>%.1f / %.1f</td><td>%.0f %%</td><td>%.0f %%</td><td>%s</td></tr>\n",
+				cls, st.Offered, st.Accepted, st.Delivered, st.P50, st.P99, st.P999, st.PostP50, st.PostP99, st.GatewayCPU, st.HarnessCPU, e(note))
+		}
+		w("</table>\n")
+		if rep.Capacity > 0 {
+			w("<p>Highest step that kept up%s: <b>%.0f msgs/s</b>.</p>\n", e(sloClause(rep.StepSLO)), rep.Capacity)
+		}
+	}
 
 	sr := rep.Series
 	x := make([]float64, len(sr.T))

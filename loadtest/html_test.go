@@ -19,7 +19,9 @@ func testReport() *report {
 			Redelivered: []int{0, 0, 0}, P50: []nf{nan, 1.5, 2}, P99: []nf{nan, 9, 12}, P999: []nf{nan, 30, 40},
 			Online: []nf{0, 10, 10}, GwSessions: []nf{nan, 10, 10}, RSSMiB: []nf{50, 60, 61}, CPU: []nf{0, 80, 90},
 			HarnessCPU: []nf{0, 20, 20}, Wakes: []int{0, 1, 0}, WakesOffline: []int{0, 1, 0}, Inbound: []nf{nan, 3, 3}},
-		Marks: []markReport{{Name: "traffic", T: 0.5}, {Name: "kill -9", T: 1.2}, {Name: "restarted", T: 1.4}}}
+		Marks:    []markReport{{Name: "traffic", T: 0.5}, {Name: "kill -9", T: 1.2}, {Name: "restarted", T: 1.4}},
+		Steps:    []stepReport{{Offered: 1000, Accepted: 1000, P99: 12, KeptUp: true, MeetsSLO: true}, {Offered: 4000, Accepted: 2500, P99: 300}},
+		Capacity: 1000, StepSLO: 50 * time.Millisecond}
 }
 
 // TestHTMLSelfContained checks the page has its plots inline and nothing
@@ -34,7 +36,8 @@ func TestHTMLSelfContained(t *testing.T) {
 			t.Errorf("the page contains %q", bad)
 		}
 	}
-	for _, want := range []string{"FAIL", "1 of 10 deliveries lost", "a warning", "message &lt;x&gt; &amp; co", "kill -9"} {
+	for _, want := range []string{"FAIL", "1 of 10 deliveries lost", "a warning", "message &lt;x&gt; &amp; co", "kill -9",
+		"Rate steps", "fell behind", "p99 &lt;= 50ms: <b>1000 msgs/s</b>"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("the page lacks %q", want)
 		}

@@ -36,6 +36,11 @@ type report struct {
 	Harness  harnessReport     `json:"harness"`
 	Series   seriesReport      `json:"series"`
 	Marks    []markReport      `json:"marks"`
+	// Steps are the -rate-steps steps; Capacity is the highest offered
+	// rate of a step that kept up and met -slo-p99 (0: none).
+	Steps    []stepReport  `json:"steps,omitempty"`
+	Capacity float64       `json:"capacity_per_s,omitempty"`
+	StepSLO  time.Duration `json:"-"` // -slo-p99, for the steps' table
 }
 
 type planReport struct {
@@ -261,6 +266,8 @@ func (r *runner) report(ch *checks) *report {
 			POST: postLatency{Count: c.latPost.n, P50: ms(c.latPost.quantile(0.5)), P99: ms(c.latPost.quantile(0.99)),
 				P999: ms(c.latPost.quantile(0.999)), Max: ms(c.latPost.quantile(1))}}
 		rep.Series, rep.Marks = c.seriesLocked()
+		rep.Steps, rep.Capacity = c.stepsLocked(cfg.rateSteps, r.trafficEnd, cfg.sloP99)
+		rep.StepSLO = cfg.sloP99
 		var delivTraffic int
 		if !r.trafficStart.IsZero() {
 			a := int(r.trafficStart.Sub(c.t0) / time.Second)
@@ -341,6 +348,9 @@ func (c *collector) seriesLocked() (seriesReport, []markReport) {
 	for _, m := range c.kills {
 		marks = append(marks, markReport{Name: m.Name, T: float64(m.At-t0) / 1e9})
 	}
+	for _, m := range c.steps {
+		marks = append(marks, markReport{Name: "step " + m.Name, T: float64(m.At-t0) / 1e9})
+	}
 	sort.Slice(marks, func(a, b int) bool { return marks[a].T < marks[b].T })
 	return s, marks
 }
@@ -395,6 +405,9 @@ func (rep *report) summary() string {
 		l.P50, l.P99, l.P999, l.Max, l.Count, l.OfflineP50, l.OfflineP99, l.Offline)
 	p("          REST alone (a POST's first attempt to its 202, after the fsync) p50 %.2fms p99 %.2fms p99.9 %.2fms max %.0fms (%d)",
 		l.POST.P50, l.POST.P99, l.POST.P999, l.POST.Max, l.POST.Count)
+	for _, line := range stepsText(rep.Steps, rep.Capacity, rep.StepSLO) {
+		p("%s", line)
+	}
 	w := ch.Wakes
 	p("wakes     %d pushes (%d accepted): %d to offline devices (%d of %d woken, %.1f each, max %d; at most %d to one device within an hour), %d during reconnect gaps, %d racing a connect (< grace; latest %.0f ms after it), %d TO ONLINE DEVICES",
 		w.Total, w.Accepted, w.ToOffline, w.Woken, w.OfflineDevices, w.PerDeviceMean, w.PerDeviceMax, w.MaxInHour, w.ToDisconnected, w.RacedConnect, w.LateMaxMs, w.ToOnline)

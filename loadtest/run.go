@@ -632,12 +632,35 @@ func (r *runner) traffic() {
 		until := r.trafficStart.Add(cfg.duration)
 		chaos.Go(func() { r.chaos(until) })
 	}
+	var steps sync.WaitGroup
+	if len(cfg.rateSteps) > 0 {
+		steps.Go(func() { r.stepRates(r.trafficStart) })
+	}
 	r.gen.run(r.ctx, cfg.duration)
 	r.trafficEnd = time.Now()
+	steps.Wait()
 	r.broadcast(&command{Op: opPhase, Phase: "drain"})
 	chaos.Wait()
 	r.gwCPU1 = r.gwCPUSeconds()
 	r.hCPU1 = r.harnessCPUSeconds()
+}
+
+// stepRates moves the generator through -rate-steps, each step for an
+// equal share of the traffic (the first one's rate is the generator's at
+// its start), and marks where each begins.
+func (r *runner) stepRates(start time.Time) {
+	n := len(r.cfg.rateSteps)
+	each := r.cfg.duration / time.Duration(n)
+	for i, rate := range r.cfg.rateSteps {
+		if i > 0 {
+			if !sleepCtx(r.ctx, time.Until(start.Add(time.Duration(i)*each))) {
+				return
+			}
+			r.gen.setRate(rate)
+		}
+		r.col.addStep(fmt.Sprintf("%.0f/s", rate))
+		r.logf("step %d of %d: %.0f msgs/s for %v", i+1, n, rate, each)
+	}
 }
 
 // harnessCPUSeconds returns the CPU time of the harness's processes so far,

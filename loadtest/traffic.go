@@ -31,8 +31,9 @@ type generator struct {
 	runID string
 
 	mu    sync.Mutex
-	start time.Time
-	sched float64 // messages scheduled so far
+	start time.Time // of the schedule at the current rate
+	rate  float64   // messages per second (-rate, or the current -rate-steps step)
+	sched float64   // messages scheduled at this rate so far
 
 	offered, skipped, retries, attempts atomic.Uint64
 	status4xx                           atomic.Uint64
@@ -45,7 +46,7 @@ func (g *generator) run(ctx context.Context, dur time.Duration) {
 		sleepCtx(ctx, dur)
 		return
 	}
-	g.start = time.Now()
+	g.setRate(g.cfg.rate)
 	end := g.start.Add(dur)
 	var wg sync.WaitGroup
 	for i := range g.cfg.postConns {
@@ -53,6 +54,14 @@ func (g *generator) run(ctx context.Context, dur time.Duration) {
 		wg.Go(func() { g.sender(ctx, rng, end) })
 	}
 	wg.Wait()
+}
+
+// setRate starts a new open-loop schedule at rate from now: a sender
+// waiting for a message due on the old one still sends it.
+func (g *generator) setRate(rate float64) {
+	g.mu.Lock()
+	g.start, g.rate, g.sched = time.Now(), rate, 0
+	g.mu.Unlock()
 }
 
 func (g *generator) sender(ctx context.Context, rng *rand.Rand, end time.Time) {
@@ -63,7 +72,7 @@ func (g *generator) sender(ctx context.Context, rng *rand.Rand, end time.Time) {
 			n = g.cfg.fanout
 		}
 		g.mu.Lock()
-		due := g.start.Add(time.Duration(g.sched / g.cfg.rate * float64(time.Second)))
+		due := g.start.Add(time.Duration(g.sched / g.rate * float64(time.Second)))
 		g.sched += float64(n)
 		g.mu.Unlock()
 		if !due.Before(end) {
