@@ -107,6 +107,10 @@ type Config struct {
 	// after an XEP-0198 ack request (session.Config.AckTimeout). Zero
 	// value: 60 s.
 	SessionAckTimeout time.Duration
+	// SessionLostWakeGrace: a device whose connection was lost with
+	// messages unacknowledged is woken if it has not resumed within it
+	// (session.Config.LostWakeGrace). Zero value: 5 s.
+	SessionLostWakeGrace time.Duration
 }
 
 // Defaults for the listeners, as SPEC section 2 gives them. cmd/gateway uses

@@ -146,6 +146,13 @@ func New(cfg Config) (g *Gateway, err error) {
 		ResumeWindow: cfg.SessionResumeWindow,
 		AckTimeout:   cfg.SessionAckTimeout,
 
+		LostWakeGrace: cfg.SessionLostWakeGrace,
+		OnLost: func(app, user, device string) {
+			if w := g.waker; w != nil {
+				w.lost(wakeKey{app, user, device})
+			}
+		},
+
 		MaxSessionsPerUser: cfg.MaxSessionsPerUser,
 		MaxSessions:        cfg.MaxSessions,
 	})

@@ -89,6 +89,7 @@ type waker struct {
 
 	mu       sync.Mutex
 	devices  map[wakeKey]*wakeState
+	lostAt   map[wakeKey]time.Time    // devices that lost their connection with messages waiting: look again then
 	provs    map[string]*appProviders // by app
 	stop     chan struct{}
 	done     chan struct{}
@@ -136,6 +137,7 @@ func newWaker(g *Gateway) *waker {
 		pool:    wake.NewPool(wake.PoolConfig{Logger: g.log.Named("wake")}),
 		log:     g.log.Named("wake"),
 		devices: map[wakeKey]*wakeState{},
+		lostAt:  map[wakeKey]time.Time{},
 		provs:   map[string]*appProviders{},
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
@@ -314,7 +316,7 @@ func (w *waker) enqueued(app string, to []queue.Recipient, priority queue.Priori
 			continue
 		}
 		for _, id := range u.order {
-			if w.g.sessions.Online(app, user, id) {
+			if w.g.sessions.Live(app, user, id) {
 				continue // consider would skip it: spare the read
 			}
 			d, err := w.g.q.Device(ctx, queue.DeviceRef{App: app, User: user, Device: id})
@@ -337,7 +339,7 @@ func (w *waker) enqueued(app string, to []queue.Recipient, priority queue.Priori
 // is for (0 on a retry, which passes the pending count it read). submit
 // hands the push to the pool.
 func (w *waker) consider(k wakeKey, reg *queue.PushRegistration, prio wake.Priority, expires time.Time, added int, submit func(wake.Job) bool) {
-	if w.g.sessions.Online(k.app, k.user, k.device) {
+	if w.g.sessions.Live(k.app, k.user, k.device) {
 		return
 	}
 	if !(directory{w.g}).PushAllowed(reg.Provider, reg.Token) {
@@ -495,7 +497,7 @@ type onlineCheck struct {
 const reasonOnline = "device online"
 
 func (c onlineCheck) Send(ctx context.Context, t wake.Target, p wake.Payload) (wake.Result, error) {
-	if c.w.g.sessions.Online(c.k.app, c.k.user, c.k.device) {
+	if c.w.g.sessions.Live(c.k.app, c.k.user, c.k.device) {
 		return wake.Result{Outcome: wake.Failed, Reason: reasonOnline}, nil
 	}
 	return c.Provider.Send(ctx, t, p)
@@ -644,18 +646,68 @@ func (w *waker) loop() {
 		case <-t.C:
 		}
 		now := w.g.cfg.Clock.Now()
-		var due []wakeKey
+		var due, lost []wakeKey
 		w.mu.Lock()
 		for k, st := range w.devices {
 			if !st.inFlight && !now.Before(st.next) {
 				due = append(due, k)
 			}
 		}
+		for k, at := range w.lostAt {
+			if !time.Now().Before(at) {
+				lost = append(lost, k)
+				delete(w.lostAt, k)
+			}
+		}
 		w.mu.Unlock()
 		for _, k := range due {
 			w.retry(k, now)
 		}
+		for _, k := range lost {
+			w.wakeLost(k)
+		}
 	}
+}
+
+// lost notes that k's session lost its connection (or ended) with
+// messages unacknowledged, or got one while waiting for resumption: once
+// the session's grace for resuming has passed, wakeLost looks again.
+// (Wall-clock time: the grace is the session's, not the queue's clock.)
+func (w *waker) lost(k wakeKey) {
+	at := time.Now().Add(w.g.sessions.LostWakeGrace() + wakeTick)
+	w.mu.Lock()
+	if old, ok := w.lostAt[k]; !ok || at.Before(old) {
+		w.lostAt[k] = at
+	}
+	w.mu.Unlock()
+}
+
+// wakeLost wakes k if it did not come back and messages still wait for it,
+// as an enqueue for an offline device would.
+func (w *waker) wakeLost(k wakeKey) {
+	if w.g.sessions.Live(k.app, k.user, k.device) {
+		return
+	}
+	ctx := context.Background()
+	dev := queue.DeviceRef{App: k.app, User: k.user, Device: k.device}
+	pending, err := w.g.q.Pending(ctx, dev, 0, 100)
+	if err != nil || len(pending) == 0 {
+		return
+	}
+	d, err := w.g.q.Device(ctx, dev)
+	if err != nil || d.Push == nil {
+		return
+	}
+	prio, expires := wake.PriorityNormal, time.Time{}
+	for _, m := range pending {
+		if m.Priority == queue.PriorityHigh {
+			prio = wake.PriorityHigh
+		}
+		if m.ExpiresAt.After(expires) {
+			expires = m.ExpiresAt
+		}
+	}
+	w.consider(k, d.Push, prio, expires, len(pending), w.pool.Submit)
 }
 
 func (w *waker) retry(k wakeKey, now time.Time) {
@@ -690,7 +742,7 @@ func (w *waker) retry(k wakeKey, now time.Time) {
 		}
 		w.mu.Unlock()
 	}
-	if w.g.sessions.Online(k.app, k.user, k.device) {
+	if w.g.sessions.Live(k.app, k.user, k.device) {
 		forget() // the device connected: its wake is answered
 		return
 	}

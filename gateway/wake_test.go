@@ -31,7 +31,10 @@ type wakeFixture struct {
 	ctx  context.Context
 }
 
-func startWake(t *testing.T) *wakeFixture {
+func startWake(t *testing.T) *wakeFixture { return startWakeWith(t, nil) }
+
+// startWakeWith is startWake with cfg applied to the gateway's config.
+func startWakeWith(t *testing.T, cfg func(*gateway.Config)) *wakeFixture {
 	apns, fcm, sms := waketest.NewAPNs(t), waketest.NewFCM(t), waketest.NewSMS(t)
 	apns.Record(true)
 	fcm.Record(true)
@@ -41,6 +44,9 @@ func startWake(t *testing.T) *wakeFixture {
 				return apns.Client()
 			}
 			return nil
+		}
+		if cfg != nil {
+			cfg(c)
 		}
 	}))
 	f := &wakeFixture{g: g, app: g.App(t, "acme"), apns: apns, fcm: fcm, sms: sms, ctx: ctxT(t)}
@@ -155,6 +161,52 @@ func TestWakeOfflineDevicesOnly(t *testing.T) {
 	require.Equal(t, 1, sent["alice"], "one device.wake_sent for alice")
 	require.GreaterOrEqual(t, sent["bob"], 1, "bob stays offline: woken again after the interval")
 	require.Zero(t, sent["carol"])
+}
+
+// TestWakeAfterLostConnection: a device whose connection drops without a
+// close keeps its session for resumption (300 s), but a message waiting
+// for it gets it woken once it has not resumed within the grace; a device
+// that resumes within the grace gets its message and no wake.
+func TestWakeAfterLostConnection(t *testing.T) {
+	const grace = 500 * time.Millisecond
+	f := startWakeWith(t, func(c *gateway.Config) { c.SessionLostWakeGrace = grace })
+	gone, back := waketest.APNsToken(11), waketest.APNsToken(12)
+	f.device(t, "alice", "iphone", "apns", gone)
+	f.device(t, "bob", "iphone", "apns", back)
+	aliceGot, bobGot := make(chan string, 10), make(chan string, 10)
+	alice := f.connect(t, "alice", "iphone", aliceGot)
+	bob := f.connect(t, "bob", "iphone", bobGot)
+	alice.Drop()
+	bob.Drop()
+	devs, err := f.app.ListDevices(f.ctx, "acme", "alice")
+	require.NoError(t, err)
+	require.True(t, devs[0].Online, "the session waits for resumption")
+
+	posted := time.Now()
+	_, err = f.app.Send(f.ctx, "acme", api.SendRequest{To: []string{"alice", "bob"}, Body: "while away"}, "")
+	require.NoError(t, err)
+	resumed := make(chan error, 1)
+	go func() { _, err := bob.Resume(f.ctx); resumed <- err }()
+	require.NoError(t, <-resumed)
+	select {
+	case <-bobGot:
+	case <-time.After(10 * time.Second):
+		t.Fatal("bob's message did not come on the resumed stream")
+	}
+	time.Sleep(grace / 2)
+	require.Empty(t, f.apns.RequestsFor(gone), "no wake within the grace")
+	eventually(t, 5*time.Second, "a wake for the device that did not come back", func() bool {
+		return len(f.apns.RequestsFor(gone)) == 1
+	})
+	require.GreaterOrEqual(t, time.Since(posted), grace)
+	require.Equal(t, "wake", f.apns.RequestsFor(gone)[0].Payload()["tether"])
+	time.Sleep(2 * grace)
+	require.Empty(t, f.apns.RequestsFor(back), "the device that resumed is not woken")
+	select {
+	case id := <-aliceGot:
+		t.Fatalf("alice's dropped client got %s", id)
+	default:
+	}
 }
 
 // TestWakeRecipientForms: a device named as a recipient is woken, its

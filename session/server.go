@@ -50,8 +50,11 @@ type Directory interface {
 	PushAllowed(provider, token string) bool
 }
 
-// DefaultAckTimeout is Config.AckTimeout's zero value.
-const DefaultAckTimeout = 60 * time.Second
+// Zero values of Config's timeouts.
+const (
+	DefaultAckTimeout    = 60 * time.Second
+	DefaultLostWakeGrace = 5 * time.Second
+)
 
 // Config configures a Server. Zero values are defaults.
 type Config struct {
@@ -80,6 +83,17 @@ type Config struct {
 	// the next session, and the device counts as offline. Zero value:
 	// 60 s.
 	AckTimeout time.Duration
+	// LostWakeGrace is how long a session whose connection was lost (kept
+	// for resumption) still counts as live for wakes (Live): a device on a
+	// network blip resumes within it, one suspended or out of coverage
+	// does not and is woken. Zero value: 5 s.
+	LostWakeGrace time.Duration
+	// OnLost, if set, is called (without locks held, and must not block)
+	// when a device's session loses its connection or ends while messages
+	// to it are unacknowledged, or when a message reaches a session that
+	// waits for resumption: the gateway then wakes the device if it is not
+	// live again after LostWakeGrace.
+	OnLost func(app, user, device string)
 	// ResumeWindow keeps a dropped session with stream management for
 	// resumption. Zero value: sdkproto.ResumeWindow (300 s).
 	ResumeWindow time.Duration
@@ -114,6 +128,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.AckTimeout == 0 {
 		c.AckTimeout = DefaultAckTimeout
+	}
+	if c.LostWakeGrace == 0 {
+		c.LostWakeGrace = DefaultLostWakeGrace
 	}
 	if c.ResumeWindow == 0 {
 		c.ResumeWindow = sdkproto.ResumeWindow
@@ -335,6 +352,32 @@ func (s *Server) LoginResult(app, user string, addr netip.Addr, ok bool) {
 		s.thr.succeed(app, user)
 	} else {
 		s.thr.fail(app, user, addr)
+	}
+}
+
+// Live reports whether a device has a session that is connected, or that
+// lost its connection less than LostWakeGrace ago and may resume: whether
+// a wake would be redundant. (Online also counts sessions waiting longer
+// for resumption.)
+func (s *Server) Live(app, user, device string) bool {
+	s.mu.Lock()
+	sess := s.bound[deviceKey{app, user, device}]
+	s.mu.Unlock()
+	if sess == nil {
+		return false
+	}
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	return !sess.closed && (sess.t != nil || time.Since(sess.detachedAt) < s.cfg.LostWakeGrace)
+}
+
+// LostWakeGrace returns Config.LostWakeGrace (with its default).
+func (s *Server) LostWakeGrace() time.Duration { return s.cfg.LostWakeGrace }
+
+// lost calls OnLost for sess's device.
+func (s *Server) lost(sess *Session) {
+	if f := s.cfg.OnLost; f != nil {
+		f(sess.app, sess.user, sess.device)
 	}
 }
 

@@ -120,6 +120,7 @@ type Session struct {
 	hOut       uint32 // stanzas sent
 	detachedAt time.Time
 	resumeTmr  *time.Timer
+	lostSent   bool // OnLost was called since the connection was lost
 }
 
 type inflight struct {
@@ -481,15 +482,23 @@ func (s *Session) end(reason CloseReason) {
 	}
 	t := s.t
 	resumable := s.smEnabled && s.smID != "" && reason == ReasonConnLost && t != nil
+	// Unacknowledged messages: the device is woken if it does not come
+	// back (Server.Live), unless the session goes on elsewhere.
+	unacked := (len(s.inflight) > 0 || s.more) && reason != ReasonResumed && reason != ReasonShutdown &&
+		s.state&StateBound != 0
 	if resumable {
 		// Keep the session (and its subscription) for the resume window.
 		s.t = nil
 		s.out, s.outBytes = nil, 0
 		s.detachedAt = time.Now()
+		s.lostSent = unacked
 		s.resumeTmr = time.AfterFunc(s.srv.cfg.ResumeWindow, func() { s.terminate(ReasonResumeExpired) })
 		s.mu.Unlock()
 		t.close()
 		s.srv.m.closes.WithLabelValues(string(ReasonConnLost)).Inc()
+		if unacked {
+			s.srv.lost(s)
+		}
 		return
 	}
 	s.closed = true
@@ -513,6 +522,9 @@ func (s *Session) end(reason CloseReason) {
 	}
 	if bound && reason != ReasonResumed && s.srv.unbind(s) {
 		s.srv.q.AppendEvent(context.Background(), &queue.Event{Type: queue.EventDeviceOffline, App: s.app, User: s.user, Device: s.device, Reason: string(reason)})
+	}
+	if unacked {
+		s.srv.lost(s)
 	}
 	s.srv.m.closes.WithLabelValues(string(reason)).Inc()
 	if s.log.Core().Enabled(zap.DebugLevel) {

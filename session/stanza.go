@@ -395,23 +395,37 @@ func (s *Session) loadPending() {
 // reports false when the session is closed.
 func (s *Session) deliver(m *queue.Message) bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return false
 	}
+	// A message for a session waiting for resumption: the device may need
+	// a wake (Server.Live decides once the grace has passed).
+	notify := s.t == nil && !s.lostSent
+	if notify {
+		s.lostSent = true
+	}
+	s.deliverLocked(m)
+	s.mu.Unlock()
+	if notify {
+		s.srv.lost(s)
+	}
+	return true
+}
+
+func (s *Session) deliverLocked(m *queue.Message) {
 	if s.loading || s.more {
 		if len(s.held) < s.srv.cfg.Window {
 			s.held = append(s.held, m)
 		}
 		s.more = s.more || len(s.held) >= s.srv.cfg.Window
-		return true
+		return
 	}
 	if s.smEnabled && len(s.inflight) >= s.srv.cfg.Window {
 		s.more = true // the window is full: read it from the store later
-		return true
+		return
 	}
 	s.queueMessageLocked(m, false)
-	return true
 }
 
 func (s *Session) withdraw(seq uint64) {
