@@ -653,8 +653,9 @@ func (w *waker) loop() {
 				due = append(due, k)
 			}
 		}
+		wall := time.Now() // the sessions' grace is in wall-clock time
 		for k, at := range w.lostAt {
-			if !time.Now().Before(at) {
+			if !wall.Before(at) {
 				lost = append(lost, k)
 				delete(w.lostAt, k)
 			}
@@ -685,17 +686,8 @@ func (w *waker) lost(k wakeKey) {
 // wakeLost wakes k if it did not come back and messages still wait for it,
 // as an enqueue for an offline device would.
 func (w *waker) wakeLost(k wakeKey) {
-	if w.g.sessions.Live(k.app, k.user, k.device) {
-		return
-	}
-	ctx := context.Background()
-	dev := queue.DeviceRef{App: k.app, User: k.user, Device: k.device}
-	pending, err := w.g.q.Pending(ctx, dev, 0, 100)
-	if err != nil || len(pending) == 0 {
-		return
-	}
-	d, err := w.g.q.Device(ctx, dev)
-	if err != nil || d.Push == nil {
+	pending, reg := w.waiting(k)
+	if reg == nil {
 		return
 	}
 	prio, expires := wake.PriorityNormal, time.Time{}
@@ -707,12 +699,30 @@ func (w *waker) wakeLost(k wakeKey) {
 			expires = m.ExpiresAt
 		}
 	}
-	w.consider(k, d.Push, prio, expires, len(pending), w.pool.Submit)
+	w.consider(k, reg, prio, expires, len(pending), w.pool.Submit)
+}
+
+// waiting returns the messages pending for k (up to 100) and its push
+// registration, or a nil registration when a wake has no point: the
+// device is live, nothing waits, or it has no registration.
+func (w *waker) waiting(k wakeKey) ([]*queue.Message, *queue.PushRegistration) {
+	if w.g.sessions.Live(k.app, k.user, k.device) {
+		return nil, nil
+	}
+	ctx := context.Background()
+	dev := queue.DeviceRef{App: k.app, User: k.user, Device: k.device}
+	pending, err := w.g.q.Pending(ctx, dev, 0, 100)
+	if err != nil || len(pending) == 0 {
+		return nil, nil
+	}
+	d, err := w.g.q.Device(ctx, dev)
+	if err != nil || d.Push == nil {
+		return nil, nil
+	}
+	return pending, d.Push
 }
 
 func (w *waker) retry(k wakeKey, now time.Time) {
-	ctx := context.Background()
-	dev := queue.DeviceRef{App: k.app, User: k.user, Device: k.device}
 	w.mu.Lock()
 	if st := w.devices[k]; st != nil && st.idle {
 		// Only kept for the hourly cap: drop it once its last wake is an
@@ -742,18 +752,9 @@ func (w *waker) retry(k wakeKey, now time.Time) {
 		}
 		w.mu.Unlock()
 	}
-	if w.g.sessions.Live(k.app, k.user, k.device) {
-		forget() // the device connected: its wake is answered
-		return
-	}
-	pending, err := w.g.q.Pending(ctx, dev, 0, 100)
-	if err != nil || len(pending) == 0 {
-		forget()
-		return
-	}
-	d, err := w.g.q.Device(ctx, dev)
-	if err != nil || d.Push == nil {
-		forget()
+	pending, reg := w.waiting(k)
+	if reg == nil {
+		forget() // connected (the wake is answered), nothing pending, or no registration
 		return
 	}
 	w.mu.Lock()
@@ -768,7 +769,7 @@ func (w *waker) retry(k wakeKey, now time.Time) {
 		st.pending = len(pending)
 	}
 	w.mu.Unlock()
-	w.consider(k, d.Push, prio, expires, 0, w.pool.Submit)
+	w.consider(k, reg, prio, expires, 0, w.pool.Submit)
 }
 
 // fallback sends a message's SMS through the app's provider

@@ -210,12 +210,13 @@ func (c *collector) accept(post uint32, recips []recipient, ids []string, expiri
 	defer c.mu.Unlock()
 	p := &c.posts[post]
 	p.status = postOK
-	c.latPost.add(time.Duration(now - p.sent))
+	lat := time.Duration(now - p.sent)
+	c.latPost.add(lat)
 	s := c.secLocked(now)
 	if s.post == nil {
 		s.post = new(hist)
 	}
-	s.post.add(time.Duration(now - p.sent))
+	s.post.add(lat)
 	s.postsOK++
 	s.accepted += len(ids)
 	for i, r := range recips {
