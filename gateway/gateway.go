@@ -12,6 +12,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -85,7 +86,11 @@ func New(cfg Config) (g *Gateway, err error) {
 		return nil, fmt.Errorf("gateway: data dir: %w", err)
 	}
 	g.reg = prometheus.NewRegistry()
-	g.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// The scheduler's latency histogram (time goroutines spend runnable
+	// before they run) tells a CPU-starved node from a slow store.
+	g.reg.MustRegister(collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
+		collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/sched/latencies:seconds$`)})),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	commitHist := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "tether_store_commit_seconds",
 		Help:    "Store batch commit latency; synced commits include the shared WAL fsync.",

@@ -63,10 +63,11 @@ type Client struct {
 	up          chan struct{} // closed while a session is established
 	lastResumed bool
 	jid         string
-	smOn        bool   // stream management enabled on the last session
-	smID        string // resumption id, "" if not resumable
-	outH        uint32 // our stanzas sent since <enable/> (or resume)
-	outAcked    uint32 // last h the server acknowledged
+	smOn        bool          // stream management enabled on the last session
+	smID        string        // resumption id, "" if not resumable
+	known       knownFeatures // the server's features, for pipelining (negotiate)
+	outH        uint32        // our stanzas sent since <enable/> (or resume)
+	outAcked    uint32        // last h the server acknowledged
 	unacked     []*outEntry
 	rPending    bool // an <r/> is outstanding
 	reqArmed    bool // reqTimer runs

@@ -72,6 +72,14 @@ type Config struct {
 	// Nil means no cache: every SCRAM login runs PBKDF2.
 	Credentials *CredentialCache
 
+	// DisablePipelining makes every connection wait for the server's
+	// features before each step of the negotiation. By default a Client
+	// that has negotiated with the server before sends its <auth/> with
+	// the stream header, and its resume (or bind and enable) with the
+	// authenticated stream's header: four round trips to a session
+	// instead of seven.
+	DisablePipelining bool
+
 	// DisableStreamManagement turns XEP-0198 off. By default the Client
 	// enables it with resumption whenever the server offers it.
 	DisableStreamManagement bool

@@ -1,6 +1,7 @@
 package sdkproto
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"fmt"
@@ -64,56 +65,127 @@ func (c *Client) handshake(ctx context.Context, tryResume bool) (*session, hands
 	return &session{tr: tr, done: make(chan struct{})}, hs, nil
 }
 
+// negotiate runs the XMPP negotiation on a connected transport: STARTTLS
+// when the transport needs it, SASL, then resumption or bind and stream
+// management.
+//
+// Once a Client has negotiated with the gateway, it remembers the features
+// the server offered before and after authentication, and on the next
+// connection it pipelines (as XEP-0305 describes): the SASL <auth/> goes
+// out with the stream header, and the resume, or bind and enable, with the
+// header of the authenticated stream, instead of each waiting for the
+// server's features. A login then takes four round trips (TLS, stream and
+// auth, SCRAM's final step, the bound stream) instead of seven; on a mobile
+// network, where a woken device reconnects to fetch what waits for it,
+// that is most of the time to its first message. The server answers every
+// element in order, so the answers are read as before; a negotiation that
+// fails forgets what was remembered, and the next one waits for each
+// feature list again. Config.DisablePipelining turns it off.
 func (c *Client) negotiate(ctx context.Context, tr transport, tryResume bool) (handshakeResult, error) {
-	var hs handshakeResult
-	f, err := c.openStream(tr)
+	hs, err := c.negotiateStreams(ctx, tr, tryResume)
 	if err != nil {
-		return hs, err
+		c.mu.Lock()
+		c.known = knownFeatures{}
+		c.mu.Unlock()
 	}
-	if !tr.secure() {
-		if c.cfg.Transport == TransportStartTLS {
-			if !f.startTLS {
-				return hs, fmt.Errorf("%w: server does not offer STARTTLS", ErrProtocol)
-			}
-			if err := tr.write([]byte("<starttls xmlns='" + NSTLS + "'/>")); err != nil {
-				return hs, err
-			}
-			e, err := c.expect(tr, func(e *Element) bool { return e.Name.Space == NSTLS })
-			if err != nil {
-				return hs, err
-			}
-			if e.Name.Local != "proceed" {
-				return hs, fmt.Errorf("%w: STARTTLS refused", ErrProtocol)
-			}
-			if err := tr.startTLS(ctx, c.tlsCfg); err != nil {
-				return hs, err
-			}
-			if f, err = c.openStream(tr); err != nil {
-				return hs, err
-			}
+	return hs, err
+}
+
+func (c *Client) negotiateStreams(ctx context.Context, tr transport, tryResume bool) (handshakeResult, error) {
+	var hs handshakeResult
+	if !tr.secure() && c.cfg.Transport == TransportStartTLS {
+		f, err := c.openStream(tr)
+		if err != nil {
+			return hs, err
+		}
+		if !f.startTLS {
+			return hs, fmt.Errorf("%w: server does not offer STARTTLS", ErrProtocol)
+		}
+		if err := tr.write([]byte("<starttls xmlns='" + NSTLS + "'/>")); err != nil {
+			return hs, err
+		}
+		e, err := c.expect(tr, func(e *Element) bool { return e.Name.Space == NSTLS })
+		if err != nil {
+			return hs, err
+		}
+		if e.Name.Local != "proceed" {
+			return hs, fmt.Errorf("%w: STARTTLS refused", ErrProtocol)
+		}
+		if err := tr.startTLS(ctx, c.tlsCfg); err != nil {
+			return hs, err
 		}
 	}
 
-	if err := c.authenticate(tr, f); err != nil {
+	c.mu.Lock()
+	known := c.known
+	prevID := c.smID
+	c.mu.Unlock()
+	if c.cfg.DisablePipelining {
+		known = knownFeatures{}
+	}
+
+	// SASL.
+	var (
+		f    features
+		sc   saslClient
+		auth []byte
+		err  error
+	)
+	if known.auth != nil {
+		if sc, auth, err = c.saslStart(*known.auth, tr.secure()); err != nil {
+			return hs, err
+		}
+		f, err = c.openStream(tr, auth)
+	} else if f, err = c.openStream(tr); err == nil {
+		if sc, auth, err = c.saslStart(f, tr.secure()); err == nil {
+			err = tr.write(auth)
+		}
+	}
+	if err != nil {
 		return hs, err
 	}
-	tr.restart()
-	if f, err = c.openStream(tr); err != nil {
+	if len(f.mechanisms) > 0 {
+		fa := f
+		known.auth = &fa
+	}
+	if err := c.saslFinish(tr, sc); err != nil {
 		return hs, err
 	}
 
+	// The authenticated stream, with what the server offered last time
+	// sent along with its header.
+	tr.restart()
+	resume := tryResume && prevID != "" && !c.cfg.DisableStreamManagement
+	var sent []byte
+	var early [][]byte
+	if k := known.bound; k != nil {
+		useSM := k.streamManagement && !c.cfg.DisableStreamManagement
+		switch {
+		case resume && useSM:
+			early, sent = [][]byte{c.resumeFrame(prevID)}, []byte("r")
+		case k.bind && !k.sessionRequired:
+			early, sent = [][]byte{c.bindFrame()}, []byte("b")
+			if useSM {
+				early, sent = append(early, []byte(enableFrame)), append(sent, 'e')
+			}
+		}
+	}
+	if f, err = c.openStream(tr, early...); err != nil {
+		return hs, err
+	}
+	fb := f
+	known.bound = &fb
 	c.mu.Lock()
-	prevID := c.smID
+	c.known = known
 	c.mu.Unlock()
+	pipelined := func(step byte) bool { return bytes.IndexByte(sent, step) >= 0 }
+
 	useSM := f.streamManagement && !c.cfg.DisableStreamManagement
-	if tryResume && useSM && prevID != "" {
-		b := []byte("<resume xmlns='" + NSSM + "' previd='")
-		b = appendEscaped(b, prevID, true)
-		b = append(b, "' h='"...)
-		b = strconv.AppendUint(b, uint64(c.inH.Load()), 10)
-		b = append(b, "'/>"...)
-		if err := tr.write(b); err != nil {
-			return hs, err
+	if resume && (useSM || pipelined('r')) {
+		if !pipelined('r') {
+			if err := tr.write(c.resumeFrame(prevID)); err != nil {
+				return hs, err
+			}
 		}
 		e, err := c.expect(tr, func(e *Element) bool { return e.Is(NSSM, "resumed") || e.Is(NSSM, "failed") })
 		if err != nil {
@@ -134,14 +206,13 @@ func (c *Client) negotiate(ctx context.Context, tr transport, tryResume bool) (h
 		}
 	}
 
-	if !f.bind {
+	if !f.bind && !pipelined('b') {
 		return hs, fmt.Errorf("%w: server does not offer bind", ErrProtocol)
 	}
-	b := []byte("<iq type='set' id='b1'><bind xmlns='" + NSBind + "'><resource>")
-	b = appendEscaped(b, c.cfg.Device, false)
-	b = append(b, "</resource></bind></iq>"...)
-	if err := tr.write(b); err != nil {
-		return hs, err
+	if !pipelined('b') {
+		if err := tr.write(c.bindFrame()); err != nil {
+			return hs, err
+		}
 	}
 	res, err := c.expectIQ(tr, "b1")
 	if err != nil {
@@ -159,9 +230,11 @@ func (c *Client) negotiate(ctx context.Context, tr transport, tryResume bool) (h
 		}
 	}
 
-	if useSM {
-		if err := tr.write([]byte("<enable xmlns='" + NSSM + "' resume='true'/>")); err != nil {
-			return hs, err
+	if useSM || pipelined('e') {
+		if !pipelined('e') {
+			if err := tr.write([]byte(enableFrame)); err != nil {
+				return hs, err
+			}
 		}
 		e, err := c.expect(tr, func(e *Element) bool { return e.Is(NSSM, "enabled") || e.Is(NSSM, "failed") })
 		if err != nil {
@@ -177,10 +250,32 @@ func (c *Client) negotiate(ctx context.Context, tr transport, tryResume bool) (h
 	return hs, nil
 }
 
-// openStream sends our stream header and reads the server's header and
-// features.
-func (c *Client) openStream(tr transport) (features, error) {
-	if err := tr.writeHeader(c.to); err != nil {
+// knownFeatures are the feature lists of the last negotiation with the
+// server: before authentication (on the encrypted stream) and after.
+type knownFeatures struct {
+	auth, bound *features
+}
+
+const enableFrame = "<enable xmlns='" + NSSM + "' resume='true'/>"
+
+func (c *Client) resumeFrame(prevID string) []byte {
+	b := []byte("<resume xmlns='" + NSSM + "' previd='")
+	b = appendEscaped(b, prevID, true)
+	b = append(b, "' h='"...)
+	b = strconv.AppendUint(b, uint64(c.inH.Load()), 10)
+	return append(b, "'/>"...)
+}
+
+func (c *Client) bindFrame() []byte {
+	b := []byte("<iq type='set' id='b1'><bind xmlns='" + NSBind + "'><resource>")
+	b = appendEscaped(b, c.cfg.Device, false)
+	return append(b, "</resource></bind></iq>"...)
+}
+
+// openStream sends our stream header, then the frames of then in the same
+// write, and reads the server's header and features.
+func (c *Client) openStream(tr transport, then ...[]byte) (features, error) {
+	if err := tr.writeHeader(c.to, then...); err != nil {
 		return features{}, err
 	}
 	e, err := c.next(tr)
@@ -197,12 +292,13 @@ func (c *Client) openStream(tr transport) (features, error) {
 	return parseFeatures(e), nil
 }
 
-// authenticate runs SASL.
-func (c *Client) authenticate(tr transport, f features) error {
+// saslStart picks the mechanism from f and returns the SASL client and
+// its <auth/> element.
+func (c *Client) saslStart(f features, secure bool) (saslClient, []byte, error) {
 	mech := c.cfg.Mechanism
 	if mech == "" {
 		for _, m := range Mechanisms {
-			if m == MechPLAIN && !tr.secure() {
+			if m == MechPLAIN && !secure {
 				continue
 			}
 			if slices.Contains(f.mechanisms, m) {
@@ -214,22 +310,24 @@ func (c *Client) authenticate(tr transport, f features) error {
 		mech = ""
 	}
 	if mech == "" {
-		return fmt.Errorf("%w: server offers %v", ErrMechanism, f.mechanisms)
+		return nil, nil, fmt.Errorf("%w: server offers %v", ErrMechanism, f.mechanisms)
 	}
 	sc, err := newSASLClient(mech, c.cfg.User, c.cfg.Password, c.cfg.Credentials)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	initial, err := sc.start()
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	b := []byte("<auth xmlns='" + NSSASL + "' mechanism='" + mech + "'>")
 	b = appendBase64(b, initial)
-	b = append(b, "</auth>"...)
-	if err := tr.write(b); err != nil {
-		return err
-	}
+	return sc, append(b, "</auth>"...), nil
+}
+
+// saslFinish answers the server's challenges until <success/> or
+// <failure/>.
+func (c *Client) saslFinish(tr transport, sc saslClient) error {
 	for {
 		e, err := c.expect(tr, func(e *Element) bool { return e.Name.Space == NSSASL })
 		if err != nil {

@@ -48,8 +48,10 @@ func (t Transport) String() string {
 // time; write is serialised by the Client's mutex; drop and close may be
 // called from any goroutine.
 type transport interface {
-	// writeHeader starts a new stream (stream header or <open/>).
-	writeHeader(to string) error
+	// writeHeader starts a new stream (stream header or <open/>) and
+	// sends the frames of then right after it, in the same write where
+	// the transport allows.
+	writeHeader(to string, then ...[]byte) error
 	// restart prepares to read a new stream from the server.
 	restart()
 	// next returns the next element from the server: its stream header
@@ -132,12 +134,15 @@ func (t *tcpTransport) startTLS(ctx context.Context, cfg *tls.Config) error {
 	return nil
 }
 
-func (t *tcpTransport) writeHeader(to string) error {
+func (t *tcpTransport) writeHeader(to string, then ...[]byte) error {
 	b := getBuf()
 	defer putBuf(b)
 	*b = append(*b, "<?xml version='1.0'?><stream:stream to='"...)
 	*b = appendEscaped(*b, to, true)
 	*b = append(*b, "' version='1.0' xmlns='"+NSClient+"' xmlns:stream='"+NSStream+"'>"...)
+	for _, f := range then {
+		*b = append(*b, f...)
+	}
 	return t.write(*b)
 }
 
@@ -218,13 +223,13 @@ func dialWS(ctx context.Context, cfg *Config, tlsCfg *tls.Config) (*wsTransport,
 	return t, nil
 }
 
-func (t *wsTransport) writeHeader(to string) error {
+func (t *wsTransport) writeHeader(to string, then ...[]byte) error {
 	b := getBuf()
 	defer putBuf(b)
 	*b = append(*b, "<open xmlns='"+NSFraming+"' to='"...)
 	*b = appendEscaped(*b, to, true)
 	*b = append(*b, "' version='1.0'/>"...)
-	return t.write(*b)
+	return t.write(append([][]byte{*b}, then...)...)
 }
 
 func (t *wsTransport) restart()     {}

@@ -1,0 +1,150 @@
+package sdkproto_test
+
+import (
+	"net"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"tether/sdkproto"
+)
+
+// flightProxy forwards TCP connections to a gateway address and counts,
+// per connection, the client's flights: runs of bytes from the client
+// that follow bytes from the server (or open the connection). Each flight
+// after the first waits for the server, so the count is the round trips
+// the client spent, whatever TCP makes of the segments.
+type flightProxy struct {
+	ln     net.Listener
+	target string
+
+	mu    sync.Mutex
+	conns []*flightCount
+}
+
+type flightCount struct {
+	mu         sync.Mutex
+	flights    int
+	fromClient bool // the last bytes seen came from the client
+}
+
+func newFlightProxy(t *testing.T, target string) *flightProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	p := &flightProxy{ln: ln, target: target}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			fc := &flightCount{}
+			p.mu.Lock()
+			p.conns = append(p.conns, fc)
+			p.mu.Unlock()
+			pipe := func(dst, src net.Conn, client bool) {
+				defer dst.Close()
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := src.Read(buf)
+					if n > 0 {
+						fc.mu.Lock()
+						if client && !fc.fromClient {
+							fc.flights++
+						}
+						fc.fromClient = client
+						fc.mu.Unlock()
+						if _, werr := dst.Write(buf[:n]); werr != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}
+			wg.Go(func() { pipe(s, c, true) })
+			wg.Go(func() { pipe(c, s, false) })
+		}
+	})
+	return p
+}
+
+// last returns the client flights of the newest connection so far.
+func (p *flightProxy) last() int {
+	p.mu.Lock()
+	fc := p.conns[len(p.conns)-1]
+	p.mu.Unlock()
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	return fc.flights
+}
+
+// TestGatewayPipelinedLogin: a client that negotiated with the gateway
+// before sends its <auth/> with the stream header and its bind and enable
+// (or its resume) with the authenticated stream's header, so reconnecting
+// takes fewer round trips than the first login, and fewer than a client
+// that does not pipeline; the gateway answers each pipelined element, and
+// messages flow on the session.
+func TestGatewayPipelinedLogin(t *testing.T) {
+	lg := startGateway(t)
+	for _, mode := range []sdkproto.Transport{sdkproto.TransportTLS, sdkproto.TransportStartTLS, sdkproto.TransportWebSocket} {
+		t.Run(mode.String(), func(t *testing.T) {
+			user := "pipe-" + mode.String()
+			lg.user(t, user)
+			connect := func(pipelining bool) (first, fresh, resumed int) {
+				cfg := lg.config(mode, user, "phone1")
+				cfg.DisablePipelining = !pipelining
+				cfg.Credentials = &sdkproto.CredentialCache{}
+				box := newInbox()
+				cfg.OnMessage = box.add
+				var p *flightProxy
+				if mode == sdkproto.TransportWebSocket {
+					p = newFlightProxy(t, strings.TrimPrefix(lg.g.URL, "http://"))
+					cfg.URL = "ws://" + p.ln.Addr().String() + sdkproto.WebSocketPath
+				} else {
+					p = newFlightProxy(t, cfg.Addr)
+					cfg.Addr = p.ln.Addr().String()
+				}
+				c, err := sdkproto.Dial(ctxT(t), cfg)
+				require.NoError(t, err)
+				defer c.Close()
+				first = p.last()
+
+				c.Drop()
+				require.NoError(t, c.Connect(ctxT(t)), "a fresh session (bind and enable)")
+				fresh = p.last()
+				id := lg.post(t, user, "after a fresh bind")
+				require.Equal(t, id, box.next(t).ID)
+				require.NotEmpty(t, c.SMID())
+
+				c.Drop()
+				id = lg.post(t, user, "while away")
+				ok, err := c.Resume(ctxT(t))
+				require.NoError(t, err)
+				require.True(t, ok, "resumed")
+				resumed = p.last()
+				require.Equal(t, id, box.next(t).ID)
+				require.EqualValues(t, 1, c.Stats().Resumes)
+				return first, fresh, resumed
+			}
+			first, fresh, resumed := connect(true)
+			plainFirst, plainFresh, plainResumed := connect(false)
+			t.Logf("client flights: first %d, fresh %d, resumed %d; without pipelining %d, %d, %d",
+				first, fresh, resumed, plainFirst, plainFresh, plainResumed)
+			require.LessOrEqual(t, fresh, plainFresh-2, "bind, enable and auth go with the stream headers")
+			require.LessOrEqual(t, resumed, plainResumed-1, "resume and auth go with the stream headers")
+			require.LessOrEqual(t, fresh, first-2, "the first login cannot pipeline")
+		})
+	}
+}
