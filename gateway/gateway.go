@@ -99,6 +99,7 @@ func New(cfg Config) (g *Gateway, err error) {
 	g.reg.MustRegister(commitHist)
 	syncObs, nosyncObs := commitHist.WithLabelValues("true"), commitHist.WithLabelValues("false")
 
+	opening := time.Now()
 	g.db, err = storage.Open(filepath.Join(cfg.DataDir, "store"), storage.Options{
 		InMemory: cfg.InMemory,
 		Logger:   cfg.Logger.Named("storage"),
@@ -113,6 +114,9 @@ func New(cfg Config) (g *Gateway, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// After a crash the store replays its WAL here: this is most of a
+	// restart's time before the listeners open.
+	cfg.Logger.Info("store opened", zap.Duration("took", time.Since(opening)))
 	g.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "tether_store_fsyncs_total", Help: "WAL fsyncs; concurrent commits share one (group commit).",
 	}, func() float64 { return float64(g.db.Stats().Fsyncs) }))
@@ -272,6 +276,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	g.webhooks.sync()
 	g.ready.Store(true)
+	g.log.Info("ready", zap.Duration("since_start", time.Since(g.started)))
 	var runErr error
 	select {
 	case <-ctx.Done():

@@ -44,16 +44,30 @@ type localGateway struct {
 	killing  bool          // the exit is ours (kill -9 or stop)
 	crashes  []string      // exits we did not cause
 	restarts int
+	started  time.Time // when the current process was started
 }
 
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort() (string, error) {
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+// startedAt returns when the current process was started.
+func (g *localGateway) startedAt() time.Time {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.started
+}
+
+// freePorts returns n distinct loopback TCP ports that were free a moment
+// ago. Every listener stays open until all n are chosen: a port closed at
+// once may be handed out again by the next pick.
+func freePorts(n int) ([]string, error) {
+	ports := make([]string, 0, n)
+	for range n {
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		defer ln.Close()
+		ports = append(ports, ln.Addr().String())
 	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	return ports, nil
 }
 
 // buildGateway builds tether/cmd/gateway into dir, from the module the
@@ -71,13 +85,9 @@ func buildGateway(ctx context.Context, dir string, logw io.Writer) (string, erro
 // newLocalGateway prepares a gateway on free loopback ports with a fresh
 // data dir under tmp, trusting caFile for provider endpoints.
 func newLocalGateway(bin, tmp, logPath, caFile, logLevel string) (*localGateway, *target, error) {
-	var ports [4]string
-	for i := range ports {
-		p, err := freePort()
-		if err != nil {
-			return nil, nil, err
-		}
-		ports[i] = p
+	ports, err := freePorts(4)
+	if err != nil {
+		return nil, nil, err
 	}
 	tok := make([]byte, 16)
 	rand.Read(tok)
@@ -110,7 +120,7 @@ func (g *localGateway) start(ctx context.Context, baseURL string) error {
 	}
 	done := make(chan struct{})
 	g.mu.Lock()
-	g.cmd, g.done, g.killing = cmd, done, false
+	g.cmd, g.done, g.killing, g.started = cmd, done, false, time.Now()
 	g.mu.Unlock()
 	go func() {
 		err := cmd.Wait()

@@ -80,6 +80,9 @@ td.n{text-align:right;font-variant-numeric:tabular-nums} pre{background:#f6f8fa;
 	row("gateway CPU during traffic", fmt.Sprintf("%.1f s (%.0f µs per delivered message)", g.CPUSecondsTraffic, g.CPUPerMessageUs), false)
 	row("harness CPU during traffic (all its processes)", fmt.Sprintf("%.1f s (%.0f µs per delivered message)", rep.Harness.CPUSecondsTraffic, rep.Harness.CPUPerMessageUs), false)
 	row("kill -9", fmt.Sprintf("%d (downtimes %v s)", g.Kills, g.DowntimesS), false)
+	if len(g.RestartPhases) > 0 {
+		row("restarts", restartSummary(g.RestartPhases, g.DowntimesS), false)
+	}
 	w("</table>\n")
 	if len(rep.Steps) > 0 {
 		w("<h2>Rate steps</h2>\n<table>\n<tr><th>offered/s</th><th>accepted/s</th><th>delivered/s</th><th>e2e p50 / p99 / p99.9 ms</th><th>REST p50 / p99 ms</th><th>gateway CPU</th><th>harness CPU</th><th></th></tr>\n")

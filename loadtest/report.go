@@ -52,20 +52,22 @@ type planReport struct {
 }
 
 type gatewayReport struct {
-	Local             bool      `json:"local"`
-	Kills             int       `json:"kills"`
-	DowntimesS        []float64 `json:"downtimes_s"`
-	RSSBaseMiB        float64   `json:"rss_base_mib"`
-	RSSAfterRampMiB   float64   `json:"rss_after_ramp_mib"`
-	RSSPeakMiB        float64   `json:"rss_peak_mib"`
-	RSSPerSessionKiB  float64   `json:"rss_per_session_kib"`
-	CPUSecondsTraffic float64   `json:"cpu_s_during_traffic"`
-	CPUPerMessageUs   float64   `json:"cpu_us_per_delivered_message"`
-	MaxOpenFiles      int       `json:"max_open_files"`
-	GoroutinesBase    int       `json:"goroutines_before_sessions"`
-	GoroutinesPeak    int       `json:"goroutines_peak"`
-	GoroutinesAfter   int       `json:"goroutines_after_sessions"`
-	GoroutinesPooled  int       `json:"goroutines_after_in_pools"` // of GoroutinesAfter: idle workers and outbound connections
+	Local      bool      `json:"local"`
+	Kills      int       `json:"kills"`
+	DowntimesS []float64 `json:"downtimes_s"`
+	// RestartPhases splits each downtime (restartPhases).
+	RestartPhases     []restartPhases `json:"restart_phases,omitempty"`
+	RSSBaseMiB        float64         `json:"rss_base_mib"`
+	RSSAfterRampMiB   float64         `json:"rss_after_ramp_mib"`
+	RSSPeakMiB        float64         `json:"rss_peak_mib"`
+	RSSPerSessionKiB  float64         `json:"rss_per_session_kib"`
+	CPUSecondsTraffic float64         `json:"cpu_s_during_traffic"`
+	CPUPerMessageUs   float64         `json:"cpu_us_per_delivered_message"`
+	MaxOpenFiles      int             `json:"max_open_files"`
+	GoroutinesBase    int             `json:"goroutines_before_sessions"`
+	GoroutinesPeak    int             `json:"goroutines_peak"`
+	GoroutinesAfter   int             `json:"goroutines_after_sessions"`
+	GoroutinesPooled  int             `json:"goroutines_after_in_pools"` // of GoroutinesAfter: idle workers and outbound connections
 }
 
 type sessionReport struct {
@@ -201,6 +203,7 @@ func (r *runner) report(ch *checks) *report {
 	for _, d := range r.downtimes {
 		g.DowntimesS = append(g.DowntimesS, d.Seconds())
 	}
+	g.RestartPhases = r.restarts
 	if r.online1 > 0 && r.rss1 > 0 && r.rss0 > 0 {
 		g.RSSPerSessionKiB = (r.rss1 - r.rss0) / float64(r.online1) / 1024
 	}
@@ -420,6 +423,9 @@ func (rep *report) summary() string {
 	if g.Local {
 		p("gateway   RSS %.0f MiB before the sessions, %.0f after the ramp (%.1f KiB/session), peak %.0f; CPU %.1fs during traffic (%.0f µs per delivered message); max open files %d; kills %d (downtimes %v s)",
 			g.RSSBaseMiB, g.RSSAfterRampMiB, g.RSSPerSessionKiB, g.RSSPeakMiB, g.CPUSecondsTraffic, g.CPUPerMessageUs, g.MaxOpenFiles, g.Kills, g.DowntimesS)
+		if len(g.RestartPhases) > 0 {
+			p("          %s", restartSummary(g.RestartPhases, g.DowntimesS))
+		}
 	} else {
 		p("gateway   remote: RSS %.0f MiB before the sessions, %.0f after the ramp (%.1f KiB/session), peak %.0f (from -metrics-url)",
 			g.RSSBaseMiB, g.RSSAfterRampMiB, g.RSSPerSessionKiB, g.RSSPeakMiB)
@@ -485,4 +491,18 @@ func (r *runner) writeReports(rep *report) {
 	}
 	abs, _ := filepath.Abs(filepath.Join(r.cfg.out, "report.html"))
 	fmt.Fprintf(r.out, "report    %s (and report.json, report.txt)\n", abs)
+}
+
+// restartSummary tells where each kill's downtime went.
+func restartSummary(ph []restartPhases, down []float64) string {
+	var exited, started, ready []string
+	for i, p := range ph {
+		exited = append(exited, fmt.Sprintf("%.2f", p.ExitedS))
+		started = append(started, fmt.Sprintf("%.2f", p.StartedS))
+		if i < len(down) {
+			ready = append(ready, fmt.Sprintf("%.2f", down[i]))
+		}
+	}
+	return fmt.Sprintf("restarts: the killed process exited after [%s] s, its successor started after [%s] s and answered /readyz after [%s] s",
+		strings.Join(exited, " "), strings.Join(started, " "), strings.Join(ready, " "))
 }

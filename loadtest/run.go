@@ -47,6 +47,7 @@ type runner struct {
 	wstats      []*workerStats
 	problems    []string // harness or gateway failures outside the message checks
 	downtimes   []time.Duration
+	restarts    []restartPhases // of each kill, as downtimes
 	gwPeak      procSample
 	harnessPeak procSample // peak RSS, and CPU seconds so far
 	gwMaxFDs    int
@@ -697,18 +698,34 @@ func (r *runner) chaos(until time.Time) {
 		r.col.addKill("kill -9")
 		t0 := time.Now()
 		g.kill()
+		ph := restartPhases{ExitedS: time.Since(t0).Seconds()}
 		r.logf("chaos: kill -9 gateway pid %d", pid)
 		if err := g.restart(r.ctx, r.tgt.baseURL); err != nil {
 			r.problem("restart after kill -9 failed: %v", err)
 			return
 		}
 		down := time.Since(t0)
+		ph.StartedS = g.startedAt().Sub(t0).Seconds()
 		r.col.addKill("restarted")
 		r.mu.Lock()
 		r.downtimes = append(r.downtimes, down)
+		r.restarts = append(r.restarts, ph)
 		r.mu.Unlock()
-		r.logf("chaos: gateway back as pid %d after %.2fs", g.pid(), down.Seconds())
+		r.logf("chaos: gateway back as pid %d after %.2fs (the killed process had exited at %.2fs, its successor started at %.2fs)",
+			g.pid(), down.Seconds(), ph.ExitedS, ph.StartedS)
 	}
+}
+
+// restartPhases splits a kill's downtime, in seconds from the SIGKILL:
+// the killed process's exit (the kernel closes every socket it held), then
+// the start of its successor (the harness's fork and exec), then (the
+// downtime itself) its /readyz answering 200. With thousands of devices
+// reconnecting at once, the harness's own goroutines wait for a CPU too,
+// which delays the start and the readiness poll: the gateway's log says at
+// info level how long its store took to open and when it was ready.
+type restartPhases struct {
+	ExitedS  float64 `json:"exited_s"`
+	StartedS float64 `json:"started_s"`
 }
 
 // drainAndSweep waits for the last deliveries, then connects the devices

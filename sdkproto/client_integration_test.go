@@ -33,7 +33,7 @@ type liveGateway struct {
 	tls *tls.Config
 }
 
-func startGateway(t *testing.T) *liveGateway {
+func startGateway(t testing.TB) *liveGateway {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("starts a gateway")
@@ -48,7 +48,7 @@ func startGateway(t *testing.T) *liveGateway {
 	return &liveGateway{g: g, app: app, tls: &tls.Config{RootCAs: pool}}
 }
 
-func (lg *liveGateway) user(t *testing.T, user string) {
+func (lg *liveGateway) user(t testing.TB, user string) {
 	t.Helper()
 	_, err := lg.app.PutUser(ctxT(t), fakeApp, user, api.PutUserRequest{Password: fakePass})
 	require.NoError(t, err)
