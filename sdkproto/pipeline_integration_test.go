@@ -98,6 +98,19 @@ func newFlightProxy(t testing.TB, target string, oneWay time.Duration) *flightPr
 	return p
 }
 
+// viaProxy points cfg at a new flightProxy in front of the gateway's
+// listener for cfg's transport.
+func (lg *liveGateway) viaProxy(t testing.TB, cfg *sdkproto.Config, oneWay time.Duration) *flightProxy {
+	if cfg.Transport == sdkproto.TransportWebSocket {
+		p := newFlightProxy(t, strings.TrimPrefix(lg.g.URL, "http://"), oneWay)
+		cfg.URL = "ws://" + p.ln.Addr().String() + sdkproto.WebSocketPath
+		return p
+	}
+	p := newFlightProxy(t, cfg.Addr, oneWay)
+	cfg.Addr = p.ln.Addr().String()
+	return p
+}
+
 // last returns the client flights of the newest connection so far.
 func (p *flightProxy) last() int {
 	p.mu.Lock()
@@ -126,14 +139,7 @@ func TestGatewayPipelinedLogin(t *testing.T) {
 				cfg.Credentials = &sdkproto.CredentialCache{}
 				box := newInbox()
 				cfg.OnMessage = box.add
-				var p *flightProxy
-				if mode == sdkproto.TransportWebSocket {
-					p = newFlightProxy(t, strings.TrimPrefix(lg.g.URL, "http://"), 0)
-					cfg.URL = "ws://" + p.ln.Addr().String() + sdkproto.WebSocketPath
-				} else {
-					p = newFlightProxy(t, cfg.Addr, 0)
-					cfg.Addr = p.ln.Addr().String()
-				}
+				p := lg.viaProxy(t, &cfg, 0)
 				c, err := sdkproto.Dial(ctxT(t), cfg)
 				require.NoError(t, err)
 				defer c.Close()
@@ -184,14 +190,7 @@ func BenchmarkReconnectOverRTT(b *testing.B) {
 				cfg.DisablePipelining = !pipelining
 				cfg.Credentials = &sdkproto.CredentialCache{}
 				cfg.TLSConfig.ClientSessionCache = tls.NewLRUClientSessionCache(4)
-				var p *flightProxy
-				if mode == sdkproto.TransportWebSocket {
-					p = newFlightProxy(b, strings.TrimPrefix(lg.g.URL, "http://"), 25*time.Millisecond)
-					cfg.URL = "ws://" + p.ln.Addr().String() + sdkproto.WebSocketPath
-				} else {
-					p = newFlightProxy(b, cfg.Addr, 25*time.Millisecond)
-					cfg.Addr = p.ln.Addr().String()
-				}
+				lg.viaProxy(b, &cfg, 25*time.Millisecond)
 				c, err := sdkproto.Dial(ctxT(b), cfg)
 				require.NoError(b, err)
 				defer c.Close()
