@@ -1,7 +1,6 @@
 package sdkproto
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"fmt"
@@ -156,17 +155,17 @@ func (c *Client) negotiateStreams(ctx context.Context, tr transport, tryResume b
 	// sent along with its header.
 	tr.restart()
 	resume := tryResume && prevID != "" && !c.cfg.DisableStreamManagement
-	var sent []byte
+	var sent struct{ resume, bind, enable bool } // went with the header
 	var early [][]byte
 	if k := known.bound; k != nil {
 		useSM := k.streamManagement && !c.cfg.DisableStreamManagement
 		switch {
 		case resume && useSM:
-			early, sent = [][]byte{c.resumeFrame(prevID)}, []byte("r")
+			early, sent.resume = [][]byte{c.resumeFrame(prevID)}, true
 		case k.bind && !k.sessionRequired:
-			early, sent = [][]byte{c.bindFrame()}, []byte("b")
+			early, sent.bind = [][]byte{c.bindFrame()}, true
 			if useSM {
-				early, sent = append(early, []byte(enableFrame)), append(sent, 'e')
+				early, sent.enable = append(early, []byte(enableFrame)), true
 			}
 		}
 	}
@@ -178,11 +177,10 @@ func (c *Client) negotiateStreams(ctx context.Context, tr transport, tryResume b
 	c.mu.Lock()
 	c.known = known
 	c.mu.Unlock()
-	pipelined := func(step byte) bool { return bytes.IndexByte(sent, step) >= 0 }
 
 	useSM := f.streamManagement && !c.cfg.DisableStreamManagement
-	if resume && (useSM || pipelined('r')) {
-		if !pipelined('r') {
+	if resume && (useSM || sent.resume) {
+		if !sent.resume {
 			if err := tr.write(c.resumeFrame(prevID)); err != nil {
 				return hs, err
 			}
@@ -206,10 +204,10 @@ func (c *Client) negotiateStreams(ctx context.Context, tr transport, tryResume b
 		}
 	}
 
-	if !f.bind && !pipelined('b') {
+	if !f.bind && !sent.bind {
 		return hs, fmt.Errorf("%w: server does not offer bind", ErrProtocol)
 	}
-	if !pipelined('b') {
+	if !sent.bind {
 		if err := tr.write(c.bindFrame()); err != nil {
 			return hs, err
 		}
@@ -230,8 +228,8 @@ func (c *Client) negotiateStreams(ctx context.Context, tr transport, tryResume b
 		}
 	}
 
-	if useSM || pipelined('e') {
-		if !pipelined('e') {
+	if useSM || sent.enable {
+		if !sent.enable {
 			if err := tr.write([]byte(enableFrame)); err != nil {
 				return hs, err
 			}
