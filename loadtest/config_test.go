@@ -88,3 +88,21 @@ func TestPlanProcs(t *testing.T) {
 		t.Error("empty description")
 	}
 }
+
+// TestFreePortsDistinct: the ports for the gateway's listeners are chosen
+// while all are held, so none is handed out twice.
+func TestFreePortsDistinct(t *testing.T) {
+	for range 20 {
+		ports, err := freePorts(4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]bool{}
+		for _, p := range ports {
+			if seen[p] {
+				t.Fatalf("port %s chosen twice in %v", p, ports)
+			}
+			seen[p] = true
+		}
+	}
+}

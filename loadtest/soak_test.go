@@ -86,7 +86,9 @@ func TestSmallSoak(t *testing.T) {
 			} `json:"wakes"`
 		} `json:"checks"`
 		Gateway struct {
-			Kills int `json:"kills"`
+			Kills         int             `json:"kills"`
+			Downtimes     []float64       `json:"downtimes_s"`
+			RestartPhases []restartPhases `json:"restart_phases"`
 		} `json:"gateway"`
 		Sessions struct {
 			Peak        int    `json:"peak_online"`
@@ -112,6 +114,10 @@ func TestSmallSoak(t *testing.T) {
 		t.Errorf("misrouted %d, phantom %d, wakes to online %d", c.Misrouted, c.Phantom, c.Wakes.ToOnline)
 	case rep.Gateway.Kills != 1:
 		t.Errorf("%d kills, want 1", rep.Gateway.Kills)
+	case len(rep.Gateway.RestartPhases) != 1 || len(rep.Gateway.Downtimes) != 1 ||
+		!(0 < rep.Gateway.RestartPhases[0].ExitedS && rep.Gateway.RestartPhases[0].ExitedS <= rep.Gateway.RestartPhases[0].StartedS &&
+			rep.Gateway.RestartPhases[0].StartedS <= rep.Gateway.Downtimes[0]):
+		t.Errorf("restart phases %+v out of order with downtimes %v", rep.Gateway.RestartPhases, rep.Gateway.Downtimes)
 	case c.Wakes.ToOffline == 0:
 		t.Error("no wake reached an offline device")
 	case rep.Sessions.ChurnResume+rep.Sessions.ChurnFresh == 0:
