@@ -68,15 +68,6 @@ func main() {
 	if cfg.worker {
 		os.Exit(workerMain(os.Stdin, os.Stdout, os.Stderr))
 	}
-	if cfg.cpuProfile != "" {
-		f, err := os.Create(cfg.cpuProfile)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "loadtest:", err)
-			os.Exit(exitSetup)
-		}
-		pprof.StartCPUProfile(f)
-		defer pprof.StopCPUProfile()
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	code := exitPass
 	for i := 1; i <= cfg.repeat && ctx.Err() == nil; i++ {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"sync"
@@ -637,13 +638,40 @@ func (r *runner) traffic() {
 	if len(cfg.rateSteps) > 0 {
 		steps.Go(func() { r.stepRates(r.trafficStart) })
 	}
+	stopProfile := r.startProfile()
 	r.gen.run(r.ctx, cfg.duration)
 	r.trafficEnd = time.Now()
+	stopProfile()
 	steps.Wait()
 	r.broadcast(&command{Op: opPhase, Phase: "drain"})
 	chaos.Wait()
 	r.gwCPU1 = r.gwCPUSeconds()
 	r.hCPU1 = r.harnessCPUSeconds()
+}
+
+// startProfile starts -cpuprofile for the traffic phase alone, so the
+// profile shows what the harness spends per message and not the logins of
+// the ramp; the function it returns stops it. With -repeat each run
+// overwrites the file.
+func (r *runner) startProfile() func() {
+	if r.cfg.cpuProfile == "" {
+		return func() {}
+	}
+	f, err := os.Create(r.cfg.cpuProfile)
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		r.logf("cpuprofile: %v", err)
+		if f != nil {
+			f.Close()
+		}
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }
 
 // stepRates moves the generator through -rate-steps, each step for an
