@@ -212,6 +212,8 @@ func (db *DB) NextSeq(n int) (uint64, error) {
 // LastSeq returns the last sequence number handed out.
 func (db *DB) LastSeq() uint64 { return db.seq.Load() }
 
+// get returns a copy of k's value; ErrNotFound if there is none. For keys
+// that are usually there; lookup is for those usually absent.
 func (db *DB) get(k []byte) ([]byte, error) {
 	if db.closed.Load() {
 		return nil, ErrClosed
@@ -227,6 +229,43 @@ func (db *DB) get(k []byte) ([]byte, error) {
 	closer.Close()
 	return out, nil
 }
+
+// lookup is get for keys that are usually absent: a new idempotency key, a
+// collapse key not used before, a push token never refused.
+//
+// Pebble's Get skips the bloom filters of the bottom level, where a store
+// some hours old keeps nearly everything, so each miss there loads an
+// index and a data block (often reading and decompressing it). lookup
+// seeks an iterator that reads the filters of every level instead, and the
+// filter answers a miss alone: half the cost of Get for a miss with every
+// block cached, 30 % more for a hit (BenchmarkGetMiss, BenchmarkGetHit).
+func (db *DB) lookup(k []byte) ([]byte, error) {
+	if db.closed.Load() {
+		return nil, ErrClosed
+	}
+	it, err := db.pdb.NewIter(&lookupOptions)
+	if err != nil {
+		return nil, fmt.Errorf("storage: lookup: %w", err)
+	}
+	var out []byte
+	// With the default comparer a key is its own prefix: a hit is k.
+	if it.SeekPrefixGE(k) && bytes.Equal(it.Key(), k) {
+		v, verr := it.ValueAndErr()
+		out, err = append([]byte{}, v...), verr
+	}
+	if cerr := it.Close(); err == nil {
+		err = cerr
+	}
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("storage: lookup: %w", err)
+	case out == nil:
+		return nil, ErrNotFound
+	}
+	return out, nil
+}
+
+var lookupOptions = pebble.IterOptions{UseL6Filters: true}
 
 // scan calls fn for each key in [lower, upper) in order until fn returns
 // false. Key and value are only valid during the call.
@@ -354,7 +393,7 @@ func (db *DB) GetWakeTimes(app, user, device string) ([]int64, error) {
 
 // GetInvalidToken reports the record of a push token marked invalid.
 func (db *DB) GetInvalidToken(h [32]byte) ([]byte, error) {
-	return db.get(append([]byte{tableToken}, h[:]...))
+	return db.lookup(append([]byte{tableToken}, h[:]...))
 }
 
 // GetAppCursor returns a per-app consumer cursor (for example the webhook
@@ -404,7 +443,7 @@ func (db *DB) GetStatus(app string, seq uint64) ([]byte, error) {
 
 // GetCollapse returns the seq last stored under a collapse key of app/user.
 func (db *DB) GetCollapse(app, user, key string) (uint64, error) {
-	v, err := db.get(appendComponent(userPrefix(tableCollapse, app, user), key))
+	v, err := db.lookup(appendComponent(userPrefix(tableCollapse, app, user), key))
 	if err != nil {
 		return 0, err
 	}
@@ -416,7 +455,7 @@ func (db *DB) GetCollapse(app, user, key string) (uint64, error) {
 
 // GetIdem returns the answer stored under an idempotency key hash of app.
 func (db *DB) GetIdem(app string, h [32]byte) ([]byte, error) {
-	return db.get(append(appPrefix(tableIdem, app), h[:]...))
+	return db.lookup(append(appPrefix(tableIdem, app), h[:]...))
 }
 
 // ScanTimers calls fn for each timer due at or before untilMillis, oldest

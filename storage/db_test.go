@@ -2,6 +2,7 @@ package storage_test
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"sync"
@@ -488,5 +489,54 @@ func TestClosedStore(t *testing.T) {
 		b := db.NewBatch()
 		b.PutMessage("a", "b", 1, nil)
 		require.ErrorIs(t, b.Commit(true), storage.ErrClosed)
+	})
+}
+
+// TestLookupEveryLevel checks the reads of usually absent keys (idempotency
+// keys, collapse keys, refused tokens) find what is in the memtable and
+// what was compacted into the bottom level, whose filters pebble's Get
+// does not read, and nothing else; an empty value is still found.
+func TestLookupEveryLevel(t *testing.T) {
+	t.Parallel()
+	forEachStore(t, func(t *testing.T, db *storage.DB) {
+		put := func(from, to int) {
+			b := db.NewBatch()
+			for i := from; i < to; i++ {
+				k := fmt.Sprint("key-", i)
+				b.PutIdem("app", storage.Hash(k), []byte(k))
+				b.PutCollapse("app", "alice", k, uint64(i))
+				b.PutInvalidToken(storage.Hash(k), nil)
+			}
+			require.NoError(t, b.Commit(true))
+		}
+		put(0, 2000)
+		require.NoError(t, db.Flush())
+		require.NoError(t, db.CompactAll())
+		put(2000, 2100) // in the memtable
+		for _, i := range []int{0, 1234, 1999, 2000, 2099} {
+			k := fmt.Sprint("key-", i)
+			v, err := db.GetIdem("app", storage.Hash(k))
+			require.NoError(t, err, k)
+			require.Equal(t, k, string(v))
+			seq, err := db.GetCollapse("app", "alice", k)
+			require.NoError(t, err, k)
+			require.Equal(t, uint64(i), seq)
+			v, err = db.GetInvalidToken(storage.Hash(k))
+			require.NoError(t, err, k)
+			require.Empty(t, v)
+		}
+		for _, k := range []string{"key-2100", "key-", "key-12345", "key-0 "} {
+			_, err := db.GetIdem("app", storage.Hash(k))
+			require.ErrorIs(t, err, storage.ErrNotFound, k)
+			_, err = db.GetCollapse("app", "alice", k)
+			require.ErrorIs(t, err, storage.ErrNotFound, k)
+			_, err = db.GetInvalidToken(storage.Hash(k))
+			require.ErrorIs(t, err, storage.ErrNotFound, k)
+		}
+		// Another app's or user's keys are not found either.
+		_, err := db.GetIdem("other", storage.Hash("key-1"))
+		require.ErrorIs(t, err, storage.ErrNotFound)
+		_, err = db.GetCollapse("app", "bob", "key-1")
+		require.ErrorIs(t, err, storage.ErrNotFound)
 	})
 }
