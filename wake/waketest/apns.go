@@ -63,7 +63,9 @@ type APNsRequest struct {
 	Header http.Header
 	Body   []byte
 	Status int // what the fake answered
-	At     time.Time
+	// At is when the request reached the handler, before the fake read
+	// its body, checked it or waited out a scripted delay.
+	At time.Time
 }
 
 // Payload decodes the request body.
@@ -272,6 +274,7 @@ func (f *APNs) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.answer(w, APNsReply{Status: http.StatusMethodNotAllowed, Reason: "MethodNotAllowed"})
 		return
 	}
+	arrived := time.Now()
 	body, _ := io.ReadAll(io.LimitReader(r.Body, 8<<10))
 	f.total.Add(1)
 	reply, checked := f.check(r, token, body)
@@ -293,7 +296,7 @@ func (f *APNs) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	record, hook := f.record, f.hook
 	f.mu.Unlock()
 	if record || hook != nil {
-		req := APNsRequest{Token: token, Proto: r.Proto, Header: r.Header.Clone(), Body: body, Status: reply.Status, At: time.Now()}
+		req := APNsRequest{Token: token, Proto: r.Proto, Header: r.Header.Clone(), Body: body, Status: reply.Status, At: arrived}
 		if record {
 			f.mu.Lock()
 			f.reqs = append(f.reqs, req)

@@ -60,7 +60,9 @@ type FCMRequest struct {
 	Body    []byte // the raw JSON request
 	Message FCMMessage
 	Status  int // what the fake answered
-	At      time.Time
+	// At is when the request reached the handler, before the fake read
+	// its body, checked it or waited out a scripted delay.
+	At time.Time
 }
 
 // FCMMessage is the "message" of a send request, as FCM reads it.
@@ -302,6 +304,7 @@ func (f *FCM) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeFCMError(w, FCMReply{Status: http.StatusNotFound, ErrorStatus: "NOT_FOUND", Message: "Not Found"})
 		return
 	}
+	arrived := time.Now()
 	body, _ := io.ReadAll(io.LimitReader(r.Body, 64<<10))
 	f.total.Add(1)
 	var req struct {
@@ -339,7 +342,7 @@ func (f *FCM) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	record, hook := f.record, f.hook
 	f.mu.Unlock()
 	if record || hook != nil {
-		fr := FCMRequest{Header: r.Header.Clone(), Body: body, Message: req.Message, Status: reply.Status, At: time.Now()}
+		fr := FCMRequest{Header: r.Header.Clone(), Body: body, Message: req.Message, Status: reply.Status, At: arrived}
 		if record {
 			f.mu.Lock()
 			f.reqs = append(f.reqs, fr)
