@@ -248,12 +248,23 @@ func (p *Pool) work() {
 			p.finish(j, Result{Outcome: RetryAfter, Reason: "closed"}, ErrClosed)
 			continue
 		}
+		start := time.Now()
 		res, err := j.Provider.Send(p.ctx, j.Target, j.Payload)
-		p.finish(j, res, err)
+		p.finishSent(j, res, err, time.Since(start))
 	}
 }
 
-func (p *Pool) finish(j queued, res Result, err error) {
+// slowSend is how long a provider call may take before its answer is
+// logged at info level: pushes that slow are likely to reach devices
+// that came online after the last look (after a restart, while thousands
+// reconnect and the provider connection is being set up).
+const slowSend = time.Second
+
+func (p *Pool) finish(j queued, res Result, err error) { p.finishSent(j, res, err, 0) }
+
+// finishSent records a job's outcome; send is how long the provider call
+// took (0 if none was made).
+func (p *Pool) finishSent(j queued, res Result, err error, send time.Duration) {
 	name := j.Provider.Name()
 	m := p.metrics(name)
 	if o := int(res.Outcome); o < len(m.results) && m.results[o] != nil {
@@ -263,6 +274,9 @@ func (p *Pool) finish(j queued, res Result, err error) {
 	}
 	m.latency.Observe(time.Since(j.at).Seconds())
 	lvl := zapcore.DebugLevel
+	if send >= slowSend {
+		lvl = zapcore.InfoLevel
+	}
 	if res.Outcome == Failed || (res.Outcome == RetryAfter && err != nil && err != ErrClosed) || res.Status >= 500 {
 		lvl = zapcore.WarnLevel // a degraded provider or a configuration problem
 	}
@@ -275,6 +289,7 @@ func (p *Pool) finish(j queued, res Result, err error) {
 			zap.Duration("retry_after", res.RetryAfter),
 			zap.String("token", TokenRef(j.Target.Token)),
 			zap.Duration("took", time.Since(j.at)),
+			zap.Duration("send", send),
 			zap.Error(err),
 		)
 	}

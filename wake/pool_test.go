@@ -251,3 +251,40 @@ func TestPoolAPNs(t *testing.T) {
 	}
 	require.Equal(t, 1, logs.FilterField(zap.String("token", wake.TokenRef(waketest.APNsToken(3)))).Len())
 }
+
+// sleepy is a Provider whose sends to "slow" take 1.1 s.
+type sleepy struct{}
+
+func (sleepy) Name() string { return "sleepy" }
+
+func (sleepy) Send(ctx context.Context, t wake.Target, _ wake.Payload) (wake.Result, error) {
+	if t.Token == "slow" {
+		time.Sleep(1100 * time.Millisecond)
+	}
+	return wake.Result{Outcome: wake.Delivered, Status: 200}, nil
+}
+
+// TestPoolSlowSendLogged: a provider call over a second is logged at info
+// level with how long the call itself took (a wake that slow may reach a
+// device that connected meanwhile); a fast one stays at debug.
+func TestPoolSlowSendLogged(t *testing.T) {
+	t.Parallel()
+	core, logs := observer.New(zapcore.DebugLevel)
+	p := wake.NewPool(wake.PoolConfig{Workers: 2, Logger: zap.New(core)})
+	var o outcomes
+	for _, tok := range []string{"slow", "fast"} {
+		require.True(t, p.Submit(wake.Job{Provider: sleepy{}, Target: wake.Target{Token: tok}, Done: o.done()}))
+	}
+	o.wg.Wait()
+	require.NoError(t, p.Close())
+	require.Equal(t, 2, logs.Len())
+	slow := logs.FilterField(zap.String("token", wake.TokenRef("slow"))).All()
+	require.Len(t, slow, 1)
+	require.Equal(t, zapcore.InfoLevel, slow[0].Level)
+	send, ok := slow[0].ContextMap()["send"].(time.Duration)
+	require.True(t, ok, "send field: %v", slow[0].ContextMap())
+	require.GreaterOrEqual(t, send, time.Second)
+	fast := logs.FilterField(zap.String("token", wake.TokenRef("fast"))).All()
+	require.Len(t, fast, 1)
+	require.Equal(t, zapcore.DebugLevel, fast[0].Level)
+}
