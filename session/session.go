@@ -108,6 +108,7 @@ type Session struct {
 	snk        *sink
 	loading    bool             // reading pending pages: live messages are held
 	held       []*queue.Message // live messages that arrived while loading
+	overflow   bool             // held was full: some live messages are only in the store
 	lastSeq    uint64           // highest seq queued on this session
 	more       bool             // the queue may hold more pending messages
 	inflight   []inflight       // messages queued and not yet acknowledged
@@ -640,7 +641,7 @@ func (s *Session) acked(h uint32) {
 	if len(s.inflight) == 0 {
 		s.inflight = nil
 	}
-	refill := s.more && !s.loading && len(s.inflight) < s.srv.cfg.Window/2
+	refill := s.refillLocked()
 	s.mu.Unlock()
 	if len(ids) > 0 {
 		if err := s.srv.q.MarkDelivered(context.Background(), s.ref(), ids...); err != nil {
@@ -733,6 +734,16 @@ func (s *Session) resume(e *element) CloseReason {
 	s.srv.bound[deviceKey{s.app, s.user, s.device}] = s
 	s.srv.mu.Unlock()
 	s.srv.m.resumes.WithLabelValues("ok").Inc()
+	// The old session may have had more pending than its window, or been
+	// reading it when it was taken over (its read stops at the takeover):
+	// read on here. Left to the next ack, a resumption that acknowledged
+	// everything in flight waited for good, holding live messages too.
+	s.mu.Lock()
+	refill := s.more
+	s.mu.Unlock()
+	if refill {
+		s.loadPending()
+	}
 	return ""
 }
 

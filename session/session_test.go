@@ -633,6 +633,57 @@ func TestStreamManagementResumeUnderLoad(t *testing.T) {
 	})
 }
 
+// TestStreamManagementResumeWithBacklog: a device with more queued than
+// the window takes a window's worth, drops, and resumes acknowledging all
+// of it: the rest of the backlog and new messages follow on the resumed
+// stream. (The resumed session inherited "more is pending" with nothing in
+// flight; only an ack read the queue again, and none could come: it got
+// nothing more until the device logged in afresh.)
+func TestStreamManagementResumeWithBacklog(t *testing.T) {
+	f := start(t, nil)
+	const backlog = 300 // over the window (256) and two pending pages (128)
+	r, err := f.app.Send(f.ctx, "acme", api.SendRequest{To: []string{"alice"}, Body: "first"}, "")
+	require.NoError(t, err)
+	ids := []string{r.Messages[0].ID}
+	for i := 1; i < backlog; i++ {
+		ids = append(ids, f.sendTo(t, "alice", fmt.Sprint(i)))
+	}
+	c, smID := smLogin(t, f)
+	first := c.ping() // the gateway answers the ping once the window is written
+	require.NotEmpty(t, first)
+	require.Less(t, len(first), backlog, "the window holds back part of the backlog")
+	for i, m := range first {
+		require.Equal(t, ids[i], m.attr("id"), "message %d", i)
+	}
+	c.drop()
+
+	// Everything written is acknowledged: the messages and the ping result.
+	c2, n := resumeOn(t, f, smID, len(first)+1)
+	require.Equal(t, "resumed", n.XMLName.Local, "got %s", n)
+	live := ""
+	var rest []string
+	// No <a/> unasked: the device answers the gateway's <r/> only, as
+	// SDKs do (an unasked ack would read the queue again by itself).
+	checkFor(t, step, 10*time.Millisecond, func() error {
+		msgs := c2.ping()
+		for _, m := range msgs {
+			rest = append(rest, m.attr("id"))
+		}
+		if len(first)+len(rest) < backlog {
+			return fmt.Errorf("%d of %d backlog messages after the resumption", len(rest), backlog-len(first))
+		}
+		if live == "" {
+			live = f.sendTo(t, "alice", "live")
+			return fmt.Errorf("waiting for the live message")
+		}
+		if rest[len(rest)-1] != live {
+			return fmt.Errorf("waiting for the live message")
+		}
+		return nil
+	})
+	require.Equal(t, append(ids[len(first):], live), rest, "the rest of the backlog, in order, then the live message")
+}
+
 // TestStreamManagementResumeExpired: resumption after the window fails
 // cleanly, and a fresh session gets the unacknowledged messages from the
 // queue, same ids, in order.

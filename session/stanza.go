@@ -231,18 +231,24 @@ func (s *Session) message(e *element) CloseReason {
 			s.mu.Lock()
 			s.receipts = true
 			s.mu.Unlock()
-			s.forget(id)
+			refill := s.forget(id)
 			if err := s.srv.q.MarkDelivered(ctx, s.ref(), id); err != nil {
 				s.log.Warn("receipt", zap.Error(err))
+			}
+			if refill {
+				s.loadPending()
 			}
 		}
 		return ""
 	}
 	if d := e.Child(sdkproto.NSMarkers, "displayed"); d != nil {
 		if id := d.Value("id"); id != "" {
-			s.forget(id)
+			refill := s.forget(id)
 			if err := s.srv.q.MarkRead(ctx, s.ref(), id); err != nil {
 				s.log.Warn("displayed marker", zap.Error(err))
+			}
+			if refill {
+				s.loadPending()
 			}
 		}
 		return ""
@@ -302,9 +308,11 @@ func (s *Session) stanzaError(kind, id, from, typ, cond string) {
 }
 
 // forget drops a message acknowledged by receipt from the in-flight list:
-// it is delivered, and is not to be sent again on resumption.
-func (s *Session) forget(id string) {
+// it is delivered, and is not to be sent again on resumption. It reports
+// whether the queue is to be read again (refillLocked).
+func (s *Session) forget(id string) bool {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.sentAckedLocked(id)
 	for i, f := range s.inflight {
 		if f.msg.ID == id {
@@ -312,7 +320,14 @@ func (s *Session) forget(id string) {
 			break
 		}
 	}
-	s.mu.Unlock()
+	return s.refillLocked()
+}
+
+// refillLocked reports whether the queue is to be read again now that
+// acknowledgements made room: more is pending, no read runs, and at most
+// half the window is in flight.
+func (s *Session) refillLocked() bool {
+	return s.more && !s.loading && !s.closed && len(s.inflight) < s.srv.cfg.Window/2
 }
 
 // --- messages to the device ------------------------------------------------------
@@ -355,22 +370,38 @@ const pendingPage = 128
 // loadPending reads pending messages page by page and queues them, then
 // the live messages held meanwhile. With stream management it stops when
 // the window is full (acks refill it); without, when the output buffer is
-// half full.
+// half full (receipts refill it). It runs on the session's reader
+// goroutine only (initial presence, acks, receipts, resumption), so two
+// reads of one session never interleave.
 func (s *Session) loadPending() {
 	for {
 		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return
+		}
 		after := s.lastSeq
 		s.loading = true
+		s.overflow = false
 		s.mu.Unlock()
 		msgs, err := s.srv.q.Pending(context.Background(), s.ref(), after, pendingPage)
 		if err != nil {
 			s.log.Warn("pending", zap.Error(err))
 		}
 		s.mu.Lock()
+		if s.closed {
+			// Ended, or taken over by a resumption, which reads the queue
+			// from its own lastSeq: what this read found is not lost.
+			s.loading, s.held = false, nil
+			s.mu.Unlock()
+			return
+		}
 		for _, m := range msgs {
 			s.queueMessageLocked(m, false)
 		}
-		s.more = len(msgs) == pendingPage
+		// Live messages that did not fit in held are in the store only:
+		// read again.
+		s.more = len(msgs) == pendingPage || s.overflow
 		s.loading = false
 		held := s.held
 		s.held = nil
@@ -417,8 +448,10 @@ func (s *Session) deliverLocked(m *queue.Message) {
 	if s.loading || s.more {
 		if len(s.held) < s.srv.cfg.Window {
 			s.held = append(s.held, m)
+		} else {
+			s.overflow = true
 		}
-		s.more = s.more || len(s.held) >= s.srv.cfg.Window
+		s.more = true
 		return
 	}
 	if s.smEnabled && len(s.inflight) >= s.srv.cfg.Window {
