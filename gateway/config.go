@@ -111,6 +111,13 @@ type Config struct {
 	// messages unacknowledged is woken if it has not resumed within it
 	// (session.Config.LostWakeGrace). Zero value: 5 s.
 	SessionLostWakeGrace time.Duration
+	// RestartWakeGrace holds back, for this long after the gateway
+	// starts, the wakes of devices whose session was up when the previous
+	// process ended (a crash or a shutdown; queue.Device.Connected): they
+	// reconnect by themselves, and a push would only race them (an alert
+	// wake even shows the placeholder). Those that have not come back by
+	// then are woken as usual. Zero value: 30 s; negative: no grace.
+	RestartWakeGrace time.Duration
 }
 
 // Defaults for the listeners, as SPEC section 2 gives them. cmd/gateway uses

@@ -55,6 +55,9 @@ type Gateway struct {
 	waker      *waker
 	limiter    *appLimiter
 	started    time.Time
+	// startedAt is the start on cfg.Clock, the clock of the device
+	// records' LastSeen (the waker's restart grace compares them).
+	startedAt time.Time
 
 	listeners map[string]net.Listener // by name: http, https, metrics
 	servers   []*http.Server
@@ -69,7 +72,7 @@ func New(cfg Config) (g *Gateway, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	g = &Gateway{cfg: cfg, log: cfg.Logger, started: time.Now(), listeners: map[string]net.Listener{}, limiter: newAppLimiter(cfg.AppRateLimit)}
+	g = &Gateway{cfg: cfg, log: cfg.Logger, started: time.Now(), startedAt: cfg.Clock.Now(), listeners: map[string]net.Listener{}, limiter: newAppLimiter(cfg.AppRateLimit)}
 	switch {
 	case cfg.GCPercent > 0:
 		debug.SetGCPercent(cfg.GCPercent)

@@ -342,6 +342,9 @@ func (w *waker) consider(k wakeKey, reg *queue.PushRegistration, prio wake.Prior
 	if w.g.sessions.Live(k.app, k.user, k.device) {
 		return
 	}
+	if w.reconnecting(k) {
+		return
+	}
 	if !(directory{w.g}).PushAllowed(reg.Provider, reg.Token) {
 		return
 	}
@@ -669,6 +672,35 @@ func (w *waker) loop() {
 		}
 	}
 }
+
+// reconnecting reports whether k's wake waits for the restart grace: the
+// gateway started less than RestartWakeGrace ago and k's session was up
+// when the previous process ended (its record says Connected, from a bind
+// before this start; a session of this process that lost its connection
+// has the lost-connection grace instead). It then looks again once the
+// grace is over (wakeLost), as for a connection lost.
+func (w *waker) reconnecting(k wakeKey) bool {
+	grace := w.g.cfg.RestartWakeGrace
+	if grace == 0 {
+		grace = defaultRestartWakeGrace
+	}
+	until := w.g.started.Add(grace)
+	if grace < 0 || !time.Now().Before(until) {
+		return false
+	}
+	d, err := w.g.q.Device(context.Background(), queue.DeviceRef{App: k.app, User: k.user, Device: k.device})
+	if err != nil || !d.Connected || !d.LastSeen.Before(w.g.startedAt) {
+		return false
+	}
+	w.mu.Lock()
+	if old, ok := w.lostAt[k]; !ok || until.Before(old) {
+		w.lostAt[k] = until
+	}
+	w.mu.Unlock()
+	return true
+}
+
+const defaultRestartWakeGrace = 30 * time.Second
 
 // lost notes that k's session lost its connection (or ended) with
 // messages unacknowledged, or got one while waiting for resumption: once

@@ -499,3 +499,42 @@ func TestWakeTimesDeletedWithUser(t *testing.T) {
 	require.Empty(t, stored("pavel"), "deleted with the user")
 	require.Equal(t, []int64{f.start.UnixMilli()}, stored("pa"))
 }
+
+// TestRestartWakeGrace: after a restart, a device whose session was up
+// when the previous process ended reconnects by itself, so it is not woken
+// within RestartWakeGrace; if it has not come back by then, it is. A
+// device that had closed its session cleanly is woken at once.
+func TestRestartWakeGrace(t *testing.T) {
+	t.Parallel()
+	const grace = 3 * time.Second
+	dir := t.TempDir()
+	withGrace := func(c *gateway.Config) { c.DataDir, c.RestartWakeGrace = dir, grace }
+	f := startWakeWith(t, withGrace)
+	up, gone := waketest.APNsToken(101), waketest.APNsToken(102)
+	f.device(t, "ivy", "phone", "apns", up)
+	f.device(t, "jay", "phone", "apns", gone)
+	f.connect(t, "ivy", "phone", make(chan string, 10))
+	jay := f.connect(t, "jay", "phone", make(chan string, 10))
+	require.NoError(t, jay.Close())
+	eventually(t, 5*time.Second, "jay's device.offline", func() bool {
+		return slices.ContainsFunc(f.eventTypes(t), func(e api.Event) bool { return e.Type == "device.offline" && e.User == "jay" })
+	})
+	f.g.Stop() // ivy is still connected: as after a crash, it will come back
+
+	before := time.Now()
+	g2 := gatewaytest.Start(t, gatewaytest.WithConfig(func(c *gateway.Config) {
+		c.ProviderHTTPClient = func(p string) *http.Client {
+			if p == "apns" {
+				return f.apns.Client()
+			}
+			return nil
+		}
+		withGrace(c)
+	}))
+	_, err := g2.Admin().Send(f.ctx, "acme", api.SendRequest{To: []string{"ivy", "jay"}, Body: "x"}, "")
+	require.NoError(t, err)
+	eventually(t, 2*time.Second, "jay woken at once", func() bool { return len(f.apns.RequestsFor(gone)) > 0 })
+	require.Empty(t, f.apns.RequestsFor(up), "ivy woken within the restart grace")
+	eventually(t, grace+5*time.Second, "ivy woken after the grace", func() bool { return len(f.apns.RequestsFor(up)) > 0 })
+	require.GreaterOrEqual(t, f.apns.RequestsFor(up)[0].At.Sub(before), grace, "ivy's wake came before the grace ended")
+}

@@ -26,6 +26,12 @@ type Device struct {
 	Transport string            `json:"transport,omitempty"` // of the last session
 	CreatedAt time.Time         `json:"created_at"`
 	LastSeen  time.Time         `json:"last_seen"`
+	// Connected: a session of the device was bound and had not ended when
+	// the record was last written. A crash or a shutdown leaves it set,
+	// so after a restart the gateway knows which devices will reconnect
+	// by themselves and holds their wakes for a while (gateway's
+	// RestartWakeGrace).
+	Connected bool `json:"connected,omitempty"`
 }
 
 // Devices lists the devices of app/user in id order. The records are the
@@ -402,16 +408,49 @@ func (q *Queue) DropApp(ctx context.Context, app string) error {
 // its record if needed. Not synced: a crash may lose a last-seen time, never
 // a message.
 func (q *Queue) TouchDevice(ctx context.Context, dev DeviceRef, transport string) error {
+	return q.touchDevice(dev, func(d *Device) bool {
+		d.Transport, d.LastSeen = transport, q.now()
+		return true
+	})
+}
+
+// DeviceBound is TouchDevice for a session just bound: it also marks the
+// device Connected.
+func (q *Queue) DeviceBound(ctx context.Context, dev DeviceRef, transport string) error {
+	return q.touchDevice(dev, func(d *Device) bool {
+		d.Transport, d.LastSeen, d.Connected = transport, q.now(), true
+		return true
+	})
+}
+
+// DeviceUnbound clears Connected when the device's session ended for good
+// (not by the gateway's shutdown). Not synced either: a crash may leave it
+// set, which only holds a wake back for a while after the restart.
+func (q *Queue) DeviceUnbound(ctx context.Context, dev DeviceRef) error {
+	return q.touchDevice(dev, func(d *Device) bool {
+		if !d.Connected {
+			return false
+		}
+		d.Connected = false
+		return true
+	})
+}
+
+// touchDevice changes a device record (created if needed) with set, under
+// the user's lock, without a sync; nothing is written if set returns false.
+func (q *Queue) touchDevice(dev DeviceRef, set func(d *Device) bool) error {
 	unlock := q.lockUser(dev.App, dev.User)
 	defer unlock()
 	d, err := q.deviceLocked(dev)
 	switch {
 	case errors.Is(err, ErrNotFound):
-		d = &Device{ID: dev.Device, CreatedAt: q.now()}
+		d = &Device{ID: dev.Device, CreatedAt: q.now(), LastSeen: q.now()}
 	case err != nil:
 		return err
 	}
-	d.Transport, d.LastSeen = transport, q.now()
+	if !set(d) {
+		return nil
+	}
 	v, err := json.Marshal(d)
 	if err != nil {
 		return err

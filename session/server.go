@@ -30,7 +30,8 @@ type Queue interface {
 	Inbound(ctx context.Context, dev queue.DeviceRef, e *queue.Event) error
 	AppendEvent(ctx context.Context, e *queue.Event) error
 	UpdateDevice(ctx context.Context, dev queue.DeviceRef, fn func(d *queue.Device) *queue.Device) (bool, error)
-	TouchDevice(ctx context.Context, dev queue.DeviceRef, transport string) error
+	DeviceBound(ctx context.Context, dev queue.DeviceRef, transport string) error
+	DeviceUnbound(ctx context.Context, dev queue.DeviceRef) error
 }
 
 // Directory answers what a session needs of apps and users; the gateway

@@ -522,6 +522,13 @@ func (s *Session) end(reason CloseReason) {
 		t.close()
 	}
 	if bound && reason != ReasonResumed && s.srv.unbind(s) {
+		// At a shutdown the device stays marked connected: it will
+		// reconnect by itself, as after a crash.
+		if reason != ReasonShutdown {
+			if err := s.srv.q.DeviceUnbound(context.Background(), s.ref()); err != nil {
+				s.log.Warn("device record", zap.Error(err))
+			}
+		}
 		s.srv.q.AppendEvent(context.Background(), &queue.Event{Type: queue.EventDeviceOffline, App: s.app, User: s.user, Device: s.device, Reason: string(reason)})
 	}
 	if unacked {

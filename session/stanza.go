@@ -149,7 +149,7 @@ func (s *Session) bind(id string, p *element) CloseReason {
 	b.WriteString("</jid></bind>")
 	s.iqResult(id, b.String())
 	ctx := context.Background()
-	if err := s.srv.q.TouchDevice(ctx, s.ref(), s.kind); err != nil {
+	if err := s.srv.q.DeviceBound(ctx, s.ref(), s.kind); err != nil {
 		s.log.Warn("device record", zap.Error(err))
 	}
 	s.srv.q.AppendEvent(ctx, &queue.Event{Type: queue.EventDeviceOnline, App: s.app, User: s.user, Device: s.device, Transport: s.kind})
