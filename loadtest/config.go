@@ -133,7 +133,7 @@ func newFlagSet(cfg *config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&cfg.adminToken, "admin-token", "", "remote gateway: admin token")
 	fs.StringVar(&cfg.caFile, "ca-file", "", "remote gateway: PEM to verify its TLS certificate (default: not verified, loopback only)")
 	fs.IntVar(&cfg.repeat, "repeat", 1, "run the soak this many times (each with a fresh gateway and, without -seed, a new seed; reports in -out/run-N); the exit status is the worst")
-	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write the harness's CPU profile of the traffic phase to this file (its parent process: sessions in worker processes are not in it)")
+	fs.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write the harness's CPU profile of the traffic phase to this file; each worker process writes its own to this file's name plus .worker-N")
 	fs.BoolVar(&cfg.worker, "worker", false, "internal: run as a worker process (JSON lines on stdin/stdout)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: go run ./loadtest [flags]\n\nThe soak harness (loadtest/README.md). Flags:\n")

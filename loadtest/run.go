@@ -457,6 +457,9 @@ func (r *runner) startWorkers(password string) error {
 			WakeDelayMin: cfg.wakeDelayMin, WakeDelayMax: cfg.wakeDelayMax, WakeQuiet: cfg.wakeQuiet,
 			OnlinePush: cfg.onlinePush, APNsTopic: r.fk.apns.Topic, DumpDir: cfg.out,
 		}
+		if cfg.cpuProfile != "" && !r.plan.inProcess {
+			wc.CPUProfile = fmt.Sprintf("%s.worker-%d", cfg.cpuProfile, i)
+		}
 		if r.plan.inProcess {
 			idx := i
 			w, err := newWorker(wc, func(ev *event) { ev.Worker = idx; r.onEvent(ev) }, r.errw)

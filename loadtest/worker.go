@@ -47,6 +47,7 @@ type workerConfig struct {
 	OnlinePush   bool          `json:"online_push"`
 	APNsTopic    string        `json:"apns_topic"`
 	DumpDir      string        `json:"dump_dir"` // where a sweep that finds stuck devices writes the worker's goroutines ("" none)
+	CPUProfile   string        `json:"cpu_profile"` // where a worker process writes its CPU profile of the traffic phase ("" none)
 }
 
 // Device states, as the worker sees them.
@@ -99,6 +100,8 @@ type worker struct {
 
 	traffic     atomic.Bool
 	trafficOnce sync.Once
+	profMu      sync.Mutex
+	profFile    *os.File // the CPU profile being written, nil if none
 	ctx         context.Context // cancelled when the worker stops
 	cancel      context.CancelFunc
 	stop        chan struct{}
@@ -161,6 +164,7 @@ func (w *worker) handle(c *command) {
 		w.goBG(w.ramp)
 	case opPhase:
 		w.traffic.Store(c.Phase == "traffic")
+		w.profilePhase(c.Phase)
 		if c.Phase == "traffic" {
 			w.trafficOnce.Do(func() {
 				w.goBG(w.churnLoop)
@@ -841,7 +845,38 @@ func (w *worker) sdkStats() workerStats {
 // the first.
 func (w *worker) stopAll() { w.stopOnce.Do(w.doStop) }
 
+// profilePhase starts the worker's CPU profile (CPUProfile) when the
+// traffic phase begins and stops it when any other phase does, so a
+// profile shows what a delivery costs the clients and not their logins.
+func (w *worker) profilePhase(phase string) {
+	w.profMu.Lock()
+	defer w.profMu.Unlock()
+	if phase != "traffic" {
+		if w.profFile != nil {
+			pprof.StopCPUProfile()
+			w.profFile.Close()
+			w.profFile = nil
+		}
+		return
+	}
+	if w.cfg.CPUProfile == "" || w.profFile != nil {
+		return
+	}
+	f, err := os.Create(w.cfg.CPUProfile)
+	if err == nil {
+		if err = pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		w.logf("cpuprofile: %v", err)
+		return
+	}
+	w.profFile = f
+}
+
 func (w *worker) doStop() {
+	w.profilePhase("stopped")
 	w.bgMu.Lock()
 	close(w.stop)
 	w.bgMu.Unlock()

@@ -65,8 +65,12 @@
 // dropped connection keeps the session (and its subscription) for the
 // resume window, and <resume/> sends the unacknowledged messages again with
 // the same ids. Without resumption, the next session gets them from the
-// queue. Output beyond MaxOutboundBytes closes the session as a slow
-// consumer; the durable queue still holds its messages.
+// queue. A session queues messages only while what it holds unsent (with
+// stream management: in flight) is under half of MaxOutboundBytes, and
+// reads on from the queue once acks or the socket make room, so a backlog
+// of large messages flows at the device's pace. Output beyond
+// MaxOutboundBytes (a device that stops reading) closes the session as a
+// slow consumer; the durable queue still holds its messages.
 //
 // # Concurrency
 //

@@ -103,7 +103,10 @@ type Config struct {
 	// value: 256.
 	Window int
 	// MaxOutboundBytes closes a session whose unsent output exceeds it
-	// (a slow consumer; its messages stay in the durable queue). Zero
+	// (a slow consumer; its messages stay in the durable queue). Queued
+	// messages are kept under half of it (with stream management, the
+	// ones in flight, which a resumption sends again at once), so a
+	// backlog of large messages flows at the pace the device reads. Zero
 	// value: 1 MiB.
 	MaxOutboundBytes int
 	// MaxSessionsPerUser caps the devices of one user online at once; a

@@ -125,8 +125,9 @@ type Session struct {
 }
 
 type inflight struct {
-	h   uint32 // hOut once this message's stanza is counted
-	msg *queue.Message
+	h    uint32 // hOut once this message's stanza is counted
+	size int    // bytes of its stanza
+	msg  *queue.Message
 }
 
 func (s *Session) ref() queue.DeviceRef {
@@ -414,7 +415,14 @@ func (s *Session) flush() {
 		t := s.t
 		if len(s.out) == 0 || t == nil {
 			s.flushing = false
+			// The output has gone out: read on if it was what stopped
+			// the read (a backlog of large messages, or a device that
+			// neither enables stream management nor sends receipts).
+			refill := t != nil && s.claimReadLocked()
 			s.mu.Unlock()
+			if refill {
+				s.loadPending()
+			}
 			return
 		}
 		frames := s.out
@@ -648,7 +656,7 @@ func (s *Session) acked(h uint32) {
 	if len(s.inflight) == 0 {
 		s.inflight = nil
 	}
-	refill := s.refillLocked()
+	refill := s.claimReadLocked()
 	s.mu.Unlock()
 	if len(ids) > 0 {
 		if err := s.srv.q.MarkDelivered(context.Background(), s.ref(), ids...); err != nil {
@@ -746,7 +754,7 @@ func (s *Session) resume(e *element) CloseReason {
 	// read on here. Left to the next ack, a resumption that acknowledged
 	// everything in flight waited for good, holding live messages too.
 	s.mu.Lock()
-	refill := s.more
+	refill := s.claimReadLocked()
 	s.mu.Unlock()
 	if refill {
 		s.loadPending()

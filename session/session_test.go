@@ -1264,3 +1264,66 @@ func TestAckTimeout(t *testing.T) {
 	require.Empty(t, c2.ping(), "the answering session is still up")
 	f.waitStatus(t, id2, "delivered")
 }
+
+// TestBacklogOfLargeMessages: a backlog of messages near the payload limit
+// reaches a device that neither enables stream management nor sends
+// receipts, all of it and in order, then a live message: the session reads
+// the queue again each time its output has gone out, and never queues
+// more than its output bound at once (a whole page of such messages is
+// over it, which ended the session as a slow consumer).
+func TestBacklogOfLargeMessages(t *testing.T) {
+	f := start(t, nil)
+	const backlog = 300 // over two pending pages (128)
+	body := strings.Repeat("x", 12<<10)
+	var ids []string
+	for i := range backlog {
+		ids = append(ids, f.sendTo(t, "alice", fmt.Sprintf("%04d%s", i, body)))
+	}
+	c := f.login(t, "alice", "phone1")
+	c.presence()
+	var got []string
+	for len(got) < backlog {
+		n, err := c.nextWithin(10 * time.Second)
+		require.NoError(t, err, "after %d of %d messages", len(got), backlog)
+		require.Equal(t, "message", n.XMLName.Local, "after %d messages: %s", len(got), n)
+		got = append(got, n.attr("id"))
+	}
+	require.Equal(t, ids, got, "the backlog, in order")
+	live := f.sendTo(t, "alice", "live")
+	require.Equal(t, live, c.message().attr("id"), "a live message after the backlog")
+}
+
+// TestBacklogOfLargeMessagesResumed: the same backlog with stream
+// management, and a resumption that acknowledges nothing: the messages in
+// flight go out again at once, which the session keeps under its output
+// bound, and the device gets the whole backlog in order.
+func TestBacklogOfLargeMessagesResumed(t *testing.T) {
+	f := start(t, nil)
+	const backlog = 300
+	body := strings.Repeat("x", 12<<10)
+	var ids []string
+	for i := range backlog {
+		ids = append(ids, f.sendTo(t, "alice", fmt.Sprintf("%04d%s", i, body)))
+	}
+	c, smID := smLogin(t, f)
+	for i := range 20 {
+		require.Equal(t, ids[i], c.message().attr("id"))
+	}
+	c.drop()
+	c2, n := resumeOn(t, f, smID, 0)
+	require.Equal(t, "resumed", n.XMLName.Local, "got %s", n)
+	var got []string
+	for len(got) < backlog {
+		n, err := c2.nextWithin(10 * time.Second)
+		require.NoError(t, err, "after %d of %d messages", len(got), backlog)
+		switch n.XMLName.Local {
+		case "message":
+			got = append(got, n.attr("id"))
+		case "r":
+			c2.send(fmt.Sprintf("<a xmlns='urn:xmpp:sm:3' h='%d'/>", len(got)))
+		default:
+			t.Fatalf("after %d messages: %s", len(got), n)
+		}
+	}
+	require.Equal(t, ids, got, "the backlog, in order, from the first unacknowledged message")
+}

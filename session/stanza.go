@@ -309,7 +309,7 @@ func (s *Session) stanzaError(kind, id, from, typ, cond string) {
 
 // forget drops a message acknowledged by receipt from the in-flight list:
 // it is delivered, and is not to be sent again on resumption. It reports
-// whether the queue is to be read again (refillLocked).
+// whether the caller is to read the queue again (claimReadLocked).
 func (s *Session) forget(id string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -320,14 +320,51 @@ func (s *Session) forget(id string) bool {
 			break
 		}
 	}
-	return s.refillLocked()
+	return s.claimReadLocked()
 }
 
-// refillLocked reports whether the queue is to be read again now that
-// acknowledgements made room: more is pending, no read runs, and at most
-// half the window is in flight.
-func (s *Session) refillLocked() bool {
-	return s.more && !s.loading && !s.closed && len(s.inflight) < s.srv.cfg.Window/2
+// claimReadLocked reports whether the queue is to be read again now, and
+// if so claims the read (loading) for the caller, who then runs
+// loadPending: more is pending, no read runs, and acknowledgements or the
+// flusher made room, down to half of what stops a read (roomLocked), so
+// that reads come in pages and not a message at a time.
+func (s *Session) claimReadLocked() bool {
+	if !s.more || s.loading || s.closed || s.t == nil {
+		return false
+	}
+	n, max := s.unackedBytesLocked(), s.srv.cfg.MaxOutboundBytes/4
+	if s.smEnabled && len(s.inflight) >= s.srv.cfg.Window/2 || n > max {
+		return false
+	}
+	s.loading = true
+	return true
+}
+
+// roomLocked reports whether another message may be queued on the
+// connection: with stream management the window has room and the stanzas
+// in flight (all of which a resumption sends again at once) take at most
+// half of MaxOutboundBytes; without, the output waiting for the socket
+// does. Past that bound a session is ended as a slow consumer, so staying
+// under half of it keeps a backlog of large messages from ending a session
+// that reads well.
+func (s *Session) roomLocked() bool {
+	if s.smEnabled && len(s.inflight) >= s.srv.cfg.Window {
+		return false
+	}
+	return s.unackedBytesLocked() <= s.srv.cfg.MaxOutboundBytes/2
+}
+
+// unackedBytesLocked is what roomLocked bounds: the bytes of the stanzas
+// in flight with stream management, of the output waiting without.
+func (s *Session) unackedBytesLocked() int {
+	if !s.smEnabled {
+		return s.outBytes
+	}
+	n := 0
+	for i := range s.inflight {
+		n += s.inflight[i].size
+	}
+	return n
 }
 
 // --- messages to the device ------------------------------------------------------
@@ -367,16 +404,22 @@ func (s *Session) startDelivery() {
 
 const pendingPage = 128
 
+// pendingRetry is how long a session waits to read its queue again after
+// the read failed.
+const pendingRetry = time.Second
+
 // loadPending reads pending messages page by page and queues them, then
-// the live messages held meanwhile. With stream management it stops when
-// the window is full (acks refill it); without, when the output buffer is
-// half full (receipts refill it). It runs on the session's reader
-// goroutine only (initial presence, acks, receipts, resumption), so two
-// reads of one session never interleave.
+// the live messages held meanwhile. The caller has claimed the read
+// (loading set, by startDelivery or claimReadLocked), so two reads of one
+// session never interleave. It stops when the connection has no room
+// (roomLocked): acknowledgements, or the flusher once the output has gone
+// out, read on (claimReadLocked). Messages it leaves unqueued are in the
+// store, and more says so.
 func (s *Session) loadPending() {
 	for {
 		s.mu.Lock()
 		if s.closed {
+			s.loading, s.held = false, nil
 			s.mu.Unlock()
 			return
 		}
@@ -385,9 +428,6 @@ func (s *Session) loadPending() {
 		s.overflow = false
 		s.mu.Unlock()
 		msgs, err := s.srv.q.Pending(context.Background(), s.ref(), after, pendingPage)
-		if err != nil {
-			s.log.Warn("pending", zap.Error(err))
-		}
 		s.mu.Lock()
 		if s.closed {
 			// Ended, or taken over by a resumption, which reads the queue
@@ -396,29 +436,56 @@ func (s *Session) loadPending() {
 			s.mu.Unlock()
 			return
 		}
+		if err != nil {
+			// The messages are in the store: read again a little later
+			// (or at the next acknowledgement), not at the next login.
+			s.more, s.loading, s.held = true, false, nil
+			s.mu.Unlock()
+			s.log.Warn("pending", zap.Error(err))
+			time.AfterFunc(pendingRetry, s.retryRead)
+			return
+		}
+		queued := 0
 		for _, m := range msgs {
+			if !s.roomLocked() {
+				break
+			}
 			s.queueMessageLocked(m, false)
+			queued++
 		}
 		// Live messages that did not fit in held are in the store only:
 		// read again.
-		s.more = len(msgs) == pendingPage || s.overflow
-		s.loading = false
+		s.more = queued < len(msgs) || len(msgs) == pendingPage || s.overflow
 		held := s.held
 		s.held = nil
 		if !s.more {
 			for _, m := range held {
+				if !s.roomLocked() {
+					s.more = true // the rest is in the store
+					break
+				}
 				s.queueMessageLocked(m, false)
 			}
+		}
+		// With more, held messages are in the store too: later pages
+		// carry them.
+		if !s.more || s.t == nil || !s.roomLocked() {
+			s.loading = false
 			s.mu.Unlock()
 			return
 		}
-		// Held messages are in the store too: later pages carry them.
-		full := s.closed || s.t == nil || s.outBytes > s.srv.cfg.MaxOutboundBytes/2 ||
-			s.smEnabled && len(s.inflight) >= s.srv.cfg.Window
 		s.mu.Unlock()
-		if full {
-			return
-		}
+	}
+}
+
+// retryRead reads the queue again after a failed read, if nothing else
+// did meanwhile.
+func (s *Session) retryRead() {
+	s.mu.Lock()
+	refill := s.claimReadLocked()
+	s.mu.Unlock()
+	if refill {
+		s.loadPending()
 	}
 }
 
@@ -454,8 +521,8 @@ func (s *Session) deliverLocked(m *queue.Message) {
 		s.more = true
 		return
 	}
-	if s.smEnabled && len(s.inflight) >= s.srv.cfg.Window {
-		s.more = true // the window is full: read it from the store later
+	if !s.roomLocked() {
+		s.more = true // no room: read it from the store later
 		return
 	}
 	s.queueMessageLocked(m, false)
@@ -485,12 +552,13 @@ func (s *Session) queueMessageLocked(m *queue.Message, resend bool) {
 	if s.smEnabled {
 		s.hOut++
 	}
-	s.inflight = append(s.inflight, inflight{h: s.hOut, msg: m})
+	frame := s.renderMessage(m)
+	s.inflight = append(s.inflight, inflight{h: s.hOut, size: len(frame), msg: m})
 	if !s.smEnabled && len(s.inflight) > s.srv.cfg.Window {
 		s.inflight = s.inflight[1:] // without stream management only receipts ack
 	}
 	s.sentIDs = append(s.sentIDs, m.ID)
-	frames := [][]byte{s.renderMessage(m)}
+	frames := [][]byte{frame}
 	// Ask for an XEP-0198 ack after each message, unless the device
 	// answers receipts: each receipt takes its message out of flight, so
 	// an <r/> would only make it write an <a/> per message too (and the
