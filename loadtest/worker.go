@@ -46,7 +46,7 @@ type workerConfig struct {
 	WakeQuiet    time.Duration `json:"wake_quiet"`
 	OnlinePush   bool          `json:"online_push"`
 	APNsTopic    string        `json:"apns_topic"`
-	DumpDir      string        `json:"dump_dir"` // where a sweep that finds stuck devices writes the worker's goroutines ("" none)
+	DumpDir      string        `json:"dump_dir"`    // where a sweep that finds stuck devices writes the worker's goroutines ("" none)
 	CPUProfile   string        `json:"cpu_profile"` // where a worker process writes its CPU profile of the traffic phase ("" none)
 }
 
@@ -101,7 +101,7 @@ type worker struct {
 	traffic     atomic.Bool
 	trafficOnce sync.Once
 	profMu      sync.Mutex
-	profFile    *os.File // the CPU profile being written, nil if none
+	profFile    *os.File        // the CPU profile being written, nil if none
 	ctx         context.Context // cancelled when the worker stops
 	cancel      context.CancelFunc
 	stop        chan struct{}
