@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/base32"
 	"encoding/binary"
@@ -143,7 +144,15 @@ func (m *Message) To() string {
 
 func (m *Message) encode() ([]byte, error) {
 	m.Created, m.Expires = m.CreatedAt.UnixMilli(), m.ExpiresAt.UnixMilli()
-	return json.Marshal(m)
+	// Without HTML escaping: json.Marshal would store (and devices would
+	// get) each & < > of the data as a six-byte \u escape.
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(m); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte{'\n'}), nil
 }
 
 func decodeMessage(app, user string, seq uint64, v []byte) (*Message, error) {

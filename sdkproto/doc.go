@@ -12,7 +12,7 @@
 // wire.go holds the namespaces (NS*), the WebSocket subprotocol and path,
 // and the limits the gateway enforces (MaxStanzaBytes, AuthTimeout, ...).
 // Reader reads an XMPP stream one top-level element at a time into an
-// Element (a small DOM), enforcing MaxStanzaBytes; ParseElement does the
+// Element (a small DOM), enforcing MaxReceivedStanzaBytes; ParseElement does the
 // same for one RFC 7395 WebSocket frame; Element.AppendXML writes one back.
 // ParseMessage decodes a gateway message (SPEC section 6) into a Message.
 //

@@ -19,8 +19,8 @@ var (
 	// the answer came.
 	ErrDisconnected = errors.New("sdkproto: disconnected before the answer")
 	// ErrStanzaTooLarge is returned by Reader.Next for a top-level element
-	// over MaxStanzaBytes.
-	ErrStanzaTooLarge = errors.New("sdkproto: stanza exceeds MaxStanzaBytes")
+	// over MaxReceivedStanzaBytes.
+	ErrStanzaTooLarge = errors.New("sdkproto: stanza exceeds MaxReceivedStanzaBytes")
 	// ErrServerSignature means the server's SCRAM signature did not verify:
 	// the server does not know the password, or someone is in the middle.
 	ErrServerSignature = errors.New("sdkproto: SCRAM server signature mismatch")

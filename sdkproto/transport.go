@@ -216,7 +216,7 @@ func dialWS(ctx context.Context, cfg *Config, tlsCfg *tls.Config) (*wsTransport,
 		c.CloseNow()
 		return nil, fmt.Errorf("%w: server did not accept the %q subprotocol", ErrProtocol, WebSocketProtocol)
 	}
-	c.SetReadLimit(MaxStanzaBytes)
+	c.SetReadLimit(MaxReceivedStanzaBytes)
 	rawMu.Lock()
 	defer rawMu.Unlock()
 	t.c = c

@@ -37,9 +37,15 @@ const (
 
 // Limits and timers the gateway enforces.
 const (
-	// MaxStanzaBytes: a larger stanza closes the stream with
-	// <policy-violation/>.
+	// MaxStanzaBytes: a larger stanza from a client closes the stream
+	// with <policy-violation/>.
 	MaxStanzaBytes = 64 << 10
+	// MaxReceivedStanzaBytes is the largest stanza a client takes from the
+	// gateway (Reader, ParseElement, the WebSocket read limit). It is over
+	// MaxStanzaBytes because escaping grows a message: its payload of up
+	// to 16 KiB (body and data) takes up to 5 bytes a byte in XML (& is
+	// &amp;), about 81 KiB with the envelope.
+	MaxReceivedStanzaBytes = 128 << 10
 	// AuthTimeout: a connection not authenticated (or, on 5222, not in TLS)
 	// by then is closed.
 	AuthTimeout = 10 * time.Second

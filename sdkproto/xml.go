@@ -188,7 +188,7 @@ func appendEscaped(dst []byte, s string, attr bool) []byte {
 // Next returns the stream header itself as an Element without children (its
 // Name is {NSStream, "stream"}), then every element at depth one whole, and
 // io.EOF when the root closes. Each top-level element, including the
-// whitespace before it, may be at most MaxStanzaBytes long; a longer one
+// whitespace before it, may be at most MaxReceivedStanzaBytes long; a longer one
 // fails with ErrStanzaTooLarge. Comments and processing instructions
 // between top-level elements are skipped; DTDs are refused, and so is
 // anything else RFC 6120 section 11 restricts inside an element (comments,
@@ -260,7 +260,7 @@ func (r *Reader) buffered() int { return r.in.W - r.in.R }
 
 // readBufSize is the size of the pooled read buffers. An element that
 // does not fit grows a buffer of the Reader's own (doubling, up to
-// MaxStanzaBytes), dropped once nothing is buffered.
+// MaxReceivedStanzaBytes), dropped once nothing is buffered.
 const readBufSize = 4096
 
 var readBufPool = readbuf.NewPool(readBufSize)
@@ -292,7 +292,7 @@ func (b *inBuf) append(p []byte) {
 // makeRoom moves the buffered bytes to the front and, if the buffer is
 // full, grows it.
 func (b *inBuf) makeRoom() error {
-	if !b.MakeRoom(readBufPool, MaxStanzaBytes) {
+	if !b.MakeRoom(readBufPool, MaxReceivedStanzaBytes) {
 		return ErrStanzaTooLarge
 	}
 	return nil
@@ -403,7 +403,7 @@ func (r *Reader) next() (*Element, error) {
 				return nil, r.syntaxErr(b, err)
 			}
 		}
-		if r.used+len(b) >= MaxStanzaBytes {
+		if r.used+len(b) >= MaxReceivedStanzaBytes {
 			return nil, ErrStanzaTooLarge
 		}
 		if err := r.fill(); err != nil {
@@ -441,14 +441,14 @@ func (r *Reader) item(b []byte) (n int, e *Element, end bool, err error) {
 	switch kind {
 	case xmppxml.KindWhitespace:
 		r.used += n
-		if r.used > MaxStanzaBytes {
+		if r.used > MaxReceivedStanzaBytes {
 			return 0, nil, false, ErrStanzaTooLarge
 		}
 		return n, nil, false, nil
 	case xmppxml.KindEnd:
 		return n, nil, true, nil
 	}
-	if r.used+n > MaxStanzaBytes {
+	if r.used+n > MaxReceivedStanzaBytes {
 		return 0, nil, false, ErrStanzaTooLarge
 	}
 	e, err = fromTree(x)
@@ -468,7 +468,7 @@ func (r *Reader) start(b []byte) (int, *Element, bool, error) {
 			return 0, nil, false, errTextOutsideElement
 		}
 		r.used += n
-		if r.used > MaxStanzaBytes {
+		if r.used > MaxReceivedStanzaBytes {
 			return 0, nil, false, ErrStanzaTooLarge
 		}
 		return n, nil, false, nil
@@ -498,7 +498,7 @@ func (r *Reader) start(b []byte) (int, *Element, bool, error) {
 			return 0, nil, false, err
 		}
 		if kind == xmppxml.KindHeader && x.Name.Space == NSStream {
-			if r.used+n > MaxStanzaBytes {
+			if r.used+n > MaxReceivedStanzaBytes {
 				return 0, nil, false, ErrStanzaTooLarge
 			}
 			r.mode = modeRoot
@@ -647,7 +647,7 @@ func (t *treeCopy) copy(x *xmppxml.Element) *Element {
 // WebSocket frame) surrounded by optional whitespace, optionally after an
 // XML declaration. It is safe for concurrent use.
 func ParseElement(b []byte) (*Element, error) {
-	if len(b) > MaxStanzaBytes {
+	if len(b) > MaxReceivedStanzaBytes {
 		return nil, ErrStanzaTooLarge
 	}
 	x, err := xmppxml.ParseFrame(b)

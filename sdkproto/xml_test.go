@@ -83,7 +83,7 @@ func attr(e *sdkproto.Element, space, local string) string {
 
 func TestReaderErrors(t *testing.T) {
 	t.Parallel()
-	big := strings.Repeat("x", sdkproto.MaxStanzaBytes)
+	big := strings.Repeat("x", sdkproto.MaxReceivedStanzaBytes)
 	for _, tc := range []struct {
 		name string
 		in   string
@@ -95,8 +95,8 @@ func TestReaderErrors(t *testing.T) {
 		{"truncated stream", streamHeader + `<a/>`, 2, io.ErrUnexpectedEOF},
 		{"truncated element", streamHeader + `<message><body>hi`, 1, io.ErrUnexpectedEOF},
 		{"too large", streamHeader + `<message><body>` + big + `</body></message>`, 1, sdkproto.ErrStanzaTooLarge},
-		{"too large whitespace", streamHeader + strings.Repeat(" ", sdkproto.MaxStanzaBytes+1), 1, sdkproto.ErrStanzaTooLarge},
-		{"just under the limit", streamHeader + `<m>` + big[:sdkproto.MaxStanzaBytes-len(`<m></m>`)] + `</m></stream:stream>`, 2, io.EOF},
+		{"too large whitespace", streamHeader + strings.Repeat(" ", sdkproto.MaxReceivedStanzaBytes+1), 1, sdkproto.ErrStanzaTooLarge},
+		{"just under the limit", streamHeader + `<m>` + big[:sdkproto.MaxReceivedStanzaBytes-len(`<m></m>`)] + `</m></stream:stream>`, 2, io.EOF},
 		{"mismatched tags", streamHeader + `<a></b>`, 1, nil},
 		{"text at top level", streamHeader + `hello<a/>`, 1, nil},
 		{"doctype", `<!DOCTYPE x [<!ENTITY a "b">]><a/>`, 0, nil},
@@ -195,7 +195,7 @@ func TestParseElementFrames(t *testing.T) {
 			require.Equal(t, tc.want, e.Name)
 		})
 	}
-	_, err := sdkproto.ParseElement(make([]byte, sdkproto.MaxStanzaBytes+1))
+	_, err := sdkproto.ParseElement(make([]byte, sdkproto.MaxReceivedStanzaBytes+1))
 	require.ErrorIs(t, err, sdkproto.ErrStanzaTooLarge)
 }
 
