@@ -7,19 +7,22 @@ import (
 	"errors"
 	"net/netip"
 
-	"mellium.im/sasl"
-
 	"tether/queue"
 )
 
 func randRead(b []byte) { rand.Read(b) }
 
-// errUnknownUser makes a SCRAM exchange fail like a wrong password.
-var errUnknownUser = errors.New("session: unknown user")
+// errUnknownUser makes a SCRAM exchange fail like a wrong password, and
+// errThrottled with <temporary-auth-failure/>.
+var (
+	errUnknownUser = errors.New("session: unknown user")
+	errThrottled   = errors.New("session: throttled")
+)
 
-// sasl runs one SASL step. SCRAM uses mellium.im/sasl's server with the
-// stored salted password (the password itself is never stored); PLAIN is
-// checked against the same key, and only offered inside TLS.
+// sasl runs one SASL step. SCRAM (scram.go) checks the client's proof
+// against the stored salted password (the password itself is never
+// stored); PLAIN is checked against the same key, and only offered inside
+// TLS.
 func (s *Session) sasl(e *element) CloseReason {
 	if s.state&StateSecure == 0 {
 		return ReasonPolicy // SASL only inside TLS
@@ -109,61 +112,56 @@ func (s *Session) plain(payload []byte) CloseReason {
 	return s.authenticated(user, nil)
 }
 
-// scramState is an exchange in progress.
-type scramState struct {
-	n    *sasl.Negotiator
-	user string
-}
-
 func (s *Session) scramStart(mech string, payload []byte) CloseReason {
-	m := sasl.ScramSha256
-	if mech == "SCRAM-SHA-1" {
-		m = sasl.ScramSha1
-	}
-	st := &scramState{}
-	st.n = sasl.NewServer(m, nil, sasl.SaltedCredentials(func(username, identity []byte, _ string) ([]byte, []byte, int64, error) {
-		st.user = string(username)
-		if len(identity) != 0 && string(identity) != st.user && string(identity) != st.user+"@"+s.domain {
-			return nil, nil, 0, errUnknownUser
+	st := newSCRAM(mech)
+	sf, err := st.first(payload, func(user string) ([]byte, []byte, int, bool, error) {
+		if !s.srv.thr.allow(s.app, user, s.sourceAddr()) {
+			return nil, nil, 0, false, errThrottled
 		}
-		if !s.srv.thr.allow(s.app, st.user, s.sourceAddr()) {
-			return nil, nil, 0, errThrottled
-		}
-		salt, salted, iter, err := s.srv.dir.SaltedCredentials(s.app, st.user, mech)
+		salt, salted, iter, err := s.srv.dir.SaltedCredentials(s.app, user, mech)
 		if err != nil {
-			return nil, nil, 0, errUnknownUser
+			// An unknown user gets a salt of its own, the same at every
+			// try, and fails at the proof: the exchange does not tell
+			// which user ids exist.
+			salt, salted, iter = s.srv.fakeCredentials(s.app, user)
+			return salt, salted, iter, false, nil
 		}
-		return salt, salted, int64(iter), nil
-	}))
+		return salt, salted, iter, true, nil
+	})
+	if err != nil {
+		return s.scramFailed(st, err)
+	}
 	s.scram = st
-	return s.scramStep(payload)
+	s.send([]byte("<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>" + base64.StdEncoding.EncodeToString(sf) + "</challenge>"))
+	return ""
 }
-
-var errThrottled = errors.New("session: throttled")
 
 func (s *Session) scramStep(payload []byte) CloseReason {
 	st := s.scram
-	more, resp, err := st.n.Step(payload)
-	if err != nil {
-		s.scram = nil
-		switch {
-		case errors.Is(err, errThrottled):
-			s.saslFailure("temporary-auth-failure")
-		case st.user == "":
-			s.saslFailure("malformed-request")
-		default:
-			s.srv.thr.fail(s.app, st.user, s.sourceAddr())
-			s.srv.m.handshakes.WithLabelValues(s.kind, "auth_failed").Inc()
-			s.saslFailure("not-authorized")
-		}
-		return ""
-	}
-	if more {
-		s.send([]byte("<challenge xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>" + base64.StdEncoding.EncodeToString(resp) + "</challenge>"))
-		return ""
-	}
 	s.scram = nil
-	return s.authenticated(st.user, resp)
+	final, err := st.final(payload)
+	if err != nil {
+		return s.scramFailed(st, err)
+	}
+	return s.authenticated(st.user, final)
+}
+
+// scramFailed answers a failed SCRAM step: a wrong proof (or user) counts
+// against the login throttle, a malformed message does not.
+func (s *Session) scramFailed(st *scramState, err error) CloseReason {
+	switch {
+	case errors.Is(err, errThrottled):
+		s.saslFailure("temporary-auth-failure")
+	case errors.Is(err, errCBind):
+		s.saslFailure("invalid-mechanism")
+	case errors.Is(err, errSCRAM) || st.user == "":
+		s.saslFailure("malformed-request")
+	default:
+		s.srv.thr.fail(s.app, st.user, s.sourceAddr())
+		s.srv.m.handshakes.WithLabelValues(s.kind, "auth_failed").Inc()
+		s.saslFailure("not-authorized")
+	}
+	return ""
 }
 
 func (s *Session) authenticated(user string, final []byte) CloseReason {

@@ -2,6 +2,8 @@ package session
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -161,6 +163,7 @@ type Server struct {
 	parked atomic.Int64
 	work   *workers
 	sent   sentMarks
+	fake   [32]byte // the key of the made-up SCRAM salts of unknown users
 
 	mu        sync.Mutex
 	bound     map[deviceKey]*Session // bound sessions by device (including detached ones)
@@ -188,8 +191,27 @@ func New(cfg Config) *Server {
 		all:       map[*Session]struct{}{},
 	}
 	s.sent.quit = s.work.quit
+	randRead(s.fake[:])
 	return s
 }
+
+// fakeCredentials returns SCRAM credentials for a user that does not
+// exist: a salt derived from the user id (the same at every try, as a real
+// user's is) and a salted password no proof matches.
+func (s *Server) fakeCredentials(app, user string) (salt, salted []byte, iter int) {
+	m := hmac.New(sha256.New, s.fake[:])
+	m.Write([]byte(app))
+	m.Write([]byte{0})
+	m.Write([]byte(user))
+	sum := m.Sum(nil)
+	salted = make([]byte, 32)
+	randRead(salted)
+	return sum[:16], salted, fakeSCRAMIterations
+}
+
+// fakeSCRAMIterations is the iteration count shown for unknown users: the
+// one the gateway stores keys with.
+const fakeSCRAMIterations = 4096
 
 // Collectors returns the session metrics for the gateway to register.
 func (s *Server) Collectors() []prometheus.Collector { return s.m.collectors(s) }

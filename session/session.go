@@ -34,32 +34,34 @@ type CloseReason string
 
 // Close reasons.
 const (
-	ReasonClientClosed  CloseReason = "client_closed"
-	ReasonConnLost      CloseReason = "connection_lost"
-	ReasonNotWellFormed CloseReason = "not_well_formed"
-	ReasonPolicy        CloseReason = "policy_violation"
-	ReasonAuthTimeout   CloseReason = "auth_timeout"
-	ReasonIdle          CloseReason = "idle"
-	ReasonReplaced      CloseReason = "replaced"
-	ReasonShutdown      CloseReason = "shutdown"
-	ReasonSlowConsumer  CloseReason = "slow_consumer"
-	ReasonHostUnknown   CloseReason = "host_unknown"
-	ReasonNotAuthorized CloseReason = "not_authorized"
-	ReasonResumeExpired CloseReason = "resume_expired"
-	ReasonResumed       CloseReason = "resumed_elsewhere"
+	ReasonClientClosed   CloseReason = "client_closed"
+	ReasonConnLost       CloseReason = "connection_lost"
+	ReasonNotWellFormed  CloseReason = "not_well_formed"
+	ReasonPolicy         CloseReason = "policy_violation"
+	ReasonAuthTimeout    CloseReason = "auth_timeout"
+	ReasonIdle           CloseReason = "idle"
+	ReasonReplaced       CloseReason = "replaced"
+	ReasonShutdown       CloseReason = "shutdown"
+	ReasonSlowConsumer   CloseReason = "slow_consumer"
+	ReasonHostUnknown    CloseReason = "host_unknown"
+	ReasonNotAuthorized  CloseReason = "not_authorized"
+	ReasonResumeExpired  CloseReason = "resume_expired"
+	ReasonResumed        CloseReason = "resumed_elsewhere"
+	ReasonHandledTooHigh CloseReason = "handled_count_too_high" // an XEP-0198 <a h/> above what was sent
 )
 
 // streamErrors maps a close reason to the stream error condition sent.
 var streamErrors = map[CloseReason]string{
-	ReasonNotWellFormed: "not-well-formed",
-	ReasonPolicy:        "policy-violation",
-	ReasonAuthTimeout:   "connection-timeout",
-	ReasonIdle:          "connection-timeout",
-	ReasonReplaced:      "conflict",
-	ReasonShutdown:      "system-shutdown",
-	ReasonSlowConsumer:  "policy-violation",
-	ReasonHostUnknown:   "host-unknown",
-	ReasonNotAuthorized: "not-authorized",
+	ReasonNotWellFormed:  "not-well-formed",
+	ReasonPolicy:         "policy-violation",
+	ReasonAuthTimeout:    "connection-timeout",
+	ReasonIdle:           "connection-timeout",
+	ReasonReplaced:       "conflict",
+	ReasonShutdown:       "system-shutdown",
+	ReasonSlowConsumer:   "policy-violation",
+	ReasonHostUnknown:    "host-unknown",
+	ReasonNotAuthorized:  "not-authorized",
+	ReasonHandledTooHigh: "undefined-condition", // with <handled-count-too-high/> (XEP-0198 section 4)
 }
 
 const writeTimeout = 10 * time.Second
@@ -119,6 +121,7 @@ type Session struct {
 	smID       string
 	hIn        uint32 // stanzas received (XEP-0198 h)
 	hOut       uint32 // stanzas sent
+	errDetail  string // what follows the condition in the stream error (written by the reader before it ends the session)
 	detachedAt time.Time
 	resumeTmr  *time.Timer
 	lostSent   bool // OnLost was called since the connection was lost
@@ -572,7 +575,11 @@ func (s *Session) writeClose(t transport, reason CloseReason) {
 		if s.kind == "websocket" {
 			b.WriteString(" xmlns:stream='http://etherx.jabber.org/streams'")
 		}
-		b.WriteString("><" + cond + " xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>")
+		b.WriteString("><" + cond + " xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>")
+		if reason == ReasonHandledTooHigh {
+			b.WriteString(s.errDetail)
+		}
+		b.WriteString("</stream:error>")
 		frames = append(frames, b.Bytes())
 	}
 	if s.domain == "" && reason != ReasonHostUnknown {
@@ -621,17 +628,25 @@ func (s *Session) streamManagement(e *element) CloseReason {
 		b.attr("id", id)
 		b.WriteString(" resume='true' max='" + strconv.Itoa(int(s.srv.cfg.ResumeWindow/time.Second)) + "'/>")
 		s.send(b.Bytes())
-	case "r":
-		s.mu.Lock()
-		h := s.hIn
-		s.mu.Unlock()
-		s.send([]byte("<a xmlns='urn:xmpp:sm:3' h='" + strconv.FormatUint(uint64(h), 10) + "'/>"))
-	case "a":
+	case "r", "a":
+		if !s.smEnabled {
+			// XEP-0198 counts from <enable/>: before it, an <a/> would
+			// acknowledge messages no count covers.
+			s.send([]byte("<failed xmlns='urn:xmpp:sm:3'><unexpected-request xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>"))
+			return ""
+		}
+		if e.Name.Local == "r" {
+			s.mu.Lock()
+			h := s.hIn
+			s.mu.Unlock()
+			s.send([]byte("<a xmlns='urn:xmpp:sm:3' h='" + strconv.FormatUint(uint64(h), 10) + "'/>"))
+			return ""
+		}
 		h, err := strconv.ParseUint(e.Value("h"), 10, 32)
 		if err != nil {
 			return ReasonNotWellFormed
 		}
-		s.acked(uint32(h))
+		return s.acked(uint32(h))
 	case "resume":
 		return s.resume(e)
 	default:
@@ -641,8 +656,17 @@ func (s *Session) streamManagement(e *element) CloseReason {
 }
 
 // acked handles <a h='N'/>: every message counted up to N is delivered.
-func (s *Session) acked(h uint32) {
+// An N above the stanzas sent ends the stream (XEP-0198 section 4) and
+// acknowledges nothing: such a device counts wrong, and would have its
+// next messages marked delivered before it has them.
+func (s *Session) acked(h uint32) CloseReason {
 	s.mu.Lock()
+	if int32(h-s.hOut) > 0 {
+		s.errDetail = "<handled-count-too-high xmlns='urn:xmpp:sm:3' h='" + strconv.FormatUint(uint64(h), 10) +
+			"' send-count='" + strconv.FormatUint(uint64(s.hOut), 10) + "'/>"
+		s.mu.Unlock()
+		return ReasonHandledTooHigh
+	}
 	n := 0
 	for n < len(s.inflight) && int32(s.inflight[n].h-h) <= 0 {
 		n++
@@ -666,6 +690,7 @@ func (s *Session) acked(h uint32) {
 	if refill {
 		s.loadPending()
 	}
+	return ""
 }
 
 // resume takes over a detached session (XEP-0198): this connection
@@ -700,6 +725,18 @@ func (s *Session) resume(e *element) CloseReason {
 		s.srv.m.resumes.WithLabelValues("failed").Inc()
 		return ""
 	}
+	if int32(uint32(h)-old.hOut) > 0 {
+		// The device counts more than was sent: nothing it acknowledges
+		// can be trusted, and the old session stays as it was (it
+		// expires, and a fresh session gets its messages from the queue).
+		sent := old.hOut
+		old.mu.Unlock()
+		s.mu.Unlock()
+		s.send([]byte("<failed xmlns='urn:xmpp:sm:3'><undefined-condition xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>" +
+			"<handled-count-too-high xmlns='urn:xmpp:sm:3' h='" + strconv.FormatUint(h, 10) + "' send-count='" + strconv.FormatUint(uint64(sent), 10) + "'/></failed>"))
+		s.srv.m.resumes.WithLabelValues("failed").Inc()
+		return ""
+	}
 	oldT := old.t
 	old.t = nil
 	old.closed = true
@@ -712,7 +749,13 @@ func (s *Session) resume(e *element) CloseReason {
 		snk.s.Store(s) // the queue's hand-offs now reach this session
 	}
 	old.mu.Unlock()
-	s.device, s.state = old.device, s.state|StateBound|StateReady
+	// Ready (delivering) only if the old session was: one whose initial
+	// presence never came gets it on this stream, and starts delivery
+	// then. Marked ready here, it ignored that presence and got nothing.
+	s.device, s.state = old.device, s.state|StateBound
+	if snk != nil {
+		s.state |= StateReady
+	}
 
 	// Messages the client counted are delivered; the rest go out again.
 	acked := 0

@@ -528,13 +528,23 @@ func (s *Session) deliverLocked(m *queue.Message) {
 	s.queueMessageLocked(m, false)
 }
 
+// withdraw drops message seq, final now (cancelled, expired, handed to
+// the SMS fallback, or delivered to another device of a delivery "any"),
+// from the held live messages and from those in flight: a resumption
+// does not send it again, as a fresh session would not.
 func (s *Session) withdraw(seq uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for i, h := range s.held {
 		if h.Seq == seq {
 			s.held = append(s.held[:i:i], s.held[i+1:]...)
-			return
+			break
+		}
+	}
+	for i, f := range s.inflight {
+		if f.msg.Seq == seq {
+			s.inflight = append(s.inflight[:i:i], s.inflight[i+1:]...)
+			break
 		}
 	}
 }
