@@ -52,7 +52,7 @@ func (d directory) ClientConfig(app string) json.RawMessage {
 	return nil
 }
 
-func (d directory) PushAllowed(provider, token string) bool {
-	_, err := d.g.db.GetInvalidToken(storage.Hash(provider + ":" + token))
+func (d directory) PushAllowed(app, provider, token string) bool {
+	_, err := d.g.db.GetInvalidToken(app, storage.Hash(provider+":"+token))
 	return errors.Is(err, storage.ErrNotFound)
 }

@@ -164,6 +164,11 @@ func New(cfg Config) (g *Gateway, err error) {
 				w.lost(wakeKey{app, user, device})
 			}
 		},
+		OnBound: func(app, user, device string) {
+			if w := g.waker; w != nil {
+				w.connected(wakeKey{app, user, device})
+			}
+		},
 
 		MaxSessionsPerUser: cfg.MaxSessionsPerUser,
 		MaxSessions:        cfg.MaxSessions,
@@ -429,7 +434,12 @@ func (g *Gateway) banner(format string, args ...any) {
 func (g *Gateway) onAppChange(rec *appRecord) { g.webhooks.sync() }
 
 // onUserDeleted is called after a user was deleted, to end its sessions.
-func (g *Gateway) onUserDeleted(app, user string) { g.sessions.KickUser(app, user) }
+func (g *Gateway) onUserDeleted(app, user string) {
+	g.sessions.KickUser(app, user)
+	if w := g.waker; w != nil {
+		w.forget(app, user)
+	}
+}
 
 // sessionCounts reports live sessions by transport.
 func (g *Gateway) sessionCounts() map[string]int64 { return g.sessions.Counts() }

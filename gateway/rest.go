@@ -20,9 +20,9 @@ type principal struct {
 
 // authenticate reads the bearer token.
 func (g *Gateway) authenticate(r *http.Request) (principal, *api.Error) {
-	h := r.Header.Get("Authorization")
-	token, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || token == "" {
+	// The scheme is case-insensitive (RFC 9110 section 11.1).
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
 		return principal{}, apiError(api.CodeUnauthenticated, "", "missing bearer token: send Authorization: Bearer <admin token or app API key>")
 	}
 	if constantTimeEqual(token, g.adminToken) {
@@ -420,6 +420,9 @@ func (g *Gateway) deleteApp(w http.ResponseWriter, r *http.Request, app *appReco
 		return
 	}
 	g.sessions.KickApp(app.ID)
+	if w := g.waker; w != nil {
+		w.forget(app.ID, "")
+	}
 	g.webhooks.sync()
 	g.log.Info("app deleted", zapApp(app.ID))
 	w.WriteHeader(http.StatusNoContent)
@@ -613,7 +616,7 @@ func (g *Gateway) putDevice(w http.ResponseWriter, r *http.Request, app *appReco
 			g.writeError(w, r, err)
 			return
 		}
-		if !(directory{g}).PushAllowed(req.Push.Provider, req.Push.Token) {
+		if !(directory{g}).PushAllowed(app.ID, req.Push.Provider, req.Push.Token) {
 			g.writeError(w, r, apiError(api.CodeInvalidArgument, "push.token", "the provider reported this token invalid; register the device's new token"))
 			return
 		}
@@ -721,7 +724,9 @@ func (g *Gateway) sendMessage(w http.ResponseWriter, r *http.Request, app *appRe
 	}
 	qr.Claim = claim
 	res, err := g.q.Enqueue(r.Context(), qr)
-	if err == nil && !res.Replayed {
+	// expires_in 0 is for the devices online now: a wake could only come
+	// too late.
+	if err == nil && !res.Replayed && qr.ExpiresIn > 0 {
 		g.waker.enqueuedAsync(app.ID, qr.To, qr.Priority, g.cfg.Clock.Now().Add(qr.ExpiresIn))
 	}
 	g.sendAnswer(w, r, res, err)

@@ -61,6 +61,7 @@ type wakeState struct {
 	backoff  time.Duration // after a 429/5xx: doubles from 1 s to 5 min
 	pending  int           // messages known to wait (a lower bound)
 	idle     bool          // no wake outstanding; kept for the hourly cap
+	answered bool          // the device connected while a push was in flight
 }
 
 // recent drops the wakes that are an hour old: the cap counts the others.
@@ -345,7 +346,7 @@ func (w *waker) consider(k wakeKey, reg *queue.PushRegistration, prio wake.Prior
 	if w.reconnecting(k) {
 		return
 	}
-	if !(directory{w.g}).PushAllowed(reg.Provider, reg.Token) {
+	if !(directory{w.g}).PushAllowed(k.app, reg.Provider, reg.Token) {
 		return
 	}
 	p := w.providers(k.app)
@@ -551,6 +552,9 @@ func (w *waker) finished(k wakeKey, reg *queue.PushRegistration, provider string
 		// Counted against the cap: stored with the next batch of events.
 		w.storeSentLocked(k, st, now)
 	}
+	if st.answered && res.Outcome != wake.TokenInvalid {
+		w.idleLocked(k, st, now) // the device came online meanwhile
+	}
 	w.mu.Unlock()
 	switch res.Outcome {
 	case wake.Delivered:
@@ -621,7 +625,7 @@ func (w *waker) invalidate(ctx context.Context, k wakeKey, reg *queue.PushRegist
 	h := storage.Hash(reg.Provider + ":" + reg.Token)
 	v, _ := json.Marshal(map[string]any{"provider": reg.Provider, "at": w.g.cfg.Clock.Now().UTC(), "reason": reason})
 	b := w.g.db.NewBatch()
-	b.PutInvalidToken(h, v)
+	b.PutInvalidToken(k.app, h, v)
 	if err := b.Commit(true); err != nil {
 		w.log.Error("remember invalid token", zap.Error(err))
 	}
@@ -669,6 +673,63 @@ func (w *waker) loop() {
 		}
 		for _, k := range lost {
 			w.wakeLost(k)
+		}
+	}
+}
+
+// connected ends k's outstanding wake: the device is online (SPEC 5:
+// connecting cancels any pending wake). Its wakes of the last hour stay
+// counted against the cap, but the interval it was waiting out is over:
+// a message after it goes offline again wakes it at once. Before, the
+// state stayed until the retry tick found it due, and a device woken,
+// back online and offline again got no wake for up to the interval
+// (doubled at every round, up to 30 min).
+func (w *waker) connected(k wakeKey) {
+	now := w.g.cfg.Clock.Now()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	st := w.devices[k]
+	switch {
+	case st == nil || st.idle:
+	case st.inFlight:
+		st.answered = true // finished makes it idle
+	default:
+		w.idleLocked(k, st, now)
+	}
+}
+
+// idleLocked makes k's state idle (nothing outstanding), keeping only
+// the wakes of the last hour for the cap, or drops it if there are none.
+// The caller holds w.mu.
+func (w *waker) idleLocked(k wakeKey, st *wakeState, now time.Time) {
+	st.recent(now)
+	if len(st.sent) > 0 {
+		*st = wakeState{idle: true, sent: st.sent, stored: st.stored, next: st.sent[len(st.sent)-1].Add(time.Hour)}
+	} else {
+		w.dropLocked(k, st, now)
+	}
+}
+
+// forget drops the wake state of a deleted user (or of every user of a
+// deleted app, user ""): a user or app created again under the same ids
+// starts afresh. Their stored wake times went with the store's records.
+func (w *waker) forget(app, user string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for k := range w.devices {
+		if k.app == app && (user == "" || k.user == user) {
+			delete(w.devices, k)
+		}
+	}
+	for k := range w.lostAt {
+		if k.app == app && (user == "" || k.user == user) {
+			delete(w.lostAt, k)
+		}
+	}
+	if user == "" {
+		if p, ok := w.provs[app]; ok {
+			p.close()
+			delete(w.provs, app)
 		}
 	}
 }
@@ -775,12 +836,7 @@ func (w *waker) retry(k wakeKey, now time.Time) {
 	forget := func() {
 		w.mu.Lock()
 		if st := w.devices[k]; st != nil {
-			st.recent(now)
-			if len(st.sent) > 0 {
-				*st = wakeState{idle: true, sent: st.sent, stored: st.stored, next: st.sent[len(st.sent)-1].Add(time.Hour)}
-			} else {
-				w.dropLocked(k, st, now)
-			}
+			w.idleLocked(k, st, now)
 		}
 		w.mu.Unlock()
 	}

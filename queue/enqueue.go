@@ -243,7 +243,12 @@ func (q *Queue) put(t *tx, m *Message) bool {
 	if m.Fallback != nil {
 		st.Fallback = &FallbackInfo{To: m.Fallback.To, Status: "pending"}
 	}
-	if m.onlineOnly && !q.Online(m.App, m.User, m.Device) {
+	fallbackNow := false
+	if m.onlineOnly && !q.Online(m.App, m.User, m.Device) && m.Fallback != nil {
+		// expires_in 0, nobody to hand it to, and an SMS fallback: the
+		// fallback fires at expiry, which is now (at the next timer tick).
+		fallbackNow = true
+	} else if m.onlineOnly && !q.Online(m.App, m.User, m.Device) {
 		// expires_in 0 and nobody to hand it to: expired on arrival.
 		st.DoneAt = t.now
 		t.b.PutTimer(t.now.Add(q.cfg.StatusRetention).UnixMilli(), timerStatusGC, st.Seq, timerValue(st.App, ""))
@@ -271,7 +276,9 @@ func (q *Queue) put(t *tx, m *Message) bool {
 	t.putStatus(st)
 	tv := timerValue(m.App, m.User)
 	t.b.PutTimer(m.ExpiresAt.UnixMilli(), timerExpire, m.Seq, tv)
-	if fb := m.Fallback; fb != nil && fb.After > 0 {
+	if fallbackNow {
+		t.b.PutTimer(t.now.UnixMilli(), timerFallback, m.Seq, tv)
+	} else if fb := m.Fallback; fb != nil && fb.After > 0 {
 		if at := m.CreatedAt.Add(time.Duration(fb.After) * time.Second); at.Before(m.ExpiresAt) {
 			t.b.PutTimer(at.UnixMilli(), timerFallback, m.Seq, tv)
 		}

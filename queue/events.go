@@ -43,7 +43,13 @@ func (q *Queue) Events(ctx context.Context, app string, after uint64, limit int,
 func (q *Queue) readEvents(app string, after uint64, limit int) ([]json.RawMessage, uint64, error) {
 	var out []json.RawMessage
 	next := after
+	// Only up to the gate's limit: a later event may be visible while an
+	// earlier one is still being committed (eventgate.go).
+	upTo := q.gate.limit(app, q.db.LastSeq)
 	err := q.db.ScanEvents(app, after, func(seq uint64, v []byte) bool {
+		if seq > upTo {
+			return false
+		}
 		out = append(out, json.RawMessage(append([]byte(nil), v...)))
 		next = seq
 		return len(out) < limit

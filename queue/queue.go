@@ -121,6 +121,7 @@ type Queue struct {
 	idem  [idemStripes]sync.Mutex
 	subs  subscriptions
 	feed  notifier
+	gate  eventGate
 	m     *metrics
 	stats statusCache
 	devs  deviceCache

@@ -30,7 +30,8 @@ type tx struct {
 	err   error
 	// statuses written, for the status cache once committed.
 	statuses []cachedStatus
-	scratch  []byte // an event's encoding, copied into the batch
+	scratch  []byte     // an event's encoding, copied into the batch
+	events   []eventRef // event ids pending in the feed's gate until the commit
 }
 
 type cachedStatus struct {
@@ -63,16 +64,19 @@ func (t *tx) commit(sync bool) error {
 	defer t.release()
 	if t.err != nil {
 		t.b.Close()
+		t.q.gate.done(t.events)
 		return t.err
 	}
 	if t.b.Empty() {
 		t.b.Close()
 	} else if err := t.b.Commit(sync); err != nil {
+		t.q.gate.done(t.events)
 		for _, c := range t.statuses {
 			t.q.stats.del(c.app, c.seq) // the store may or may not hold it
 		}
 		return err
 	}
+	t.q.gate.done(t.events) // visible now: before the readers are woken
 	for _, c := range t.statuses {
 		t.q.stats.put(c.app, c.seq, c.v)
 	}
@@ -88,6 +92,7 @@ func (t *tx) commit(sync bool) error {
 
 func (t *tx) abort() {
 	t.b.Close()
+	t.q.gate.done(t.events)
 	t.release()
 }
 
@@ -99,11 +104,12 @@ func (t *tx) fail(err error) {
 
 // event appends e to its app's feed.
 func (t *tx) event(e *Event) {
-	seq, err := t.q.db.NextSeq(1)
+	seq, err := t.q.gate.next(e.App, func() (uint64, error) { return t.q.db.NextSeq(1) })
 	if err != nil {
 		t.fail(err)
 		return
 	}
+	t.events = append(t.events, eventRef{e.App, seq})
 	e.Seq, e.ID = seq, EventID(seq)
 	if e.At.IsZero() {
 		e.At = t.now
@@ -198,6 +204,9 @@ func (t *tx) done(st *Status) {
 // finalize puts st in final state s, drops its payload and withdraws it
 // from live sessions.
 func (t *tx) finalize(st *Status, s State, reason string) {
+	if fb := st.Fallback; fb != nil && fb.Status == "pending" && s != StateFallbackSent && s != StateFallbackFailed {
+		fb.Status = "not_needed" // cancelled, collapsed or expired without one: no SMS will be sent
+	}
 	st.Status, st.FinalAt, st.Reason = s, t.now, reason
 	t.q.m.messages.WithLabelValues(s.String()).Inc()
 	wasDone := !st.DoneAt.IsZero()

@@ -48,9 +48,9 @@ type Directory interface {
 	CheckPassword(app, user, password string) bool
 	// ClientConfig returns the app's client_config JSON (nil if none).
 	ClientConfig(app string) json.RawMessage
-	// PushAllowed reports whether a push token may be registered (it is not
-	// known to be invalid).
-	PushAllowed(provider, token string) bool
+	// PushAllowed reports whether a push token may be registered for app
+	// (the provider has not reported it invalid to that app).
+	PushAllowed(app, provider, token string) bool
 }
 
 // Zero values of Config's timeouts.
@@ -97,6 +97,10 @@ type Config struct {
 	// waits for resumption: the gateway then wakes the device if it is not
 	// live again after LostWakeGrace.
 	OnLost func(app, user, device string)
+	// OnBound, if set, is called (without locks held, and must not block)
+	// when a device's session is bound or resumed: the device is online
+	// (the gateway's waker ends an outstanding wake).
+	OnBound func(app, user, device string)
 	// ResumeWindow keeps a dropped session with stream management for
 	// resumption. Zero value: sdkproto.ResumeWindow (300 s).
 	ResumeWindow time.Duration
@@ -399,6 +403,13 @@ func (s *Server) Live(app, user, device string) bool {
 
 // LostWakeGrace returns Config.LostWakeGrace (with its default).
 func (s *Server) LostWakeGrace() time.Duration { return s.cfg.LostWakeGrace }
+
+// notifyBound calls OnBound for sess's device.
+func (s *Server) notifyBound(sess *Session) {
+	if f := s.cfg.OnBound; f != nil {
+		f(sess.app, sess.user, sess.device)
+	}
+}
 
 // lost calls OnLost for sess's device.
 func (s *Server) lost(sess *Session) {

@@ -792,6 +792,7 @@ func (s *Session) resume(e *element) CloseReason {
 	s.srv.bound[deviceKey{s.app, s.user, s.device}] = s
 	s.srv.mu.Unlock()
 	s.srv.m.resumes.WithLabelValues("ok").Inc()
+	s.srv.notifyBound(s)
 	// The old session may have had more pending than its window, or been
 	// reading it when it was taken over (its read stops at the takeover):
 	// read on here. Left to the next ack, a resumption that acknowledged

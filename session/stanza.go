@@ -153,6 +153,7 @@ func (s *Session) bind(id string, p *element) CloseReason {
 		s.log.Warn("device record", zap.Error(err))
 	}
 	s.srv.q.AppendEvent(ctx, &queue.Event{Type: queue.EventDeviceOnline, App: s.app, User: s.user, Device: s.device, Transport: s.kind})
+	s.srv.notifyBound(s)
 	s.srv.m.handshakes.WithLabelValues(s.kind, "ok").Inc()
 	return ""
 }
@@ -167,7 +168,7 @@ func (s *Session) pushRegistration(id string, p *element) {
 			s.iqError(id, "modify", "bad-request")
 			return
 		}
-		if !s.srv.dir.PushAllowed(provider, token) {
+		if !s.srv.dir.PushAllowed(s.app, provider, token) {
 			s.iqError(id, "modify", "not-acceptable")
 			return
 		}

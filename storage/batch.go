@@ -171,8 +171,11 @@ func (b *Batch) PutIdem(app string, h [32]byte, v []byte) {
 // DeleteIdem forgets an idempotency key hash of app.
 func (b *Batch) DeleteIdem(app string, h [32]byte) { b.del(append(appPrefix(tableIdem, app), h[:]...)) }
 
-// PutInvalidToken remembers a push token hash as invalid.
-func (b *Batch) PutInvalidToken(h [32]byte, v []byte) { b.set(append([]byte{tableToken}, h[:]...), v) }
+// PutInvalidToken remembers a push token hash as invalid for app (another
+// app's verdict on the same token does not count: SPEC section 1).
+func (b *Batch) PutInvalidToken(app string, h [32]byte, v []byte) {
+	b.set(append(appPrefix(tableToken, app), h[:]...), v)
+}
 
 // PutAppCursor sets a per-app consumer cursor.
 func (b *Batch) PutAppCursor(app, name string, seq uint64) {

@@ -392,8 +392,8 @@ func (db *DB) GetWakeTimes(app, user, device string) ([]int64, error) {
 }
 
 // GetInvalidToken reports the record of a push token marked invalid.
-func (db *DB) GetInvalidToken(h [32]byte) ([]byte, error) {
-	return db.lookup(append([]byte{tableToken}, h[:]...))
+func (db *DB) GetInvalidToken(app string, h [32]byte) ([]byte, error) {
+	return db.lookup(append(appPrefix(tableToken, app), h[:]...))
 }
 
 // GetAppCursor returns a per-app consumer cursor (for example the webhook
@@ -497,9 +497,8 @@ func (db *DB) TrimEvents(app string, before uint64) error {
 }
 
 // DeleteApp removes every record of app in one atomic, synced batch. The
-// app's API keys, timers and invalid-token records are not app-scoped; the
-// callers drop the keys themselves, and timers of a deleted app find
-// nothing when they fire.
+// app's API keys and timers are not app-scoped; the callers drop the keys
+// themselves, and timers of a deleted app find nothing when they fire.
 func (db *DB) DeleteApp(app string) error {
 	b := db.pdb.NewBatch()
 	defer b.Close()

@@ -505,7 +505,7 @@ func TestLookupEveryLevel(t *testing.T) {
 				k := fmt.Sprint("key-", i)
 				b.PutIdem("app", storage.Hash(k), []byte(k))
 				b.PutCollapse("app", "alice", k, uint64(i))
-				b.PutInvalidToken(storage.Hash(k), nil)
+				b.PutInvalidToken("app", storage.Hash(k), nil)
 			}
 			require.NoError(t, b.Commit(true))
 		}
@@ -521,7 +521,7 @@ func TestLookupEveryLevel(t *testing.T) {
 			seq, err := db.GetCollapse("app", "alice", k)
 			require.NoError(t, err, k)
 			require.Equal(t, uint64(i), seq)
-			v, err = db.GetInvalidToken(storage.Hash(k))
+			v, err = db.GetInvalidToken("app", storage.Hash(k))
 			require.NoError(t, err, k)
 			require.Empty(t, v)
 		}
@@ -530,13 +530,15 @@ func TestLookupEveryLevel(t *testing.T) {
 			require.ErrorIs(t, err, storage.ErrNotFound, k)
 			_, err = db.GetCollapse("app", "alice", k)
 			require.ErrorIs(t, err, storage.ErrNotFound, k)
-			_, err = db.GetInvalidToken(storage.Hash(k))
+			_, err = db.GetInvalidToken("app", storage.Hash(k))
 			require.ErrorIs(t, err, storage.ErrNotFound, k)
 		}
 		// Another app's or user's keys are not found either.
 		_, err := db.GetIdem("other", storage.Hash("key-1"))
 		require.ErrorIs(t, err, storage.ErrNotFound)
 		_, err = db.GetCollapse("app", "bob", "key-1")
+		require.ErrorIs(t, err, storage.ErrNotFound)
+		_, err = db.GetInvalidToken("other", storage.Hash("key-1"))
 		require.ErrorIs(t, err, storage.ErrNotFound)
 	})
 }

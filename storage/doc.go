@@ -25,7 +25,7 @@
 //	T at kind seq                timer index (expiry, fallback, status and idempotency clean-up), due time first
 //	E |app| seq                  the app's event feed, oldest first
 //	I |app| sha256(key)          idempotency key → the first answer, kept 24 h
-//	N sha256(token)              push tokens known to be invalid
+//	N |app| sha256(prov:token)   push tokens the provider reported invalid to the app
 //	W |app| |name|               per-app consumer cursors (for example the webhook outbox)
 //	P |app| |user| |device|      times of the device's recent wake pushes (the hourly cap across restarts)
 //

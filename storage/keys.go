@@ -21,7 +21,7 @@ const (
 	tableTimer     byte = 'T' // T atMillis kind seq           → timer payload
 	tableEvent     byte = 'E' // E app seq                     → event
 	tableIdem      byte = 'I' // I app sha256(idempotency key) → stored answer
-	tableToken     byte = 'N' // N sha256(push token)          → invalid-token record
+	tableToken     byte = 'N' // N app sha256(provider:token)  → invalid-token record
 	tableAppCursor byte = 'W' // W app name                    → seq (8 bytes BE), per-app consumer cursors
 	tableWake      byte = 'P' // P app user device             → recent wake push times (8 bytes BE Unix ms each)
 )
@@ -213,7 +213,7 @@ func prefixEnd(p []byte) []byte {
 
 // appScopedTables are the tables whose keys start with an app component;
 // deleting an app range-deletes its prefix in each.
-var appScopedTables = []byte{tableApp, tableUser, tableDevice, tableCursor, tableMessage, tableStatus, tableCollapse, tableEvent, tableIdem, tableAppCursor, tableWake}
+var appScopedTables = []byte{tableApp, tableUser, tableDevice, tableCursor, tableMessage, tableStatus, tableCollapse, tableEvent, tableIdem, tableAppCursor, tableWake, tableToken}
 
 // userScopedTables are the tables whose keys start with app and user.
 var userScopedTables = []byte{tableUser, tableDevice, tableCursor, tableMessage, tableCollapse, tableWake}
