@@ -5,6 +5,7 @@ package gateway_test
 // them. Every test talks to a real gateway on loopback.
 
 import (
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
@@ -407,37 +408,7 @@ func TestRESTEventFeedNoGapsUnderConcurrency(t *testing.T) {
 	_, err := app.PatchApp(ctx, "acme", api.PatchAppRequest{Webhook: &api.WebhookConfig{URL: r.srv.URL + "/hook", Secret: "whsec"}})
 	require.NoError(t, err)
 
-	var followMu sync.Mutex
-	followed := make(map[string]bool)
-	cursor := ""
-	stopFollow := make(chan struct{})
-	followDone := make(chan struct{})
-	go func() {
-		defer close(followDone)
-		after := ""
-		for {
-			select {
-			case <-stopFollow:
-				return
-			default:
-			}
-			ev, err := app.Events(ctx, "acme", after, 1000, 1)
-			if err != nil {
-				return
-			}
-			followMu.Lock()
-			for _, raw := range ev.Events {
-				var e api.Event
-				if json.Unmarshal(raw, &e) == nil {
-					followed[e.ID] = true
-				}
-			}
-			cursor = ev.Next
-			followMu.Unlock()
-			after = ev.Next
-		}
-	}()
-	defer func() { close(stopFollow); <-followDone }()
+	fw := followFeed(t, app, "acme")
 
 	zero := int64(0)
 	want := 0
@@ -482,19 +453,9 @@ func TestRESTEventFeedNoGapsUnderConcurrency(t *testing.T) {
 		lastID := all[len(all)-1].ID
 
 		// The follower reaches the end of the feed (it long-polls).
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			followMu.Lock()
-			c := cursor
-			followMu.Unlock()
-			if c >= lastID {
-				break
-			}
-			require.True(t, time.Now().Before(deadline), "the follower did not reach the end of the feed")
-			time.Sleep(10 * time.Millisecond) // polling the follower's progress
-		}
+		fw.waitFor(t, lastID)
 		// The webhook reaches it too.
-		deadline = time.Now().Add(20 * time.Second)
+		deadline := time.Now().Add(20 * time.Second)
 		for {
 			ev := r.uniqueInOrder()
 			if len(ev) > 0 && ev[len(ev)-1].ID >= lastID {
@@ -506,14 +467,7 @@ func TestRESTEventFeedNoGapsUnderConcurrency(t *testing.T) {
 			case <-time.After(100 * time.Millisecond):
 			}
 		}
-		followMu.Lock()
-		var missed []string
-		for _, e := range all {
-			if !followed[e.ID] {
-				missed = append(missed, e.ID)
-			}
-		}
-		followMu.Unlock()
+		missed := fw.missed(all)
 		posted := len(r.uniqueInOrder())
 		if len(missed) > 0 || posted != want {
 			if len(missed) > 0 {
@@ -870,37 +824,7 @@ func TestRESTEventFeedNoGapsBulkAcks(t *testing.T) {
 			}
 		}
 	}
-	var mu sync.Mutex
-	seen := map[string]bool{}
-	cursor := ""
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		after := ""
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			ev, err := app.Events(ctx, "acme", after, 1000, 1)
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			for _, raw := range ev.Events {
-				var e api.Event
-				if json.Unmarshal(raw, &e) == nil {
-					seen[e.ID] = true
-				}
-			}
-			cursor = ev.Next
-			mu.Unlock()
-			after = ev.Next
-		}
-	}()
-	defer func() { close(stop); <-done }()
+	fw := followFeed(t, app, "acme")
 	var wg sync.WaitGroup
 	for u := range users {
 		wg.Go(func() {
@@ -916,25 +840,76 @@ func TestRESTEventFeedNoGapsBulkAcks(t *testing.T) {
 	wg.Wait()
 	all := edgeEvents(t, app, "acme")
 	require.Len(t, all, 2*users*perUser, "sent and delivered per message")
-	last := all[len(all)-1].ID
+	fw.waitFor(t, all[len(all)-1].ID)
+	require.Empty(t, fw.missed(all), "events never seen by a feed follower")
+}
+
+// feedFollower long-polls an app's event feed from the start, as a
+// backend would, and records every event id it was given.
+type feedFollower struct {
+	mu     sync.Mutex
+	seen   map[string]bool
+	cursor string
+}
+
+// followFeed starts a follower; it stops with the test.
+func followFeed(t *testing.T, app *api.Client, appID string) *feedFollower {
+	fw := &feedFollower{seen: map[string]bool{}}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		after := ""
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			ev, err := app.Events(context.Background(), appID, after, 1000, 1)
+			if err != nil {
+				return
+			}
+			fw.mu.Lock()
+			for _, raw := range ev.Events {
+				var e api.Event
+				if json.Unmarshal(raw, &e) == nil {
+					fw.seen[e.ID] = true
+				}
+			}
+			fw.cursor = ev.Next
+			fw.mu.Unlock()
+			after = ev.Next
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-done })
+	return fw
+}
+
+// waitFor waits until the follower's cursor reached event id last.
+func (fw *feedFollower) waitFor(t *testing.T, last string) {
+	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		mu.Lock()
-		c := cursor
-		mu.Unlock()
+		fw.mu.Lock()
+		c := fw.cursor
+		fw.mu.Unlock()
 		if c >= last {
-			break
+			return
 		}
-		require.True(t, time.Now().Before(deadline), "the follower did not reach the end")
+		require.True(t, time.Now().Before(deadline), "the follower did not reach the end of the feed")
 		time.Sleep(10 * time.Millisecond) // polling the follower's progress
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	missed := 0
+}
+
+// missed returns the ids of all that the follower was never given.
+func (fw *feedFollower) missed(all []api.Event) []string {
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	var out []string
 	for _, e := range all {
-		if !seen[e.ID] {
-			missed++
+		if !fw.seen[e.ID] {
+			out = append(out, e.ID)
 		}
 	}
-	require.Zero(t, missed, "events never seen by a feed follower")
+	return out
 }
