@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -20,7 +21,9 @@ import (
 	"tether/gateway/api"
 	"tether/internal/gatewaytest"
 	"tether/queue"
+	"tether/sdkproto"
 	"tether/storage"
+	"tether/wake/waketest"
 )
 
 type child struct {
@@ -173,4 +176,75 @@ func TestCrashKeepsAcceptedMessages(t *testing.T) {
 	for _, b := range refused {
 		require.NotContains(t, byBody, b, "a refused message was stored")
 	}
+}
+
+// TestCrashKeepsWakeCap: the hourly wake cap (10) holds across a kill -9.
+// A device is woken, connects, goes offline and gets a message again, ten
+// times; the gateway is killed while the fake APNs holds the tenth push,
+// before it answers. After the restart a new message for the offline
+// device gets no push: the ten wakes of the last hour were stored before
+// each went out. (Stored afterwards, in an unsynced batch, the latest ones
+// died with the process, and the device got an eleventh.)
+func TestCrashKeepsWakeCap(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts and kills gateway processes")
+	}
+	apns := waketest.NewAPNs(t)
+	ca := filepath.Join(t.TempDir(), "apns-ca.pem")
+	require.NoError(t, os.WriteFile(ca, apns.CertificatePEM(), 0o600))
+	env := "TETHER_TEST_CHILD_PROVIDER_CA=" + ca
+	dir := t.TempDir()
+	c := startChild(t, dir, env)
+	ctx := ctxT(t)
+	created, err := api.NewClient(c.url, "crash-test-admin-token").CreateApp(ctx, api.CreateAppRequest{ID: "acme"})
+	require.NoError(t, err)
+	app := api.NewClient(c.url, created.APIKey)
+	_, err = app.PatchApp(ctx, "acme", api.PatchAppRequest{
+		APNS: &api.APNSConfig{KeyP8: apns.KeyP8, KeyID: apns.KeyID, TeamID: apns.TeamID, Topic: "com.acme.app", Endpoint: apns.URL},
+	})
+	require.NoError(t, err)
+	_, err = app.PutUser(ctx, "acme", "rita", api.PutUserRequest{Password: "pw-rita-123"})
+	require.NoError(t, err)
+	tok := waketest.APNsToken(7)
+	_, err = app.PutDevice(ctx, "acme", "rita", "iphone", api.PutDeviceRequest{Push: &api.PushRegistration{Provider: "apns", Token: tok}})
+	require.NoError(t, err)
+
+	var pushes atomic.Int32
+	killed := make(chan struct{})
+	first := c
+	apns.OnRequest(func(r waketest.APNsRequest) {
+		if pushes.Add(1) == 10 {
+			first.cmd.Process.Signal(syscall.SIGKILL) // before the fake answers
+			<-first.done
+			close(killed)
+		}
+	})
+	connect := func(c *child) {
+		cl, err := sdkproto.Dial(ctx, sdkproto.Config{
+			Addr: c.xmpps, App: "acme", User: "rita", Password: "pw-rita-123", Device: "iphone",
+			TLSConfig: &tls.Config{InsecureSkipVerify: true},
+		})
+		require.NoError(t, err)
+		require.NoError(t, cl.Close())
+	}
+	for i := 1; i <= 10; i++ {
+		_, err := app.Send(ctx, "acme", api.SendRequest{To: []string{"rita"}, Body: fmt.Sprint("m", i)}, "")
+		require.NoError(t, err)
+		eventually(t, 10*time.Second, fmt.Sprintf("wake %d", i), func() bool { return pushes.Load() >= int32(i) })
+		if i < 10 {
+			connect(c) // answers the wake; offline again after
+		}
+	}
+	select {
+	case <-killed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the gateway was not killed")
+	}
+
+	c = startChild(t, dir, env)
+	app = api.NewClient(c.url, created.APIKey)
+	_, err = app.Send(ctx, "acme", api.SendRequest{To: []string{"rita"}, Body: "after the crash"}, "")
+	require.NoError(t, err)
+	time.Sleep(2 * time.Second) // a wake would go out at once (the device is offline); none may
+	require.EqualValues(t, 10, pushes.Load(), "a push beyond the hourly cap of 10 after the restart")
 }

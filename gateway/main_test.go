@@ -37,7 +37,9 @@ func runChild(dir string) int {
 		AdminToken: "crash-test-admin-token",
 		TLSCert:    os.Getenv("TETHER_TEST_CHILD_TLS_CERT"),
 		TLSKey:     os.Getenv("TETHER_TEST_CHILD_TLS_KEY"),
-		Logger:     logger,
+		// The loopback APNs fake's certificate, for crash tests of wakes.
+		ProviderCAFile: os.Getenv("TETHER_TEST_CHILD_PROVIDER_CA"),
+		Logger:         logger,
 	})
 	if err != nil {
 		logger.Error("child start", zap.Error(err))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"hash/maphash"
 	"net/http"
 	"slices"
 	"sync"
@@ -101,8 +102,13 @@ type waker struct {
 	sms      *prometheus.CounterVec
 
 	// device.wake_sent events, appended in batches by eventLoop: one
-	// store commit per batch rather than per wake. wakeBuf holds the wake
-	// times to store with them (the latest per device; none deletes).
+	// store commit per batch rather than per wake. wakeBuf holds the
+	// devices whose stored wake times are to be deleted (all an hour old).
+	// storeMu orders the store writes of one device's wake times
+	// (storeLock), striped by device.
+	storeMu [64]sync.Mutex
+	seed    maphash.Seed
+
 	evMu    sync.Mutex
 	evBuf   []*queue.Event
 	wakeBuf map[wakeKey][]int64
@@ -139,6 +145,7 @@ func newWaker(g *Gateway) *waker {
 		log:     g.log.Named("wake"),
 		devices: map[wakeKey]*wakeState{},
 		lostAt:  map[wakeKey]time.Time{},
+		seed:    maphash.MakeSeed(),
 		provs:   map[string]*appProviders{},
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
@@ -456,22 +463,15 @@ func (w *waker) loadSent(k wakeKey, now time.Time) []time.Time {
 	return sent
 }
 
-// storeSentLocked queues st's wake times of the last hour for eventLoop to
-// store (none: delete the record). The caller holds w.mu.
-func (w *waker) storeSentLocked(k wakeKey, st *wakeState, now time.Time) {
-	st.recent(now)
-	sent := st.sent[max(len(st.sent)-wakeCapDefault, 0):] // the largest cap
-	ms := make([]int64, len(sent))
-	for i, at := range sent {
-		ms[i] = at.UnixMilli()
-	}
-	st.stored = len(ms) > 0
+// dropStoredLocked queues the deletion of k's stored wake times (all an
+// hour old) for eventLoop. The caller holds w.mu.
+func (w *waker) dropStoredLocked(k wakeKey) {
 	w.evMu.Lock()
 	kick := len(w.evBuf) == 0 && len(w.wakeBuf) == 0
 	if w.wakeBuf == nil {
 		w.wakeBuf = map[wakeKey][]int64{}
 	}
-	w.wakeBuf[k] = ms
+	w.wakeBuf[k] = nil
 	w.evMu.Unlock()
 	if kick {
 		w.kick()
@@ -483,8 +483,7 @@ func (w *waker) storeSentLocked(k wakeKey, st *wakeState, now time.Time) {
 func (w *waker) dropLocked(k wakeKey, st *wakeState, now time.Time) {
 	delete(w.devices, k)
 	if st.stored {
-		st.sent = nil
-		w.storeSentLocked(k, st, now)
+		w.dropStoredLocked(k)
 	}
 }
 
@@ -504,7 +503,73 @@ func (c onlineCheck) Send(ctx context.Context, t wake.Target, p wake.Payload) (w
 	if c.w.g.sessions.Live(c.k.app, c.k.user, c.k.device) {
 		return wake.Result{Outcome: wake.Failed, Reason: reasonOnline}, nil
 	}
+	if err := c.w.recordSent(c.k); err != nil {
+		return wake.Result{Outcome: wake.Failed, Reason: "store: " + err.Error()}, err
+	}
 	return c.Provider.Send(ctx, t, p)
+}
+
+// deleteStored deletes k's stored wake times unless a wake was counted
+// since dropLocked queued the deletion (recordSent stored it then).
+func (w *waker) deleteStored(k wakeKey) {
+	mu := w.storeLock(k)
+	mu.Lock()
+	defer mu.Unlock()
+	w.mu.Lock()
+	st := w.devices[k]
+	live := st != nil && len(st.sent) > 0
+	w.mu.Unlock()
+	if live {
+		return
+	}
+	b := w.g.db.NewBatch()
+	b.PutWakeTimes(k.app, k.user, k.device, nil)
+	if err := b.Commit(false); err != nil {
+		w.log.Warn("wake: delete wake times", zap.Error(err))
+	}
+}
+
+// storeLock returns the lock that orders the store writes of k's wake
+// times: each write is computed from the state at its time, and a later
+// one never lands before an earlier one.
+func (w *waker) storeLock(k wakeKey) *sync.Mutex {
+	var h maphash.Hash
+	h.SetSeed(w.seed)
+	h.WriteString(k.app)
+	h.WriteByte(0)
+	h.WriteString(k.user)
+	h.WriteByte(0)
+	h.WriteString(k.device)
+	return &w.storeMu[h.Sum64()%uint64(len(w.storeMu))]
+}
+
+// recordSent stores k's wake times of the last hour, this one included,
+// durably before the push goes out: the hourly cap holds across a crash.
+// (Queued for eventLoop's unsynced batch instead, a kill -9 lost the
+// latest, and a device got 11 wakes in an hour against a cap of 10.) The
+// pool's workers call it concurrently, so their fsyncs are shared.
+func (w *waker) recordSent(k wakeKey) error {
+	now := w.g.cfg.Clock.Now()
+	mu := w.storeLock(k)
+	mu.Lock()
+	defer mu.Unlock()
+	w.mu.Lock()
+	st := w.devices[k]
+	if st == nil {
+		w.mu.Unlock()
+		return nil
+	}
+	st.recent(now)
+	sent := st.sent[max(len(st.sent)-wakeCapDefault, 0):] // the largest cap
+	ms := make([]int64, len(sent))
+	for i, at := range sent {
+		ms[i] = at.UnixMilli()
+	}
+	st.stored = true
+	w.mu.Unlock()
+	b := w.g.db.NewBatch()
+	b.PutWakeTimes(k.app, k.user, k.device, ms)
+	return b.Commit(true)
 }
 
 func (w *waker) interval(rec *appRecord) time.Duration {
@@ -548,10 +613,9 @@ func (w *waker) finished(k wakeKey, reg *queue.PushRegistration, provider string
 		st.next = now.Add(st.interval)
 		st.interval = min(st.interval*2, maxWakeInterval)
 	}
-	if res.Outcome != wake.RetryAfter && res.Outcome != wake.TokenInvalid {
-		// Counted against the cap: stored with the next batch of events.
-		w.storeSentLocked(k, st, now)
-	}
+	// A wake counted against the cap was stored before it went out
+	// (recordSent); one not sent stays stored until the next, which only
+	// errs on the side of the cap.
 	if st.answered && res.Outcome != wake.TokenInvalid {
 		w.idleLocked(k, st, now) // the device came online meanwhile
 	}
@@ -601,14 +665,8 @@ func (w *waker) eventLoop() {
 		es, ws := w.evBuf, w.wakeBuf
 		w.evBuf, w.wakeBuf = nil, nil
 		w.evMu.Unlock()
-		if len(ws) > 0 {
-			b := w.g.db.NewBatch()
-			for k, ms := range ws {
-				b.PutWakeTimes(k.app, k.user, k.device, ms)
-			}
-			if err := b.Commit(false); err != nil {
-				w.log.Warn("wake: store wake times", zap.Error(err))
-			}
+		for k := range ws {
+			w.deleteStored(k)
 		}
 		if err := w.g.q.AppendEvents(context.Background(), es); err != nil {
 			w.log.Warn("wake: events", zap.Error(err))

@@ -45,7 +45,7 @@ type webhooks struct {
 	minDelay time.Duration
 
 	mu      sync.Mutex
-	workers map[string]context.CancelFunc
+	workers map[string]webhookWorker
 	wg      sync.WaitGroup
 	ctx     context.Context
 	stop    context.CancelFunc
@@ -65,7 +65,7 @@ func newWebhooks(g *Gateway) *webhooks {
 		g:        g,
 		client:   &http.Client{Timeout: webhookTimeout},
 		minDelay: g.cfg.WebhookMinBackoff,
-		workers:  map[string]context.CancelFunc{},
+		workers:  map[string]webhookWorker{},
 		ctx:      ctx,
 		stop:     stop,
 		batches: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -88,8 +88,17 @@ func newWebhooks(g *Gateway) *webhooks {
 	return w
 }
 
+// webhookWorker is the handle of one app's worker.
+type webhookWorker struct {
+	cancel context.CancelFunc
+	kick   chan struct{} // the app's record changed: a backoff ends now
+}
+
 // sync starts a worker for every app with a webhook and stops the workers
-// of apps without one. Safe for concurrent use.
+// of apps without one. A worker already running is told that its app may
+// have changed: one backing off after failed posts tries again at once,
+// so a fixed URL or secret is used without waiting out the backoff (up to
+// 10 min). Safe for concurrent use.
 func (w *webhooks) sync() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -102,22 +111,27 @@ func (w *webhooks) sync() {
 			want[rec.ID] = true
 		}
 	}
-	for app, cancel := range w.workers {
+	for app, wk := range w.workers {
 		if !want[app] {
-			cancel()
+			wk.cancel()
 			delete(w.workers, app)
 		}
 	}
 	for app := range want {
-		if _, ok := w.workers[app]; ok {
+		if wk, ok := w.workers[app]; ok {
+			select {
+			case wk.kick <- struct{}{}:
+			default:
+			}
 			continue
 		}
 		ctx, cancel := context.WithCancel(w.ctx)
-		w.workers[app] = cancel
+		kick := make(chan struct{}, 1)
+		w.workers[app] = webhookWorker{cancel, kick}
 		w.wg.Add(1)
 		go func() {
 			defer w.wg.Done()
-			w.run(ctx, app)
+			w.run(ctx, app, kick)
 		}()
 	}
 }
@@ -154,7 +168,7 @@ func (w *webhooks) untilDrain(ctx context.Context) (context.Context, func()) {
 
 // run delivers app's events until ctx ends (or, draining, until the
 // outbox is empty or a post fails).
-func (w *webhooks) run(ctx context.Context, app string) {
+func (w *webhooks) run(ctx context.Context, app string, kick <-chan struct{}) {
 	log := w.g.log.Named("webhook")
 	cursor, err := w.g.db.GetAppCursor(app, webhookCursor)
 	if err != nil {
@@ -177,7 +191,7 @@ func (w *webhooks) run(ctx context.Context, app string) {
 			if draining {
 				return
 			}
-			w.sleep(ctx, delay)
+			w.sleep(ctx, delay, nil)
 			continue
 		}
 		if len(evs) == 0 {
@@ -220,16 +234,28 @@ func (w *webhooks) run(ctx context.Context, app string) {
 		if ce := log.Check(zap.InfoLevel, "webhook: post failed, will retry"); ce != nil {
 			ce.Write(zapApp(app), zap.Int("status", status), zap.Duration("retry_in", delay), zap.Error(err))
 		}
-		w.sleep(ctx, delay)
-		delay = min(delay*2, webhookMaxDelay)
+		if w.sleep(ctx, delay, kick) {
+			delay = w.minDelay // the app changed: its new settings get a fresh start
+		} else {
+			delay = min(delay*2, webhookMaxDelay)
+		}
 	}
 }
 
-// sleep waits d, or until ctx ends or draining starts.
-func (w *webhooks) sleep(ctx context.Context, d time.Duration) {
+// sleep waits d, or until ctx ends, draining starts or kick; it reports
+// whether kick ended it.
+func (w *webhooks) sleep(ctx context.Context, d time.Duration, kick <-chan struct{}) bool {
 	c, release := w.untilDrain(ctx)
 	defer release()
-	sleepCtx(c, d)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-c.Done():
+	case <-kick:
+		return true
+	}
+	return false
 }
 
 func (w *webhooks) saveCursor(app string, cursor uint64) {
@@ -280,13 +306,4 @@ func Sign(secret string, t time.Time, body []byte) string {
 	m.Write([]byte{'.'})
 	m.Write(body)
 	return "t=" + ts + ",v1=" + hex.EncodeToString(m.Sum(nil))
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
 }

@@ -280,3 +280,39 @@ func TestWebhookDrainsOnShutdown(t *testing.T) {
 	}
 	require.Equal(t, ids, cancelled, "every event posted before the gateway stopped")
 }
+
+// TestWebhookFixedURLEndsBackoff: a webhook failing against a receiver
+// that is down backs off (0.5 s doubling); once the app's webhook is
+// pointed at a working receiver, the next post goes out at once, not after
+// the backoff it was waiting out (up to 10 min in production).
+func TestWebhookFixedURLEndsBackoff(t *testing.T) {
+	down := newReceiver(t, "whsec-3")
+	down.down.Store(true)
+	up := newReceiver(t, "whsec-3")
+	g := gatewaytest.Start(t, gatewaytest.WithConfig(func(c *gateway.Config) { c.WebhookMinBackoff = 500 * time.Millisecond }))
+	ctx := ctxT(t)
+	app := g.App(t, "acme")
+	_, err := app.PatchApp(ctx, "acme", api.PatchAppRequest{Webhook: &api.WebhookConfig{URL: down.srv.URL, Secret: "whsec-3"}})
+	require.NoError(t, err)
+	res, err := app.Send(ctx, "acme", api.SendRequest{To: []string{"bob"}, Body: "x"}, "")
+	require.NoError(t, err)
+	_, err = app.CancelMessage(ctx, "acme", res.Messages[0].ID) // an event
+	require.NoError(t, err)
+	// Three failed posts: at 0, 0.5 and 1.5 s; the next is due 2 s later.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		down.mu.Lock()
+		p := down.posts
+		down.mu.Unlock()
+		if p >= 3 {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "no retries seen")
+		time.Sleep(10 * time.Millisecond) // polling the receiver
+	}
+	fixed := time.Now()
+	_, err = app.PatchApp(ctx, "acme", api.PatchAppRequest{Webhook: &api.WebhookConfig{URL: up.srv.URL, Secret: "whsec-3"}})
+	require.NoError(t, err)
+	ev := up.waitCount(1)
+	require.Equal(t, res.Messages[0].ID, ev[0].MessageID)
+	require.Less(t, time.Since(fixed), 1500*time.Millisecond, "the post waited out the backoff of the old URL")
+}

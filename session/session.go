@@ -500,7 +500,10 @@ func (s *Session) end(reason CloseReason) {
 		s.state&StateBound != 0
 	if resumable {
 		// Keep the session (and its subscription) for the resume window.
+		// Not ending any more: an ack timeout's reason is cleared, or
+		// resume would refuse it.
 		s.t = nil
+		s.closeReason = ""
 		s.out, s.outBytes = nil, 0
 		s.detachedAt = time.Now()
 		s.lostSent = unacked
@@ -696,8 +699,13 @@ func (s *Session) acked(h uint32) CloseReason {
 // resume takes over a detached session (XEP-0198): this connection
 // continues it, and unacknowledged messages are sent again, same ids.
 func (s *Session) resume(e *element) CloseReason {
-	if s.state&StateAuthn == 0 || s.state&StateBound != 0 {
+	if s.state&StateAuthn == 0 {
 		return ReasonNotAuthorized
+	}
+	if s.state&StateBound != 0 {
+		// XEP-0198: a stream that is bound (or resumed) cannot resume.
+		s.send([]byte("<failed xmlns='urn:xmpp:sm:3'><unexpected-request xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>"))
+		return ""
 	}
 	prev := e.Value("previd")
 	h, err := strconv.ParseUint(e.Value("h"), 10, 32)
@@ -718,7 +726,10 @@ func (s *Session) resume(e *element) CloseReason {
 	// meanwhile were dropped, and the resumed stream never got them.
 	s.mu.Lock()
 	old.mu.Lock()
-	if old.closed {
+	// closeReason set: it is being ended (replaced by a new bind of the
+	// device, kicked, expired); taking it over would leave two sessions
+	// for the device.
+	if old.closed || old.closeReason != "" {
 		old.mu.Unlock()
 		s.mu.Unlock()
 		s.send([]byte("<failed xmlns='urn:xmpp:sm:3'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>"))
