@@ -24,8 +24,11 @@ import (
 //
 // All methods are safe for concurrent use. Each connection has one reader
 // goroutine, which calls Config.OnMessage, OnDisconnect and OnConnect; the
-// callbacks may call any method except that Close and Drop called from a
-// callback do not wait for the reader to finish.
+// callbacks may call any method, except that Close and Drop called from a
+// callback do not wait for the reader to finish, and the calls that wait
+// for the server's answer (Send, Ping, RegisterPush and the other IQs)
+// return ErrInCallback at once: the answer would be read by the goroutine
+// that waits for it. Ack and MarkRead never wait.
 type Client struct {
 	cfg     Config
 	to      string // the app domain
@@ -101,9 +104,10 @@ const (
 // outEntry is one stanza we send and keep until the server acknowledges it
 // (or, while disconnected, until it can be sent).
 type outEntry struct {
-	seq  uint64
-	data []byte
-	kind entryKind
+	seq     uint64
+	data    []byte
+	kind    entryKind
+	dropped bool // a Send given up by its caller: not sent again (under c.mu)
 }
 
 type pendingSend struct {
@@ -429,6 +433,15 @@ func (c *Client) Send(ctx context.Context, o Outbound) (string, error) {
 	if id == "" {
 		id = c.newID()
 	}
+	data := appendOutbound(nil, c.to, id, &o)
+	if len(data) > MaxStanzaBytes {
+		// The gateway would end the stream (policy-violation), and the
+		// stanza, sent again on every reconnect, would end each one.
+		return id, fmt.Errorf("%w: %d bytes", ErrOutboundTooLarge, len(data))
+	}
+	if c.onReader() {
+		return id, ErrInCallback
+	}
 	p := &pendingSend{done: make(chan error, 1)}
 	c.mu.Lock()
 	if err := c.usableLocked(); err != nil {
@@ -439,7 +452,7 @@ func (c *Client) Send(ctx context.Context, o Outbound) (string, error) {
 		c.mu.Unlock()
 		return id, fmt.Errorf("%w: a Send with id %q is pending", ErrConfig, id)
 	}
-	p.entry = c.newEntry(appendOutbound(nil, c.to, id, &o), kindMessage)
+	p.entry = c.newEntry(data, kindMessage)
 	c.sends[id] = p
 	c.undeferLocked()
 	err := c.writeLocked(p.entry)
@@ -460,10 +473,16 @@ func (c *Client) Send(ctx context.Context, o Outbound) (string, error) {
 	}
 }
 
+// forgetSend drops a Send its caller gave up on: it is not sent again on
+// a later session (one the gateway refused would be refused at every
+// reconnect).
 func (c *Client) forgetSend(id string, p *pendingSend) {
 	c.mu.Lock()
 	if c.sends[id] == p {
 		delete(c.sends, id)
+	}
+	if p.entry != nil {
+		p.entry.dropped = true
 	}
 	c.mu.Unlock()
 }
@@ -514,6 +533,9 @@ func (c *Client) Ping(ctx context.Context) error {
 
 // iq sends an IQ and waits for its result.
 func (c *Client) iq(ctx context.Context, typ, payload string) (*Element, error) {
+	if c.onReader() {
+		return nil, ErrInCallback
+	}
 	id := c.newID()
 	ch := make(chan *Element, 1)
 	c.mu.Lock()
@@ -557,13 +579,17 @@ func (c *Client) iq(ctx context.Context, typ, payload string) (*Element, error) 
 
 // onReader reports whether the caller is the reader goroutine (in a
 // callback), which must not wait for itself.
+//
+// goid costs a runtime.Stack call (about a microsecond); Send and the
+// IQs pay it once each.
 func (c *Client) onReader() bool {
 	g := c.readerG.Load()
 	return g != 0 && g == goid()
 }
 
 // goid returns the current goroutine's id, from its stack header
-// ("goroutine 123 [running]:"). Only Close, Drop and Connect call it.
+// ("goroutine 123 [running]:"). Close, Drop, Connect, Send and the IQs
+// call it.
 func goid() uint64 {
 	var buf [32]byte
 	n := runtime.Stack(buf[:], false)
@@ -729,6 +755,29 @@ func (c *Client) ackOutLocked(h uint32) {
 	c.outAcked = h
 }
 
+// settleSendsLocked completes the pending Sends that the server's
+// <resumed h/> covers: the gateway counts a stanza as it handles it, so
+// such a message is stored; its receipt went with the old connection (the
+// gateway does not keep the receipts it wrote for a resumption), and
+// without this the Send waited until its context ended, or, resent on a
+// later fresh session, reached the backend twice. It holds c.mu.
+func (c *Client) settleSendsLocked(h uint32) {
+	n := int(h - c.outAcked)
+	if n <= 0 || n > len(c.unacked) || len(c.sends) == 0 {
+		return
+	}
+	covered := make(map[*outEntry]bool, n)
+	for _, e := range c.unacked[:n] {
+		covered[e] = true
+	}
+	for id, p := range c.sends {
+		if covered[p.entry] {
+			delete(c.sends, id)
+			p.done <- nil // buffered
+		}
+	}
+}
+
 // install makes s the current session and sends what must follow the
 // handshake: retransmissions and, on a fresh session, initial presence.
 // It holds c.mu.
@@ -742,9 +791,10 @@ func (c *Client) install(s *session, hs handshakeResult) {
 	}
 	if hs.resumed {
 		c.stats.resumes.Add(1)
+		c.settleSendsLocked(hs.h)
 		c.ackOutLocked(hs.h)
 		c.outH = hs.h
-		resend := c.unacked
+		resend := slices.DeleteFunc(c.unacked, func(e *outEntry) bool { return e.dropped })
 		c.unacked = nil
 		if len(resend) > 0 {
 			c.writeLocked(resend...)
@@ -759,7 +809,7 @@ func (c *Client) install(s *session, hs handshakeResult) {
 		var resend []*outEntry
 		in := make(map[*outEntry]bool, len(c.unacked))
 		for _, e := range c.unacked {
-			if e.kind == kindMessage {
+			if e.kind == kindMessage && !e.dropped {
 				resend = append(resend, e)
 				in[e] = true
 			}

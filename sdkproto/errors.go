@@ -33,6 +33,15 @@ var (
 	// ErrConfig means the Config is missing a required field or has an
 	// invalid one; the wrapping error names it.
 	ErrConfig = errors.New("sdkproto: invalid config")
+	// ErrOutboundTooLarge is returned by Send for a message whose stanza,
+	// once encoded (escaping makes a '&' five bytes), is over
+	// MaxStanzaBytes: the gateway would refuse it.
+	ErrOutboundTooLarge = errors.New("sdkproto: message stanza exceeds MaxStanzaBytes")
+	// ErrInCallback is returned by a call that waits for the server's
+	// answer (Send, Ping, RegisterPush, ...) made from a callback: the
+	// answer is read by the goroutine running the callback. Call it from
+	// another goroutine.
+	ErrInCallback = errors.New("sdkproto: blocking call from a callback")
 )
 
 // StreamError is an RFC 6120 stream error sent by the server, after which
