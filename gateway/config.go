@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"strconv"
 	"time"
 
 	"go.uber.org/zap"
@@ -175,8 +176,10 @@ func (c *Config) Validate() error {
 		if a.v == "" {
 			continue
 		}
-		if _, _, err := net.SplitHostPort(a.v); err != nil {
+		if _, port, err := net.SplitHostPort(a.v); err != nil {
 			errs = append(errs, fmt.Errorf("%s %q: %v", a.name, a.v, err))
+		} else if n, err := strconv.ParseUint(port, 10, 16); err != nil && port != "" || n > 65535 {
+			errs = append(errs, fmt.Errorf("%s %q: the port must be a number from 0 to 65535", a.name, a.v))
 		}
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {

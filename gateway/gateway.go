@@ -54,6 +54,11 @@ type Gateway struct {
 	webhooks   *webhooks
 	waker      *waker
 	limiter    *appLimiter
+	// draining ends when shutdown starts: long polls (device pull, event
+	// feed) answer with what they have, rather than hold the HTTP
+	// servers' graceful shutdown for up to their 60 s wait.
+	draining   context.Context
+	startDrain context.CancelFunc
 	started    time.Time
 	// startedAt is the start on cfg.Clock, the clock of the device
 	// records' LastSeen (the waker's restart grace compares them).
@@ -73,6 +78,7 @@ func New(cfg Config) (g *Gateway, err error) {
 		return nil, err
 	}
 	g = &Gateway{cfg: cfg, log: cfg.Logger, started: time.Now(), startedAt: cfg.Clock.Now(), listeners: map[string]net.Listener{}, limiter: newAppLimiter(cfg.AppRateLimit)}
+	g.draining, g.startDrain = context.WithCancel(context.Background())
 	switch {
 	case cfg.GCPercent > 0:
 		debug.SetGCPercent(cfg.GCPercent)
@@ -291,6 +297,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	case runErr = <-errc:
 	}
 	g.ready.Store(false)
+	g.startDrain()
 	g.log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), g.cfg.ShutdownTimeout)
 	defer cancel()
@@ -316,6 +323,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 // only if Run was never called. Idempotent.
 func (g *Gateway) Close() error {
 	g.closeOnce.Do(func() {
+		g.startDrain()
 		var errs []error
 		for _, srv := range g.servers {
 			srv.Close()
@@ -401,9 +409,11 @@ func (g *Gateway) ensureDemo() error {
 		if err := writeFileAtomic(keyFile, []byte(key+"\n"), 0o600); err != nil {
 			return err
 		}
-	} else if b, err := os.ReadFile(keyFile); err == nil {
+	} else if b, err := os.ReadFile(keyFile); err == nil && g.demoKeyWorks(strings.TrimSpace(string(b))) {
 		key = strings.TrimSpace(string(b))
 	} else {
+		// No key file, or its key no longer opens the app (the app was
+		// deleted and created again, or its key rotated): a new key.
 		k, _, err := g.apps.rotate("demo")
 		if err != nil {
 			return err
@@ -422,6 +432,12 @@ func (g *Gateway) ensureDemo() error {
 	g.banner("\nTether dev mode\n  admin token: %s\n  app:         demo\n  API key:     %s\n  XMPP domain: demo.%s\n  try:\n    curl -s -X PUT -H 'Authorization: Bearer %s' %s/v1/apps/demo/users/alice\n    curl -s -H 'Authorization: Bearer %s' -d '{\"to\":[\"alice\"],\"body\":\"hello\"}' %s/v1/apps/demo/messages\n\n",
 		g.adminToken, key, g.cfg.Domain, key, base, key, base)
 	return nil
+}
+
+// demoKeyWorks reports whether key authenticates as app demo.
+func (g *Gateway) demoKeyWorks(key string) bool {
+	app, ok := g.apps.authenticate(key)
+	return ok && app == "demo"
 }
 
 func (g *Gateway) banner(format string, args ...any) {

@@ -111,6 +111,7 @@ func (g *Gateway) pullMessages(w http.ResponseWriter, r *http.Request) {
 			continue
 		case <-deadline.C:
 		case <-ctx.Done():
+		case <-g.draining.Done(): // shutting down: answer now
 		}
 		break
 	}

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
@@ -825,7 +826,11 @@ func (g *Gateway) events(w http.ResponseWriter, r *http.Request, app *appRecord)
 		g.writeError(w, r, aerr)
 		return
 	}
-	evs, next, err := g.q.Events(r.Context(), app.ID, after, int(limit), time.Duration(wait)*time.Second)
+	// A shutdown ends the wait: the poll answers with what there is.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	defer context.AfterFunc(g.draining, cancel)()
+	evs, next, err := g.q.Events(ctx, app.ID, after, int(limit), time.Duration(wait)*time.Second)
 	if err != nil {
 		g.writeError(w, r, err)
 		return

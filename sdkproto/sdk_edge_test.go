@@ -26,9 +26,9 @@ import (
 // callbacks that call back into the client, gateway restarts, credentials
 // that go bad, oversized input and concurrent use.
 
-// sdkEdgeInbound returns the message.inbound events of the app feed whose
+// sdkInbound returns the message.inbound events of the app feed whose
 // message_id is id.
-func sdkEdgeInbound(t *testing.T, lg *liveGateway, id string) []api.Event {
+func sdkInbound(t *testing.T, lg *liveGateway, id string) []api.Event {
 	t.Helper()
 	var out []api.Event
 	after := ""
@@ -49,22 +49,22 @@ func sdkEdgeInbound(t *testing.T, lg *liveGateway, id string) []api.Event {
 	}
 }
 
-// sdkEdgeWaitInbound polls the feed until the inbound message id is there
+// sdkWaitInbound polls the feed until the inbound message id is there
 // and returns how many times it is.
-func sdkEdgeWaitInbound(t *testing.T, lg *liveGateway, id string) int {
+func sdkWaitInbound(t *testing.T, lg *liveGateway, id string) int {
 	t.Helper()
 	n := 0
 	require.Eventually(t, func() bool {
-		n = len(sdkEdgeInbound(t, lg, id))
+		n = len(sdkInbound(t, lg, id))
 		return n > 0
 	}, 10*time.Second, 10*time.Millisecond, "inbound %s never in the event feed", id)
 	return n
 }
 
-// sdkEdgeClientGoroutines counts goroutines running the SDK's Client code
+// sdkClientGoroutines counts goroutines running the SDK's Client code
 // (reader, reconnect loop, handshake), to detect leaks after Close / a
 // failed Dial.
-func sdkEdgeClientGoroutines() (int, string) {
+func sdkClientGoroutines() (int, string) {
 	buf := make([]byte, 8<<20)
 	buf = buf[:runtime.Stack(buf, true)]
 	n := 0
@@ -78,14 +78,14 @@ func sdkEdgeClientGoroutines() (int, string) {
 	return n, dump.String()
 }
 
-func sdkEdgeNoClientGoroutines(t *testing.T) {
+func sdkNoClientGoroutines(t *testing.T) {
 	t.Helper()
 	var dump string
 	ok := false
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
 		var n int
-		n, dump = sdkEdgeClientGoroutines()
+		n, dump = sdkClientGoroutines()
 		if n == 0 {
 			ok = true
 			break
@@ -95,10 +95,10 @@ func sdkEdgeNoClientGoroutines(t *testing.T) {
 	require.True(t, ok, "SDK goroutines left behind:\n%s", dump)
 }
 
-// sdkEdgeStall is a TCP listener that accepts and never answers (a gateway
+// sdkStall is a TCP listener that accepts and never answers (a gateway
 // that hangs during the handshake). It returns the address and a channel
 // that receives each accepted connection.
-func sdkEdgeStall(t *testing.T) (string, <-chan net.Conn) {
+func sdkStall(t *testing.T) (string, <-chan net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -134,11 +134,11 @@ func sdkEdgeStall(t *testing.T) (string, <-chan net.Conn) {
 	return ln.Addr().String(), accepted
 }
 
-// TestSDKEdgeCallbackCallsBlockingMethods: the package doc says callbacks
+// TestSDKCallbackCallsBlockingMethods: the package doc says callbacks
 // may call the Client's methods. Send (which waits for the gateway's
 // receipt) and Ping (which waits for the IQ result) from OnMessage must
 // complete, not wait for an answer only the (blocked) reader can read.
-func TestSDKEdgeCallbackCallsBlockingMethods(t *testing.T) {
+func TestSDKCallbackCallsBlockingMethods(t *testing.T) {
 	lg := startGateway(t)
 	lg.user(t, "cbuser")
 	for _, what := range []string{"Send", "Ping"} {
@@ -183,24 +183,24 @@ func TestSDKEdgeCallbackCallsBlockingMethods(t *testing.T) {
 	}
 }
 
-// TestSDKEdgeOversizedSendNoStorm: a Send over the gateway's stanza limit
+// TestSDKOversizedSendNoStorm: a Send over the gateway's stanza limit
 // (64 KiB) gets <policy-violation/>. The SDK must report it to the caller
 // and not reconnect and resend the same stanza forever (a poison message
 // that also blocks every later stanza of the device).
 //
 // "escaped" is a body within the 16 KiB payload limit the REST API allows
 // for messages, made of '&': 80 KiB once escaped.
-func TestSDKEdgeOversizedSendNoStorm(t *testing.T) {
+func TestSDKOversizedSendNoStorm(t *testing.T) {
 	lg := startGateway(t)
 	for name, body := range map[string]string{
 		"raw":     strings.Repeat("x", sdkproto.MaxStanzaBytes+1024),
 		"escaped": strings.Repeat("&", 16<<10),
 	} {
-		t.Run(name, func(t *testing.T) { sdkEdgeOversized(t, lg, "big-"+name, body) })
+		t.Run(name, func(t *testing.T) { sdkOversized(t, lg, "big-"+name, body) })
 	}
 }
 
-func sdkEdgeOversized(t *testing.T, lg *liveGateway, user, body string) {
+func sdkOversized(t *testing.T, lg *liveGateway, user, body string) {
 	lg.user(t, user)
 	var connects, discs atomic.Int32
 	var lastDisc atomic.Value
@@ -247,11 +247,11 @@ func assertNeverSDKEdge(cond func() bool, d time.Duration) bool {
 	return !cond()
 }
 
-// TestSDKEdgeOfflineExactlyOnce: messages queued while the device is
+// TestSDKOfflineExactlyOnce: messages queued while the device is
 // offline, then more lost in flight, sent while away, redelivered on a
 // resumption and on a fresh session, reach OnMessage exactly once each, in
 // enqueue order, and end delivered.
-func TestSDKEdgeOfflineExactlyOnce(t *testing.T) {
+func TestSDKOfflineExactlyOnce(t *testing.T) {
 	lg := startGateway(t)
 	for _, mode := range []sdkproto.Transport{sdkproto.TransportTLS, sdkproto.TransportWebSocket} {
 		t.Run(mode.String(), func(t *testing.T) {
@@ -328,11 +328,11 @@ func TestSDKEdgeOfflineExactlyOnce(t *testing.T) {
 	}
 }
 
-// TestSDKEdgeMarkersWhileDisconnected: Ack and MarkRead called while the
+// TestSDKMarkersWhileDisconnected: Ack and MarkRead called while the
 // connection is down are queued and reach the gateway on the next session,
 // whether it is a resumption or a fresh bind (with and without stream
 // management).
-func TestSDKEdgeMarkersWhileDisconnected(t *testing.T) {
+func TestSDKMarkersWhileDisconnected(t *testing.T) {
 	lg := startGateway(t)
 	for _, tc := range []struct {
 		name   string
@@ -380,10 +380,10 @@ func TestSDKEdgeMarkersWhileDisconnected(t *testing.T) {
 	}
 }
 
-// TestSDKEdgeSendWhileDisconnected: a Send issued while the connection is
+// TestSDKSendWhileDisconnected: a Send issued while the connection is
 // down is queued, delivered once on the next session (resumed or fresh),
 // confirmed by the gateway's receipt, and the backend sees it once.
-func TestSDKEdgeSendWhileDisconnected(t *testing.T) {
+func TestSDKSendWhileDisconnected(t *testing.T) {
 	lg := startGateway(t)
 	for _, resume := range []bool{true, false} {
 		name := map[bool]string{true: "resume", false: "fresh"}[resume]
@@ -418,7 +418,7 @@ func TestSDKEdgeSendWhileDisconnected(t *testing.T) {
 			// A second Send as a barrier: the first is in the feed before it.
 			_, err = c.Send(ctxT(t), sdkproto.Outbound{Body: "barrier"})
 			require.NoError(t, err)
-			evs := sdkEdgeInbound(t, lg, id)
+			evs := sdkInbound(t, lg, id)
 			require.Len(t, evs, 1, "the backend sees the queued message once")
 			require.Equal(t, "written offline", evs[0].Body)
 			require.Equal(t, "phone1", evs[0].Device)
@@ -427,13 +427,13 @@ func TestSDKEdgeSendWhileDisconnected(t *testing.T) {
 	}
 }
 
-// TestSDKEdgeSendReceiptLostAcrossResume: the gateway stores a Send and
+// TestSDKSendReceiptLostAcrossResume: the gateway stores a Send and
 // writes its receipt, the connection breaks before the device reads the
 // receipt, and the device resumes. XEP-0198: what the device did not
 // count is sent again on resumption, so the Send completes (once), rather
 // than waiting until its context ends and leaving the message to be sent
 // a second time on the next fresh session.
-func TestSDKEdgeSendReceiptLostAcrossResume(t *testing.T) {
+func TestSDKSendReceiptLostAcrossResume(t *testing.T) {
 	lg := startGateway(t)
 	lg.user(t, "rcpt")
 	c, err := sdkproto.Dial(ctxT(t), lg.config(sdkproto.TransportTLS, "rcpt", "phone1"))
@@ -449,7 +449,7 @@ func TestSDKEdgeSendReceiptLostAcrossResume(t *testing.T) {
 		_, err := c.Send(ctx, sdkproto.Outbound{ID: id, Body: "hello backend"})
 		done <- err
 	}()
-	require.Equal(t, 1, sdkEdgeWaitInbound(t, lg, id), "stored once")
+	require.Equal(t, 1, sdkWaitInbound(t, lg, id), "stored once")
 	select {
 	case err := <-done:
 		t.Fatalf("Send returned before its receipt could arrive: %v", err)
@@ -470,14 +470,14 @@ func TestSDKEdgeSendReceiptLostAcrossResume(t *testing.T) {
 	require.NoError(t, c.Connect(ctxT(t)))
 	_, err = c.Send(ctxT(t), sdkproto.Outbound{Body: "barrier"})
 	require.NoError(t, err)
-	require.Len(t, sdkEdgeInbound(t, lg, id), 1, "the backend sees it once")
+	require.Len(t, sdkInbound(t, lg, id), 1, "the backend sees it once")
 }
 
-// TestSDKEdgeGatewayRestart: the gateway shuts down (<system-shutdown/>)
+// TestSDKGatewayRestart: the gateway shuts down (<system-shutdown/>)
 // and comes back on the same store and addresses; an AutoReconnect client
 // comes back by itself with backoff and gets the message that was in
 // flight exactly once, then live ones; a Send queued meanwhile goes out.
-func TestSDKEdgeGatewayRestart(t *testing.T) {
+func TestSDKGatewayRestart(t *testing.T) {
 	lg := startGateway(t)
 	lg.user(t, "rs")
 	box := newInbox()
@@ -538,17 +538,17 @@ func TestSDKEdgeGatewayRestart(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("queued Send never confirmed after the restart")
 	}
-	require.Len(t, sdkEdgeInbound(t, lg, "edge-restart-send"), 1)
+	require.Len(t, sdkInbound(t, lg, "edge-restart-send"), 1)
 	require.Equal(t, []string{m1, m2, m3}, box.ids())
 	lg.waitStatus(t, m2, "delivered")
 	lg.waitStatus(t, m3, "delivered")
 }
 
-// TestSDKEdgeCredentialsGoBad: a user deleted while connected ends the
+// TestSDKCredentialsGoBad: a user deleted while connected ends the
 // session with <not-authorized/>; a password changed while the device is
 // away makes the next login fail. Either way an AutoReconnect client must
 // stop (one clear error to OnDisconnect), not retry forever.
-func TestSDKEdgeCredentialsGoBad(t *testing.T) {
+func TestSDKCredentialsGoBad(t *testing.T) {
 	lg := startGateway(t)
 	run := func(t *testing.T, user string, spoil func(c *sdkproto.Client), wantErr error) {
 		lg.user(t, user)
@@ -597,11 +597,11 @@ func TestSDKEdgeCredentialsGoBad(t *testing.T) {
 	})
 }
 
-// TestSDKEdgeDialCancel: Dial against a gateway that accepts and never
+// TestSDKDialCancel: Dial against a gateway that accepts and never
 // answers returns when its context ends, and Close during a Connect aborts
 // it at once; neither leaves a goroutine behind.
-func TestSDKEdgeDialCancel(t *testing.T) {
-	addr, accepted := sdkEdgeStall(t)
+func TestSDKDialCancel(t *testing.T) {
+	addr, accepted := sdkStall(t)
 	cfg := sdkproto.Config{App: fakeApp, User: "alice", Password: fakePass, Device: "d1", Addr: addr}
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
@@ -610,7 +610,7 @@ func TestSDKEdgeDialCancel(t *testing.T) {
 	require.Error(t, err)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	require.Less(t, time.Since(start), 3*time.Second)
-	sdkEdgeNoClientGoroutines(t)
+	sdkNoClientGoroutines(t)
 
 	for _, auto := range []bool{false, true} {
 		cfg.AutoReconnect = auto
@@ -638,13 +638,13 @@ func TestSDKEdgeDialCancel(t *testing.T) {
 		}
 		require.NoError(t, c.Close(), "twice")
 		require.ErrorIs(t, c.Connect(ctxT(t)), sdkproto.ErrClosed)
-		sdkEdgeNoClientGoroutines(t)
+		sdkNoClientGoroutines(t)
 	}
 }
 
-// TestSDKEdgeDialContextOnlyForDial: cancelling Dial's context after it
+// TestSDKDialContextOnlyForDial: cancelling Dial's context after it
 // returned does not affect the session.
-func TestSDKEdgeDialContextOnlyForDial(t *testing.T) {
+func TestSDKDialContextOnlyForDial(t *testing.T) {
 	lg := startGateway(t)
 	lg.user(t, "ctxu")
 	box := newInbox()
@@ -660,12 +660,12 @@ func TestSDKEdgeDialContextOnlyForDial(t *testing.T) {
 	require.NoError(t, c.Ping(ctxT(t)))
 }
 
-// TestSDKEdgeConcurrentUse: many goroutines Send, Ack and MarkRead while
+// TestSDKConcurrentUse: many goroutines Send, Ack and MarkRead while
 // the connection is dropped and the client reconnects by itself; every
 // Send is confirmed and reaches the backend, every message ends read; then
 // Close races with more calls, which all return promptly, and nothing is
 // left running.
-func TestSDKEdgeConcurrentUse(t *testing.T) {
+func TestSDKConcurrentUse(t *testing.T) {
 	lg := startGateway(t)
 	lg.user(t, "conc")
 	box := newInbox()
@@ -700,7 +700,7 @@ func TestSDKEdgeConcurrentUse(t *testing.T) {
 				sid, err := c.Send(ctx, sdkproto.Outbound{ID: fmt.Sprintf("conc-%d-%d", w, i), Body: "x"})
 				cancel()
 				if err != nil {
-					t.Errorf("Send %s: %v (in the feed %d times)", sid, err, len(sdkEdgeInbound(t, lg, sid)))
+					t.Errorf("Send %s: %v (in the feed %d times)", sid, err, len(sdkInbound(t, lg, sid)))
 					continue
 				}
 				sentIDs <- sid
@@ -726,7 +726,7 @@ func TestSDKEdgeConcurrentUse(t *testing.T) {
 	n := 0
 	for sid := range sentIDs {
 		n++
-		require.NotEmpty(t, sdkEdgeInbound(t, lg, sid), "Send %s confirmed but not in the feed", sid)
+		require.NotEmpty(t, sdkInbound(t, lg, sid), "Send %s confirmed but not in the feed", sid)
 	}
 	if n != workers*each {
 		t.Errorf("%d of %d Sends confirmed", n, workers*each)
@@ -759,14 +759,14 @@ func TestSDKEdgeConcurrentUse(t *testing.T) {
 	require.ErrorIs(t, c.Ack(ids[0]), sdkproto.ErrClosed)
 	_, err = c.Send(ctxT(t), sdkproto.Outbound{Body: "after close"})
 	require.ErrorIs(t, err, sdkproto.ErrClosed)
-	sdkEdgeNoClientGoroutines(t)
+	sdkNoClientGoroutines(t)
 }
 
-// TestSDKEdgeConflictPendingSend: when a second session takes the device
+// TestSDKConflictPendingSend: when a second session takes the device
 // (<conflict/>), the replaced Client stops; a Send pending on it must not
 // be left waiting forever: it fails once the Client gives up (or is at
 // least failed by Close).
-func TestSDKEdgeConflictPendingSend(t *testing.T) {
+func TestSDKConflictPendingSend(t *testing.T) {
 	lg := startGateway(t)
 	lg.user(t, "cf")
 	discs := make(chan error, 8)
@@ -808,10 +808,10 @@ func TestSDKEdgeConflictPendingSend(t *testing.T) {
 	require.True(t, c2.Connected())
 }
 
-// TestSDKEdgeCloseWhileReconnecting: the gateway goes away for good; the
+// TestSDKCloseWhileReconnecting: the gateway goes away for good; the
 // AutoReconnect client backs off and retries; Close (also from the
 // OnDisconnect callback) stops it promptly and leaves nothing running.
-func TestSDKEdgeCloseWhileReconnecting(t *testing.T) {
+func TestSDKCloseWhileReconnecting(t *testing.T) {
 	for _, fromCallback := range []bool{false, true} {
 		t.Run(map[bool]string{false: "outside", true: "from OnDisconnect"}[fromCallback], func(t *testing.T) {
 			lg := startGateway(t)
@@ -844,7 +844,7 @@ func TestSDKEdgeCloseWhileReconnecting(t *testing.T) {
 			case <-time.After(5 * time.Second):
 				t.Fatal("Close hangs while reconnecting")
 			}
-			sdkEdgeNoClientGoroutines(t)
+			sdkNoClientGoroutines(t)
 			require.False(t, c.Connected())
 		})
 	}

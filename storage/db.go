@@ -9,6 +9,7 @@ import (
 	"math"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -104,6 +105,9 @@ func Open(dir string, opts Options) (*DB, error) {
 		po.FS = vfs.NewMem()
 	}
 	pdb, err := pebble.Open(dir, po)
+	if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) {
+		return nil, fmt.Errorf("storage: open %s: the store is locked: another process (a gateway still running?) uses this data dir: %w", dir, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
 	}

@@ -240,6 +240,16 @@ func (a *APNs) Send(ctx context.Context, t Target, p Payload) (Result, error) {
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
 			reason = "timeout"
 		}
+		// A *url.Error quotes the request URL, whose path is the device
+		// token: keep it out of the error (and so out of the logs).
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			host := ue.URL
+			if u, perr := url.Parse(ue.URL); perr == nil {
+				host = u.Scheme + "://" + u.Host
+			}
+			err = fmt.Errorf("%s %s/3/device/…: %w", ue.Op, host, ue.Err)
+		}
 		return Result{Outcome: RetryAfter, Reason: reason}, fmt.Errorf("%w: apns push: %w", ErrUnreachable, err)
 	}
 	return a.classify(res), nil

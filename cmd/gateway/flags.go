@@ -70,7 +70,7 @@ type strFlag struct {
 }
 
 func (f *strFlag) String() string {
-	if f.p == nil {
+	if f == nil || f.p == nil { // the flag package's zero value, for the defaults
 		return ""
 	}
 	return *f.p

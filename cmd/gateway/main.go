@@ -4,6 +4,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -42,6 +44,9 @@ func main() {
 }
 
 func exitOn(err error) {
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0) // the usage is printed; asking for it is not an error
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "gateway:", err)
 		os.Exit(2)
