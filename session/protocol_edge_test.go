@@ -302,14 +302,16 @@ func TestResumeEdgeCases(t *testing.T) {
 	require.Empty(t, c2.ping())
 
 	// Resumed again while c2 is still open: c2 ends, c3 gets what c2
-	// did not acknowledge, and live messages.
+	// did not acknowledge (the message, and the ping's result: XEP-0198
+	// sends every stanza not counted again), and live messages.
 	c3, n := resumeOn(t, f, smID, 0)
 	require.Equal(t, "resumed", n.XMLName.Local, "got %s", n)
 	require.Equal(t, m1, c3.message().attr("id"))
+	require.Equal(t, "result", c3.expect("iq").attr("type"))
 	c2.requireEOF()
 	m2 := f.sendTo(t, "alice", "two")
 	require.Equal(t, m2, c3.message().attr("id"))
-	c3.send("<a xmlns='urn:xmpp:sm:3' h='2'/>")
+	c3.send("<a xmlns='urn:xmpp:sm:3' h='3'/>")
 	f.waitStatus(t, m1, "delivered")
 	f.waitStatus(t, m2, "delivered")
 	devs, err := f.app.ListDevices(f.ctx, "acme", "alice")
@@ -620,4 +622,43 @@ func TestSlowReader(t *testing.T) {
 	require.Equal(t, ids, got)
 	c.send(fmt.Sprintf("<a xmlns='urn:xmpp:sm:3' h='%d'/>", h))
 	f.waitStatus(t, ids[n-1], "delivered")
+}
+
+// TestResumeResendsOtherStanzas: the stanzas the gateway writes besides
+// queued messages (the receipt of a device's message, an IQ result) are
+// counted for stream management and, when the device did not count them,
+// sent again on resumption (XEP-0198 section 5): a device whose
+// connection dropped before it read them would otherwise wait for them
+// for good.
+func TestResumeResendsOtherStanzas(t *testing.T) {
+	f := start(t, nil)
+	c, smID := smLogin(t, f)
+	c.send("<message to='acme.localhost' id='up1'><body>hi</body><request xmlns='urn:xmpp:receipts'/></message>")
+	c.send("<iq type='get' id='q1'><ping xmlns='urn:xmpp:ping'/></iq>")
+	// Wait until both are handled (the gateway counts them), without
+	// reading its answers.
+	checkFor(t, step, 10*time.Millisecond, func() error {
+		for _, e := range f.events(t, f.app, "acme") {
+			if e.Type == "message.inbound" && e.Body == "hi" {
+				return nil
+			}
+		}
+		return fmt.Errorf("the device's message is not in the feed yet")
+	})
+	c.drop()
+	c2, n := resumeOn(t, f, smID, 0)
+	require.Equal(t, "resumed", n.XMLName.Local, "got %s", n)
+	got := map[string]bool{}
+	for len(got) < 2 {
+		n, err := c2.nextWithin(5 * time.Second)
+		require.NoError(t, err, "after %v", got)
+		switch {
+		case n.XMLName.Local == "message" && n.child(sdkproto.NSReceipts, "received") != nil:
+			require.Equal(t, "up1", n.child(sdkproto.NSReceipts, "received").attr("id"))
+			got["receipt"] = true
+		case n.XMLName.Local == "iq" && n.attr("id") == "q1":
+			require.Equal(t, "result", n.attr("type"))
+			got["iq"] = true
+		}
+	}
 }

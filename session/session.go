@@ -131,6 +131,7 @@ type inflight struct {
 	h    uint32 // hOut once this message's stanza is counted
 	size int    // bytes of its stanza
 	msg  *queue.Message
+	raw  []byte // instead of msg: another stanza (an IQ result, a receipt), kept for resumption
 }
 
 func (s *Session) ref() queue.DeviceRef {
@@ -496,7 +497,7 @@ func (s *Session) end(reason CloseReason) {
 	resumable := s.smEnabled && s.smID != "" && reason == ReasonConnLost && t != nil
 	// Unacknowledged messages: the device is woken if it does not come
 	// back (Server.Live), unless the session goes on elsewhere.
-	unacked := (len(s.inflight) > 0 || s.more) && reason != ReasonResumed && reason != ReasonShutdown &&
+	unacked := (s.messagesInFlightLocked() || s.more) && reason != ReasonResumed && reason != ReasonShutdown &&
 		s.state&StateBound != 0
 	if resumable {
 		// Keep the session (and its subscription) for the resume window.
@@ -674,10 +675,12 @@ func (s *Session) acked(h uint32) CloseReason {
 	for n < len(s.inflight) && int32(s.inflight[n].h-h) <= 0 {
 		n++
 	}
-	ids := make([]string, n)
-	for i := range n {
-		ids[i] = s.inflight[i].msg.ID
-		s.sentAckedLocked(ids[i])
+	ids := make([]string, 0, n)
+	for _, f := range s.inflight[:n] {
+		if f.msg != nil {
+			ids = append(ids, f.msg.ID)
+			s.sentAckedLocked(f.msg.ID)
+		}
 	}
 	s.inflight = s.inflight[n:]
 	if len(s.inflight) == 0 {
@@ -773,9 +776,11 @@ func (s *Session) resume(e *element) CloseReason {
 	for acked < len(inflight) && int32(inflight[acked].h-uint32(h)) <= 0 {
 		acked++
 	}
-	ids := make([]string, acked)
-	for i := range acked {
-		ids[i] = inflight[i].msg.ID
+	ids := make([]string, 0, acked)
+	for _, f := range inflight[:acked] {
+		if f.msg != nil {
+			ids = append(ids, f.msg.ID)
+		}
 	}
 	var b xmlBuf
 	b.WriteString("<resumed xmlns='urn:xmpp:sm:3'")
@@ -787,8 +792,15 @@ func (s *Session) resume(e *element) CloseReason {
 	s.lastSeq, s.more, s.receipts = lastSeq, more, receipts
 	s.sub, s.snk = sub, snk
 	s.enqueueLocked(b.Bytes())
+	// Everything the device did not count goes out again, in order:
+	// messages, and the other stanzas (XEP-0198 covers them all; a lost
+	// IQ result or receipt left the device waiting for it).
 	for _, f := range inflight[acked:] {
-		s.queueMessageLocked(f.msg, true)
+		if f.msg != nil {
+			s.queueMessageLocked(f.msg, true)
+		} else {
+			s.queueStanzaLocked(f.raw)
+		}
 	}
 	s.mu.Unlock()
 	if oldT != nil {

@@ -111,11 +111,40 @@ func (s *Session) iqError(id, typ, cond string) {
 // sendStanza queues a stanza, counting it for stream management.
 func (s *Session) sendStanza(b []byte) {
 	s.mu.Lock()
-	if s.smEnabled {
-		s.hOut++
+	s.queueStanzaLocked(b)
+	s.mu.Unlock()
+}
+
+// queueStanzaLocked queues a stanza that is not a queued message. With
+// stream management it is counted, and kept in flight until acknowledged,
+// to go out again on resumption.
+func (s *Session) queueStanzaLocked(b []byte) {
+	if !s.smEnabled {
+		s.enqueueLocked(b)
+		return
+	}
+	s.hOut++
+	s.inflight = append(s.inflight, inflight{h: s.hOut, size: len(b), raw: b})
+	if len(s.inflight) >= smRequestAbove {
+		// Only an <a/> takes these out of flight: ask for one now and
+		// then, so that a session of pings and requests alone does not
+		// pile them up.
+		s.enqueueLocked(b, smRequest)
+		s.ackRequestedLocked()
+		return
 	}
 	s.enqueueLocked(b)
-	s.mu.Unlock()
+}
+
+// messagesInFlightLocked reports whether queued messages are in flight
+// (not the other stanzas kept for resumption).
+func (s *Session) messagesInFlightLocked() bool {
+	for i := range s.inflight {
+		if s.inflight[i].msg != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // bind binds the device id as the resource. The JID comes from the SASL
@@ -316,7 +345,7 @@ func (s *Session) forget(id string) bool {
 	defer s.mu.Unlock()
 	s.sentAckedLocked(id)
 	for i, f := range s.inflight {
-		if f.msg.ID == id {
+		if f.msg != nil && f.msg.ID == id {
 			s.inflight = append(s.inflight[:i:i], s.inflight[i+1:]...)
 			break
 		}
@@ -543,7 +572,7 @@ func (s *Session) withdraw(seq uint64) {
 		}
 	}
 	for i, f := range s.inflight {
-		if f.msg.Seq == seq {
+		if f.msg != nil && f.msg.Seq == seq {
 			s.inflight = append(s.inflight[:i:i], s.inflight[i+1:]...)
 			break
 		}
