@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"slices"
@@ -357,10 +358,30 @@ func (q *Queue) DropUser(ctx context.Context, app, user string) error {
 
 // Inbound stores a message a device sent to the backend and appends its
 // message.inbound event. Durable when it returns.
+//
+// A message id the device sent before (within the idempotency window)
+// is not appended again: an SDK resends its unconfirmed messages, same
+// ids, after a session it could not resume, and the backend would get the
+// same message twice. The duplicate is answered as the first was.
 func (q *Queue) Inbound(ctx context.Context, dev DeviceRef, e *Event) error {
+	var key [32]byte
+	if e.MessageID != "" {
+		unlock := q.lockUser(dev.App, dev.User)
+		defer unlock()
+		key = sha256.Sum256([]byte("inbound\x00" + dev.User + "\x00" + dev.Device + "\x00" + e.MessageID))
+		if _, err := q.db.GetIdem(dev.App, key); err == nil {
+			return nil
+		} else if !errors.Is(err, storage.ErrNotFound) {
+			return err
+		}
+	}
 	t := q.begin()
 	e.Type, e.App, e.User, e.Device = EventInbound, dev.App, dev.User, dev.Device
 	t.event(e)
+	if e.MessageID != "" && e.Seq != 0 {
+		t.b.PutIdem(dev.App, key, nil)
+		t.b.PutTimer(t.now.Add(q.cfg.IdempotencyWindow).UnixMilli(), timerIdemGC, e.Seq, timerValue(dev.App, string(key[:])))
+	}
 	return t.commit(true)
 }
 

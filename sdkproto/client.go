@@ -420,7 +420,8 @@ func (c *Client) usableLocked() error {
 // stored durably. It returns the message's stanza id. While disconnected
 // the message is queued and sent on the next session; if a session is lost
 // before the receipt, the message is sent again (with the same id) on the
-// next one, so the backend may see it twice. Send blocks until the receipt
+// next one; the gateway stores a device's message id once (within 24 h),
+// so the backend sees it once. Send blocks until the receipt
 // or until ctx is done; a Send given up by ctx may still be delivered.
 func (c *Client) Send(ctx context.Context, o Outbound) (string, error) {
 	if o.Body == "" && len(o.Data) == 0 {

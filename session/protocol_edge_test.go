@@ -662,3 +662,31 @@ func TestResumeResendsOtherStanzas(t *testing.T) {
 		}
 	}
 }
+
+// TestInboundDuplicateIgnored: a device's message sent again with the same
+// id (an SDK resends its unconfirmed messages on a session it could not
+// resume) reaches the backend once, and is confirmed again each time;
+// another device's message with the same id is its own.
+func TestInboundDuplicateIgnored(t *testing.T) {
+	f := start(t, nil)
+	up := "<message to='acme.localhost' id='dup1'><body>once</body><request xmlns='urn:xmpp:receipts'/></message>"
+	for i := range 2 {
+		c := f.login(t, "alice", "phone1")
+		c.presence()
+		c.send(up)
+		r := c.expect("message")
+		require.NotNil(t, r.child(sdkproto.NSReceipts, "received"), "attempt %d: %s", i, r)
+		c.drop()
+	}
+	c := f.login(t, "alice", "tablet")
+	c.presence()
+	c.send(up)
+	c.expect("message")
+	var from []string
+	for _, e := range f.events(t, f.app, "acme") {
+		if e.Type == "message.inbound" && e.MessageID == "dup1" {
+			from = append(from, e.Device)
+		}
+	}
+	require.Equal(t, []string{"phone1", "tablet"}, from, "once per device")
+}
