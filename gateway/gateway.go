@@ -309,11 +309,17 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if err := g.sessions.Shutdown(sctx); err != nil {
 		g.log.Warn("shutdown: sessions still open at the deadline", zap.Error(err))
 	}
+	// All at once: one after another, the later ones kept accepting
+	// requests while the first drained.
+	var wg sync.WaitGroup
 	for _, srv := range g.servers {
-		if err := srv.Shutdown(sctx); err != nil {
-			g.log.Warn("shutdown: requests still running at the deadline", zap.Error(err))
-		}
+		wg.Go(func() {
+			if err := srv.Shutdown(sctx); err != nil {
+				g.log.Warn("shutdown: requests still running at the deadline", zap.Error(err))
+			}
+		})
 	}
+	wg.Wait()
 	// Nothing appends events any more: post what the outboxes hold.
 	g.webhooks.drain(sctx)
 	return errors.Join(runErr, g.Close())
