@@ -60,8 +60,9 @@ type Client struct {
 	mu          sync.Mutex // guards everything below and serialises writes
 	sess        *session
 	closed      bool
-	connecting  bool // a Connect or Resume is negotiating
-	loopRunning bool // a reader goroutine owns reconnection
+	connecting  bool  // a Connect or Resume is negotiating
+	loopRunning bool  // a reader goroutine owns reconnection
+	stopErr     error // the final error the Client stopped on, until a session is up again
 	everUp      bool
 	up          chan struct{} // closed while a session is established
 	lastResumed bool
@@ -411,6 +412,8 @@ func (c *Client) usableLocked() error {
 		return ErrClosed
 	case c.sess == nil && !c.everUp && !c.connecting:
 		return ErrNotConnected
+	case c.sess == nil && c.stopErr != nil && !c.connecting && !c.loopRunning:
+		return c.stopErr // stopped for good until the app connects again
 	}
 	return nil
 }
@@ -471,6 +474,18 @@ func (c *Client) Send(ctx context.Context, o Outbound) (string, error) {
 	case <-ctx.Done():
 		c.forgetSend(id, p)
 		return id, ctx.Err()
+	}
+}
+
+// failSendsLocked ends every pending Send with err, when the Client stops
+// for good (a final error: conflict, bad credentials); they are not sent
+// again if the app connects once more. It holds c.mu.
+func (c *Client) failSendsLocked(err error) {
+	c.stopErr = err
+	for id, p := range c.sends {
+		delete(c.sends, id)
+		p.entry.dropped = true
+		p.done <- err // buffered
 	}
 }
 
@@ -785,6 +800,7 @@ func (c *Client) settleSendsLocked(h uint32) {
 func (c *Client) install(s *session, hs handshakeResult) {
 	c.sess = s
 	c.everUp = true
+	c.stopErr = nil
 	c.lastResumed = hs.resumed
 	c.rPending = false
 	if hs.jid != "" {
@@ -1051,6 +1067,9 @@ func (c *Client) lost(s *session, err error) bool {
 	closed := c.closed
 	again := c.cfg.AutoReconnect && !closed && (!isStreamErr || se.Temporary())
 	c.loopRunning = again
+	if isStreamErr && !se.Temporary() && !closed {
+		c.failSendsLocked(err) // final: nothing will send them
+	}
 	c.mu.Unlock()
 
 	if clean {
@@ -1098,6 +1117,9 @@ func (c *Client) reconnect() *session {
 			return c.stopLoop()
 		}
 		if isFinal(err) {
+			c.mu.Lock()
+			c.failSendsLocked(err) // nothing will send them
+			c.mu.Unlock()
 			c.stopLoop()
 			if c.cfg.OnDisconnect != nil {
 				c.cfg.OnDisconnect(err)
