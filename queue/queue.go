@@ -32,6 +32,9 @@ type Config struct {
 	// EventRetention is how long events stay in the feed. Zero value means
 	// 7 days.
 	EventRetention time.Duration
+	// DeferTimers keeps New from starting the timer loop: the caller
+	// calls StartTimers once what the timers call (Fallback) is ready.
+	DeferTimers bool
 	// IdempotencyWindow is how long an idempotency key is remembered. Zero
 	// value means 24 hours.
 	IdempotencyWindow time.Duration
@@ -153,11 +156,20 @@ func New(cfg Config) (*Queue, error) {
 		return nil, err
 	}
 	q.depth.Store(n)
-	if cfg.TimerInterval > 0 {
+	if !cfg.DeferTimers {
+		q.StartTimers()
+	}
+	return q, nil
+}
+
+// StartTimers starts the timer loop (expiry, fallback, clean-up) if
+// TimerInterval is positive; New does, unless Config.DeferTimers. Call it
+// once.
+func (q *Queue) StartTimers() {
+	if q.cfg.TimerInterval > 0 {
 		q.wg.Add(1)
 		go q.timerLoop()
 	}
-	return q, nil
 }
 
 // Close stops the timer loop and waits for it. It does not close the store.

@@ -141,8 +141,13 @@ func (q *Queue) fireMessageLocked(d dueTimer) (*Message, error) {
 	fb := st.Fallback
 	switch {
 	case fb != nil && fb.Status == "sending":
-		// A crash interrupted the SMS hand-off: try again.
-		return q.sendFallback(t, st)
+		if d.kind == timerFallback && d.at == st.FallbackRetry {
+			// A crash interrupted the SMS hand-off: try again.
+			return q.sendFallback(t, st)
+		}
+		// Another timer of the message, due in the same scan as the one
+		// that handed the SMS over (its expiry, deleted since): the
+		// hand-off is under way. Retrying here sent the SMS twice.
 	case st.Done():
 	case st.Status.Acked():
 		// Some device has it, so no SMS. At expiry the devices that have
