@@ -12,6 +12,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
@@ -188,8 +189,11 @@ func TestExternalHTTPSURLHonoursCAFile(t *testing.T) {
 	srv := quietTLSServer(fk)
 	defer srv.Close()
 	ca := writePEMCert(t, srv.Certificate().Raw)
+	xaddr, xcert := xmppStub(t)
+	b, _ := os.ReadFile(ca)
+	os.WriteFile(ca, append(b, xcert...), 0o600) // the REST and the XMPP certificates
 	code, out, _ := runExternal(t, 20*time.Second,
-		"-url", srv.URL, "-addr", closedLoopbackAddr(t), "-admin-token", extToken, "-ca-file", ca,
+		"-url", srv.URL, "-addr", xaddr, "-admin-token", extToken, "-ca-file", ca,
 		"-sessions", "2", "-users", "1", "-fanout-share", "0", "-d", "1s", "-rate", "1", "-out", t.TempDir())
 	if !fk.saw("POST /v1/apps") || strings.Contains(out, "x509") {
 		t.Errorf("https -url with the server's certificate in -ca-file: the harness never reached POST /v1/apps (exit %d); output:\n%s", code, out)
@@ -206,7 +210,7 @@ func TestExternalPartialSetupCleansUp(t *testing.T) {
 	defer srv.Close()
 	const app = "ext-partial-setup"
 	code, out, _ := runExternal(t, 20*time.Second,
-		"-url", srv.URL, "-addr", closedLoopbackAddr(t), "-admin-token", extToken, "-app", app,
+		"-url", srv.URL, "-addr", xmppStubAddr(t), "-admin-token", extToken, "-app", app,
 		"-sessions", "2", "-users", "1", "-fanout-share", "0", "-d", "1s", "-rate", "1", "-out", t.TempDir())
 	if code != exitSetup {
 		t.Errorf("exit %d, want %d (setup error)", code, exitSetup)
@@ -292,7 +296,7 @@ func TestExternalReportOmitsAdminToken(t *testing.T) {
 	srv := httptest.NewServer(fk)
 	defer srv.Close()
 	outDir := t.TempDir()
-	args := []string{"-url", srv.URL, "-addr", closedLoopbackAddr(t), "-admin-token", extToken,
+	args := []string{"-url", srv.URL, "-addr", xmppStubAddr(t), "-admin-token", extToken,
 		"-sessions", "1", "-users", "1", "-fanout-share", "0", "-offline", "1", "-rate", "0", "-d", "1s", "-drain", "1s", "-out", outDir}
 	saved := os.Args
 	os.Args = append([]string{"loadtest"}, args...) // the report quotes the command line
@@ -328,4 +332,52 @@ func TestExternalReportOmitsAdminToken(t *testing.T) {
 	if strings.Contains(out, extToken) {
 		t.Errorf("the printed summary contains the admin token")
 	}
+}
+
+// xmppStub is a TLS listener standing for a gateway's direct-TLS XMPP
+// port: it completes handshakes with a self-signed certificate for
+// *.localhost (as a gateway's generated one is) and closes. certPEM is
+// that certificate.
+func xmppStub(t *testing.T) (addr string, certPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "localhost"},
+		DNSNames: []string{"localhost", "*.localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IsCA: true, BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				c.(*tls.Conn).Handshake()
+				c.Close()
+			}()
+		}
+	}()
+	return ln.Addr().String(), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+// xmppStubAddr is xmppStub's address alone (runs without -ca-file do not
+// verify the certificate).
+func xmppStubAddr(t *testing.T) string {
+	addr, _ := xmppStub(t)
+	return addr
 }

@@ -53,6 +53,7 @@ type planReport struct {
 
 type gatewayReport struct {
 	Local      bool      `json:"local"`
+	Measured   bool      `json:"measured"` // RSS, CPU and goroutines read (local, or -metrics-url)
 	Kills      int       `json:"kills"`
 	DowntimesS []float64 `json:"downtimes_s"`
 	// RestartPhases splits each downtime (restartPhases).
@@ -185,7 +186,7 @@ type seriesReport struct {
 func (r *runner) report(ch *checks) *report {
 	cfg := r.cfg
 	rep := &report{RunID: r.runID, App: r.app, Started: r.startedAt, DurationS: time.Since(r.startedAt).Seconds(),
-		Command: "go run ./loadtest " + strings.Join(os.Args[1:], " "), Pass: ch.Pass, Failures: ch.Failures,
+		Command: "go run ./loadtest " + strings.Join(redactArgs(os.Args[1:]), " "), Pass: ch.Pass, Failures: ch.Failures,
 		Aborted: r.aborted, Checks: ch, Warnings: ch.Warnings}
 	if rep.Failures == nil {
 		rep.Failures = []string{}
@@ -197,7 +198,7 @@ func (r *runner) report(ch *checks) *report {
 	rep.Plan = planReport{FileLimit: r.plan.limit, InProcess: r.plan.inProcess, Workers: r.plan.workers, PerWorker: r.plan.perWorker, GatewayNeedsFD: r.plan.gateway}
 
 	r.mu.Lock()
-	g := gatewayReport{Local: r.tgt != nil && r.tgt.local != nil, Kills: len(r.downtimes), RSSBaseMiB: r.rss0 / (1 << 20),
+	g := gatewayReport{Local: r.tgt != nil && r.tgt.local != nil, Measured: r.tgt != nil && (r.tgt.local != nil || cfg.metricsURL != ""), Kills: len(r.downtimes), RSSBaseMiB: r.rss0 / (1 << 20),
 		RSSAfterRampMiB: r.rss1 / (1 << 20), RSSPeakMiB: r.gwPeak.rss / (1 << 20), MaxOpenFiles: r.gwMaxFDs,
 		GoroutinesBase: r.gor0, GoroutinesPeak: r.gwPeak.gor, GoroutinesAfter: r.gor2, GoroutinesPooled: r.gorPooled}
 	for _, d := range r.downtimes {
@@ -426,15 +427,19 @@ func (rep *report) summary() string {
 		if len(g.RestartPhases) > 0 {
 			p("          %s", restartSummary(g.RestartPhases, g.DowntimesS))
 		}
-	} else {
+	} else if g.Measured {
 		p("gateway   remote: RSS %.0f MiB before the sessions, %.0f after the ramp (%.1f KiB/session), peak %.0f (from -metrics-url)",
 			g.RSSBaseMiB, g.RSSAfterRampMiB, g.RSSPerSessionKiB, g.RSSPeakMiB)
+	} else {
+		p("gateway   remote: RSS, CPU and goroutines not measured (no -metrics-url)")
 	}
-	pooled := ""
-	if g.GoroutinesPooled > 0 {
-		pooled = fmt.Sprintf(" (%d of them idle workers and outbound connections)", g.GoroutinesPooled)
+	if g.Measured {
+		pooled := ""
+		if g.GoroutinesPooled > 0 {
+			pooled = fmt.Sprintf(" (%d of them idle workers and outbound connections)", g.GoroutinesPooled)
+		}
+		p("          goroutines %d before the sessions, peak %d, %d after they all closed%s", g.GoroutinesBase, g.GoroutinesPeak, g.GoroutinesAfter, pooled)
 	}
-	p("          goroutines %d before the sessions, peak %d, %d after they all closed%s", g.GoroutinesBase, g.GoroutinesPeak, g.GoroutinesAfter, pooled)
 	pl := rep.Plan
 	where := "in the harness process"
 	if !pl.InProcess {
@@ -505,4 +510,21 @@ func restartSummary(ph []restartPhases, down []float64) string {
 	}
 	return fmt.Sprintf("restarts: the killed process exited after [%s] s, its successor started after [%s] s and answered /readyz after [%s] s",
 		strings.Join(exited, " "), strings.Join(started, " "), strings.Join(ready, " "))
+}
+
+// redactArgs returns args with the value of -admin-token replaced: the
+// command line goes into every report.
+func redactArgs(args []string) []string {
+	out := make([]string, len(args))
+	copy(out, args)
+	for i, a := range out {
+		name := strings.TrimLeft(a, "-")
+		switch {
+		case a != name && name == "admin-token" && i+1 < len(out):
+			out[i+1] = "***"
+		case a != name && strings.HasPrefix(name, "admin-token="):
+			out[i] = a[:len(a)-len(name)] + "admin-token=***"
+		}
+	}
+	return out
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -211,19 +212,28 @@ func (r *runner) phases() int {
 	if r.tgt.local != nil {
 		defer r.tgt.local.stop()
 	}
-	r.api = newAPIClient(r.tgt.baseURL, r.tgt.adminToken, 64)
-	if err := setupApp(r.ctx, r.api, r.app, r.fk, cfg.wakeInterval); err != nil {
-		fmt.Fprintln(r.errw, "loadtest:", err)
-		return exitSetup
-	}
-	if cfg.remote && !cfg.keep {
+	r.api = newAPIClient(r.tgt.baseURL, r.tgt.adminToken, 64, r.tgt.caPEM)
+	created, err := setupApp(r.ctx, r.api, r.app, r.fk, cfg.wakeInterval)
+	if created && cfg.remote {
+		// Registered before anything else can fail: a run never leaves
+		// its app on someone's gateway without saying so.
 		defer func() {
+			if cfg.keep {
+				fmt.Fprintf(r.out, "kept app %s and its users on the gateway (-keep)\n", r.app)
+				return
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			if err := r.api.DeleteApp(ctx, r.app); err != nil {
-				fmt.Fprintln(r.errw, "loadtest: delete app:", err)
+				fmt.Fprintf(r.errw, "loadtest: delete app %s: %v (delete it with: admin delete-app %s)\n", r.app, err, r.app)
+			} else {
+				fmt.Fprintf(r.out, "deleted app %s and its users from the gateway\n", r.app)
 			}
 		}()
+	}
+	if err != nil {
+		fmt.Fprintln(r.errw, "loadtest:", err)
+		return exitSetup
 	}
 	password := "soak-pw-" + r.runID
 	if err := setupFleet(r.ctx, r.api, r.app, password, r.f, r.fk.apns.Topic, func(s string) { r.logf("%s", s) }); err != nil {
@@ -336,7 +346,7 @@ func (r *runner) leakCheck() {
 		return
 	}
 	limit := r.gor0 + 100 + r.gor0/10
-	hc := newAPIClient(r.tgt.baseURL, r.tgt.adminToken, 2).HTTP
+	hc := newAPIClient(r.tgt.baseURL, r.tgt.adminToken, 2, r.tgt.caPEM).HTTP
 	deadline := time.Now().Add(30 * time.Second)
 	var dump []byte
 	pooled := 0
@@ -384,12 +394,20 @@ func (r *runner) startTarget() error {
 			if err != nil {
 				return err
 			}
+			if !x509.NewCertPool().AppendCertsFromPEM(b) {
+				return fmt.Errorf("-ca-file %s: no PEM certificate in it", cfg.caFile)
+			}
 			r.tgt.caPEM = string(b)
 		}
 		ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
 		defer cancel()
-		if err := newAPIClient(cfg.baseURL, cfg.adminToken, 2).Readyz(ctx); err != nil {
+		if err := newAPIClient(cfg.baseURL, cfg.adminToken, 2, r.tgt.caPEM).Readyz(ctx); err != nil {
 			return fmt.Errorf("remote gateway at %s not ready: %w", cfg.baseURL, err)
+		}
+		// The XMPP addresses too, with the workers' TLS settings: a wrong
+		// port or certificate would otherwise show as lost messages.
+		if err := checkXMPP(ctx, cfg.addr, cfg.startTLSAddr, r.tgt.caPEM); err != nil {
+			return err
 		}
 		r.logf("remote gateway %s (xmpps %s); devices register %s tokens (APNs wakes need the gateway to trust %s: --provider-ca-file)",
 			cfg.baseURL, cfg.addr, cfg.push, r.fk.caFile)
@@ -631,7 +649,7 @@ func (r *runner) traffic() {
 	r.hCPU0 = r.harnessCPUSeconds()
 	r.trafficStart = time.Now()
 	r.broadcast(&command{Op: opPhase, Phase: "traffic"})
-	r.gen = &generator{cfg: cfg, f: r.f, col: r.col, api: newAPIClient(r.tgt.baseURL, r.tgt.adminToken, cfg.postConns), app: r.app, runID: r.runID}
+	r.gen = &generator{cfg: cfg, f: r.f, col: r.col, api: newAPIClient(r.tgt.baseURL, r.tgt.adminToken, cfg.postConns, r.tgt.caPEM), app: r.app, runID: r.runID}
 	var chaos sync.WaitGroup
 	if cfg.killEvery > 0 && r.tgt.local != nil {
 		until := r.trafficStart.Add(cfg.duration)
@@ -880,7 +898,7 @@ func (r *runner) sampler(ctx context.Context) {
 	var prevGw, prevH procSample
 	prevPid := 0
 	prevAt := time.Now()
-	hc := newAPIClient(r.tgt.baseURL, r.tgt.adminToken, 2)
+	hc := newAPIClient(r.tgt.baseURL, r.tgt.adminToken, 2, r.tgt.caPEM)
 	mc := hc.HTTP
 	for i := 0; ; i++ {
 		select {

@@ -2,44 +2,57 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"tether/gateway/api"
+	"tether/sdkproto"
 )
 
 // newAPIClient returns a REST client for the admin token with conns
-// keep-alive connections.
-func newAPIClient(baseURL, token string, conns int) *api.Client {
+// keep-alive connections. An https URL is verified with the roots in
+// caPEM (-ca-file), or not at all without one, as the XMPP side does.
+func newAPIClient(baseURL, token string, conns int, caPEM string) *api.Client {
 	c := api.NewClient(baseURL, token)
 	c.UserAgent = "tether-loadtest/1"
+	tc := &tls.Config{InsecureSkipVerify: true} // loopback only; -ca-file verifies
+	if caPEM != "" {
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM([]byte(caPEM)) // checked in startTarget
+		tc = &tls.Config{RootCAs: pool}
+	}
 	c.HTTP = &http.Client{Transport: &http.Transport{
 		MaxIdleConns: conns, MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns,
-		IdleConnTimeout: 30 * time.Second, DisableCompression: true,
+		IdleConnTimeout: 30 * time.Second, DisableCompression: true, TLSClientConfig: tc,
 	}}
 	return c
 }
 
 // setupApp creates the app and points its push settings at the fakes.
-func setupApp(ctx context.Context, cl *api.Client, app string, fk *fakes, wakeInterval int) error {
+// created reports whether the app exists now (to be deleted), even when
+// configuring it failed.
+func setupApp(ctx context.Context, cl *api.Client, app string, fk *fakes, wakeInterval int) (created bool, err error) {
 	if _, err := cl.CreateApp(ctx, api.CreateAppRequest{ID: app, Name: "Tether soak " + app}); err != nil {
-		return fmt.Errorf("create app %s: %w", app, err)
+		return false, fmt.Errorf("create app %s: %w", app, err)
 	}
 	wi := int64(wakeInterval)
-	_, err := cl.PatchApp(ctx, app, api.PatchAppRequest{
+	_, err = cl.PatchApp(ctx, app, api.PatchAppRequest{
 		APNS: &api.APNSConfig{KeyP8: fk.apns.KeyP8, KeyID: fk.apns.KeyID, TeamID: fk.apns.TeamID,
 			Topic: fk.apns.Topic, Endpoint: fk.apns.URL},
 		FCM:      &api.FCMConfig{ServiceAccountJSON: fk.fcm.ServiceAccountJSON, Endpoint: fk.fcm.Endpoint()},
 		Defaults: &api.Defaults{WakeInterval: &wi},
 	})
 	if err != nil {
-		return fmt.Errorf("configure app %s: %w", app, err)
+		return true, fmt.Errorf("configure app %s: %w", app, err)
 	}
-	return nil
+	return true, nil
 }
 
 // setupFleet creates every user and device, so each device is known (a
@@ -121,6 +134,40 @@ func setupFleet(ctx context.Context, cl *api.Client, app, password string, f *fl
 	})
 	if err != nil {
 		return fmt.Errorf("create devices: %w", err)
+	}
+	return nil
+}
+
+// checkXMPP checks that a remote gateway's direct-TLS address completes a
+// TLS handshake the workers would accept (caPEM: -ca-file; none: not
+// verified), and that its STARTTLS address accepts a connection: a wrong
+// port or certificate is a setup error, not thousands of failed logins
+// reported as lost messages.
+//
+// The name checked is an app domain under the SDK's default base domain
+// ("check.localhost"), as the workers' clients check "<app>.localhost".
+func checkXMPP(ctx context.Context, addr, startTLSAddr, caPEM string) error {
+	if addr != "" {
+		tc := &tls.Config{InsecureSkipVerify: true} // loopback only; -ca-file verifies
+		if caPEM != "" {
+			pool := x509.NewCertPool()
+			pool.AppendCertsFromPEM([]byte(caPEM))
+			tc = &tls.Config{RootCAs: pool, ServerName: "check." + sdkproto.DefaultDomain}
+		}
+		d := tls.Dialer{Config: tc}
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return fmt.Errorf("-addr %s (direct TLS): %w", addr, err)
+		}
+		c.Close()
+	}
+	if startTLSAddr != "" {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", startTLSAddr)
+		if err != nil {
+			return fmt.Errorf("-starttls-addr %s: %w", startTLSAddr, err)
+		}
+		c.Close()
 	}
 	return nil
 }

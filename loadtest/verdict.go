@@ -192,7 +192,7 @@ func (r *runner) statusChecks(ch *checks) {
 				j.id, j.m.post, time.Unix(0, j.m.sent).Format("15:04:05.000"), deviceName(k), why))
 		}
 	}
-	cl := newAPIClient(r.tgt.baseURL, r.tgt.adminToken, 32)
+	cl := newAPIClient(r.tgt.baseURL, r.tgt.adminToken, 32, r.tgt.caPEM)
 	sem := make(chan struct{}, 32)
 	var wg sync.WaitGroup
 	now := time.Now()
