@@ -59,6 +59,9 @@ type Gateway struct {
 	// servers' graceful shutdown for up to their 60 s wait.
 	draining   context.Context
 	startDrain context.CancelFunc
+	pullMu     sync.Mutex
+	pulling    map[wakeKey]int       // devices waiting in a long poll (pull.go)
+	polled     map[wakeKey]time.Time // when their last poll ended
 	started    time.Time
 	// startedAt is the start on cfg.Clock, the clock of the device
 	// records' LastSeen (the waker's restart grace compares them).

@@ -86,6 +86,13 @@ func (g *Gateway) pullMessages(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
+	if wait > 0 {
+		// Live from now: a message enqueued before the subscription below
+		// is found by the read after it, and needs no wake.
+		k := wakeKey{dev.App, dev.User, dev.Device}
+		g.pullStarted(k)
+		defer g.pullEnded(k)
+	}
 	g.touchDevice(ctx, dev, "http")
 	sink := pullSink{ch: make(chan struct{}, 1)}
 	var sub *queue.Subscription
@@ -165,4 +172,54 @@ func (g *Gateway) touchDevice(ctx context.Context, dev queue.DeviceRef, transpor
 	if err := g.q.TouchDevice(ctx, dev, transport); err != nil && !errors.Is(err, context.Canceled) {
 		g.log.Warn("device record", zapApp(dev.App))
 	}
+}
+
+// pullStarted and pullEnded count a device's long polls. A device waiting
+// in one is live, and so is one whose poll ended within the lost-wake
+// grace (a pull client polls again at once): it gets its messages without
+// a wake push. When the grace has passed, the waker looks again (as for a
+// lost XMPP connection) and wakes it if messages still wait.
+func (g *Gateway) pullStarted(k wakeKey) {
+	g.pullMu.Lock()
+	if g.pulling == nil {
+		g.pulling, g.polled = map[wakeKey]int{}, map[wakeKey]time.Time{}
+	}
+	g.pulling[k]++
+	g.pullMu.Unlock()
+}
+
+func (g *Gateway) pullEnded(k wakeKey) {
+	g.pullMu.Lock()
+	g.pulling[k]--
+	last := g.pulling[k] <= 0
+	if last {
+		delete(g.pulling, k)
+		g.polled[k] = time.Now()
+	}
+	g.pullMu.Unlock()
+	if w := g.waker; last && w != nil {
+		w.lost(k)
+	}
+}
+
+// live reports whether a device can get a message now without a wake: an
+// XMPP session is live, it waits in a long poll, or its last poll ended
+// within the lost-wake grace.
+func (g *Gateway) live(app, user, device string) bool {
+	if g.sessions.Live(app, user, device) {
+		return true
+	}
+	k := wakeKey{app, user, device}
+	g.pullMu.Lock()
+	defer g.pullMu.Unlock()
+	if g.pulling[k] > 0 {
+		return true
+	}
+	if at, ok := g.polled[k]; ok {
+		if time.Since(at) < g.sessions.LostWakeGrace() {
+			return true
+		}
+		delete(g.polled, k)
+	}
+	return false
 }

@@ -324,7 +324,7 @@ func (w *waker) enqueued(app string, to []queue.Recipient, priority queue.Priori
 			continue
 		}
 		for _, id := range u.order {
-			if w.g.sessions.Live(app, user, id) {
+			if w.g.live(app, user, id) {
 				continue // consider would skip it: spare the read
 			}
 			d, err := w.g.q.Device(ctx, queue.DeviceRef{App: app, User: user, Device: id})
@@ -347,7 +347,7 @@ func (w *waker) enqueued(app string, to []queue.Recipient, priority queue.Priori
 // is for (0 on a retry, which passes the pending count it read). submit
 // hands the push to the pool.
 func (w *waker) consider(k wakeKey, reg *queue.PushRegistration, prio wake.Priority, expires time.Time, added int, submit func(wake.Job) bool) {
-	if w.g.sessions.Live(k.app, k.user, k.device) {
+	if w.g.live(k.app, k.user, k.device) {
 		return
 	}
 	if w.reconnecting(k) {
@@ -500,7 +500,7 @@ type onlineCheck struct {
 const reasonOnline = "device online"
 
 func (c onlineCheck) Send(ctx context.Context, t wake.Target, p wake.Payload) (wake.Result, error) {
-	if c.w.g.sessions.Live(c.k.app, c.k.user, c.k.device) {
+	if c.w.g.live(c.k.app, c.k.user, c.k.device) {
 		return wake.Result{Outcome: wake.Failed, Reason: reasonOnline}, nil
 	}
 	if err := c.w.recordSent(c.k); err != nil {
@@ -857,7 +857,7 @@ func (w *waker) wakeLost(k wakeKey) {
 // registration, or a nil registration when a wake has no point: the
 // device is live, nothing waits, or it has no registration.
 func (w *waker) waiting(k wakeKey) ([]*queue.Message, *queue.PushRegistration) {
-	if w.g.sessions.Live(k.app, k.user, k.device) {
+	if w.g.live(k.app, k.user, k.device) {
 		return nil, nil
 	}
 	ctx := context.Background()

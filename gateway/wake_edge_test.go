@@ -20,6 +20,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"tether/gateway"
 	"tether/gateway/api"
 	"tether/internal/gatewaytest"
 	"tether/sdkproto"
@@ -762,4 +763,37 @@ func TestWakeAppRecreatedStartsFresh(t *testing.T) {
 	if regErr != nil {
 		t.Errorf("the re-created app cannot register a token the deleted app's provider rejected: %v", regErr)
 	}
+}
+
+// TestWakeNotForLongPollingDevice: a device waiting in a long poll
+// (GET /v1/device/messages?wait=) gets a new message through it, and no
+// wake push: it is live, and stays so for the lost-wake grace after its
+// poll returns (a pull client polls again at once). If it neither polls
+// again nor acknowledges, it is woken once the grace has passed.
+func TestWakeNotForLongPollingDevice(t *testing.T) {
+	f := startWakeWith(t, func(c *gateway.Config) { c.SessionLostWakeGrace = 1500 * time.Millisecond })
+	tok := waketest.APNsToken(505)
+	f.device(t, "lena", "iphone", "apns", tok)
+	got := make(chan []byte, 1)
+	go func() {
+		_, body := pull(t, "GET", f.g.URL+"/v1/device/messages?wait=10", "lena@acme", "pw-lena-123", "iphone", nil)
+		got <- body
+	}()
+	eventually(t, 5*time.Second, "the device's long poll registered", func() bool {
+		devs, err := f.app.ListDevices(f.ctx, "acme", "lena")
+		return err == nil && len(devs) == 1 && devs[0].Transport == "http"
+	})
+	res, err := f.app.Send(f.ctx, "acme", api.SendRequest{To: []string{"lena"}, Body: "while polling"}, "")
+	require.NoError(t, err)
+	select {
+	case body := <-got:
+		require.Contains(t, string(body), res.Messages[0].ID)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the long poll did not return the message")
+	}
+	// The waker runs after the 202: give a wrong push the time to come.
+	require.Never(t, func() bool { return len(f.apns.Requests()) > 0 }, time.Second, 10*time.Millisecond,
+		"a wake push to a device waiting in a long poll")
+	// No new poll, no ack: woken once the grace is over.
+	eventually(t, 5*time.Second, "a wake once the device stopped polling", func() bool { return len(f.apns.Requests()) == 1 })
 }
