@@ -646,6 +646,13 @@ func (g *Gateway) putDevice(w http.ResponseWriter, r *http.Request, app *appReco
 	if cur, err := g.q.Device(r.Context(), ref); err == nil {
 		saved = *cur
 	}
+	if req.Push != nil && g.waker != nil {
+		// A new token (after the old one was reported invalid, say): if
+		// messages wait for the device and it does not come online, the
+		// waker wakes it through the new token after the grace, rather
+		// than at the next message.
+		g.waker.lost(wakeKey{app.ID, user, device})
+	}
 	status := http.StatusOK
 	if created {
 		status = http.StatusCreated

@@ -797,3 +797,30 @@ func TestWakeNotForLongPollingDevice(t *testing.T) {
 	// No new poll, no ack: woken once the grace is over.
 	eventually(t, 5*time.Second, "a wake once the device stopped polling", func() bool { return len(f.apns.Requests()) == 1 })
 }
+
+// TestWakeNewTokenAfterInvalid: a device's token is rejected
+// (BadDeviceToken) while a message waits for it; the app registers the
+// device's new token. The device is woken through the new token once the
+// lost-wake grace has passed, without waiting for another message.
+func TestWakeNewTokenAfterInvalid(t *testing.T) {
+	f := startWakeWith(t, func(c *gateway.Config) { c.SessionLostWakeGrace = 500 * time.Millisecond })
+	bad, good := waketest.APNsToken(506), waketest.APNsToken(507)
+	f.apns.Script(bad, waketest.APNsBadDeviceToken())
+	f.device(t, "nina", "iphone", "apns", bad)
+	_, err := f.app.Send(f.ctx, "acme", api.SendRequest{To: []string{"nina"}, Body: "waiting"}, "")
+	require.NoError(t, err)
+	eventually(t, 5*time.Second, "the registration removed", func() bool {
+		devs, err := f.app.ListDevices(f.ctx, "acme", "nina")
+		return err == nil && len(devs) == 1 && devs[0].Push == nil
+	})
+	_, err = f.app.PutDevice(f.ctx, "acme", "nina", "iphone", api.PutDeviceRequest{Push: &api.PushRegistration{Provider: "apns", Token: good}})
+	require.NoError(t, err)
+	eventually(t, 5*time.Second, "a wake through the new token", func() bool {
+		for _, r := range f.apns.Requests() {
+			if r.Token == good {
+				return true
+			}
+		}
+		return false
+	})
+}
