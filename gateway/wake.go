@@ -102,7 +102,7 @@ type waker struct {
 	sms      *prometheus.CounterVec
 
 	// device.wake_sent events, appended in batches by eventLoop: one
-	// store commit per batch rather than per wake. wakeBuf holds the
+	// store commit per batch rather than per wake. dropBuf holds the
 	// devices whose stored wake times are to be deleted (all an hour old).
 	// storeMu orders the store writes of one device's wake times
 	// (storeLock), striped by device.
@@ -111,7 +111,7 @@ type waker struct {
 
 	evMu    sync.Mutex
 	evBuf   []*queue.Event
-	wakeBuf map[wakeKey][]int64
+	dropBuf map[wakeKey]struct{}
 	evKick  chan struct{}
 	evStop  chan struct{}
 	evDone  chan struct{}
@@ -440,19 +440,19 @@ func (w *waker) consider(k wakeKey, reg *queue.PushRegistration, prio wake.Prior
 	}
 }
 
-// loadSent reads the device's stored wake times of the last hour: the
-// ones still waiting for eventLoop if any, else the store's (one Get).
+// loadSent reads the device's stored wake times of the last hour (one
+// Get); none if their deletion waits for eventLoop.
 func (w *waker) loadSent(k wakeKey, now time.Time) []time.Time {
 	w.evMu.Lock()
-	ms, queued := w.wakeBuf[k]
+	_, dropping := w.dropBuf[k]
 	w.evMu.Unlock()
-	if !queued {
-		var err error
-		ms, err = w.g.db.GetWakeTimes(k.app, k.user, k.device)
-		if err != nil {
-			w.log.Warn("wake: load wake times", zapApp(k.app), zap.Error(err))
-			return nil
-		}
+	if dropping {
+		return nil
+	}
+	ms, err := w.g.db.GetWakeTimes(k.app, k.user, k.device)
+	if err != nil {
+		w.log.Warn("wake: load wake times", zapApp(k.app), zap.Error(err))
+		return nil
 	}
 	var sent []time.Time
 	for _, m := range ms {
@@ -467,11 +467,11 @@ func (w *waker) loadSent(k wakeKey, now time.Time) []time.Time {
 // hour old) for eventLoop. The caller holds w.mu.
 func (w *waker) dropStoredLocked(k wakeKey) {
 	w.evMu.Lock()
-	kick := len(w.evBuf) == 0 && len(w.wakeBuf) == 0
-	if w.wakeBuf == nil {
-		w.wakeBuf = map[wakeKey][]int64{}
+	kick := len(w.evBuf) == 0 && len(w.dropBuf) == 0
+	if w.dropBuf == nil {
+		w.dropBuf = map[wakeKey]struct{}{}
 	}
-	w.wakeBuf[k] = nil
+	w.dropBuf[k] = struct{}{}
 	w.evMu.Unlock()
 	if kick {
 		w.kick()
@@ -480,7 +480,7 @@ func (w *waker) dropStoredLocked(k wakeKey) {
 
 // dropLocked forgets the device's state, and its stored wake times (all
 // an hour old by now). The caller holds w.mu.
-func (w *waker) dropLocked(k wakeKey, st *wakeState, now time.Time) {
+func (w *waker) dropLocked(k wakeKey, st *wakeState) {
 	delete(w.devices, k)
 	if st.stored {
 		w.dropStoredLocked(k)
@@ -633,7 +633,7 @@ func (w *waker) finished(k wakeKey, reg *queue.PushRegistration, provider string
 // event queues e for eventLoop.
 func (w *waker) event(e *queue.Event) {
 	w.evMu.Lock()
-	first := len(w.evBuf) == 0 && len(w.wakeBuf) == 0
+	first := len(w.evBuf) == 0 && len(w.dropBuf) == 0
 	w.evBuf = append(w.evBuf, e)
 	w.evMu.Unlock()
 	if first {
@@ -649,8 +649,8 @@ func (w *waker) kick() {
 }
 
 // eventLoop appends the queued events, all that gathered since the last
-// commit in one, until close (after the pool's last answer). The wake
-// times gathered with them go in one batch before them. Both commits are
+// commit in one, until close (after the pool's last answer), after
+// deleting the wake times queued for deletion (deleteStored). Both are
 // unsynced: the next synced commit of the store makes them durable.
 func (w *waker) eventLoop() {
 	defer close(w.evDone)
@@ -662,8 +662,8 @@ func (w *waker) eventLoop() {
 			stop = true
 		}
 		w.evMu.Lock()
-		es, ws := w.evBuf, w.wakeBuf
-		w.evBuf, w.wakeBuf = nil, nil
+		es, ws := w.evBuf, w.dropBuf
+		w.evBuf, w.dropBuf = nil, nil
 		w.evMu.Unlock()
 		for k := range ws {
 			w.deleteStored(k)
@@ -764,7 +764,7 @@ func (w *waker) idleLocked(k wakeKey, st *wakeState, now time.Time) {
 	if len(st.sent) > 0 {
 		*st = wakeState{idle: true, sent: st.sent, stored: st.stored, next: st.sent[len(st.sent)-1].Add(time.Hour)}
 	} else {
-		w.dropLocked(k, st, now)
+		w.dropLocked(k, st)
 	}
 }
 
@@ -880,7 +880,7 @@ func (w *waker) retry(k wakeKey, now time.Time) {
 		// hour old.
 		st.recent(now)
 		if len(st.sent) == 0 {
-			w.dropLocked(k, st, now)
+			w.dropLocked(k, st)
 		} else {
 			st.next = st.sent[len(st.sent)-1].Add(time.Hour)
 		}

@@ -32,7 +32,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -81,27 +80,8 @@ type script struct {
 	stdin  io.WriteCloser
 	events chan event
 	ahead  []event // read while looking for another event
-	stderr *lockedBuffer
+	stderr *gatewaytest.SyncBuffer
 	waited chan error
-}
-
-// lockedBuffer collects the script's stderr (its debug log) from exec's
-// copying goroutine while the test may read it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // start runs name with args and env; the script is killed after
@@ -113,7 +93,7 @@ func start(t *testing.T, dir, name string, args, env []string) *script {
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), env...)
 	cmd.WaitDelay = 5 * time.Second
-	s := &script{t: t, cmd: cmd, events: make(chan event, 64), stderr: &lockedBuffer{}, waited: make(chan error, 1)}
+	s := &script{t: t, cmd: cmd, events: make(chan event, 64), stderr: &gatewaytest.SyncBuffer{}, waited: make(chan error, 1)}
 	cmd.Stderr = s.stderr
 	stdin, err := cmd.StdinPipe()
 	require.NoError(t, err)
@@ -122,7 +102,7 @@ func start(t *testing.T, dir, name string, args, env []string) *script {
 	s.stdin = stdin
 	require.NoError(t, cmd.Start(), "start %s", name)
 
-	var raw lockedBuffer
+	var raw gatewaytest.SyncBuffer
 	readDone := make(chan struct{})
 	go func() {
 		defer close(readDone)

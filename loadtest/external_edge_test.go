@@ -30,25 +30,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"tether/internal/gatewaytest"
 )
-
-// syncBuffer is an io.Writer safe for the run's many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // fakeRemote is a minimal Tether REST API: /readyz answers ready, app
 // creation and every other call succeed unless told otherwise, and every
@@ -164,7 +148,7 @@ func runExternal(t *testing.T, limit time.Duration, args ...string) (code int, o
 	if err != nil {
 		t.Fatalf("parseFlags %v: %v", args, err)
 	}
-	var buf syncBuffer
+	var buf gatewaytest.SyncBuffer
 	done := make(chan int, 1)
 	start := time.Now()
 	go func() { done <- run(context.Background(), cfg, &buf, &buf) }()

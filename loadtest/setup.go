@@ -22,12 +22,7 @@ import (
 func newAPIClient(baseURL, token string, conns int, caPEM string) *api.Client {
 	c := api.NewClient(baseURL, token)
 	c.UserAgent = "tether-loadtest/1"
-	tc := &tls.Config{InsecureSkipVerify: true} // loopback only; -ca-file verifies
-	if caPEM != "" {
-		pool := x509.NewCertPool()
-		pool.AppendCertsFromPEM([]byte(caPEM)) // checked in startTarget
-		tc = &tls.Config{RootCAs: pool}
-	}
+	tc := caTLSConfig(caPEM)
 	c.HTTP = &http.Client{Transport: &http.Transport{
 		MaxIdleConns: conns, MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns,
 		IdleConnTimeout: 30 * time.Second, DisableCompression: true, TLSClientConfig: tc,
@@ -148,11 +143,9 @@ func setupFleet(ctx context.Context, cl *api.Client, app, password string, f *fl
 // ("check.localhost"), as the workers' clients check "<app>.localhost".
 func checkXMPP(ctx context.Context, addr, startTLSAddr, caPEM string) error {
 	if addr != "" {
-		tc := &tls.Config{InsecureSkipVerify: true} // loopback only; -ca-file verifies
-		if caPEM != "" {
-			pool := x509.NewCertPool()
-			pool.AppendCertsFromPEM([]byte(caPEM))
-			tc = &tls.Config{RootCAs: pool, ServerName: "check." + sdkproto.DefaultDomain}
+		tc := caTLSConfig(caPEM)
+		if !tc.InsecureSkipVerify {
+			tc.ServerName = "check." + sdkproto.DefaultDomain
 		}
 		d := tls.Dialer{Config: tc}
 		c, err := d.DialContext(ctx, "tcp", addr)
@@ -170,4 +163,15 @@ func checkXMPP(ctx context.Context, addr, startTLSAddr, caPEM string) error {
 		c.Close()
 	}
 	return nil
+}
+
+// caTLSConfig verifies with the roots in caPEM (-ca-file, checked in
+// startTarget), or not at all without one: loopback only.
+func caTLSConfig(caPEM string) *tls.Config {
+	if caPEM == "" {
+		return &tls.Config{InsecureSkipVerify: true}
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM([]byte(caPEM))
+	return &tls.Config{RootCAs: pool}
 }

@@ -602,17 +602,22 @@ func (s *Session) writeClose(t transport, reason CloseReason) {
 
 // --- XEP-0198 stream management ------------------------------------------------
 
+// smUnexpected answers a stream-management request out of place: <enable/>
+// before bind or twice, <r/> or <a/> before <enable/>, <resume/> on a
+// bound stream.
+var smUnexpected = []byte("<failed xmlns='urn:xmpp:sm:3'><unexpected-request xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>")
+
 func (s *Session) streamManagement(e *element) CloseReason {
 	switch e.Name.Local {
 	case "enable":
 		if s.state&StateBound == 0 {
-			s.send([]byte("<failed xmlns='urn:xmpp:sm:3'><unexpected-request xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>"))
+			s.send(smUnexpected)
 			return ""
 		}
 		s.mu.Lock()
 		if s.smEnabled {
 			s.mu.Unlock()
-			s.send([]byte("<failed xmlns='urn:xmpp:sm:3'><unexpected-request xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>"))
+			s.send(smUnexpected)
 			return ""
 		}
 		s.smEnabled = true
@@ -636,7 +641,7 @@ func (s *Session) streamManagement(e *element) CloseReason {
 		if !s.smEnabled {
 			// XEP-0198 counts from <enable/>: before it, an <a/> would
 			// acknowledge messages no count covers.
-			s.send([]byte("<failed xmlns='urn:xmpp:sm:3'><unexpected-request xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>"))
+			s.send(smUnexpected)
 			return ""
 		}
 		if e.Name.Local == "r" {
@@ -707,7 +712,7 @@ func (s *Session) resume(e *element) CloseReason {
 	}
 	if s.state&StateBound != 0 {
 		// XEP-0198: a stream that is bound (or resumed) cannot resume.
-		s.send([]byte("<failed xmlns='urn:xmpp:sm:3'><unexpected-request xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>"))
+		s.send(smUnexpected)
 		return ""
 	}
 	prev := e.Value("previd")

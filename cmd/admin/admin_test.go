@@ -19,7 +19,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -122,24 +121,6 @@ func writeServiceAccount(t *testing.T) string {
 	p := filepath.Join(t.TempDir(), "service-account.json")
 	require.NoError(t, os.WriteFile(p, sa, 0o600))
 	return p
-}
-
-// syncBuffer is a bytes.Buffer safe for one writer and one reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestTour walks the whole admin workflow against a real gateway.
@@ -274,7 +255,7 @@ func TestTour(t *testing.T) {
 	// events --follow in the background, as JSON lines.
 	followCtx, stopFollow := context.WithCancel(context.Background())
 	defer stopFollow()
-	var follow syncBuffer
+	var follow gatewaytest.SyncBuffer
 	var followErr bytes.Buffer
 	followDone := make(chan int, 1)
 	go func() {

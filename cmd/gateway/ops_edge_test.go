@@ -25,12 +25,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"tether/internal/gatewaytest"
 )
 
 const opsMainEnv = "OPSEDGE_GATEWAY_MAIN"
@@ -44,24 +45,6 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
-}
-
-// opsBuf is a bytes.Buffer safe for a writer and readers.
-type opsBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *opsBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *opsBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // opsEnv is the child's environment: the test's, without TETHER_*
@@ -101,7 +84,7 @@ func opsRun(t *testing.T, env []string, args ...string) (int, string, string) {
 // opsProc is a running gateway process.
 type opsProc struct {
 	cmd    *exec.Cmd
-	stderr *opsBuf
+	stderr *gatewaytest.SyncBuffer
 	done   chan struct{}
 	err    error
 	addrs  map[string]string // listener name → address
@@ -120,7 +103,7 @@ func opsStart(t *testing.T, env []string, args ...string) *opsProc {
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = opsEnv(env...)
 	cmd.Dir = t.TempDir()
-	p := &opsProc{cmd: cmd, stderr: &opsBuf{}, done: make(chan struct{}), addrs: map[string]string{}}
+	p := &opsProc{cmd: cmd, stderr: &gatewaytest.SyncBuffer{}, done: make(chan struct{}), addrs: map[string]string{}}
 	cmd.Stderr = p.stderr
 	cmd.Stdout = p.stderr
 	require.NoError(t, cmd.Start())

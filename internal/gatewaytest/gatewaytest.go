@@ -4,6 +4,7 @@
 package gatewaytest
 
 import (
+	"bytes"
 	"context"
 	"net/http"
 	"sync"
@@ -122,4 +123,24 @@ func (g *Gateway) App(t testing.TB, id string) *api.Client {
 		t.Fatalf("gatewaytest: create app %s: %v", id, err)
 	}
 	return api.NewClient(g.URL, a.APIKey)
+}
+
+// SyncBuffer is a bytes.Buffer that goroutines may write while a test
+// reads it (a child process's output, a harness's log).
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns what was written so far.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
