@@ -774,7 +774,7 @@ func statusView(st *queue.Status) api.MessageStatus {
 		v.Devices = append(v.Devices, api.DeviceStatus{Device: d.Device, Status: d.Status.String(), At: d.At})
 	}
 	if f := st.Fallback; f != nil {
-		v.Fallback = &api.Fallback{To: f.To, Status: f.Status, At: f.At, Provider: f.Provider, Detail: f.Detail}
+		v.Fallback = &api.Fallback{To: f.To, Status: f.Status, At: f.At, Provider: f.Provider, Detail: f.Detail, Attempts: f.Attempts}
 	}
 	return v
 }

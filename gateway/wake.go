@@ -938,6 +938,12 @@ func (f fallback) SendFallback(ctx context.Context, m *queue.Message) (string, s
 	result := "sent"
 	if err != nil {
 		result = "failed"
+		if retry, after := wake.SMSRetryable(err); retry {
+			// The queue sends it again later, or records the failure
+			// after its last attempt.
+			result = "retried"
+			err = &queue.TryLaterError{After: after, Err: err}
+		}
 	}
 	f.g.waker.sms.WithLabelValues(p.sms.Provider(), result).Inc()
 	return provider, detail, err

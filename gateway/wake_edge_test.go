@@ -646,12 +646,13 @@ func TestWakeSMSFallbackPaths(t *testing.T) {
 	require.Equal(t, "expiry text", byID[atExpiry].Text)
 
 	// A refusal: fallback_failed, one attempt, its reason in the event.
-	f.sms.Script(waketest.SMSReply{Status: 500, Body: `{"error":"carrier down"}`})
+	f.sms.Script(waketest.SMSReply{Status: 400, Body: `{"error":"number not reachable"}`})
 	failed := send("tom", &api.SMSFallback{To: "+391110000005", After: wakeEdgeInt(10)}, 3600)
 	f.fire(t, 11*time.Second)
 	st = wakeEdgeStatus(t, f.ctx, f.app, "acme", failed, "fallback_failed", 5*time.Second)
 	require.Equal(t, "failed", st.Fallback.Status)
-	require.Contains(t, st.Fallback.Detail, "500")
+	require.Contains(t, st.Fallback.Detail, "400")
+	require.Equal(t, 1, st.Fallback.Attempts)
 	f.fire(t, 10*time.Minute) // the hand-off's retry timer, were it left behind
 	require.Len(t, f.sms.Requests(), 3)
 
@@ -823,4 +824,55 @@ func TestWakeNewTokenAfterInvalid(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// TestWakeSMSProviderTryLater: an SMS provider that answers 503, then 429
+// with a Retry-After, then takes the SMS: the gateway hands it the same
+// SMS (same message_id) three times, at 15 s and then after the
+// Retry-After; the backend sees "sending" with the attempts and the last
+// answer meanwhile, then fallback_sent; tether_sms_total counts two
+// retried and one sent.
+func TestWakeSMSProviderTryLater(t *testing.T) {
+	f := wakeEdgeStartSMS(t)
+	f.user(t, f.app, "acme", "una")
+	f.sms.Script(waketest.SMSReply{Status: 503, Body: "maintenance"},
+		waketest.SMSReply{Status: 429, Body: "slow down", RetryAfter: "90"})
+	res, err := f.app.Send(f.ctx, "acme", api.SendRequest{To: []string{"una"}, Body: "Code 4711",
+		ExpiresIn: wakeEdgeInt(3600), SMSFallback: &api.SMSFallback{To: "+391110000009", After: wakeEdgeInt(30)}}, "")
+	require.NoError(t, err)
+	id := res.Messages[0].ID
+
+	f.fire(t, 31*time.Second)
+	var st *api.MessageStatus
+	require.Eventually(t, func() bool {
+		st, err = f.app.GetMessage(f.ctx, "acme", id)
+		return err == nil && st.Fallback != nil && st.Fallback.Attempts == 1
+	}, 5*time.Second, 10*time.Millisecond)
+	require.Equal(t, "sending", st.Fallback.Status)
+	require.Equal(t, "HTTP 503: maintenance", st.Fallback.Detail)
+	require.Equal(t, "enqueued", st.Status)
+
+	f.fire(t, 15*time.Second)
+	require.Eventually(t, func() bool {
+		st, err = f.app.GetMessage(f.ctx, "acme", id)
+		return err == nil && st.Fallback.Attempts == 2
+	}, 5*time.Second, 10*time.Millisecond)
+	require.Equal(t, "HTTP 429: slow down", st.Fallback.Detail)
+
+	f.fire(t, 60*time.Second) // the 30 s backoff, but the provider asked for 90
+	require.Len(t, f.sms.Requests(), 2)
+	f.fire(t, 30*time.Second)
+	st = wakeEdgeStatus(t, f.ctx, f.app, "acme", id, "fallback_sent", 5*time.Second)
+	require.Equal(t, "sent", st.Fallback.Status)
+	require.Equal(t, 3, st.Fallback.Attempts)
+
+	reqs := f.sms.Requests()
+	require.Len(t, reqs, 3)
+	for _, r := range reqs {
+		require.Equal(t, id, r.MessageID)
+		require.Equal(t, "Code 4711", r.Text)
+	}
+	m := wakeEdgeMetrics(t, f.g)
+	require.Contains(t, m, `tether_sms_total{provider="http",result="retried"} 2`)
+	require.Contains(t, m, `tether_sms_total{provider="http",result="sent"} 1`)
 }

@@ -1,6 +1,9 @@
 package queue
 
-import "errors"
+import (
+	"errors"
+	"time"
+)
 
 // Sentinel errors. Callers compare with errors.Is.
 var (
@@ -20,3 +23,15 @@ var (
 	// ErrInvalid: the request is not valid (see the wrapped message).
 	ErrInvalid = errors.New("queue: invalid request")
 )
+
+// TryLaterError, returned by a FallbackSender, says the SMS provider did
+// not take the message but may later (it was unreachable, or asked to be
+// tried again): the queue sends the same SMS again after After, or its
+// own backoff if that is longer, up to maxFallbackAttempts in all.
+type TryLaterError struct {
+	After time.Duration
+	Err   error
+}
+
+func (e *TryLaterError) Error() string { return e.Err.Error() }
+func (e *TryLaterError) Unwrap() error { return e.Err }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"math"
 	"time"
 )
 
@@ -17,7 +18,8 @@ import (
 // CreatedAt, ExpiresAt, SentAt, DeliveredAt, ReadAt, FinalAt, DoneAt; the
 // number of device entries, each a string, a state byte and a time; a byte
 // saying whether a fallback follows, then its To, Status, At, Provider and
-// Detail; the string SMSText and the varint FallbackRetry. A string is a
+// Detail; the string SMSText and the varint FallbackRetry; then, only
+// when a fallback has had attempts, their number as a uvarint. A string is a
 // uvarint length and its bytes; a time is 0 for the zero time, or 1, the
 // Unix seconds as a varint and the nanoseconds as a uvarint (always UTC).
 const statusCodecV1 = 1
@@ -54,7 +56,11 @@ func encodeStatus(b []byte, st *Status) []byte {
 		b = append(b, 0)
 	}
 	b = appendStr(b, st.SMSText)
-	return binary.AppendVarint(b, st.FallbackRetry)
+	b = binary.AppendVarint(b, st.FallbackRetry)
+	if fb := st.Fallback; fb != nil && fb.Attempts > 0 {
+		b = binary.AppendUvarint(b, uint64(fb.Attempts))
+	}
+	return b
 }
 
 // decodeStatus reads a stored status record, binary or (older) JSON.
@@ -107,6 +113,13 @@ func decodeStatus(v []byte, st *Status) error {
 	}
 	st.SMSText = r.str()
 	st.FallbackRetry = r.varint()
+	if len(r.s) > 0 && st.Fallback != nil {
+		n := r.uvarint()
+		if n > math.MaxInt32 {
+			return errStatusCodec
+		}
+		st.Fallback.Attempts = int(n)
+	}
 	if r.bad || len(r.s) != 0 || st.Status >= State(len(stateNames)) {
 		return errStatusCodec
 	}

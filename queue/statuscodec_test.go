@@ -24,6 +24,11 @@ func codecSamples() []*Status {
 			Fallback: &FallbackInfo{To: "+33", Status: "sent", At: t0, Provider: "p", Detail: "ok"},
 			SMSText:  "hello", FallbackRetry: -12345678901,
 		},
+		{
+			ID: "m4", User: "carol", CreatedAt: t0, ExpiresAt: t0.Add(time.Hour), DoneAt: t0,
+			Fallback: &FallbackInfo{To: "+39", Status: "sending", At: t0, Provider: "vonage", Detail: "Throttled (status 1)", Attempts: 300},
+			SMSText:  "code", FallbackRetry: 1764000000000,
+		},
 	}
 }
 

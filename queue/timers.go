@@ -12,6 +12,13 @@ import (
 const (
 	timerBatch         = 512
 	fallbackRetryDelay = 5 * time.Minute
+	// An SMS the provider did not take but may later (TryLaterError) is
+	// sent again after 15 s, 30 s, 1 min, 2 min and 4 min (or the
+	// provider's Retry-After, up to an hour): six attempts over about
+	// eight minutes, then fallback_failed.
+	maxFallbackAttempts  = 6
+	fallbackBackoffFirst = 15 * time.Second
+	maxFallbackAfter     = time.Hour
 	eventTrimInterval  = 10 * time.Minute
 	maxFallbacks       = 16 // SMS sends in flight
 )
@@ -223,6 +230,7 @@ func (q *Queue) fallbackSem() chan struct{} {
 
 func (q *Queue) finishFallback(m *Message) {
 	state, provider, detail := StateFallbackFailed, "", "no SMS provider configured"
+	var tryLater *TryLaterError
 	if q.cfg.Fallback != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		var err error
@@ -230,8 +238,13 @@ func (q *Queue) finishFallback(m *Message) {
 		cancel()
 		if err == nil {
 			state = StateFallbackSent
-		} else if detail == "" {
-			detail = err.Error()
+		} else {
+			if detail == "" {
+				detail = err.Error()
+			}
+			if !errors.As(err, &tryLater) {
+				tryLater = nil
+			}
 		}
 	}
 	unlock := q.lockUser(m.App, m.User)
@@ -241,11 +254,24 @@ func (q *Queue) finishFallback(m *Message) {
 		return
 	}
 	t := q.begin()
-	st.Fallback.Status, st.Fallback.Provider, st.Fallback.Detail, st.Fallback.At = "sent", provider, detail, t.now
+	st.Fallback.Provider, st.Fallback.Detail, st.Fallback.At = provider, detail, t.now
+	st.Fallback.Attempts++
+	t.b.DeleteTimer(st.FallbackRetry, timerFallback, st.Seq)
+	if tryLater != nil && st.Fallback.Attempts < maxFallbackAttempts {
+		// Still "sending": the timer hands the same SMS over again.
+		wait := max(fallbackBackoffFirst<<(st.Fallback.Attempts-1), min(tryLater.After, maxFallbackAfter))
+		st.FallbackRetry = t.now.Add(wait).UnixMilli()
+		t.b.PutTimer(st.FallbackRetry, timerFallback, st.Seq, timerValue(st.App, st.User))
+		t.putStatus(st)
+		if err := t.commit(true); err != nil {
+			q.log.Error("queue: record fallback retry", zap.String("app", m.App), zap.Error(err))
+		}
+		return
+	}
+	st.Fallback.Status = "sent"
 	if state == StateFallbackFailed {
 		st.Fallback.Status = "failed"
 	}
-	t.b.DeleteTimer(st.FallbackRetry, timerFallback, st.Seq)
 	st.FallbackRetry, st.SMSText = 0, ""
 	t.finalize(st, state, detail)
 	if err := t.commit(true); err != nil {

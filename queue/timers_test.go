@@ -161,6 +161,7 @@ type fakeSMS struct {
 	provider, detail string
 	err              error
 	onSend           func(m *queue.Message)
+	errs             []error // the answers of the first calls, then err
 
 	mu    sync.Mutex
 	calls []queue.Message
@@ -171,8 +172,13 @@ func (f *fakeSMS) SendFallback(ctx context.Context, m *queue.Message) (string, s
 		f.onSend(m)
 	}
 	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.calls = append(f.calls, *m)
-	f.mu.Unlock()
+	if len(f.errs) > 0 {
+		err := f.errs[0]
+		f.errs = f.errs[1:]
+		return f.provider, f.detail, err
+	}
 	return f.provider, f.detail, f.err
 }
 
@@ -408,4 +414,89 @@ func TestCancelDuringSMSHandOff(t *testing.T) {
 	require.Len(t, sms.Calls(), 1, "one SMS")
 	require.Equal(t, queue.StateFallbackSent, e.status(t, id).Status)
 	require.Equal(t, []string{queue.EventFallbackSent}, e.eventsOf(t, id))
+}
+
+// waitAttempts waits until the status record of id shows n SMS attempts.
+func (e *env) waitAttempts(t *testing.T, id string, n int) *queue.Status {
+	t.Helper()
+	var st *queue.Status
+	require.Eventually(t, func() bool {
+		st = e.status(t, id)
+		return st.Fallback != nil && st.Fallback.Attempts == n
+	}, 5*time.Second, 5*time.Millisecond, "attempt %d recorded", n)
+	return st
+}
+
+// TestSMSFallbackTryLater: a provider that is down or throttling gets the
+// same SMS again, 15 s then 30 s later (or after its Retry-After when that
+// is longer); meanwhile the backend sees the fallback "sending" with the
+// attempts and the last answer, and one fallback_sent event at the end.
+func TestSMSFallbackTryLater(t *testing.T) {
+	t.Parallel()
+	busy := &queue.TryLaterError{Err: errors.New("HTTP 503")}
+	throttled := &queue.TryLaterError{After: 3 * time.Minute, Err: errors.New("HTTP 429")}
+	sms := &fakeSMS{provider: "http", detail: "HTTP 503", errs: []error{busy, throttled}}
+	e := newEnv(t, func(c *queue.Config) { c.Fallback = sms })
+	id := e.send(t, queue.EnqueueRequest{To: to("alice"), Body: "code 1234", ExpiresIn: time.Hour,
+		Fallback: &queue.SMSFallback{To: "+1", After: 60}})[0]
+
+	e.runTimers(t, time.Minute)
+	st := e.waitAttempts(t, id, 1)
+	require.Equal(t, "sending", st.Fallback.Status)
+	require.Equal(t, "HTTP 503", st.Fallback.Detail)
+	require.Equal(t, queue.StateEnqueued, st.Status, "not final while retrying")
+	require.Empty(t, e.pending(t, dev("alice", "phone")), "withdrawn from the devices")
+
+	e.runTimers(t, 15*time.Second-time.Millisecond)
+	require.Len(t, sms.Calls(), 1, "not before 15 s")
+	e.runTimers(t, time.Millisecond)
+	e.waitAttempts(t, id, 2)
+	require.Len(t, sms.Calls(), 2)
+
+	// The second answer asked for 3 minutes, more than the 30 s backoff.
+	e.runTimers(t, 3*time.Minute-time.Millisecond)
+	require.Len(t, sms.Calls(), 2, "Retry-After respected")
+	e.runTimers(t, time.Millisecond)
+	e.waitEvent(t, queue.EventFallbackSent, id)
+	st = e.status(t, id)
+	require.Equal(t, queue.StateFallbackSent, st.Status)
+	require.Equal(t, "sent", st.Fallback.Status)
+	require.Equal(t, 3, st.Fallback.Attempts)
+	calls := sms.Calls()
+	require.Len(t, calls, 3)
+	for _, c := range calls {
+		require.Equal(t, id, c.ID, "the same message id each time")
+		require.Equal(t, "code 1234", c.Fallback.Text)
+	}
+	e.runTimers(t, time.Hour)
+	require.Len(t, sms.Calls(), 3, "nothing after success")
+	require.Equal(t, []string{queue.EventFallbackSent}, e.eventsOf(t, id))
+}
+
+// TestSMSFallbackTryLaterGivesUp: a provider that never takes the SMS gets
+// six attempts over about eight minutes, then the message is
+// fallback_failed with the last answer; a refusal (not "try later") fails
+// at the first.
+func TestSMSFallbackTryLaterGivesUp(t *testing.T) {
+	t.Parallel()
+	sms := &fakeSMS{provider: "http", detail: "unreachable", err: &queue.TryLaterError{Err: errors.New("dial tcp: refused")}}
+	e := newEnv(t, func(c *queue.Config) { c.Fallback = sms })
+	id := e.send(t, queue.EnqueueRequest{To: to("alice"), Body: "code", ExpiresIn: time.Hour,
+		Fallback: &queue.SMSFallback{To: "+1", After: 60}})[0]
+	e.runTimers(t, time.Minute)
+	e.waitAttempts(t, id, 1)
+	for i, wait := range []time.Duration{15 * time.Second, 30 * time.Second, time.Minute, 2 * time.Minute} {
+		e.runTimers(t, wait)
+		e.waitAttempts(t, id, i+2)
+	}
+	e.runTimers(t, 4*time.Minute)
+	ev := e.waitEvent(t, queue.EventFallbackFailed, id)
+	require.Equal(t, "unreachable", ev.Fallback.Detail)
+	st := e.status(t, id)
+	require.Equal(t, queue.StateFallbackFailed, st.Status)
+	require.Equal(t, "failed", st.Fallback.Status)
+	require.Equal(t, 6, st.Fallback.Attempts)
+	e.runTimers(t, 2*time.Hour)
+	require.Len(t, sms.Calls(), 6)
+	require.Equal(t, []string{queue.EventFallbackFailed}, e.eventsOf(t, id))
 }

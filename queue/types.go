@@ -179,6 +179,9 @@ type FallbackInfo struct {
 	At       time.Time `json:"at,omitzero"`
 	Provider string    `json:"provider,omitempty"`
 	Detail   string    `json:"detail,omitempty"` // the provider's answer
+	// Attempts counts the hand-offs to the provider that were answered
+	// (or timed out); more than one when the provider asked to try later.
+	Attempts int `json:"attempts,omitempty"`
 }
 
 // Status is the status record of one message, kept 7 days after the

@@ -30,6 +30,12 @@ var (
 	// message (a non-2xx status, or a non-zero Vonage status).
 	ErrSMSRejected = errors.New("wake: sms rejected by provider")
 
+	// ErrSMSTryLater: the SMS provider answered that it cannot take the
+	// message now (HTTP 408, 429 or 5xx; Vonage status 1 "Throttled" or 5
+	// "Internal Error"), so the same SMS may be sent again later. It is
+	// wrapped together with ErrSMSRejected. See SMSRetryable.
+	ErrSMSTryLater = errors.New("wake: sms provider asks to try later")
+
 	// ErrClosed: the Pool was closed before the job could be sent.
 	ErrClosed = errors.New("wake: pool closed")
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -111,8 +112,10 @@ const maxDetail = 256
 // timeout passes. provider is the provider's name; detail is its answer
 // for the status record: on success the provider's message id (or its
 // response body), on a rejection its error text. err wraps ErrSMSRejected
-// when the provider refused the message, ErrUnreachable when it gave no
-// answer. It is safe for concurrent use.
+// when the provider refused the message (and ErrSMSTryLater as well when
+// it asked to be tried again), ErrUnreachable when it gave no answer.
+// SMSRetryable says whether sending the same SMS again makes sense. It is
+// safe for concurrent use.
 func (s *SMSSender) Send(ctx context.Context, m SMS) (provider, detail string, err error) {
 	provider = s.cfg.Provider
 	if m.From == "" {
@@ -149,7 +152,7 @@ func (s *SMSSender) sendHTTP(ctx context.Context, m SMS) (string, error) {
 	if s.cfg.APIKey != "" {
 		req.Header.Set("Authorization", "Bearer "+s.cfg.APIKey)
 	}
-	status, answer, err := s.do(req)
+	status, answer, after, err := s.do(req)
 	if err != nil {
 		return "unreachable", err
 	}
@@ -158,7 +161,11 @@ func (s *SMSSender) sendHTTP(ctx context.Context, m SMS) (string, error) {
 		if answer != "" {
 			d += ": " + answer
 		}
-		return d, fmt.Errorf("%w: sms http: status %d", ErrSMSRejected, status)
+		err := fmt.Errorf("%w: sms http: status %d", ErrSMSRejected, status)
+		if tryLaterStatus(status) {
+			err = &smsTryLater{after: after, err: err}
+		}
+		return d, err
 	}
 	if answer == "" {
 		answer = fmt.Sprintf("HTTP %d", status)
@@ -195,7 +202,7 @@ func (s *SMSSender) sendVonage(ctx context.Context, m SMS) (string, error) {
 		return "", err
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	status, answer, err := s.do(req)
+	status, answer, after, err := s.do(req)
 	if err != nil {
 		return "unreachable", err
 	}
@@ -205,38 +212,92 @@ func (s *SMSSender) sendVonage(ctx context.Context, m SMS) (string, error) {
 		if answer != "" {
 			d += ": " + answer
 		}
-		return clip(d), fmt.Errorf("%w: sms vonage: status %d, unexpected answer", ErrSMSRejected, status)
+		err := fmt.Errorf("%w: sms vonage: status %d, unexpected answer", ErrSMSRejected, status)
+		if tryLaterStatus(status) {
+			err = &smsTryLater{after: after, err: err}
+		}
+		return clip(d), err
 	}
-	// A long text is split; every part must be accepted.
+	// A long text is split; every part must be accepted. Only when no
+	// part went out may the whole text be sent again.
 	ids := make([]string, 0, len(a.Messages))
+	sentParts := 0
+	for _, msg := range a.Messages {
+		if msg.Status == "0" {
+			sentParts++
+		}
+	}
 	for _, msg := range a.Messages {
 		if msg.Status != "0" {
 			d := "status " + msg.Status
 			if msg.ErrorText != "" {
 				d = msg.ErrorText + " (" + d + ")"
 			}
-			return clip(d), fmt.Errorf("%w: sms vonage: status %s", ErrSMSRejected, msg.Status)
+			err := fmt.Errorf("%w: sms vonage: status %s", ErrSMSRejected, msg.Status)
+			if sentParts == 0 && (msg.Status == vonageThrottled || msg.Status == vonageInternalError) {
+				err = &smsTryLater{after: after, err: err}
+			}
+			return clip(d), err
 		}
 		ids = append(ids, msg.MessageID)
 	}
 	return clip(strings.Join(ids, ",")), nil
 }
 
-// do sends req and returns the status and the clipped, trimmed body.
-func (s *SMSSender) do(req *http.Request) (int, string, error) {
+// do sends req and returns the status, the clipped, trimmed body and the
+// answer's Retry-After.
+func (s *SMSSender) do(req *http.Request) (int, string, time.Duration, error) {
 	resp, err := s.hc.Do(req)
 	if err != nil {
-		return 0, "", fmt.Errorf("%w: sms %s: %w", ErrUnreachable, s.cfg.Provider, err)
+		return 0, "", 0, fmt.Errorf("%w: sms %s: %w", ErrUnreachable, s.cfg.Provider, err)
 	}
 	defer resp.Body.Close()
+	after := parseRetryAfter(resp.Header, time.Now())
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<10))
 	if err != nil {
-		return 0, "", fmt.Errorf("%w: sms %s: reading the answer: %w", ErrUnreachable, s.cfg.Provider, err)
+		return 0, "", 0, fmt.Errorf("%w: sms %s: reading the answer: %w", ErrUnreachable, s.cfg.Provider, err)
 	}
 	if s.cfg.Provider == SMSProviderVonage {
-		return resp.StatusCode, string(b), nil // parsed whole, clipped later
+		return resp.StatusCode, string(b), after, nil // parsed whole, clipped later
 	}
-	return resp.StatusCode, clip(strings.TrimSpace(string(b))), nil
+	return resp.StatusCode, clip(strings.TrimSpace(string(b))), after, nil
+}
+
+// Vonage SMS API statuses that ask for a later try.
+const (
+	vonageThrottled     = "1"
+	vonageInternalError = "5"
+)
+
+// tryLaterStatus reports whether an HTTP status asks the client to send
+// the same request again later.
+func tryLaterStatus(status int) bool {
+	return status == http.StatusRequestTimeout || status == http.StatusTooManyRequests || status >= 500
+}
+
+// smsTryLater is a provider's answer that asks for a later try, with its
+// Retry-After (0 if none).
+type smsTryLater struct {
+	after time.Duration
+	err   error
+}
+
+func (e *smsTryLater) Error() string   { return e.err.Error() }
+func (e *smsTryLater) Unwrap() []error { return []error{ErrSMSTryLater, e.err} }
+
+// SMSRetryable reports whether an error of SMSSender.Send is worth
+// sending the same SMS again for, and the provider's Retry-After if it
+// gave one. True for ErrSMSTryLater and for ErrUnreachable. The latter
+// includes a timeout after the request went out, when the provider may
+// have taken the SMS: a retry can then send it twice, which the
+// message id the provider gets each time (http: message_id; vonage:
+// client-ref) lets it detect.
+func SMSRetryable(err error) (retry bool, after time.Duration) {
+	var tl *smsTryLater
+	if errors.As(err, &tl) {
+		return true, tl.after
+	}
+	return errors.Is(err, ErrUnreachable) || errors.Is(err, ErrSMSTryLater), 0
 }
 
 // vonageNumber drops the "+" of an E.164 number: Vonage wants digits only.

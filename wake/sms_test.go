@@ -3,8 +3,12 @@ package wake_test
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -129,6 +133,8 @@ func TestSMSUnreachable(t *testing.T) {
 		require.ErrorIs(t, err, wake.ErrUnreachable)
 		require.Equal(t, cfg.Provider, provider)
 		require.Equal(t, "unreachable", detail)
+		retry, _ := wake.SMSRetryable(err)
+		require.True(t, retry, "no answer: worth another try")
 	}
 }
 
@@ -150,4 +156,62 @@ func TestSMSBadConfig(t *testing.T) {
 	s, err := wake.NewSMSSender(wake.SMSConfig{Provider: "vonage", APIKey: "k", APISecret: "s"})
 	require.NoError(t, err, "the default Vonage URL")
 	s.Close()
+}
+
+// TestSMSRetryable: the answers after which the gateway sends the same SMS
+// again (the provider is down, overloaded or throttling, with its
+// Retry-After) and those after which it must not (a refusal of this
+// message, or a Vonage text of which some part already went out).
+func TestSMSRetryable(t *testing.T) {
+	t.Parallel()
+	fake := waketest.NewSMS(t)
+	ctx := context.Background()
+	cases := []struct {
+		name      string
+		cfg       wake.SMSConfig
+		reply     waketest.SMSReply
+		retry     bool
+		after     time.Duration
+		wantInErr error
+	}{
+		{"http 503 with Retry-After", fake.HTTPConfig(), waketest.SMSReply{Status: 503, Body: "busy", RetryAfter: "120"}, true, 2 * time.Minute, wake.ErrSMSTryLater},
+		{"http 429", fake.HTTPConfig(), waketest.SMSReply{Status: 429, Body: "slow down"}, true, 0, wake.ErrSMSTryLater},
+		{"http 500", fake.HTTPConfig(), waketest.SMSReply{Status: 500}, true, 0, wake.ErrSMSTryLater},
+		{"http 408", fake.HTTPConfig(), waketest.SMSReply{Status: 408}, true, 0, wake.ErrSMSTryLater},
+		{"http 400", fake.HTTPConfig(), waketest.SMSReply{Status: 400, Body: "bad number"}, false, 0, wake.ErrSMSRejected},
+		{"http 402", fake.HTTPConfig(), waketest.SMSReply{Status: 402}, false, 0, wake.ErrSMSRejected},
+		{"vonage throttled", fake.VonageConfig(), waketest.SMSReply{VonageStatus: "1", ErrorText: "Throttled"}, true, 0, wake.ErrSMSTryLater},
+		{"vonage internal error", fake.VonageConfig(), waketest.SMSReply{VonageStatus: "5", ErrorText: "Internal Error"}, true, 0, wake.ErrSMSTryLater},
+		{"vonage 503", fake.VonageConfig(), waketest.SMSReply{Status: 503, Body: "down", RetryAfter: "7"}, true, 7 * time.Second, wake.ErrSMSTryLater},
+		{"vonage invalid number", fake.VonageConfig(), waketest.SMSReply{VonageStatus: "3", ErrorText: "Invalid to"}, false, 0, wake.ErrSMSRejected},
+	}
+	for _, tc := range cases {
+		s := newSMS(t, tc.cfg)
+		fake.Script(tc.reply)
+		_, _, err := s.Send(ctx, wake.SMS{To: "+393331234567", Text: "x", MessageID: "m1"})
+		require.ErrorIs(t, err, tc.wantInErr, tc.name)
+		require.ErrorIs(t, err, wake.ErrSMSRejected, tc.name)
+		retry, after := wake.SMSRetryable(err)
+		require.Equal(t, tc.retry, retry, tc.name)
+		require.Equal(t, tc.after, after, tc.name)
+	}
+	retry, _ := wake.SMSRetryable(nil)
+	require.False(t, retry)
+}
+
+// TestSMSVonagePartlySent: a long text of which Vonage took one part and
+// throttled the next fails without a retry, which would send the first
+// part twice.
+func TestSMSVonagePartlySent(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"message-count":"2","messages":[{"status":"0","message-id":"A1"},{"status":"1","error-text":"Throttled"}]}`)
+	}))
+	t.Cleanup(srv.Close)
+	s := newSMS(t, wake.SMSConfig{Provider: "vonage", URL: srv.URL, APIKey: "k", APISecret: "s", From: "T"})
+	_, detail, err := s.Send(context.Background(), wake.SMS{To: "+393331234567", Text: "long"})
+	require.ErrorIs(t, err, wake.ErrSMSRejected)
+	require.Equal(t, "Throttled (status 1)", detail)
+	retry, _ := wake.SMSRetryable(err)
+	require.False(t, retry)
 }

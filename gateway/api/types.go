@@ -257,6 +257,10 @@ type Fallback struct {
 	At       time.Time `json:"at,omitzero"`
 	Provider string    `json:"provider,omitempty"`
 	Detail   string    `json:"detail,omitempty"`
+	// Attempts counts the hand-offs to the SMS provider; more than one
+	// when it asked to be tried again (while status is sending, Detail is
+	// its last answer).
+	Attempts int `json:"attempts,omitempty"`
 }
 
 // MessageStatus is the answer of GET .../messages/{id}.

@@ -58,6 +58,7 @@ type SMSReply struct {
 	Body         string
 	VonageStatus string
 	ErrorText    string
+	RetryAfter   string // the Retry-After header of an answer with Status
 }
 
 // NewSMS starts a fake SMS server and closes it with t.Cleanup.
@@ -171,6 +172,9 @@ func (f *SMS) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		answer(http.StatusAccepted, fmt.Sprintf(`{"id":"sms-%d"}`, n))
 		return
 	}
+	if reply.RetryAfter != "" {
+		w.Header().Set("Retry-After", reply.RetryAfter)
+	}
 	answer(reply.Status, reply.Body)
 }
 
@@ -213,6 +217,9 @@ func (f *SMS) serveVonage(w http.ResponseWriter, r *http.Request) {
 	reply, n := f.next()
 	switch {
 	case reply.Status != 0:
+		if reply.RetryAfter != "" {
+			w.Header().Set("Retry-After", reply.RetryAfter)
+		}
 		answer(reply.Status, reply.Body)
 	case reply.VonageStatus != "" && reply.VonageStatus != "0":
 		fail(reply.VonageStatus, reply.ErrorText)
