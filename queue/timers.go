@@ -19,8 +19,8 @@ const (
 	maxFallbackAttempts  = 6
 	fallbackBackoffFirst = 15 * time.Second
 	maxFallbackAfter     = time.Hour
-	eventTrimInterval  = 10 * time.Minute
-	maxFallbacks       = 16 // SMS sends in flight
+	eventTrimInterval    = 10 * time.Minute
+	maxFallbacks         = 16 // SMS sends in flight
 )
 
 func (q *Queue) timerLoop() {
