@@ -3,20 +3,18 @@ package gateway
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+
+	"tether/gateway/api"
 )
 
 // Webhooks (SPEC section 7). The outbox is the app's durable event feed
@@ -35,7 +33,6 @@ const (
 	webhookGiveUp    = 24 * time.Hour
 	webhookTimeout   = 10 * time.Second
 	webhookWait      = 30 * time.Second // long-poll on the feed between batches
-	signatureHeader  = "Tether-Signature"
 	webhookUserAgent = "Tether-Webhook/1"
 )
 
@@ -282,7 +279,7 @@ func (w *webhooks) post(ctx context.Context, url, secret string, evs []json.RawM
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", webhookUserAgent)
-	req.Header.Set(signatureHeader, Sign(secret, w.g.cfg.Clock.Now(), body))
+	req.Header.Set(api.SignatureHeader, api.SignWebhook(secret, w.g.cfg.Clock.Now(), body))
 	start := time.Now()
 	resp, err := w.client.Do(req)
 	w.latency.Observe(time.Since(start).Seconds())
@@ -295,15 +292,4 @@ func (w *webhooks) post(ctx context.Context, url, secret string, evs []json.RawM
 		return resp.StatusCode, fmt.Errorf("%w: %d", errStatus, resp.StatusCode)
 	}
 	return resp.StatusCode, nil
-}
-
-// Sign returns the Tether-Signature header value for body sent at t:
-// "t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>".
-func Sign(secret string, t time.Time, body []byte) string {
-	ts := strconv.FormatInt(t.Unix(), 10)
-	m := hmac.New(sha256.New, []byte(secret))
-	m.Write([]byte(ts))
-	m.Write([]byte{'.'})
-	m.Write(body)
-	return "t=" + ts + ",v1=" + hex.EncodeToString(m.Sum(nil))
 }

@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -52,18 +53,15 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, "down for maintenance", http.StatusServiceUnavailable)
 		return
 	}
-	sig := req.Header.Get("Tether-Signature")
-	ts, _, _ := strings.Cut(strings.TrimPrefix(sig, "t="), ",")
-	sec, err := strconv.ParseInt(ts, 10, 64)
-	if err != nil || gateway.Sign(r.secret, time.Unix(sec, 0), body) != sig {
+	// The check a backend makes (gateway/api's helper); no tolerance, as
+	// tests move the gateway's clock.
+	batch, err := api.VerifyWebhook(r.secret, req.Header.Get(api.SignatureHeader), body, 0, time.Now())
+	if errors.Is(err, api.ErrSignature) {
 		r.bad++
 		http.Error(w, "bad signature", http.StatusUnauthorized)
 		return
 	}
-	var batch struct {
-		Events []api.Event `json:"events"`
-	}
-	if err := json.Unmarshal(body, &batch); err != nil || len(batch.Events) == 0 || len(batch.Events) > 100 {
+	if err != nil || len(batch.Events) == 0 || len(batch.Events) > 100 {
 		r.bad++
 		http.Error(w, "bad batch", http.StatusBadRequest)
 		return
@@ -315,4 +313,54 @@ func TestWebhookFixedURLEndsBackoff(t *testing.T) {
 	ev := up.waitCount(1)
 	require.Equal(t, res.Messages[0].ID, ev[0].MessageID)
 	require.Less(t, time.Since(fixed), 1500*time.Millisecond, "the post waited out the backoff of the old URL")
+}
+
+// TestWebhookHandlerReceivesGatewayPosts: a backend serving
+// api.WebhookHandler with its secret gets the gateway's signed posts; when
+// its own handling fails once, the gateway posts the batch again and
+// every event arrives.
+func TestWebhookHandlerReceivesGatewayPosts(t *testing.T) {
+	g := gatewaytest.Start(t, gatewaytest.WithConfig(fastWebhooks))
+	ctx := ctxT(t)
+	app := g.App(t, "acme")
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	calls, failures := 0, 1
+	srv := httptest.NewServer(api.WebhookHandler("whsec-h", func(ctx context.Context, evs []api.Event) error {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		if failures > 0 {
+			failures--
+			return errors.New("backend database unavailable")
+		}
+		for _, e := range evs {
+			seen[e.MessageID+" "+e.Type] = true
+		}
+		return nil
+	}))
+	t.Cleanup(srv.Close)
+	_, err := app.PatchApp(ctx, "acme", api.PatchAppRequest{Webhook: &api.WebhookConfig{URL: srv.URL, Secret: "whsec-h"}})
+	require.NoError(t, err)
+	var ids []string
+	for range 5 {
+		res, err := app.Send(ctx, "acme", api.SendRequest{To: []string{"alice"}, Body: "x"}, "")
+		require.NoError(t, err)
+		_, err = app.CancelMessage(ctx, "acme", res.Messages[0].ID)
+		require.NoError(t, err)
+		ids = append(ids, res.Messages[0].ID)
+	}
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, id := range ids {
+			if !seen[id+" message.cancelled"] {
+				return false
+			}
+		}
+		return true
+	}, 10*time.Second, 10*time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	require.GreaterOrEqual(t, calls, 2, "the failed batch was posted again")
 }
