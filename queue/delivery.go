@@ -167,6 +167,11 @@ func (q *Queue) mark(dev DeviceRef, to State, ids []string) error {
 		if st.ID != id || st.User != dev.User || (st.Device != "" && st.Device != dev.Device) || st.Status.Final() {
 			continue
 		}
+		if to >= StateDelivered && st.Delivery == DeliveryAny && !st.DoneAt.IsZero() && !st.DeviceState(dev.Device).Acked() {
+			// Another device completed it first: it was withdrawn from
+			// this one, whose late receipt or marker records nothing.
+			continue
+		}
 		changed := false
 		if to >= StateDelivered && st.DeviceState(dev.Device) < StateSent {
 			// Acknowledged before its "sent" was recorded (the session

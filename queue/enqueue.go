@@ -162,6 +162,7 @@ func (q *Queue) Enqueue(ctx context.Context, req *EnqueueRequest) (*EnqueueResul
 		return nil, err
 	}
 	t := q.begin()
+	t.firstSeq = first
 	res := &EnqueueResult{Messages: make([]Accepted, len(req.To))}
 	msgs := make([]*Message, 0, len(req.To))
 	for i, r := range req.To {
@@ -259,12 +260,22 @@ func (q *Queue) put(t *tx, m *Message) bool {
 		return false
 	}
 	if m.CollapseKey != "" {
-		if prev, err := q.db.GetCollapse(m.App, m.User, m.CollapseKey); err == nil {
-			if pst, err := q.loadStatus(m.App, prev); err == nil && !pst.Done() && pst.Status < StateDelivered {
+		// The messages of an earlier POST with this key to this user are
+		// replaced; those of this POST (it may name the user more than
+		// once, "alice" and "alice/phone") are kept together, so that the
+		// next POST replaces them all.
+		prev := t.collapseSeqs(m.App, m.User, m.CollapseKey)
+		var mine []uint64
+		for _, seq := range prev {
+			if seq >= t.firstSeq {
+				mine = append(mine, seq)
+				continue
+			}
+			if pst, err := q.loadStatus(m.App, seq); err == nil && !pst.Done() && pst.Status < StateDelivered {
 				t.finalize(pst, StateCollapsed, "replaced by "+m.ID)
 			}
 		}
-		t.b.PutCollapse(m.App, m.User, m.CollapseKey, m.Seq)
+		t.setCollapse(m.App, m.User, m.CollapseKey, append(mine, m.Seq))
 	}
 	v, err := m.encode()
 	if err != nil {

@@ -125,6 +125,38 @@ func TestCollapse(t *testing.T) {
 	require.Equal(t, queue.StateEnqueued, e.status(t, fourth).Status)
 }
 
+// TestCollapseUserNamedTwice: a POST that names a user twice ("alice" and
+// "alice/phone") with a collapse key keeps both messages (they do not
+// replace each other), and the next POST with that key replaces both; once
+// both are acknowledged in one ack, nothing is left for a later POST to
+// replace.
+func TestCollapseUserNamedTwice(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	e.addDevice(t, "alice", "phone")
+	first := e.send(t, queue.EnqueueRequest{To: to("alice", "alice/phone"), Body: "code 1", CollapseKey: "otp"})
+	for _, id := range first {
+		require.Equal(t, queue.StateEnqueued, e.status(t, id).Status)
+	}
+	second := e.send(t, queue.EnqueueRequest{To: to("alice"), Body: "code 2", CollapseKey: "otp"})[0]
+	for _, id := range first {
+		require.Equal(t, queue.StateCollapsed, e.status(t, id).Status, id)
+		require.Equal(t, "replaced by "+second, e.status(t, id).Reason)
+	}
+	require.Equal(t, []string{second}, ids(e.pending(t, dev("alice", "phone"))))
+
+	third := e.send(t, queue.EnqueueRequest{To: to("alice/phone", "alice"), Body: "code 3", CollapseKey: "otp"})
+	require.Equal(t, queue.StateCollapsed, e.status(t, second).Status)
+	require.Equal(t, third, ids(e.pending(t, dev("alice", "phone"))))
+	require.NoError(t, e.q.MarkDelivered(ctxT(t), dev("alice", "phone"), third...))
+	fourth := e.send(t, queue.EnqueueRequest{To: to("alice"), Body: "code 4", CollapseKey: "otp"})[0]
+	for _, id := range third {
+		require.Equal(t, queue.StateDelivered, e.status(t, id).Status)
+		require.NotContains(t, e.eventsOf(t, id), queue.EventCollapsed)
+	}
+	require.Equal(t, []string{fourth}, ids(e.pending(t, dev("alice", "phone"))))
+}
+
 func TestIdempotency(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, nil)

@@ -2,6 +2,7 @@ package queue
 
 import (
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
@@ -32,6 +33,13 @@ type tx struct {
 	statuses []cachedStatus
 	scratch  []byte     // an event's encoding, copied into the batch
 	events   []eventRef // event ids pending in the feed's gate until the commit
+	// collapse holds the collapse mappings this tx read or wrote (key:
+	// app, user and collapse key), so that changes to one mapping in
+	// the same tx see each other rather than the store.
+	collapse map[string][]uint64
+	// firstSeq is the first seq of the messages an Enqueue puts in this
+	// tx (0 in any other tx).
+	firstSeq uint64
 }
 
 type cachedStatus struct {
@@ -194,8 +202,8 @@ func (t *tx) done(st *Status) {
 	t.depth--
 	t.b.DeleteTimer(st.ExpiresAt.UnixMilli(), timerExpire, st.Seq)
 	if st.CollapseKey != "" {
-		if cur, err := t.q.db.GetCollapse(st.App, st.User, st.CollapseKey); err == nil && cur == st.Seq {
-			t.b.DeleteCollapse(st.App, st.User, st.CollapseKey)
+		if cur := t.collapseSeqs(st.App, st.User, st.CollapseKey); slices.Contains(cur, st.Seq) {
+			t.setCollapse(st.App, st.User, st.CollapseKey, slices.DeleteFunc(slices.Clone(cur), func(s uint64) bool { return s == st.Seq }))
 		}
 	}
 	t.b.PutTimer(t.now.Add(t.q.cfg.StatusRetention).UnixMilli(), timerStatusGC, st.Seq, timerValue(st.App, ""))
@@ -265,4 +273,32 @@ func parseTimerValue(v []byte) (app, user string, ok bool) {
 		return "", "", false
 	}
 	return app, string(rest[1:]), true
+}
+
+// collapseSeqs returns the messages mapped to a collapse key of app/user,
+// as this tx left them.
+func (t *tx) collapseSeqs(app, user, key string) []uint64 {
+	k := app + "\x00" + user + "\x00" + key
+	if seqs, ok := t.collapse[k]; ok {
+		return seqs
+	}
+	seqs, _ := t.q.db.GetCollapse(app, user, key) // none, or unreadable: no mapping
+	if t.collapse == nil {
+		t.collapse = make(map[string][]uint64)
+	}
+	t.collapse[k] = seqs
+	return seqs
+}
+
+// setCollapse maps a collapse key of app/user to seqs (none: no mapping).
+func (t *tx) setCollapse(app, user, key string, seqs []uint64) {
+	if t.collapse == nil {
+		t.collapse = make(map[string][]uint64)
+	}
+	t.collapse[app+"\x00"+user+"\x00"+key] = seqs
+	if len(seqs) == 0 {
+		t.b.DeleteCollapse(app, user, key)
+		return
+	}
+	t.b.PutCollapse(app, user, key, seqs)
 }

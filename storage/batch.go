@@ -135,9 +135,15 @@ func (b *Batch) PutStatus(app string, seq uint64, v []byte) {
 // DeleteStatus removes the status record of message seq of app.
 func (b *Batch) DeleteStatus(app string, seq uint64) { b.del(StatusKey(app, seq)) }
 
-// PutCollapse maps a collapse key of app/user to seq.
-func (b *Batch) PutCollapse(app, user, key string, seq uint64) {
-	b.set(appendComponent(userPrefix(tableCollapse, app, user), key), seq8(seq))
+// PutCollapse maps a collapse key of app/user to seqs: the messages of
+// the newest POST with that key to the user (more than one when the POST
+// named the user more than once, e.g. "alice" and "alice/phone").
+func (b *Batch) PutCollapse(app, user, key string, seqs []uint64) {
+	v := make([]byte, 0, 8*len(seqs))
+	for _, s := range seqs {
+		v = binary.BigEndian.AppendUint64(v, s)
+	}
+	b.set(appendComponent(userPrefix(tableCollapse, app, user), key), v)
 }
 
 // DeleteCollapse removes a collapse key mapping.

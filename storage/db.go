@@ -445,16 +445,21 @@ func (db *DB) GetStatus(app string, seq uint64) ([]byte, error) {
 	return db.get(StatusKey(app, seq))
 }
 
-// GetCollapse returns the seq last stored under a collapse key of app/user.
-func (db *DB) GetCollapse(app, user, key string) (uint64, error) {
+// GetCollapse returns the seqs stored under a collapse key of app/user
+// (one or more; records of earlier versions hold one).
+func (db *DB) GetCollapse(app, user, key string) ([]uint64, error) {
 	v, err := db.lookup(appendComponent(userPrefix(tableCollapse, app, user), key))
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	if len(v) != 8 {
-		return 0, errBadKey
+	if len(v) == 0 || len(v)%8 != 0 {
+		return nil, errBadKey
 	}
-	return binary.BigEndian.Uint64(v), nil
+	seqs := make([]uint64, len(v)/8)
+	for i := range seqs {
+		seqs[i] = binary.BigEndian.Uint64(v[8*i:])
+	}
+	return seqs, nil
 }
 
 // GetIdem returns the answer stored under an idempotency key hash of app.

@@ -204,7 +204,7 @@ func fillApp(t *testing.T, db *storage.DB, app string) {
 		b.PutDevice(app, u, "phone", []byte(app+"/"+u))
 		b.PutCursor(app, u, "phone", 3)
 		b.PutMessage(app, u, 1, []byte(app+"/"+u))
-		b.PutCollapse(app, u, "otp", 1)
+		b.PutCollapse(app, u, "otp", []uint64{1})
 		b.PutWakeTimes(app, u, "phone", []int64{1000, 2000})
 	}
 	b.PutStatus(app, 1, []byte(app))
@@ -246,7 +246,7 @@ func viewApp(t *testing.T, db *storage.DB, app string) appView {
 		require.NoError(t, err)
 		v.Cursor += c
 		if s, err := db.GetCollapse(app, u, "otp"); err == nil {
-			v.Collapse += s
+			v.Collapse += s[0]
 		} else {
 			require.ErrorIs(t, err, storage.ErrNotFound)
 		}
@@ -504,7 +504,7 @@ func TestLookupEveryLevel(t *testing.T) {
 			for i := from; i < to; i++ {
 				k := fmt.Sprint("key-", i)
 				b.PutIdem("app", storage.Hash(k), []byte(k))
-				b.PutCollapse("app", "alice", k, uint64(i))
+				b.PutCollapse("app", "alice", k, []uint64{uint64(i), uint64(i) + 1e9}[:1+i%2])
 				b.PutInvalidToken("app", storage.Hash(k), nil)
 			}
 			require.NoError(t, b.Commit(true))
@@ -518,9 +518,9 @@ func TestLookupEveryLevel(t *testing.T) {
 			v, err := db.GetIdem("app", storage.Hash(k))
 			require.NoError(t, err, k)
 			require.Equal(t, k, string(v))
-			seq, err := db.GetCollapse("app", "alice", k)
+			seqs, err := db.GetCollapse("app", "alice", k)
 			require.NoError(t, err, k)
-			require.Equal(t, uint64(i), seq)
+			require.Equal(t, []uint64{uint64(i), uint64(i) + 1e9}[:1+i%2], seqs)
 			v, err = db.GetInvalidToken("app", storage.Hash(k))
 			require.NoError(t, err, k)
 			require.Empty(t, v)

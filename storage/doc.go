@@ -21,7 +21,7 @@
 //	C |app| |user| |device|      device cursor: every message below it is done for the device
 //	M |app| |user| seq           the user's message log: payload and delivery options
 //	S |app| seq                  message status record, kept 7 days after a final state
-//	L |app| |user| |key|         collapse key → seq of the newest message carrying it
+//	L |app| |user| |key|         collapse key → seqs (8 bytes each) of the newest POST's messages carrying it
 //	T at kind seq                timer index (expiry, fallback, status and idempotency clean-up), due time first
 //	E |app| seq                  the app's event feed, oldest first
 //	I |app| sha256(key)          idempotency key → the first answer, kept 24 h

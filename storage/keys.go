@@ -17,7 +17,7 @@ const (
 	tableCursor    byte = 'C' // C app user device             → seq (8 bytes BE)
 	tableMessage   byte = 'M' // M app user seq                → message (payload)
 	tableStatus    byte = 'S' // S app seq                     → status record
-	tableCollapse  byte = 'L' // L app user collapsekey        → seq (8 bytes BE)
+	tableCollapse  byte = 'L' // L app user collapsekey        → seqs (8 bytes BE each)
 	tableTimer     byte = 'T' // T atMillis kind seq           → timer payload
 	tableEvent     byte = 'E' // E app seq                     → event
 	tableIdem      byte = 'I' // I app sha256(idempotency key) → stored answer
