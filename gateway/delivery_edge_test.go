@@ -6,7 +6,7 @@ package gateway_test
 // with acknowledgements at the same moment; collapse keys and cancellation
 // racing delivery; read markers; one user on XMPP and HTTP pull; a fan-out
 // that names a user and one of its devices; and after each, the event feed
-// against the REST status (dlAudit). Every test runs a real gateway on
+// against the REST status (dlCheckFeed). Every test runs a real gateway on
 // loopback with a real store, through the Go SDK (sdkproto) or dlRaw, a
 // hand-written XMPP client for what the SDK does by itself (acknowledging)
 // or never does (binding without presence, resuming with a chosen h).
@@ -309,7 +309,7 @@ var (
 	dlStatusRank = map[string]int{"enqueued": 0, "sent": 1, "delivered": 2, "read": 3}
 )
 
-// dlAudit checks that the event feed and the REST status agree on each
+// dlCheckFeed checks that the event feed and the REST status agree on each
 // message of ids (SPEC section 4): every status change of a device is one
 // event naming the device, in lifecycle order, never repeated (an <a h/>
 // and a receipt for the same message, a resumption's replay, a late ack);
@@ -318,7 +318,7 @@ var (
 // device reached, unless a final state ended it, which is one event
 // without a device, and for collapsed and cancelled comes only before any
 // delivery. It returns the statuses.
-func dlAudit(t *testing.T, e *dlEnv, ids []string) map[string]*api.MessageStatus {
+func dlCheckFeed(t *testing.T, e *dlEnv, ids []string) map[string]*api.MessageStatus {
 	t.Helper()
 	byMsg := map[string][]api.Event{}
 	for _, ev := range e.events(t) {
@@ -768,7 +768,7 @@ func TestDlOrderPerUserUnderChurn(t *testing.T) {
 		d.client().Close() // acknowledges what it received
 	}
 	e.waitDrained(t)
-	sts := dlAudit(t, e, ids)
+	sts := dlCheckFeed(t, e, ids)
 	for _, id := range ids {
 		require.Equal(t, []string{"starttls", "tls", "web", "ws"}, dlAckedDevices(sts[id]), "message %s", id)
 	}
@@ -881,7 +881,7 @@ func TestDlDeliveryAnySimultaneousAcks(t *testing.T) {
 		t.Fatalf("%s got delivery-any message %s again", a[0], a[1])
 	default:
 	}
-	dlAudit(t, e, ids)
+	dlCheckFeed(t, e, ids)
 }
 
 // TestDlDeliveryAnyWithdrawnFromOtherDevice: a device that got a delivery
@@ -932,7 +932,7 @@ func TestDlDeliveryAnyWithdrawnFromOtherDevice(t *testing.T) {
 	fresh.receipt(m1)
 	fresh.receipt(m2)
 	fresh.ping()
-	sts := dlAudit(t, e, []string{m1, m2})
+	sts := dlCheckFeed(t, e, []string{m1, m2})
 	evs := e.events(t)
 	for _, id := range []string{m1, m2} {
 		require.Equal(t, []string{"phone"}, dlAckedDevices(sts[id]), "message %s: a late receipt of a device it was withdrawn from", id)
@@ -994,7 +994,7 @@ func TestDlCollapseRaces(t *testing.T) {
 			require.Greater(t, id, got[i-1], "the phone got %s after the newer %s", id, got[i-1])
 		}
 	}
-	sts := dlAudit(t, e, append(slices.Clone(aliceIDs), bobIDs...))
+	sts := dlCheckFeed(t, e, append(slices.Clone(aliceIDs), bobIDs...))
 	isAlice := map[string]bool{}
 	for _, id := range aliceIDs {
 		isAlice[id] = true
@@ -1063,7 +1063,7 @@ func TestDlCollapseScopeIsTheUser(t *testing.T) {
 	toAll := e.send(t, api.SendRequest{To: []string{"alice"}, Body: "code", CollapseKey: "otp"})[0]
 	require.Equal(t, "collapsed", e.status(t, toTablet).Status)
 	require.Equal(t, []string{toAll}, e.mustPull(t, "alice", "tablet"))
-	dlAudit(t, e, []string{toPhone, toTablet, toBob, toAll})
+	dlCheckFeed(t, e, []string{toPhone, toTablet, toBob, toAll})
 }
 
 // TestDlCollapseUserNamedTwiceInOnePost: a POST naming "alice" and
@@ -1083,7 +1083,7 @@ func TestDlCollapseUserNamedTwiceInOnePost(t *testing.T) {
 		require.Equal(t, "collapsed", st.Status, "message %s of the first POST (to %s), reason %q", id, st.To, st.Reason)
 	}
 	require.Equal(t, []string{newer}, e.mustPull(t, "alice", "phone"), "the phone gets only the newest code")
-	dlAudit(t, e, append(first, newer))
+	dlCheckFeed(t, e, append(first, newer))
 }
 
 // --- cancel -------------------------------------------------------------------------------
@@ -1144,7 +1144,7 @@ func TestDlCancelRacingAck(t *testing.T) {
 	for _, id := range ids {
 		require.False(t, dlCount(evs, id, "message.cancelled") > 0 && dlCount(evs, id, "message.delivered") > 0, "message %s both cancelled and delivered", id)
 	}
-	dlAudit(t, e, ids)
+	dlCheckFeed(t, e, ids)
 }
 
 // TestDlCancelledNeverRedelivered: messages a device had (sent, not
@@ -1209,7 +1209,7 @@ func TestDlCancelledNeverRedelivered(t *testing.T) {
 	}
 	tab.ping()
 	e.mustAck(t, "alice", "web", api.AcksRequest{Delivered: cancelled, Read: cancelled})
-	sts := dlAudit(t, e, ids)
+	sts := dlCheckFeed(t, e, ids)
 	for _, id := range cancelled {
 		require.Equal(t, "cancelled", sts[id].Status)
 		require.Empty(t, dlAckedDevices(sts[id]), "a late ack of a cancelled message")
@@ -1277,7 +1277,7 @@ func TestDlReadMarkers(t *testing.T) {
 	pc.receipt(early)
 	pc.displayed(early)
 	pc.ping()
-	dlAudit(t, e, []string{read, other, early})
+	dlCheckFeed(t, e, []string{read, other, early})
 }
 
 // --- XMPP and HTTP pull together -----------------------------------------------------------------
@@ -1330,7 +1330,7 @@ func TestDlXMPPAndPullSameUser(t *testing.T) {
 	dlCheckSeq(t, "phone", ids, plog.distinct())
 	dlCheckSeq(t, "web", ids, wlog.distinct())
 	e.waitDrained(t)
-	sts := dlAudit(t, e, ids)
+	sts := dlCheckFeed(t, e, ids)
 	for _, id := range ids {
 		require.Equal(t, []string{"phone", "web"}, dlAckedDevices(sts[id]), "message %s", id)
 	}
@@ -1363,7 +1363,7 @@ func TestDlXMPPAndPullSameUser(t *testing.T) {
 	laptop = e.dial(t, "alice", "laptop", sdkproto.TransportWebSocket, func(_ *sdkproto.Client, m *sdkproto.Message) { llog2.add(m.ID) }, noSM)
 	dlSettle(t, e.ctx, laptop)
 	require.Equal(t, []string{held}, llog2.all(), "still pending for the laptop")
-	dlAudit(t, e, append(ids, forPhone, held))
+	dlCheckFeed(t, e, append(ids, forPhone, held))
 }
 
 // --- fan-out -----------------------------------------------------------------------------------------
@@ -1408,7 +1408,7 @@ func TestDlFanOutUserAndItsDevice(t *testing.T) {
 	require.Equal(t, []string{whole, forTablet}, tlog.all())
 	t.Logf("1000 recipients: %d ids; alice/phone got %d messages with the same body (%v)", len(ids), len(plog.all()), plog.all())
 	e.waitStatus(t, forTablet, "delivered")
-	sts := dlAudit(t, e, []string{whole, forPhone, forTablet, ids[2], ids[998]})
+	sts := dlCheckFeed(t, e, []string{whole, forPhone, forTablet, ids[2], ids[998]})
 	require.Equal(t, []string{"phone", "tablet"}, dlAckedDevices(sts[whole]))
 	require.Equal(t, []string{"phone"}, dlAckedDevices(sts[forPhone]))
 	require.Equal(t, []string{"tablet"}, dlAckedDevices(sts[forTablet]))
@@ -1476,7 +1476,7 @@ func TestDlOneEventPerDeviceAcrossAckForms(t *testing.T) {
 	fresh.presence()
 	require.Empty(t, fresh.ping())
 
-	sts := dlAudit(t, e, all)
+	sts := dlCheckFeed(t, e, all)
 	evs := e.events(t)
 	for _, id := range all {
 		require.Equal(t, 1, dlCount(evs, id, "message.sent"), "message %s", id)
