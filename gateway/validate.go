@@ -36,9 +36,13 @@ const (
 	maxClientConfigSize = 64 << 10
 )
 
-func validApp(s string) bool    { return appIDRE.MatchString(s) }
-func validUser(s string) bool   { return userIDRE.MatchString(s) }
-func validDevice(s string) bool { return deviceIDRE.MatchString(s) }
+func validApp(s string) bool  { return appIDRE.MatchString(s) }
+func validUser(s string) bool { return userIDRE.MatchString(s) }
+
+// validDevice: SPEC's expression, without ids made only of dots ("." and
+// ".." are path segments that URL clients resolve away: DELETE
+// .../devices/.. would reach the user).
+func validDevice(s string) bool { return deviceIDRE.MatchString(s) && strings.Trim(s, ".") != "" }
 
 // parseRecipient splits "user" or "user/device".
 func parseRecipient(s string) (queue.Recipient, bool) {

@@ -172,6 +172,11 @@ func (q *Queue) mark(dev DeviceRef, to State, ids []string) error {
 			// this one, whose late receipt or marker records nothing.
 			continue
 		}
+		if to >= StateDelivered && st.Fallback != nil && st.Fallback.Status == "sending" {
+			// Its SMS fallback fired and withdrew it from every device:
+			// exactly one of device delivery and SMS (SPEC §8).
+			continue
+		}
 		changed := false
 		if to >= StateDelivered && st.DeviceState(dev.Device) < StateSent {
 			// Acknowledged before its "sent" was recorded (the session
@@ -219,7 +224,8 @@ func (q *Queue) complete(st *Status, known []string) bool {
 	return true
 }
 
-// knownDevices lists the devices of app/user seen within the stale period,
+// knownDevices lists the devices of app/user online or seen within the
+// stale period,
 // from the device cache. The caller holds the user's lock.
 func (q *Queue) knownDevices(t *tx, app, user string) ([]string, error) {
 	devs, err := q.devicesLocked(app, user)
@@ -228,7 +234,7 @@ func (q *Queue) knownDevices(t *tx, app, user string) ([]string, error) {
 	}
 	var out []string
 	for i := range devs {
-		if t.now.Sub(devs[i].LastSeen) < q.cfg.DeviceStale {
+		if devs[i].Connected || t.now.Sub(devs[i].LastSeen) < q.cfg.DeviceStale {
 			out = append(out, devs[i].ID)
 		}
 	}

@@ -444,7 +444,7 @@ func (q *Queue) DeviceBound(ctx context.Context, dev DeviceRef, transport string
 	})
 }
 
-// DeviceUnbound clears Connected when the device's session ended for good
+// DeviceUnbound clears Connected, and sets LastSeen, when the device's session ended for good
 // (not by the gateway's shutdown). Not synced either: a crash may leave it
 // set, which only holds a wake back for a while after the restart.
 func (q *Queue) DeviceUnbound(ctx context.Context, dev DeviceRef) error {
@@ -452,7 +452,9 @@ func (q *Queue) DeviceUnbound(ctx context.Context, dev DeviceRef) error {
 		if !d.Connected {
 			return false
 		}
-		d.Connected = false
+		// Seen until now: a device online for weeks is not unseen
+		// the moment it goes.
+		d.Connected, d.LastSeen = false, q.now()
 		return true
 	})
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"net/netip"
+	"strings"
 
 	"tether/queue"
 )
@@ -99,6 +100,12 @@ func (s *Session) plain(payload []byte) CloseReason {
 		s.saslFailure("invalid-authzid")
 		return ""
 	}
+	if !validUser(user) {
+		// No such user can exist; the throttle does not keep the name.
+		s.saslFailure("not-authorized")
+		s.srv.m.handshakes.WithLabelValues(s.kind, "auth_failed").Inc()
+		return ""
+	}
 	if !s.srv.thr.allow(s.app, user, s.sourceAddr()) {
 		s.saslFailure("temporary-auth-failure")
 		return ""
@@ -114,7 +121,13 @@ func (s *Session) plain(payload []byte) CloseReason {
 
 func (s *Session) scramStart(mech string, payload []byte) CloseReason {
 	st := newSCRAM(mech)
+	st.domain = s.domain
 	sf, err := st.first(payload, func(user string) ([]byte, []byte, int, bool, error) {
+		if !validUser(user) {
+			// No such user can exist: a malformed request, not a try
+			// the throttle keeps (nor keeps the client's name for).
+			return nil, nil, 0, false, errSCRAM
+		}
 		if !s.srv.thr.allow(s.app, user, s.sourceAddr()) {
 			return nil, nil, 0, false, errThrottled
 		}
@@ -203,9 +216,10 @@ func validUser(u string) bool {
 	return true
 }
 
-// validDevice is the device id grammar.
+// validDevice is the device id grammar, without ids made only of dots
+// ("." and ".." are path segments a URL client resolves away).
 func validDevice(d string) bool {
-	if len(d) == 0 || len(d) > 64 {
+	if len(d) == 0 || len(d) > 64 || strings.Trim(d, ".") == "" {
 		return false
 	}
 	for i := 0; i < len(d); i++ {

@@ -48,6 +48,7 @@ type scramState struct {
 	nonce      []byte // the client's nonce and ours
 	salted     []byte // the user's salted password
 	credsFound bool   // false: the user does not exist, the proof will fail
+	domain     string // the stream's domain: an authzid may be user@domain
 }
 
 func newSCRAM(mech string) *scramState {
@@ -105,7 +106,7 @@ func (st *scramState) first(msg []byte, creds func(user string) (salt, salted []
 		return nil, errSCRAM
 	}
 	st.user = user
-	if authzID != "" && authzID != user {
+	if authzID != "" && authzID != user && (st.domain == "" || authzID != user+"@"+st.domain) {
 		return nil, errUnknownUser
 	}
 	salt, salted, iter, found, err := creds(user)

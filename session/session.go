@@ -1,6 +1,7 @@
 package session
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -342,6 +343,12 @@ func (s *Session) openStream(e *element) CloseReason {
 func (s *Session) startTLS() CloseReason {
 	tt, ok := s.t.(*tcpTransport)
 	if !ok || s.state&StateSecure != 0 {
+		return ReasonPolicy
+	}
+	if len(bytes.TrimSpace(tt.br.Pending())) > 0 {
+		// Cleartext sent behind <starttls/> would be read as if it came
+		// inside TLS (RFC 6120 5.4.3.3; the STARTTLS injection of
+		// CVE-2011-0411): refuse the stream.
 		return ReasonPolicy
 	}
 	// <proceed/> must reach the client before the handshake starts: write it

@@ -203,6 +203,10 @@ func (t *tcpTransport) next() (*element, error) {
 		if err != nil {
 			return nil, errNotWellFormed
 		}
+		if kind == xmppxml.KindElement && n > sdkproto.MaxStanzaBytes {
+			// Complete in one read but over the limit (SPEC §6).
+			return nil, errTooLarge
+		}
 		t.br.R += n
 		switch kind {
 		case xmppxml.KindHeader, xmppxml.KindElement:

@@ -321,6 +321,12 @@ func Path(segments ...string) string {
 
 func escapeSegment(s string) string {
 	const hex = "0123456789ABCDEF"
+	if s == "." || s == ".." {
+		// Dot segments would be resolved away (DELETE .../devices/..
+		// would reach the user): sent escaped, they reach the server
+		// as the name they are, which it refuses.
+		return strings.Repeat("%2E", len(s))
+	}
 	var sb strings.Builder
 	for i := 0; i < len(s); i++ {
 		c := s[i]
