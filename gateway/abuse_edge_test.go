@@ -836,7 +836,7 @@ func TestAbXMLAttacks(t *testing.T) {
 		{name: "duplicate attribute", in: "<iq type='get' type='set' id='d'><ping xmlns='urn:xmpp:ping'/></iq>", want: "not-well-formed"},
 		{name: "undeclared prefix", in: "<iq type='get' id='u'><p:ping xmlns='urn:xmpp:ping'/></iq>", want: "not-well-formed"},
 		{name: "iq without id", in: "<iq type='get'><ping xmlns='urn:xmpp:ping'/></iq>", want: anyErr},
-		{name: "unknown top-level element", in: "<foo/>", want: "not-well-formed"},
+		{name: "unknown top-level element", in: "<foo/>", want: "unsupported-stanza-type"},
 		{name: "second stream header", tcpOnly: true, in: "<stream:stream to='acme.localhost' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>", want: "not-well-formed"},
 		{name: "message before auth", preAuth: true, in: "<message to='acme.localhost' id='pre'><body>ab-pre-auth</body><request xmlns='urn:xmpp:receipts'/></message>", want: "not-authorized"},
 		{name: "bind before auth", preAuth: true, in: "<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>x</resource></bind></iq>", want: "not-authorized"},

@@ -1160,14 +1160,18 @@ func TestImCSI(t *testing.T) {
 			c.nextTag("sent", "csi")
 			c.cmd("ping")
 			if se, ok := c.nextWithin("stream_error", 2*time.Second); ok {
-				imKnownGap(t, "the gateway ends the stream with <%s/> on an XEP-0352 <inactive/> nonza "+
-					"(urn:xmpp:csi:0): it neither offers CSI nor tolerates it", se.Condition)
+				t.Fatalf("the gateway ended the stream with <%s/> on an XEP-0352 <inactive/> nonza", se.Condition)
 			}
 			c.nextTag("iq_result", "ping")
 			c.cmd("csi", "state", "active")
 			c.nextTag("sent", "csi")
 			m := e.send(t, user, "after CSI")
 			require.Equal(t, m, c.next("message").ID)
+			if lib == imJS {
+				// xmpp.js 0.14 leaves IQ results it consumed out of its
+				// <a h/>, so after the ping its count covers no message.
+				c.cmd("receipt", "id", m)
+			}
 			waitStatus(t, e.app, m, "delivered")
 			c.quit()
 		})

@@ -49,6 +49,7 @@ const (
 	ReasonResumeExpired  CloseReason = "resume_expired"
 	ReasonResumed        CloseReason = "resumed_elsewhere"
 	ReasonHandledTooHigh CloseReason = "handled_count_too_high" // an XEP-0198 <a h/> above what was sent
+	ReasonUnsupported    CloseReason = "unsupported_stanza_type"
 )
 
 // streamErrors maps a close reason to the stream error condition sent.
@@ -63,9 +64,13 @@ var streamErrors = map[CloseReason]string{
 	ReasonHostUnknown:    "host-unknown",
 	ReasonNotAuthorized:  "not-authorized",
 	ReasonHandledTooHigh: "undefined-condition", // with <handled-count-too-high/> (XEP-0198 section 4)
+	ReasonUnsupported:    "unsupported-stanza-type",
 }
 
 const writeTimeout = 10 * time.Second
+
+// nsCSI is XEP-0352 client state indication.
+const nsCSI = "urn:xmpp:csi:0"
 
 // Session is one device connection: the reader goroutine runs the state
 // machine; other goroutines (the queue's hand-off, the flusher) only take
@@ -279,8 +284,14 @@ func (s *Session) handle(e *element) CloseReason {
 	if s.state&StateAuthn == 0 {
 		return ReasonNotAuthorized
 	}
+	if e.Name.Space == nsCSI && (e.Name.Local == "active" || e.Name.Local == "inactive") {
+		// XEP-0352 client state: accepted and ignored (the gateway has
+		// nothing to hold back for an inactive client; a wake push only
+		// goes to devices offline). Not a stanza: h does not count it.
+		return ""
+	}
 	if e.Name.Space != sdkproto.NSClient && e.Name.Space != "" {
-		return ReasonNotWellFormed
+		return ReasonUnsupported // RFC 6120 4.9.3.22
 	}
 	// XEP-0198 4: h counts the stanzas handled since <enable/>, not those
 	// between bind and enable (the legacy session IQ, a roster get): else
@@ -298,7 +309,7 @@ func (s *Session) handle(e *element) CloseReason {
 	case "message":
 		return s.message(e)
 	}
-	return ReasonNotWellFormed
+	return ReasonUnsupported
 }
 
 // openStream answers a stream header (or WebSocket <open/>) with ours and
