@@ -45,7 +45,8 @@ func (q *Queue) Pending(ctx context.Context, dev DeviceRef, after uint64, limit 
 			scanErr = err
 			return false
 		}
-		need := m.Device == "" || m.Device == dev.Device
+		need := (m.Device == "" || m.Device == dev.Device) &&
+			(m.OnlineOnly == nil || slices.Contains(m.OnlineOnly, dev.Device))
 		if need {
 			st, err := q.loadStatus(dev.App, seq)
 			switch {

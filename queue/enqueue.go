@@ -259,6 +259,9 @@ func (q *Queue) put(t *tx, m *Message) bool {
 		t.putStatus(st)
 		return false
 	}
+	if m.onlineOnly {
+		m.OnlineOnly = q.onlineDevices(m.App, m.User, m.Device)
+	}
 	if m.CollapseKey != "" {
 		// The messages of an earlier POST with this key to this user are
 		// replaced; those of this POST (it may name the user more than

@@ -188,6 +188,9 @@ func (q *Queue) Depth() int64 { return q.depth.Load() }
 
 func (q *Queue) now() time.Time { return q.clk.Now().UTC() }
 
+// Now is the time on the queue's clock, the one expiry is measured on.
+func (q *Queue) Now() time.Time { return q.now() }
+
 func (q *Queue) stripe(app, user string) int {
 	var h maphash.Hash
 	h.SetSeed(q.seed)
@@ -305,6 +308,22 @@ func (q *Queue) Online(app, user, device string) bool {
 		}
 	}
 	return false
+}
+
+// onlineDevices returns the devices of app/user with a live session (only
+// device, if it is not empty).
+func (q *Queue) onlineDevices(app, user, device string) []string {
+	k := subKey{app, user}
+	sh := &q.subs.shards[q.subs.shard(k)]
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	var out []string
+	for _, s := range sh.m[k] {
+		if (device == "" || s.device == device) && !slices.Contains(out, s.device) {
+			out = append(out, s.device)
+		}
+	}
+	return out
 }
 
 // deliver hands m to the live sessions it is for.

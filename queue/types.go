@@ -125,6 +125,10 @@ type Message struct {
 	CreatedAt   time.Time       `json:"-"`
 	ExpiresAt   time.Time       `json:"-"`
 	Fallback    *SMSFallback    `json:"fb,omitempty"`
+	// OnlineOnly names the devices online when an expires_in 0 message
+	// was posted: only they get it (a device of the user that connects
+	// during its grace was not online "now").
+	OnlineOnly []string `json:"on,omitempty"`
 
 	// On-disk times, in Unix milliseconds.
 	Created int64 `json:"c"`

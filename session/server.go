@@ -34,6 +34,8 @@ type Queue interface {
 	UpdateDevice(ctx context.Context, dev queue.DeviceRef, fn func(d *queue.Device) *queue.Device) (bool, error)
 	DeviceBound(ctx context.Context, dev queue.DeviceRef, transport string) error
 	DeviceUnbound(ctx context.Context, dev queue.DeviceRef) error
+	// Now is the time expiry is measured on.
+	Now() time.Time
 }
 
 // Directory answers what a session needs of apps and users; the gateway

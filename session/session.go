@@ -818,8 +818,12 @@ func (s *Session) resume(e *element) CloseReason {
 	// Everything the device did not count goes out again, in order:
 	// messages, and the other stanzas (XEP-0198 covers them all; a lost
 	// IQ result or receipt left the device waiting for it).
+	now := s.srv.q.Now()
 	for _, f := range inflight[acked:] {
 		if f.msg != nil {
+			if !f.msg.ExpiresAt.After(now) {
+				continue // expired: the expiry timer finalizes it, as Pending would skip it
+			}
 			s.queueMessageLocked(f.msg, true)
 		} else {
 			s.queueStanzaLocked(f.raw)
