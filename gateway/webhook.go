@@ -173,7 +173,11 @@ func (w *webhooks) run(ctx context.Context, app string, kick <-chan struct{}) {
 		return
 	}
 	delay := w.minDelay
-	var firstFail time.Time
+	// fails marks, for each failed post that carried events no earlier
+	// post had, where those events end and when they first failed: the
+	// 24 h give-up drops only the events that have been failing that
+	// long, not younger ones that joined a refused batch since.
+	var fails []webhookFail
 	for ctx.Err() == nil {
 		draining := w.drainCtx.Err() != nil
 		wait := webhookWait
@@ -208,19 +212,20 @@ func (w *webhooks) run(ctx context.Context, app string, kick <-chan struct{}) {
 		if err == nil {
 			w.batches.WithLabelValues("ok").Inc()
 			w.events.Add(float64(len(evs)))
-			cursor, delay, firstFail = next, w.minDelay, time.Time{}
+			cursor, delay, fails = next, w.minDelay, fails[:0]
 			w.saveCursor(app, cursor)
 			continue
 		}
 		w.batches.WithLabelValues("error").Inc()
 		now := w.g.cfg.Clock.Now()
-		if firstFail.IsZero() {
-			firstFail = now
+		if len(fails) == 0 || next > fails[len(fails)-1].next {
+			fails = append(fails, webhookFail{next: next, at: now})
 		}
-		if now.Sub(firstFail) >= webhookGiveUp {
-			log.Warn("webhook: giving up on a batch after 24 h", zapApp(app), zap.Int("events", len(evs)), zap.Int("status", status), zap.Error(err))
+		if now.Sub(fails[0].at) >= webhookGiveUp {
+			log.Warn("webhook: giving up on events refused for 24 h", zapApp(app), zap.Uint64("cursor", cursor), zap.Uint64("next", fails[0].next), zap.Int("status", status), zap.Error(err))
 			w.batches.WithLabelValues("dropped").Inc()
-			cursor, delay, firstFail = next, w.minDelay, time.Time{}
+			cursor, delay = fails[0].next, w.minDelay
+			fails = fails[1:]
 			w.saveCursor(app, cursor)
 			continue
 		}
@@ -237,6 +242,13 @@ func (w *webhooks) run(ctx context.Context, app string, kick <-chan struct{}) {
 			delay = min(delay*2, webhookMaxDelay)
 		}
 	}
+}
+
+// webhookFail is where the events of a refused post end in the feed, and
+// when they were first refused.
+type webhookFail struct {
+	next uint64
+	at   time.Time
 }
 
 // sleep waits d, or until ctx ends, draining starts or kick; it reports
