@@ -254,7 +254,21 @@ func (g *Gateway) Handler() http.Handler {
 	mux := http.NewServeMux()
 	g.routes(mux)
 	g.mux = mux
-	return g.metrics.wrap(mux)
+	return g.withBodyDeadline(g.metrics.wrap(mux))
+}
+
+// withBodyDeadline gives a request that carries a body bodyTime to send
+// it: a client that trickles it in is cut off, whether the handler reads
+// the body or refuses the request first (net/http then reads the rest to
+// reuse the connection). The server's ReadHeaderTimeout covers only the
+// headers.
+func (g *Gateway) withBodyDeadline(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength != 0 { // -1: chunked
+			http.NewResponseController(w).SetReadDeadline(time.Now().Add(bodyTime(r.ContentLength, g.cfg.MaxBodyBytes)))
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // Run serves until ctx is done, then shuts down gracefully, all within
@@ -478,14 +492,33 @@ func (g *Gateway) Sessions() *session.Server { return g.sessions }
 func zapApp(app string) zap.Field { return zap.String("app", app) }
 
 // readAll reads a size-limited body, mapping the limit to a 413.
-func readAll(r io.Reader) ([]byte, *api.Error) {
-	b, err := io.ReadAll(r)
+// readBody reads a request body of at most MaxBodyBytes, within the
+// deadline withBodyDeadline set.
+func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *api.Error) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes))
 	if err != nil {
 		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
+		var ne net.Error
+		switch {
+		case errors.As(err, &mbe):
 			return nil, apiError(api.CodePayloadTooLarge, "", "request body over %d bytes", mbe.Limit)
+		case errors.As(err, &ne) && ne.Timeout():
+			w.Header().Set("Connection", "close")
+			return nil, apiError(api.CodeInvalidArgument, "", "request body not received within %v", bodyTime(r.ContentLength, g.cfg.MaxBodyBytes))
 		}
 		return nil, apiError(api.CodeInvalidArgument, "", "reading the body: %v", err)
 	}
+	// net/http's background read, which watches for the client going
+	// away while the handler runs, would otherwise run into the deadline.
+	http.NewResponseController(w).SetReadDeadline(time.Time{})
 	return b, nil
+}
+
+// bodyTime is how long a request body of n bytes (-1: unknown, up to max)
+// may take to arrive: 10 s, and 1 s more for every 64 KiB past the first.
+func bodyTime(n, max int64) time.Duration {
+	if n < 0 || n > max {
+		n = max
+	}
+	return 10*time.Second + time.Duration(n>>16)*time.Second
 }

@@ -67,14 +67,9 @@ func (g *Gateway) writeError(w http.ResponseWriter, r *http.Request, err error) 
 // decodeJSON reads a request body into v strictly: at most MaxBodyBytes,
 // no unknown fields, the right types, one JSON value.
 func (g *Gateway) decodeJSON(w http.ResponseWriter, r *http.Request, v any) *api.Error {
-	body := http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes)
-	raw, err := io.ReadAll(body)
+	raw, err := g.readBody(w, r)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return apiError(api.CodePayloadTooLarge, "", "request body over %d bytes", g.cfg.MaxBodyBytes)
-		}
-		return apiError(api.CodeInvalidArgument, "", "reading the body: %v", err)
+		return err
 	}
 	return decodeStrict(raw, v)
 }

@@ -249,8 +249,7 @@ func (g *Gateway) getApp(w http.ResponseWriter, r *http.Request, app *appRecord)
 func (g *Gateway) patchApp(w http.ResponseWriter, r *http.Request, app *appRecord) {
 	var raw map[string]json.RawMessage
 	var req api.PatchAppRequest
-	body := http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes)
-	buf, rerr := readAll(body)
+	buf, rerr := g.readBody(w, r)
 	if rerr != nil {
 		g.writeError(w, r, rerr)
 		return
@@ -691,8 +690,7 @@ func (g *Gateway) sendMessage(w http.ResponseWriter, r *http.Request, app *appRe
 		g.writeError(w, r, apiError(api.CodeInvalidArgument, "Idempotency-Key", "Idempotency-Key is longer than %d bytes", maxIdempotencyKey))
 		return
 	}
-	body := http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes)
-	raw, rerr := readAll(body)
+	raw, rerr := g.readBody(w, r)
 	if rerr != nil {
 		g.writeError(w, r, rerr)
 		return
