@@ -200,6 +200,9 @@ func (t *tcpTransport) next() (*element, error) {
 			}
 			continue
 		}
+		if errors.Is(err, xmppxml.ErrTooManyNamespaces) {
+			return nil, errTooLarge // a resource limit: policy-violation
+		}
 		if err != nil {
 			return nil, errNotWellFormed
 		}

@@ -88,7 +88,16 @@ var (
 	ErrNeedMore = errors.New("xmppxml: need more input")
 	// ErrNotWellFormed is what every *SyntaxError matches with errors.Is.
 	ErrNotWellFormed = errors.New("xmppxml: not well-formed")
+	// ErrTooManyNamespaces says the stream header declares more than
+	// MaxHeaderNamespaces namespaces. They stay in scope for the whole
+	// stream and every element's prefix is looked up through them, so
+	// thousands would make each later element cost many times more.
+	ErrTooManyNamespaces = errors.New("xmppxml: too many namespace declarations on the stream header")
 )
+
+// MaxHeaderNamespaces is the most namespace declarations a stream header
+// may carry (clients declare two or three).
+const MaxHeaderNamespaces = 32
 
 // SyntaxError says why and where (a byte offset into the buffer given to
 // Next or ParseFrame) the input is not well-formed.
@@ -247,6 +256,9 @@ func (s *Stream) header(b []byte, sc scanState) (*Element, error) {
 	}
 	if end != len(b) {
 		return nil, syntaxErr(end, msgScan)
+	}
+	if len(p.ns) > MaxHeaderNamespaces {
+		return nil, ErrTooManyNamespaces
 	}
 	if len(p.ns) > 0 {
 		s.ns = append([]binding(nil), p.ns...)
