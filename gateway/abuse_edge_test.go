@@ -2037,3 +2037,44 @@ func TestAbSlowBodyWithinLimit(t *testing.T) {
 	resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 }
+
+// TestAbStreamHeaderVersionAndNamespace: RFC 6120 4.7.5 and 4.9.3: a
+// stream header with a major version above 1 gets <unsupported-version/>,
+// one in another stream namespace (TCP) or framing namespace (WebSocket,
+// RFC 7395) <invalid-namespace/>; version 1.1 and a missing version are
+// served.
+func TestAbStreamHeaderVersionAndNamespace(t *testing.T) {
+	f := abStart(t, nil)
+	head := func(ns, version string) string {
+		return "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='" + ns + "' to='acme.localhost'" + version + ">"
+	}
+	for _, tc := range []struct {
+		name, header, cond string
+	}{
+		{"version 2.0", head(sdkproto.NSStream, " version='2.0'"), "unsupported-version"},
+		{"version 10.0", head(sdkproto.NSStream, " version='10.0'"), "unsupported-version"},
+		{"another stream namespace", head("urn:not-streams", " version='1.0'"), "invalid-namespace"},
+		{"version 1.1", head(sdkproto.NSStream, " version='1.1'"), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := abDialTLS(t, f.g.XMPPSAddr, nil)
+			c.send(tc.header)
+			if tc.cond == "" {
+				c.expect("stream")
+				c.expect("features")
+				return
+			}
+			require.Equal(t, tc.cond, c.streamError())
+		})
+	}
+	t.Run("websocket, another framing namespace", func(t *testing.T) {
+		c := abDialWS(t, f.g.URL)
+		c.send("<open xmlns='urn:not-framing' to='acme.localhost' version='1.0'/>")
+		require.Equal(t, "invalid-namespace", c.streamError())
+	})
+	t.Run("websocket, version 2.0", func(t *testing.T) {
+		c := abDialWS(t, f.g.URL)
+		c.send("<open xmlns='" + sdkproto.NSFraming + "' to='acme.localhost' version='2.0'/>")
+		require.Equal(t, "unsupported-version", c.streamError())
+	})
+}

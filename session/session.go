@@ -50,6 +50,8 @@ const (
 	ReasonResumed        CloseReason = "resumed_elsewhere"
 	ReasonHandledTooHigh CloseReason = "handled_count_too_high" // an XEP-0198 <a h/> above what was sent
 	ReasonUnsupported    CloseReason = "unsupported_stanza_type"
+	ReasonNamespace      CloseReason = "invalid_namespace"   // a stream header in another namespace
+	ReasonVersion        CloseReason = "unsupported_version" // a stream header with version 2.0 or later
 )
 
 // streamErrors maps a close reason to the stream error condition sent.
@@ -65,6 +67,8 @@ var streamErrors = map[CloseReason]string{
 	ReasonNotAuthorized:  "not-authorized",
 	ReasonHandledTooHigh: "undefined-condition", // with <handled-count-too-high/> (XEP-0198 section 4)
 	ReasonUnsupported:    "unsupported-stanza-type",
+	ReasonNamespace:      "invalid-namespace",
+	ReasonVersion:        "unsupported-version",
 }
 
 const writeTimeout = 10 * time.Second
@@ -271,6 +275,9 @@ func (s *Session) handle(e *element) CloseReason {
 		return s.openStream(e)
 	}
 	if s.domain == "" {
+		if e.Name.Local == streamLocal || e.Name.Local == "open" {
+			return ReasonNamespace // RFC 6120 4.9.3.10 (RFC 7395 3.3.2: urn:ietf:params:xml:ns:xmpp-framing)
+		}
 		return ReasonNotWellFormed // a stanza before the stream header
 	}
 	switch {
@@ -315,6 +322,9 @@ func (s *Session) handle(e *element) CloseReason {
 // openStream answers a stream header (or WebSocket <open/>) with ours and
 // the features of the current state.
 func (s *Session) openStream(e *element) CloseReason {
+	if v := e.Value("version"); v != "" && !supportedVersion(v) {
+		return ReasonVersion // RFC 6120 4.7.5: a major version above 1
+	}
 	to := e.Value("to")
 	app, ok := strings.CutSuffix(to, "."+s.srv.cfg.Domain)
 	if s.domain != "" && to != s.domain {
@@ -854,6 +864,19 @@ func (s *Session) resume(e *element) CloseReason {
 		s.loadPending()
 	}
 	return ""
+}
+
+// supportedVersion reports whether a stream header's version is one the
+// gateway speaks: major version 1 (RFC 6120 4.7.5; "1.1" is fine, the
+// minor version is for features the other side may ignore). A version
+// that is not two numbers is taken as 1.0, as a missing one would be.
+func supportedVersion(v string) bool {
+	major, _, ok := strings.Cut(v, ".")
+	if !ok {
+		return true
+	}
+	n, err := strconv.Atoi(major)
+	return err != nil || n <= 1
 }
 
 func randomID() string {
