@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"time"
 )
 
 // DeviceRef names one device of one user of one app.
@@ -205,9 +206,74 @@ func (q *Queue) mark(dev DeviceRef, to State, ids []string) error {
 					app, user, device, seq := dev.App, dev.User, dev.Device, seq
 					t.after = append(t.after, func() { q.withdraw(app, user, device, seq) })
 				}
+			} else if err := q.armRecheck(t, st); err != nil {
+				t.abort()
+				return err
 			}
 		}
 		t.putStatus(st)
+	}
+	return t.commit(false)
+}
+
+// armRecheck sets a timer for the moment the first offline device that st
+// still waits for turns stale (unseen for DeviceStale), if that comes
+// before st expires: the devices that are left may all have acknowledged
+// it by then, and it is done. (A device online now that goes away without
+// acknowledging is not looked at: the message then waits until expiry.)
+// The caller holds the user's lock.
+func (q *Queue) armRecheck(t *tx, st *Status) error {
+	if st.Delivery != DeliveryAll || st.Device != "" {
+		return nil
+	}
+	devs, err := q.devicesLocked(st.App, st.User)
+	if err != nil {
+		return err
+	}
+	var at time.Time
+	for i := range devs {
+		d := &devs[i]
+		if d.Connected || st.DeviceState(d.ID).Acked() || t.now.Sub(d.LastSeen) >= q.cfg.DeviceStale {
+			continue
+		}
+		if s := d.LastSeen.Add(q.cfg.DeviceStale); at.IsZero() || s.Before(at) {
+			at = s
+		}
+	}
+	if !at.IsZero() && at.Before(st.ExpiresAt) {
+		// A millisecond on: the timer's time is truncated to one.
+		t.b.PutTimer(at.UnixMilli()+1, timerRecheck, st.Seq, timerValue(st.App, st.User))
+	}
+	return nil
+}
+
+// fireRecheck is an armRecheck timer: st is done if every device still
+// known has acknowledged it, else the timer is set again for the next
+// device to turn stale.
+func (q *Queue) fireRecheck(d dueTimer) error {
+	unlock := q.lockUser(d.app, d.user)
+	defer unlock()
+	t := q.begin()
+	t.b.DeleteTimer(d.at, d.kind, d.seq)
+	st, err := q.loadStatus(d.app, d.seq)
+	if errors.Is(err, ErrNotFound) || err == nil && (st.Done() || st.User != d.user) {
+		return t.commit(false)
+	}
+	if err != nil {
+		t.abort()
+		return err
+	}
+	known, err := q.knownDevices(t, d.app, d.user)
+	if err != nil {
+		t.abort()
+		return err
+	}
+	if st.Status.Acked() && q.complete(st, known) {
+		t.done(st)
+		t.putStatus(st)
+	} else if err := q.armRecheck(t, st); err != nil {
+		t.abort()
+		return err
 	}
 	return t.commit(false)
 }

@@ -88,13 +88,15 @@ func (q *Queue) RunTimers(ctx context.Context) (int, error) {
 	}
 }
 
-var timerKindNames = map[byte]string{timerExpire: "expire", timerFallback: "fallback", timerStatusGC: "status_gc", timerIdemGC: "idempotency_gc"}
+var timerKindNames = map[byte]string{timerExpire: "expire", timerFallback: "fallback", timerStatusGC: "status_gc", timerIdemGC: "idempotency_gc", timerRecheck: "recheck"}
 
 func (q *Queue) fire(d dueTimer) error {
 	q.m.timers.WithLabelValues(timerKindNames[d.kind]).Inc()
 	switch d.kind {
 	case timerExpire, timerFallback:
 		return q.fireMessage(d)
+	case timerRecheck:
+		return q.fireRecheck(d)
 	case timerStatusGC:
 		b := q.db.NewBatch()
 		b.DeleteTimer(d.at, d.kind, d.seq)

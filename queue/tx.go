@@ -15,6 +15,7 @@ const (
 	timerFallback byte = 2 // sms_fallback.after; value: app, user
 	timerStatusGC byte = 3 // drop a status record; value: app
 	timerIdemGC   byte = 4 // forget an idempotency key; value: app, key hash
+	timerRecheck  byte = 5 // a message waits only for devices that turn stale by then; value: app, user
 )
 
 // tx is one atomic change: a store batch plus what to do once it is
