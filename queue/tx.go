@@ -279,7 +279,7 @@ func parseTimerValue(v []byte) (app, user string, ok bool) {
 // collapseSeqs returns the messages mapped to a collapse key of app/user,
 // as this tx left them.
 func (t *tx) collapseSeqs(app, user, key string) []uint64 {
-	k := app + "\x00" + user + "\x00" + key
+	k := collapseMapKey(app, user, key)
 	if seqs, ok := t.collapse[k]; ok {
 		return seqs
 	}
@@ -291,12 +291,15 @@ func (t *tx) collapseSeqs(app, user, key string) []uint64 {
 	return seqs
 }
 
+// collapseMapKey is the key of tx.collapse.
+func collapseMapKey(app, user, key string) string { return app + "\x00" + user + "\x00" + key }
+
 // setCollapse maps a collapse key of app/user to seqs (none: no mapping).
 func (t *tx) setCollapse(app, user, key string, seqs []uint64) {
 	if t.collapse == nil {
 		t.collapse = make(map[string][]uint64)
 	}
-	t.collapse[app+"\x00"+user+"\x00"+key] = seqs
+	t.collapse[collapseMapKey(app, user, key)] = seqs
 	if len(seqs) == 0 {
 		t.b.DeleteCollapse(app, user, key)
 		return

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -175,11 +176,14 @@ func (s *SMSSender) sendHTTP(ctx context.Context, m SMS) (string, error) {
 
 // vonageAnswer is the Vonage SMS API response.
 type vonageAnswer struct {
-	Messages []struct {
-		Status    string `json:"status"`
-		MessageID string `json:"message-id"`
-		ErrorText string `json:"error-text"`
-	} `json:"messages"`
+	Messages []vonageMessage `json:"messages"`
+}
+
+// vonageMessage is the answer for one part of a text.
+type vonageMessage struct {
+	Status    string `json:"status"`
+	MessageID string `json:"message-id"`
+	ErrorText string `json:"error-text"`
 }
 
 func (s *SMSSender) sendVonage(ctx context.Context, m SMS) (string, error) {
@@ -221,12 +225,7 @@ func (s *SMSSender) sendVonage(ctx context.Context, m SMS) (string, error) {
 	// A long text is split; every part must be accepted. Only when no
 	// part went out may the whole text be sent again.
 	ids := make([]string, 0, len(a.Messages))
-	sentParts := 0
-	for _, msg := range a.Messages {
-		if msg.Status == "0" {
-			sentParts++
-		}
-	}
+	someSent := slices.ContainsFunc(a.Messages, func(m vonageMessage) bool { return m.Status == "0" })
 	for _, msg := range a.Messages {
 		if msg.Status != "0" {
 			d := "status " + msg.Status
@@ -234,7 +233,7 @@ func (s *SMSSender) sendVonage(ctx context.Context, m SMS) (string, error) {
 				d = msg.ErrorText + " (" + d + ")"
 			}
 			err := fmt.Errorf("%w: sms vonage: status %s", ErrSMSRejected, msg.Status)
-			if sentParts == 0 && (msg.Status == vonageThrottled || msg.Status == vonageInternalError) {
+			if !someSent && (msg.Status == vonageThrottled || msg.Status == vonageInternalError) {
 				err = &smsTryLater{after: after, err: err}
 			}
 			return clip(d), err
