@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -16,24 +17,42 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
 
 // certStore holds the serving certificate; Reload swaps it without
 // touching open connections.
+//
+// Without a configured certificate the gateway generates a self-signed CA
+// in the data dir (tls-cert.pem) whose names are localhost, *.localhost,
+// the base domain and *.<domain>, and serves, for an SNI name one label
+// under the base domain (an app domain), a leaf for exactly that name
+// issued from it: Node and browsers take no wildcard right under a
+// one-label name such as localhost, so *.localhost did not cover
+// acme.localhost for them. A client that trusts tls-cert.pem verifies
+// either.
 type certStore struct {
-	cert         atomic.Pointer[tls.Certificate]
-	certFile     string
-	keyFile      string
-	generatedFor []string
+	cert     atomic.Pointer[tls.Certificate]
+	certFile string
+	keyFile  string
+	domain   string // set when the certificate is the generated CA
+
+	mu     sync.Mutex
+	leaves map[string]*tls.Certificate // by server name, issued from cert
 }
+
+// maxLeaves bounds the leaves kept (one per app domain a client asked
+// for); past it the CA's own certificate is served.
+const maxLeaves = 4096
 
 // loadCert loads the configured certificate, or generates (once) and reuses
 // a self-signed one in the data dir.
 func loadCert(cfg *Config) (*certStore, error) {
 	cs := &certStore{certFile: cfg.TLSCert, keyFile: cfg.TLSKey}
 	if cs.certFile == "" {
+		cs.domain = cfg.Domain
 		cs.certFile = filepath.Join(cfg.DataDir, "tls-cert.pem")
 		cs.keyFile = filepath.Join(cfg.DataDir, "tls-key.pem")
 		if _, err := os.Stat(cs.certFile); errors.Is(err, os.ErrNotExist) {
@@ -51,19 +70,103 @@ func (cs *certStore) Reload() error {
 	if err != nil {
 		return fmt.Errorf("gateway: load TLS certificate: %w", err)
 	}
+	cs.mu.Lock()
 	cs.cert.Store(&c)
+	cs.leaves = nil
+	cs.mu.Unlock()
 	return nil
+}
+
+// serve returns the certificate for a TLS handshake.
+func (cs *certStore) serve(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	ca := cs.cert.Load()
+	if cs.domain == "" || hello.ServerName == "" {
+		return ca, nil
+	}
+	label, ok := strings.CutSuffix(strings.ToLower(hello.ServerName), "."+cs.domain)
+	if !ok || !dnsLabel(label) || ca.Leaf == nil || !ca.Leaf.IsCA {
+		return ca, nil
+	}
+	name := label + "." + cs.domain
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if ca != cs.cert.Load() {
+		return cs.cert.Load(), nil // reloaded meanwhile
+	}
+	if c, ok := cs.leaves[name]; ok {
+		return c, nil
+	}
+	if len(cs.leaves) >= maxLeaves {
+		return ca, nil
+	}
+	c, err := issueLeaf(ca, name)
+	if err != nil {
+		return ca, nil
+	}
+	if cs.leaves == nil {
+		cs.leaves = make(map[string]*tls.Certificate)
+	}
+	cs.leaves[name] = c
+	return c, nil
+}
+
+// dnsLabel reports whether s is one DNS label (letters, digits, hyphens).
+func dnsLabel(s string) bool {
+	if s == "" || len(s) > 63 || s[0] == '-' || s[len(s)-1] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// issueLeaf makes a server certificate for name signed by ca, valid as
+// long as ca (at most a year), served with ca.
+func issueLeaf(ca *tls.Certificate, name string) (*tls.Certificate, error) {
+	signer, ok := ca.PrivateKey.(crypto.Signer)
+	if !ok {
+		return nil, errors.New("gateway: CA key cannot sign")
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	notAfter := time.Now().AddDate(1, 0, 0)
+	if ca.Leaf.NotAfter.Before(notAfter) {
+		notAfter = ca.Leaf.NotAfter
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: name, Organization: []string{"Tether self-signed"}},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     notAfter,
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:     []string{name},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Leaf, &key.PublicKey, signer)
+	if err != nil {
+		return nil, err
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Certificate{Certificate: [][]byte{der, ca.Certificate[0]}, PrivateKey: key, Leaf: leaf}, nil
 }
 
 // TLSConfig returns a server config (TLS 1.2 or newer) that always serves
 // the current certificate.
 func (cs *certStore) TLSConfig(nextProtos ...string) *tls.Config {
 	return &tls.Config{
-		MinVersion: tls.VersionTLS12,
-		NextProtos: nextProtos,
-		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-			return cs.cert.Load(), nil
-		},
+		MinVersion:     tls.VersionTLS12,
+		NextProtos:     nextProtos,
+		GetCertificate: cs.serve,
 	}
 }
 

@@ -3,6 +3,7 @@ package session
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"io"
@@ -378,7 +379,7 @@ func (s *Session) startTLS() CloseReason {
 		return ReasonConnLost
 	}
 	tt.conn.SetDeadline(time.Now().Add(s.srv.cfg.AuthTimeout))
-	if err := tt.startTLS(s.srv.cfg.TLS, s.srv.cfg.AuthTimeout); err != nil {
+	if err := tt.startTLS(withStreamName(s.srv.cfg.TLS, s.domain), s.srv.cfg.AuthTimeout); err != nil {
 		s.srv.m.handshakes.WithLabelValues(s.kind, "tls_failed").Inc()
 		return ReasonConnLost
 	}
@@ -877,6 +878,27 @@ func supportedVersion(v string) bool {
 	}
 	n, err := strconv.Atoi(major)
 	return err != nil || n <= 1
+}
+
+// withStreamName returns cfg for a STARTTLS handshake on a stream to
+// domain: a client that sends no SNI (xmpp.js does not, over STARTTLS) is
+// served the certificate for the stream header's to, which it verifies
+// against.
+func withStreamName(cfg *tls.Config, domain string) *tls.Config {
+	get := cfg.GetCertificate
+	if get == nil {
+		return cfg
+	}
+	cfg = cfg.Clone()
+	cfg.GetCertificate = func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		if h.ServerName == "" {
+			named := *h
+			named.ServerName = domain
+			h = &named
+		}
+		return get(h)
+	}
+	return cfg
 }
 
 func randomID() string {
