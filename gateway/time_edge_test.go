@@ -1761,3 +1761,27 @@ func tmKnownGap(t *testing.T, what string) {
 		t.Skip("known gap, not fixed yet: " + what)
 	}
 }
+
+// TestTmExpiresInZeroFallbackNobodyOnline: expires_in 0 with an SMS
+// fallback and no device online: the SMS goes out at the next timer tick,
+// and a device that connects before that tick does not get the message
+// (it was not online at the POST).
+func TestTmExpiresInZeroFallbackNobodyOnline(t *testing.T) {
+	sms := waketest.NewSMS(t)
+	e := tmStart(t)
+	_, err := e.app.PatchApp(e.ctx, "acme", api.PatchAppRequest{SMS: &api.SMSConfig{Provider: "http", URL: sms.URL + "/send", APIKey: sms.APIKey, From: "ACME"}})
+	require.NoError(t, err)
+	e.user("hal")
+	id := e.send(api.SendRequest{To: []string{"hal"}, Body: "now or SMS", ExpiresIn: tmInt(0), SMSFallback: &api.SMSFallback{To: "+393330000002"}})
+	late := e.connect("hal", "phone")
+	select {
+	case got := <-late.got:
+		t.Fatalf("a device that connected after the POST got the expires_in 0 message %s", got)
+	case <-time.After(500 * time.Millisecond):
+	}
+	require.Empty(t, e.pull("hal", "web"))
+	e.fire(0)
+	st := e.waitStatus(id, "fallback_sent")
+	require.Equal(t, "sent", st.Fallback.Status)
+	require.Len(t, sms.Requests(), 1)
+}

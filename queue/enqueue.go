@@ -261,6 +261,11 @@ func (q *Queue) put(t *tx, m *Message) bool {
 	}
 	if m.onlineOnly {
 		m.OnlineOnly = q.onlineDevices(m.App, m.User, m.Device)
+		if len(m.OnlineOnly) == 0 {
+			// Nobody online, an SMS fallback due at the next tick: no
+			// device may take it meanwhile ("" names none).
+			m.OnlineOnly = []string{""}
+		}
 	}
 	if m.CollapseKey != "" {
 		// The messages of an earlier POST with this key to this user are
