@@ -14,9 +14,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/base64"
 	"encoding/json"
-	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
@@ -262,129 +260,23 @@ func tmInt(v int64) *int64 { return &v }
 
 // --- a raw XMPP client -------------------------------------------------------
 
-// tmNode is one element read from the gateway.
-type tmNode struct {
-	XMLName xml.Name
-	Attrs   []xml.Attr `xml:",any,attr"`
-	Nodes   []tmNode   `xml:",any"`
-	Text    string     `xml:",chardata"`
-}
+// tmRaw is abClient (abuse_edge_test.go) over direct TLS, with the steps
+// these tests take: it sends raw XML and acknowledges nothing unless told,
+// so a test decides what the gateway counts as received.
+type tmRaw struct{ *abClient }
 
-func (n *tmNode) attr(local string) string {
-	for _, a := range n.Attrs {
-		if a.Name.Local == local {
-			return a.Value
-		}
-	}
-	return ""
-}
-
-func (n *tmNode) child(local string) *tmNode {
-	for i := range n.Nodes {
-		if n.Nodes[i].XMLName.Local == local {
-			return &n.Nodes[i]
-		}
-	}
-	return nil
-}
-
-func (n *tmNode) String() string {
-	b, err := xml.Marshal(n)
-	if err != nil {
-		return n.XMLName.Local
-	}
-	return string(b)
-}
-
-var tmErrStreamEnd = errors.New("stream closed by the server")
-
-// tmRaw is a hand-written XMPP client over direct TLS: it sends raw XML
-// and acknowledges nothing unless told, so a test decides what the gateway
-// counts as received.
-type tmRaw struct {
-	t    *testing.T
-	raw  net.Conn
-	conn net.Conn
-	dec  *xml.Decoder
-}
-
-const tmDomain = "acme.localhost"
+const tmDomain = abDomain
 
 // tmDialRaw connects to the direct-TLS port and completes the TLS handshake.
-func tmDialRaw(t *testing.T, addr string) *tmRaw {
-	t.Helper()
-	raw, err := net.DialTimeout("tcp", addr, 10*time.Second)
-	require.NoError(t, err)
-	tc := tls.Client(raw, &tls.Config{InsecureSkipVerify: true, ServerName: tmDomain, MinVersion: tls.VersionTLS12})
-	raw.SetDeadline(time.Now().Add(10 * time.Second))
-	require.NoError(t, tc.Handshake())
-	raw.SetDeadline(time.Time{})
-	c := &tmRaw{t: t, raw: raw, conn: tc, dec: xml.NewDecoder(tc)}
-	t.Cleanup(func() { raw.Close() })
-	return c
-}
-
-func (c *tmRaw) send(s string) {
-	c.t.Helper()
-	c.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	_, err := io.WriteString(c.conn, s)
-	require.NoError(c.t, err)
-}
-
-// nextWithin reads the next top-level element (the stream header comes
-// back as a childless "stream" node).
-func (c *tmRaw) nextWithin(d time.Duration) (*tmNode, error) {
-	c.conn.SetReadDeadline(time.Now().Add(d))
-	for {
-		tok, err := c.dec.Token()
-		if err != nil {
-			return nil, err
-		}
-		switch tk := tok.(type) {
-		case xml.StartElement:
-			if tk.Name.Local == "stream" && tk.Name.Space == sdkproto.NSStream {
-				return &tmNode{XMLName: tk.Name, Attrs: tk.Attr}, nil
-			}
-			var n tmNode
-			if err := c.dec.DecodeElement(&n, &tk); err != nil {
-				return nil, err
-			}
-			return &n, nil
-		case xml.EndElement:
-			return nil, tmErrStreamEnd
-		}
-	}
-}
-
-// expect reads elements, skipping <r/> requests, until one named local.
-func (c *tmRaw) expect(local string) *tmNode {
-	c.t.Helper()
-	for {
-		n, err := c.nextWithin(10 * time.Second)
-		require.NoError(c.t, err, "waiting for <%s/>", local)
-		if n.XMLName.Local == "r" && local != "r" {
-			continue
-		}
-		require.Equal(c.t, local, n.XMLName.Local, "got %s", n)
-		return n
-	}
-}
-
-func (c *tmRaw) open() {
-	c.t.Helper()
-	c.send("<?xml version='1.0'?><stream:stream to='" + tmDomain + "' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>")
-	c.expect("stream")
-	c.expect("features")
-}
+func tmDialRaw(t *testing.T, addr string) *tmRaw { return &tmRaw{abDialTLS(t, addr, nil)} }
 
 // login opens the stream and authenticates with PLAIN.
 func (c *tmRaw) login(user string) {
 	c.t.Helper()
 	c.open()
-	c.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>" +
-		base64.StdEncoding.EncodeToString([]byte("\x00"+user+"\x00"+tmPassword(user))) + "</auth>")
-	c.expect("success")
-	c.dec = xml.NewDecoder(c.conn)
+	n := c.plain("", user, tmPassword(user))
+	require.Equal(c.t, "success", n.XMLName.Local, "got %s", n)
+	c.restart()
 	c.open()
 }
 
@@ -404,7 +296,7 @@ func (c *tmRaw) session(dev string) (smID, max string) {
 
 // resume asks to resume smID having received h stanzas; it returns the
 // answer (<resumed/> or <failed/>).
-func (c *tmRaw) resume(smID string, h int) *tmNode {
+func (c *tmRaw) resume(smID string, h int) *abNode {
 	c.t.Helper()
 	c.send(fmt.Sprintf("<resume xmlns='urn:xmpp:sm:3' previd='%s' h='%d'/>", smID, h))
 	for {
@@ -1618,7 +1510,7 @@ func TestTmIdleClose(t *testing.T) {
 		n, err := quiet.nextWithin(5 * time.Second)
 		require.NoError(t, err, "waiting for the idle close")
 		if n.XMLName.Local == "error" {
-			require.NotNil(t, n.child("connection-timeout"), "%s", n)
+			require.NotNil(t, n.child("", "connection-timeout"), "%s", n)
 			break
 		}
 	}
@@ -1672,7 +1564,7 @@ func TestTmPreAuthTimeout(t *testing.T) {
 					o.stillOpen = errors.As(err, &ne) && ne.Timeout()
 					break
 				}
-				if n.XMLName.Local == "error" && n.child("connection-timeout") != nil {
+				if n.XMLName.Local == "error" && n.child("", "connection-timeout") != nil {
 					o.timeout = true
 				}
 			}
@@ -1683,15 +1575,9 @@ func TestTmPreAuthTimeout(t *testing.T) {
 		})
 	}
 
-	noTLS, err := net.Dial("tcp", e.g.XMPPSAddr)
-	require.NoError(t, err)
-	t.Cleanup(func() { noTLS.Close() })
-	waitClosed("direct TLS port, no TLS handshake", &tmRaw{t: t, raw: noTLS, conn: noTLS, dec: xml.NewDecoder(noTLS)}, false)
+	waitClosed("direct TLS port, no TLS handshake", &tmRaw{abDialTCP(t, e.g.XMPPSAddr, nil)}, false)
 
-	plain, err := net.Dial("tcp", e.g.XMPPAddr)
-	require.NoError(t, err)
-	t.Cleanup(func() { plain.Close() })
-	st := &tmRaw{t: t, raw: plain, conn: plain, dec: xml.NewDecoder(plain)}
+	st := &tmRaw{abDialTCP(t, e.g.XMPPAddr, nil)}
 	st.open()
 	waitClosed("STARTTLS port, stream open, no STARTTLS", st, true)
 
