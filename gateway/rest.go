@@ -804,6 +804,8 @@ func (g *Gateway) cancelMessage(w http.ResponseWriter, r *http.Request, app *app
 		g.writeError(w, r, apiError(api.CodeNotFound, "id", "no message %q", truncate(r.PathValue("id"), 64)))
 	case errors.Is(err, queue.ErrFinal):
 		g.writeError(w, r, apiError(api.CodeConflict, "id", "message is already %s", st.Status))
+	case errors.Is(err, queue.ErrHandingOver):
+		g.writeError(w, r, apiError(api.CodeConflict, "id", "the message's SMS fallback is being handed to the provider; its outcome follows"))
 	case err != nil:
 		g.writeError(w, r, err)
 	default:

@@ -876,3 +876,36 @@ func TestWakeSMSProviderTryLater(t *testing.T) {
 	require.Contains(t, m, `tether_sms_total{provider="http",result="retried"} 2`)
 	require.Contains(t, m, `tether_sms_total{provider="http",result="sent"} 1`)
 }
+
+// TestWakeSMSCancelBetweenRetries: the SMS provider answers 503; before
+// the retry the backend cancels the message (DELETE answers 200 with
+// status cancelled and fallback "cancelled"), and the provider hears
+// nothing more.
+func TestWakeSMSCancelBetweenRetries(t *testing.T) {
+	f := wakeEdgeStartSMS(t)
+	f.user(t, f.app, "acme", "vera")
+	f.sms.Script(waketest.SMSReply{Status: 503, Body: "maintenance"})
+	res, err := f.app.Send(f.ctx, "acme", api.SendRequest{To: []string{"vera"}, Body: "Code 4712",
+		ExpiresIn: wakeEdgeInt(3600), SMSFallback: &api.SMSFallback{To: "+391110000010", After: wakeEdgeInt(30)}}, "")
+	require.NoError(t, err)
+	id := res.Messages[0].ID
+
+	f.fire(t, 31*time.Second)
+	require.Eventually(t, func() bool {
+		st, err := f.app.GetMessage(f.ctx, "acme", id)
+		return err == nil && st.Fallback != nil && st.Fallback.Attempts == 1
+	}, 5*time.Second, 10*time.Millisecond)
+
+	st, err := f.app.CancelMessage(f.ctx, "acme", id)
+	require.NoError(t, err)
+	require.Equal(t, "cancelled", st.Status)
+	require.Equal(t, "cancelled", st.Fallback.Status)
+	require.Equal(t, 1, st.Fallback.Attempts)
+
+	f.fire(t, 16*time.Second)
+	f.fire(t, 10*time.Minute)
+	st, err = f.app.GetMessage(f.ctx, "acme", id)
+	require.NoError(t, err)
+	require.Equal(t, "cancelled", st.Status)
+	require.Len(t, f.sms.Requests(), 1, "no attempt after the cancel")
+}

@@ -327,7 +327,10 @@ func (q *Queue) Status(ctx context.Context, app, id string) (*Status, error) {
 
 // Cancel withdraws a message that no device acknowledged yet: its status
 // becomes cancelled. ErrFinal (with the current status) if it was already
-// delivered or final. Durable when it returns.
+// delivered or final. A message whose SMS fallback waits for a retry is
+// cancelled with it (fallback status "cancelled", no more attempts);
+// ErrHandingOver while an attempt is under way, since the provider may be
+// taking the SMS. Durable when it returns.
 func (q *Queue) Cancel(ctx context.Context, app, id string) (*Status, error) {
 	st, err := q.Status(ctx, app, id)
 	if err != nil {
@@ -338,13 +341,26 @@ func (q *Queue) Cancel(ctx context.Context, app, id string) (*Status, error) {
 	if st, err = q.Status(ctx, app, id); err != nil {
 		return nil, err
 	}
-	// Done without a final or delivered state: the SMS fallback is being
-	// handed over. Cancelling then would record a second final state, and
-	// the retry timer would send the SMS again.
-	if st.Status.Final() || st.Status >= StateDelivered || st.Done() {
+	if st.Status.Final() || st.Status >= StateDelivered {
+		return st, ErrFinal
+	}
+	fb := st.Fallback
+	sending := fb != nil && fb.Status == "sending"
+	switch {
+	case sending && q.handingOver(app, st.Seq):
+		return st, ErrHandingOver
+	case st.Done() && !sending:
 		return st, ErrFinal
 	}
 	t := q.begin()
+	if sending {
+		// Between attempts (or after a crash interrupted one): no SMS
+		// goes out any more. The devices' queues were emptied when the
+		// fallback started.
+		t.b.DeleteTimer(st.FallbackRetry, timerFallback, st.Seq)
+		fb.Status = "cancelled"
+		st.FallbackRetry, st.SMSText = 0, ""
+	}
 	t.finalize(st, StateCancelled, "cancelled by the backend")
 	return st, t.commit(true)
 }

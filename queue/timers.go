@@ -204,6 +204,7 @@ func (q *Queue) sendFallback(t *tx, st *Status) (*Message, error) {
 	if err := t.commit(true); err != nil {
 		return nil, err
 	}
+	q.setHandingOver(st.App, st.Seq, true)
 	return &Message{Seq: st.Seq, ID: st.ID, App: st.App, User: st.User, Device: st.Device, Body: st.SMSText,
 		Ref: st.Ref, Fallback: &SMSFallback{To: st.Fallback.To, Text: st.SMSText}}, nil
 }
@@ -215,6 +216,7 @@ func (q *Queue) startFallback(m *Message) {
 	select {
 	case q.fallbackSem() <- struct{}{}:
 	case <-q.stop:
+		q.setHandingOver(m.App, m.Seq, false)
 		return // the retry timer sends it after restart
 	}
 	q.wg.Add(1)
@@ -223,6 +225,32 @@ func (q *Queue) startFallback(m *Message) {
 		defer func() { <-q.fallbackSem() }()
 		q.finishFallback(m)
 	}()
+}
+
+type fbKey struct {
+	app string
+	seq uint64
+}
+
+// setHandingOver records whether seq's SMS is being handed to the provider.
+func (q *Queue) setHandingOver(app string, seq uint64, busy bool) {
+	q.fbMu.Lock()
+	defer q.fbMu.Unlock()
+	if !busy {
+		delete(q.fbBusy, fbKey{app, seq})
+		return
+	}
+	if q.fbBusy == nil {
+		q.fbBusy = make(map[fbKey]struct{})
+	}
+	q.fbBusy[fbKey{app, seq}] = struct{}{}
+}
+
+func (q *Queue) handingOver(app string, seq uint64) bool {
+	q.fbMu.Lock()
+	defer q.fbMu.Unlock()
+	_, ok := q.fbBusy[fbKey{app, seq}]
+	return ok
 }
 
 func (q *Queue) fallbackSem() chan struct{} {
@@ -251,6 +279,7 @@ func (q *Queue) finishFallback(m *Message) {
 	}
 	unlock := q.lockUser(m.App, m.User)
 	defer unlock()
+	defer q.setHandingOver(m.App, m.Seq, false) // before the unlock: Cancel sees the outcome with it
 	st, err := q.loadStatus(m.App, m.Seq)
 	if err != nil || st.Fallback == nil || st.Fallback.Status != "sending" {
 		return

@@ -405,7 +405,7 @@ func TestCancelDuringSMSHandOff(t *testing.T) {
 	<-started
 
 	_, err := e.q.Cancel(ctxT(t), app, id)
-	require.ErrorIs(t, err, queue.ErrFinal, "the SMS is already on its way")
+	require.ErrorIs(t, err, queue.ErrHandingOver, "the SMS is already on its way")
 	releaseAll()
 	e.waitEvent(t, queue.EventFallbackSent, id)
 
@@ -414,6 +414,36 @@ func TestCancelDuringSMSHandOff(t *testing.T) {
 	require.Len(t, sms.Calls(), 1, "one SMS")
 	require.Equal(t, queue.StateFallbackSent, e.status(t, id).Status)
 	require.Equal(t, []string{queue.EventFallbackSent}, e.eventsOf(t, id))
+}
+
+// TestCancelBetweenSMSRetries: while the SMS waits for its next attempt
+// (the provider asked to be tried later), the backend may still cancel the
+// message: no more attempts, status cancelled, fallback "cancelled" with
+// the attempts made, one message.cancelled event.
+func TestCancelBetweenSMSRetries(t *testing.T) {
+	t.Parallel()
+	sms := &fakeSMS{provider: "http", detail: "HTTP 503", err: &queue.TryLaterError{Err: errors.New("HTTP 503")}}
+	e := newEnv(t, func(c *queue.Config) { c.Fallback = sms })
+	id := e.send(t, queue.EnqueueRequest{To: to("alice"), Body: "code", ExpiresIn: time.Hour,
+		Fallback: &queue.SMSFallback{To: "+1", After: 60}})[0]
+	e.runTimers(t, time.Minute)
+	e.waitAttempts(t, id, 1)
+
+	st, err := e.q.Cancel(ctxT(t), app, id)
+	require.NoError(t, err)
+	require.Equal(t, queue.StateCancelled, st.Status)
+	require.Equal(t, "cancelled", st.Fallback.Status)
+	require.Equal(t, 1, st.Fallback.Attempts)
+	_, err = e.q.Cancel(ctxT(t), app, id)
+	require.ErrorIs(t, err, queue.ErrFinal, "cancelled once")
+
+	e.runTimers(t, 2*time.Hour) // past every retry and the expiry
+	require.NoError(t, e.q.Close())
+	require.Len(t, sms.Calls(), 1, "no attempt after the cancel")
+	st = e.status(t, id)
+	require.Equal(t, queue.StateCancelled, st.Status)
+	require.Equal(t, "cancelled", st.Fallback.Status)
+	require.Equal(t, []string{queue.EventCancelled}, e.eventsOf(t, id))
 }
 
 // waitAttempts waits until the status record of id shows n SMS attempts.
