@@ -253,7 +253,7 @@ type DeviceStatus struct {
 // Fallback is the SMS fallback part of a message status.
 type Fallback struct {
 	To       string    `json:"to"`
-	Status   string    `json:"status"` // pending, sending, sent, failed, not_needed
+	Status   string    `json:"status"` // pending, sending, sent, failed, not_needed, cancelled
 	At       time.Time `json:"at,omitzero"`
 	Provider string    `json:"provider,omitempty"`
 	Detail   string    `json:"detail,omitempty"`
