@@ -447,6 +447,19 @@ func (g *Gateway) userParam(r *http.Request) (string, *api.Error) {
 	return u, nil
 }
 
+// deviceParams returns the {user} and {device} path values, or the error
+// that says which is malformed.
+func (g *Gateway) deviceParams(r *http.Request) (user, device string, aerr *api.Error) {
+	if user, aerr = g.userParam(r); aerr != nil {
+		return "", "", aerr
+	}
+	device = r.PathValue("device")
+	if !validDevice(device) {
+		return "", "", apiError(api.CodeInvalidArgument, "device", "device id must match ^[A-Za-z0-9._-]{1,64}$")
+	}
+	return user, device, nil
+}
+
 // userExists answers 404 (or the store's error) and reports false when
 // app has no user user.
 func (g *Gateway) userExists(w http.ResponseWriter, r *http.Request, app *appRecord, user string) bool {
@@ -594,14 +607,9 @@ func validatePush(p *api.PushRegistration) *api.Error {
 }
 
 func (g *Gateway) putDevice(w http.ResponseWriter, r *http.Request, app *appRecord) {
-	user, aerr := g.userParam(r)
+	user, device, aerr := g.deviceParams(r)
 	if aerr != nil {
 		g.writeError(w, r, aerr)
-		return
-	}
-	device := r.PathValue("device")
-	if !validDevice(device) {
-		g.writeError(w, r, apiError(api.CodeInvalidArgument, "device", "device id must match ^[A-Za-z0-9._-]{1,64}$"))
 		return
 	}
 	var req api.PutDeviceRequest
@@ -660,14 +668,9 @@ func (g *Gateway) putDevice(w http.ResponseWriter, r *http.Request, app *appReco
 }
 
 func (g *Gateway) deleteDevice(w http.ResponseWriter, r *http.Request, app *appRecord) {
-	user, aerr := g.userParam(r)
+	user, device, aerr := g.deviceParams(r)
 	if aerr != nil {
 		g.writeError(w, r, aerr)
-		return
-	}
-	device := r.PathValue("device")
-	if !validDevice(device) {
-		g.writeError(w, r, apiError(api.CodeInvalidArgument, "device", "device id must match ^[A-Za-z0-9._-]{1,64}$"))
 		return
 	}
 	existed, err := g.q.DeleteDevice(r.Context(), queue.DeviceRef{App: app.ID, User: user, Device: device})

@@ -118,7 +118,12 @@ func StatusKey(app string, seq uint64) []byte {
 
 // DecodeStatusKey is the inverse of StatusKey.
 func DecodeStatusKey(k []byte) (app string, seq uint64, err error) {
-	if len(k) < 1 || k[0] != tableStatus {
+	return decodeAppSeqKey(tableStatus, k)
+}
+
+// decodeAppSeqKey decodes a key of table made by appendUint64(appPrefix(table, app), seq).
+func decodeAppSeqKey(table byte, k []byte) (app string, seq uint64, err error) {
+	if len(k) < 1 || k[0] != table {
 		return "", 0, errBadKey
 	}
 	if app, k, err = readComponent(k[1:]); err != nil {
@@ -163,16 +168,7 @@ func EventKey(app string, seq uint64) []byte {
 
 // DecodeEventKey is the inverse of EventKey.
 func DecodeEventKey(k []byte) (app string, seq uint64, err error) {
-	if len(k) < 1 || k[0] != tableEvent {
-		return "", 0, errBadKey
-	}
-	if app, k, err = readComponent(k[1:]); err != nil {
-		return "", 0, err
-	}
-	if len(k) != 8 || checkLen(app, MaxAppLen) != nil {
-		return "", 0, errBadKey
-	}
-	return app, binary.BigEndian.Uint64(k), nil
+	return decodeAppSeqKey(tableEvent, k)
 }
 
 // DeviceKey encodes the key of the device record app/user/device.
