@@ -8,7 +8,6 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
-	"net"
 	"net/http"
 	"strconv"
 	"testing"
@@ -24,14 +23,7 @@ import (
 func newAPNs(t *testing.T, adjust func(*wake.APNsConfig)) (*waketest.APNs, *wake.APNs) {
 	t.Helper()
 	fake := waketest.NewAPNs(t)
-	cfg := fake.Config()
-	if adjust != nil {
-		adjust(&cfg)
-	}
-	a, err := wake.NewAPNs(cfg)
-	require.NoError(t, err)
-	t.Cleanup(a.Close)
-	return fake, a
+	return fake, newAdapter(t, wake.NewAPNs, fake.Config(), adjust)
 }
 
 func TestAPNsWakeRequests(t *testing.T) {
@@ -128,9 +120,7 @@ func TestAPNsClassification(t *testing.T) {
 			fake.Script(tok, tc.reply)
 			res, err := a.Send(context.Background(), wake.Target{Token: tok}, wake.Payload{Pending: 1, Expiration: time.Now().Add(time.Hour)})
 			require.NoError(t, err, "a rejection is an answer, not an error")
-			require.Equal(t, tc.outcome, res.Outcome)
-			require.Equal(t, tc.status, res.Status)
-			require.Equal(t, tc.reason, res.Reason)
+			requireAnswer(t, res, tc.outcome, tc.status, tc.reason)
 			require.Zero(t, res.RetryAfter, "APNs sends no Retry-After")
 			if tc.status == 410 {
 				require.True(t, res.InvalidSince.Equal(gone), "InvalidSince %v", res.InvalidSince)
@@ -164,9 +154,7 @@ func TestAPNsWrongKeyIsRejected(t *testing.T) {
 	tok := waketest.APNsToken(8)
 	res, err := a.Send(context.Background(), wake.Target{Token: tok}, wake.Payload{Pending: 1, Expiration: time.Now().Add(time.Hour)})
 	require.NoError(t, err)
-	require.Equal(t, wake.Failed, res.Outcome)
-	require.Equal(t, 403, res.Status)
-	require.Equal(t, "InvalidProviderToken", res.Reason)
+	requireAnswer(t, res, wake.Failed, 403, "InvalidProviderToken")
 	require.Equal(t, int64(0), fake.Accepted())
 }
 
@@ -222,15 +210,8 @@ func TestAPNsTimeoutAndUnreachable(t *testing.T) {
 	require.Zero(t, res.Status)
 
 	// Nothing listening.
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	cfg := fake.Config()
-	cfg.Endpoint = "https://" + addr
-	b, err := wake.NewAPNs(cfg)
-	require.NoError(t, err)
-	defer b.Close()
+	addr := deadAddr(t)
+	b := newAdapter(t, wake.NewAPNs, fake.Config(), func(c *wake.APNsConfig) { c.Endpoint = "https://" + addr })
 	res, err = b.Send(context.Background(), wake.Target{Token: tok}, p)
 	require.ErrorIs(t, err, wake.ErrUnreachable)
 	require.Equal(t, wake.RetryAfter, res.Outcome)

@@ -3,7 +3,6 @@ package wake_test
 import (
 	"context"
 	"encoding/json"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -28,13 +27,16 @@ func newFCM(t *testing.T, adjust func(*wake.FCMConfig)) (*waketest.FCM, *wake.FC
 		NoAuth:             true,
 		Now:                func() time.Time { return t0 },
 	}
-	if adjust != nil {
-		adjust(&cfg)
-	}
-	f, err := wake.NewFCM(cfg)
-	require.NoError(t, err)
-	t.Cleanup(f.Close)
-	return fake, f
+	return fake, newAdapter(t, wake.NewFCM, cfg, adjust)
+}
+
+// newFCMAuth returns a fake, set up by prepare, and an adapter pointed at
+// it with full authentication (the fake's Config), on the real clock.
+func newFCMAuth(t *testing.T, prepare func(*waketest.FCM)) (*waketest.FCM, *wake.FCM) {
+	t.Helper()
+	fake := waketest.NewFCM(t)
+	prepare(fake)
+	return fake, newAdapter(t, wake.NewFCM, fake.Config(), nil)
 }
 
 func TestFCMWakeRequests(t *testing.T) {
@@ -133,9 +135,7 @@ func TestFCMClassification(t *testing.T) {
 			res, err := f.Send(context.Background(), wake.Target{Token: tok}, wake.Payload{Pending: 1, Expiration: t0.Add(time.Hour)})
 			require.NoError(t, err, "an answer is not an error")
 			require.Less(t, time.Since(start), 2*time.Second, "no retry wait inside the firebase client")
-			require.Equal(t, tc.outcome, res.Outcome)
-			require.Equal(t, tc.status, res.Status)
-			require.Equal(t, tc.reason, res.Reason)
+			requireAnswer(t, res, tc.outcome, tc.status, tc.reason)
 			require.Equal(t, tc.retryAfter, res.RetryAfter)
 			require.Len(t, fake.RequestsFor(tok), 1, "exactly one attempt: the firebase client's own retries are off")
 		})
@@ -147,18 +147,12 @@ func TestFCMWrongProjectIsNotTokenInvalid(t *testing.T) {
 	_, f := newFCM(t, func(c *wake.FCMConfig) { c.ProjectID = "someone-else" })
 	res, err := f.Send(context.Background(), wake.Target{Token: "tok"}, wake.Payload{Pending: 1, Expiration: t0.Add(time.Hour)})
 	require.NoError(t, err)
-	require.Equal(t, wake.Failed, res.Outcome)
-	require.Equal(t, 404, res.Status)
-	require.Equal(t, "NOT_FOUND", res.Reason)
+	requireAnswer(t, res, wake.Failed, 404, "NOT_FOUND")
 }
 
 func TestFCMAuthenticates(t *testing.T) {
 	t.Parallel()
-	fake := waketest.NewFCM(t)
-	fake.RequireAuth(true)
-	f, err := wake.NewFCM(fake.Config())
-	require.NoError(t, err)
-	t.Cleanup(f.Close)
+	fake, f := newFCMAuth(t, func(fake *waketest.FCM) { fake.RequireAuth(true) })
 	p := wake.Payload{Pending: 2, Priority: wake.PriorityHigh, Expiration: time.Now().Add(time.Hour)}
 	for i := range 3 {
 		res, err := f.Send(context.Background(), wake.Target{Token: "tok-auth-" + stringsItoa(i)}, p)
@@ -171,43 +165,27 @@ func TestFCMAuthenticates(t *testing.T) {
 	}
 
 	// Without credentials the fake refuses: 401 is Failed.
-	noAuth, err := wake.NewFCM(wake.FCMConfig{ServiceAccountJSON: fake.ServiceAccountJSON, Endpoint: fake.Endpoint(), NoAuth: true})
-	require.NoError(t, err)
-	t.Cleanup(noAuth.Close)
+	noAuth := newAdapter(t, wake.NewFCM, wake.FCMConfig{ServiceAccountJSON: fake.ServiceAccountJSON, Endpoint: fake.Endpoint(), NoAuth: true}, nil)
 	res, err := noAuth.Send(context.Background(), wake.Target{Token: "tok-noauth"}, p)
 	require.NoError(t, err)
-	require.Equal(t, wake.Failed, res.Outcome)
-	require.Equal(t, 401, res.Status)
-	require.Equal(t, "UNAUTHENTICATED", res.Reason)
+	requireAnswer(t, res, wake.Failed, 401, "UNAUTHENTICATED")
 }
 
 func TestFCMTokenEndpointRefuses(t *testing.T) {
 	t.Parallel()
-	fake := waketest.NewFCM(t)
-	fake.RejectTokenRequests(true)
-	f, err := wake.NewFCM(fake.Config())
-	require.NoError(t, err)
-	t.Cleanup(f.Close)
+	fake, f := newFCMAuth(t, func(fake *waketest.FCM) { fake.RejectTokenRequests(true) })
 	start := time.Now()
 	res, err := f.Send(context.Background(), wake.Target{Token: "tok"}, wake.Payload{Pending: 1, Expiration: time.Now().Add(time.Hour)})
 	require.Less(t, time.Since(start), 2*time.Second, "no retry wait inside the firebase client")
 	require.Error(t, err)
-	require.Equal(t, wake.Failed, res.Outcome)
-	require.Equal(t, "auth", res.Reason)
-	require.Equal(t, 400, res.Status)
+	requireAnswer(t, res, wake.Failed, 400, "auth")
 	require.Zero(t, fake.Count(), "no send without a token")
 }
 
 func TestFCMUnreachableAndTimeout(t *testing.T) {
 	t.Parallel()
 	fake := waketest.NewFCM(t)
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	f, err := wake.NewFCM(wake.FCMConfig{ServiceAccountJSON: fake.ServiceAccountJSON, Endpoint: "http://" + addr + "/v1", NoAuth: true})
-	require.NoError(t, err)
-	t.Cleanup(f.Close)
+	f := newAdapter(t, wake.NewFCM, wake.FCMConfig{ServiceAccountJSON: fake.ServiceAccountJSON, Endpoint: "http://" + deadAddr(t) + "/v1", NoAuth: true}, nil)
 	p := wake.Payload{Pending: 1, Expiration: time.Now().Add(time.Hour)}
 	start := time.Now()
 	res, err := f.Send(context.Background(), wake.Target{Token: "tok"}, p)

@@ -106,18 +106,20 @@ func (o *outcomes) done() func(wake.Result, error) {
 	}
 }
 
+// job returns a job for provider p to token tok, whose outcome o collects.
+func (o *outcomes) job(p wake.Provider, tok string) wake.Job {
+	return wake.Job{Provider: p, Target: wake.Target{Token: tok}, Done: o.done()}
+}
+
 func TestPoolBounded(t *testing.T) {
 	t.Parallel()
 	g := newGated()
 	p := wake.NewPool(wake.PoolConfig{Workers: 1, QueueSize: 2})
 	var o outcomes
-	job := func(tok string) wake.Job {
-		return wake.Job{Provider: g, Target: wake.Target{Token: tok}, Done: o.done()}
-	}
-	require.True(t, p.Submit(job("a")))
+	require.True(t, p.Submit(o.job(g, "a")))
 	require.Equal(t, "a", <-g.started) // the one worker is busy
-	require.True(t, p.Submit(job("b")))
-	require.True(t, p.Submit(job("c")))
+	require.True(t, p.Submit(o.job(g, "b")))
+	require.True(t, p.Submit(o.job(g, "c")))
 	require.Equal(t, 2, p.Len())
 	require.Equal(t, 2.0, metric(t, p.Collectors(), "tether_wake_queue_length"))
 	require.False(t, p.Submit(wake.Job{Provider: g, Target: wake.Target{Token: "d"}, Done: func(wake.Result, error) {
@@ -147,20 +149,17 @@ func TestPoolSubmitWait(t *testing.T) {
 	g := newGated()
 	p := wake.NewPool(wake.PoolConfig{Workers: 1, QueueSize: 1})
 	var o outcomes
-	job := func(tok string) wake.Job {
-		return wake.Job{Provider: g, Target: wake.Target{Token: tok}, Done: o.done()}
-	}
 	refused := wake.Job{Provider: g, Done: func(wake.Result, error) { t.Error("Done of a refused job") }}
-	require.True(t, p.Submit(job("a")))
+	require.True(t, p.Submit(o.job(g, "a")))
 	require.Equal(t, "a", <-g.started) // the one worker is busy
-	require.True(t, p.Submit(job("b")))
+	require.True(t, p.Submit(o.job(g, "b")))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	require.False(t, p.SubmitWait(ctx, refused), "still full when the context ends")
 
 	queued := make(chan bool)
-	go func() { queued <- p.SubmitWait(context.Background(), job("c")) }()
+	go func() { queued <- p.SubmitWait(context.Background(), o.job(g, "c")) }()
 	select {
 	case <-queued:
 		t.Fatal("SubmitWait returned while the queue was full")
@@ -191,7 +190,7 @@ func TestPoolCloseDrainTimeout(t *testing.T) {
 	p := wake.NewPool(wake.PoolConfig{Workers: 2, QueueSize: 10, DrainTimeout: 50 * time.Millisecond})
 	var o outcomes
 	for i := range 5 {
-		require.True(t, p.Submit(wake.Job{Provider: g, Target: wake.Target{Token: string(rune('a' + i))}, Done: o.done()}))
+		require.True(t, p.Submit(o.job(g, string(rune('a'+i)))))
 	}
 	<-g.started
 	<-g.started
@@ -273,7 +272,7 @@ func TestPoolSlowSendLogged(t *testing.T) {
 	p := wake.NewPool(wake.PoolConfig{Workers: 2, Logger: zap.New(core)})
 	var o outcomes
 	for _, tok := range []string{"slow", "fast"} {
-		require.True(t, p.Submit(wake.Job{Provider: sleepy{}, Target: wake.Target{Token: tok}, Done: o.done()}))
+		require.True(t, p.Submit(o.job(sleepy{}, tok)))
 	}
 	o.wg.Wait()
 	require.NoError(t, p.Close())

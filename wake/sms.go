@@ -158,15 +158,7 @@ func (s *SMSSender) sendHTTP(ctx context.Context, m SMS) (string, error) {
 		return "unreachable", err
 	}
 	if status < 200 || status > 299 {
-		d := fmt.Sprintf("HTTP %d", status)
-		if answer != "" {
-			d += ": " + answer
-		}
-		err := fmt.Errorf("%w: sms http: status %d", ErrSMSRejected, status)
-		if tryLaterStatus(status) {
-			err = &smsTryLater{after: after, err: err}
-		}
-		return d, err
+		return rejectedHTTP(status, answer, after, fmt.Errorf("%w: sms http: status %d", ErrSMSRejected, status))
 	}
 	if answer == "" {
 		answer = fmt.Sprintf("HTTP %d", status)
@@ -212,14 +204,7 @@ func (s *SMSSender) sendVonage(ctx context.Context, m SMS) (string, error) {
 	}
 	var a vonageAnswer
 	if status < 200 || status > 299 || json.Unmarshal([]byte(answer), &a) != nil || len(a.Messages) == 0 {
-		d := fmt.Sprintf("HTTP %d", status)
-		if answer != "" {
-			d += ": " + answer
-		}
-		err := fmt.Errorf("%w: sms vonage: status %d, unexpected answer", ErrSMSRejected, status)
-		if tryLaterStatus(status) {
-			err = &smsTryLater{after: after, err: err}
-		}
+		d, err := rejectedHTTP(status, answer, after, fmt.Errorf("%w: sms vonage: status %d, unexpected answer", ErrSMSRejected, status))
 		return clip(d), err
 	}
 	// A long text is split; every part must be accepted. Only when no
@@ -267,6 +252,21 @@ const (
 	vonageThrottled     = "1"
 	vonageInternalError = "5"
 )
+
+// rejectedHTTP returns the detail of an HTTP answer the provider gave in
+// place of accepting the SMS, "HTTP status: answer", and err, the
+// rejection, as an ErrSMSTryLater with the Retry-After after when the
+// status asks for a later try.
+func rejectedHTTP(status int, answer string, after time.Duration, err error) (string, error) {
+	d := fmt.Sprintf("HTTP %d", status)
+	if answer != "" {
+		d += ": " + answer
+	}
+	if tryLaterStatus(status) {
+		err = &smsTryLater{after: after, err: err}
+	}
+	return d, err
+}
 
 // tryLaterStatus reports whether an HTTP status asks the client to send
 // the same request again later.

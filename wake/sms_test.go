@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -18,22 +17,36 @@ import (
 
 func newSMS(t *testing.T, cfg wake.SMSConfig) *wake.SMSSender {
 	t.Helper()
-	s, err := wake.NewSMSSender(cfg)
+	return newAdapter(t, wake.NewSMSSender, cfg, nil)
+}
+
+// sendCode makes a sender for cfg, requires that it is for provider,
+// and sends it a code with message id m1, which must succeed. It returns
+// the sender and the provider's detail.
+func sendCode(t *testing.T, cfg wake.SMSConfig, provider string) (*wake.SMSSender, string) {
+	t.Helper()
+	s := newSMS(t, cfg)
+	require.Equal(t, provider, s.Provider())
+	got, detail, err := s.Send(context.Background(), wake.SMS{To: "+393331234567", Text: "Your code is 1234", MessageID: "m1"})
 	require.NoError(t, err)
-	t.Cleanup(s.Close)
-	return s
+	require.Equal(t, provider, got)
+	return s, detail
+}
+
+// requireRejected sends m with s and requires the provider's refusal,
+// with detail.
+func requireRejected(t *testing.T, s *wake.SMSSender, m wake.SMS, detail string) {
+	t.Helper()
+	_, got, err := s.Send(context.Background(), m)
+	require.ErrorIs(t, err, wake.ErrSMSRejected)
+	require.Equal(t, detail, got)
 }
 
 func TestSMSHTTP(t *testing.T) {
 	t.Parallel()
 	fake := waketest.NewSMS(t)
-	s := newSMS(t, fake.HTTPConfig())
-	require.Equal(t, "http", s.Provider())
 	ctx := context.Background()
-
-	provider, detail, err := s.Send(ctx, wake.SMS{To: "+393331234567", Text: "Your code is 1234", MessageID: "m1"})
-	require.NoError(t, err)
-	require.Equal(t, "http", provider)
+	s, detail := sendCode(t, fake.HTTPConfig(), "http")
 	require.JSONEq(t, `{"id":"sms-1"}`, detail)
 	reqs := fake.Requests()
 	require.Len(t, reqs, 1)
@@ -45,24 +58,18 @@ func TestSMSHTTP(t *testing.T) {
 
 	// The provider refuses: its status and answer are the detail.
 	fake.Script(waketest.SMSReply{Status: 500, Body: `{"error":"carrier down"}`})
-	_, detail, err = s.Send(ctx, wake.SMS{To: "+393331234567", From: "Acme", Text: "x", MessageID: "m2"})
-	require.ErrorIs(t, err, wake.ErrSMSRejected)
-	require.Equal(t, `HTTP 500: {"error":"carrier down"}`, detail)
+	requireRejected(t, s, wake.SMS{To: "+393331234567", From: "Acme", Text: "x", MessageID: "m2"}, `HTTP 500: {"error":"carrier down"}`)
 	require.Equal(t, "Acme", fake.Requests()[1].From)
 
 	// Any 2xx is success, whatever the body.
 	fake.Script(waketest.SMSReply{Status: 200})
-	_, detail, err = s.Send(ctx, wake.SMS{To: "+1555", Text: "x", MessageID: "m3"})
+	_, detail, err := s.Send(ctx, wake.SMS{To: "+1555", Text: "x", MessageID: "m3"})
 	require.NoError(t, err)
 	require.Equal(t, "HTTP 200", detail)
 
 	// A wrong key is a rejection.
-	cfg := fake.HTTPConfig()
-	cfg.APIKey = "wrong"
-	bad := newSMS(t, cfg)
-	_, detail, err = bad.Send(ctx, wake.SMS{To: "+1555", Text: "x"})
-	require.ErrorIs(t, err, wake.ErrSMSRejected)
-	require.Equal(t, `HTTP 401: {"error":"invalid api key"}`, detail)
+	bad := newAdapter(t, wake.NewSMSSender, fake.HTTPConfig(), func(c *wake.SMSConfig) { c.APIKey = "wrong" })
+	requireRejected(t, bad, wake.SMS{To: "+1555", Text: "x"}, `HTTP 401: {"error":"invalid api key"}`)
 
 	_, _, err = s.Send(ctx, wake.SMS{Text: "x"})
 	require.ErrorIs(t, err, wake.ErrInvalidTarget)
@@ -71,13 +78,8 @@ func TestSMSHTTP(t *testing.T) {
 func TestSMSVonage(t *testing.T) {
 	t.Parallel()
 	fake := waketest.NewSMS(t)
-	s := newSMS(t, fake.VonageConfig())
-	require.Equal(t, "vonage", s.Provider())
 	ctx := context.Background()
-
-	provider, detail, err := s.Send(ctx, wake.SMS{To: "+393331234567", Text: "Your code is 1234", MessageID: "m1"})
-	require.NoError(t, err)
-	require.Equal(t, "vonage", provider)
+	s, detail := sendCode(t, fake.VonageConfig(), "vonage")
 	require.Equal(t, "0A00000000000001", detail, "the Vonage message-id")
 	r := fake.Requests()[0]
 	require.Equal(t, "vonage", r.Provider)
@@ -91,7 +93,7 @@ func TestSMSVonage(t *testing.T) {
 	require.Empty(t, r.Form.Get("type"))
 
 	// Non-ASCII text goes as unicode.
-	_, _, err = s.Send(ctx, wake.SMS{To: "+393331234567", Text: "Il tuo codice è 1234 ✓"})
+	_, _, err := s.Send(ctx, wake.SMS{To: "+393331234567", Text: "Il tuo codice è 1234 ✓"})
 	require.NoError(t, err)
 	r = fake.Requests()[1]
 	require.Equal(t, "unicode", r.Form.Get("type"))
@@ -99,31 +101,20 @@ func TestSMSVonage(t *testing.T) {
 
 	// A non-zero status fails with Vonage's error-text (HTTP is still 200).
 	fake.Script(waketest.SMSReply{VonageStatus: "9", ErrorText: "Partner quota exceeded"})
-	_, detail, err = s.Send(ctx, wake.SMS{To: "+393331234567", Text: "x"})
-	require.ErrorIs(t, err, wake.ErrSMSRejected)
-	require.Equal(t, "Partner quota exceeded (status 9)", detail)
+	requireRejected(t, s, wake.SMS{To: "+393331234567", Text: "x"}, "Partner quota exceeded (status 9)")
 
 	// An HTTP error is a rejection too.
 	fake.Script(waketest.SMSReply{Status: 502, Body: "bad gateway"})
-	_, detail, err = s.Send(ctx, wake.SMS{To: "+393331234567", Text: "x"})
-	require.ErrorIs(t, err, wake.ErrSMSRejected)
-	require.Equal(t, "HTTP 502: bad gateway", detail)
+	requireRejected(t, s, wake.SMS{To: "+393331234567", Text: "x"}, "HTTP 502: bad gateway")
 
 	// Wrong credentials: Vonage's own answer.
-	cfg := fake.VonageConfig()
-	cfg.APISecret = "wrong"
-	bad := newSMS(t, cfg)
-	_, detail, err = bad.Send(ctx, wake.SMS{To: "+393331234567", Text: "x"})
-	require.ErrorIs(t, err, wake.ErrSMSRejected)
-	require.Equal(t, "Bad Credentials (status 4)", detail)
+	bad := newAdapter(t, wake.NewSMSSender, fake.VonageConfig(), func(c *wake.SMSConfig) { c.APISecret = "wrong" })
+	requireRejected(t, bad, wake.SMS{To: "+393331234567", Text: "x"}, "Bad Credentials (status 4)")
 }
 
 func TestSMSUnreachable(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
+	addr := deadAddr(t)
 	for _, cfg := range []wake.SMSConfig{
 		{Provider: "http", URL: "http://" + addr + "/send", APIKey: "k"},
 		{Provider: "vonage", URL: "http://" + addr, APIKey: "k", APISecret: "s"},

@@ -16,7 +16,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,7 +24,9 @@ import (
 	"tether/wake"
 )
 
-// APNs is a fake APNs provider API. Its methods are safe for concurrent
+// APNs is a fake APNs provider API. Script, SetDefault, Record,
+// OnRequest, Requests, RequestsFor, Count and Accepted work on device
+// tokens, APNsReply and APNsRequest. Its methods are safe for concurrent
 // use.
 type APNs struct {
 	// URL is the server's base URL, https://127.0.0.1:PORT.
@@ -39,21 +40,14 @@ type APNs struct {
 	// fake accepts any topic.
 	Topic string
 
+	recorder[APNsRequest, APNsReply]
+
 	srv *httptest.Server
 	key *ecdsa.PrivateKey
 
-	mu       sync.Mutex
-	record   bool
-	reqs     []APNsRequest
-	script   map[string][]APNsReply
-	def      APNsReply
+	mu       sync.Mutex      // guards the fields below; recorder has its own
 	verified map[string]bool // bearer tokens already verified
 	clients  []*http2.Transport
-	hook     func(APNsRequest)
-
-	total    atomic.Int64
-	accepted atomic.Int64
-	seq      atomic.Uint64
 }
 
 // APNsRequest is one request the fake received.
@@ -117,12 +111,7 @@ func APNsToken(n int) string {
 // NewAPNs starts a fake APNs server and closes it with t.Cleanup.
 func NewAPNs(t testing.TB) *APNs {
 	t.Helper()
-	f, err := StartAPNs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(f.Close)
-	return f
+	return mustStart(t, StartAPNs)
 }
 
 // StartAPNs starts a fake APNs server: HTTP/2 over TLS on 127.0.0.1, a
@@ -142,17 +131,13 @@ func StartAPNs() (*APNs, error) {
 		KeyID:    "TESTKEY123",
 		TeamID:   "TEAM123456",
 		Topic:    "com.example.tether",
+		recorder: newRecorder[APNsRequest, APNsReply](func(r APNsRequest) string { return r.Token }),
 		key:      key,
-		record:   true,
-		script:   map[string][]APNsReply{},
 		verified: map[string]bool{},
 	}
-	if f.srv, err = newServer(f); err != nil {
+	if f.srv, err = startServer(f, true); err != nil {
 		return nil, err
 	}
-	f.srv.EnableHTTP2 = true
-	f.srv.Config.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: 1000}
-	f.srv.StartTLS()
 	f.URL = f.srv.URL
 	return f, nil
 }
@@ -197,71 +182,12 @@ func (f *APNs) Config() wake.APNsConfig {
 	}
 }
 
-// Script queues answers for a token: each request for it takes the next
-// one; once they are used up the token gets the default answer.
-func (f *APNs) Script(token string, replies ...APNsReply) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.script[token] = append(f.script[token], replies...)
-}
-
-// SetDefault sets the answer for requests with no scripted reply (for
-// example APNsServiceUnavailable() for an outage); APNsReply{} restores
-// 200.
-func (f *APNs) SetDefault(r APNsReply) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.def = r
-}
-
-// Record turns request recording on (the default) or off (benchmarks).
-func (f *APNs) Record(on bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.record = on
-}
-
-// OnRequest sets fn (nil removes it) to be called with every push request
-// the fake answers, recorded or not, after it chose the answer and before
-// it writes it: a harness reacts to each wake as a device would (see
-// package loadtest). fn runs on the request's goroutine, concurrently with
-// other requests, and delays the answer while it runs.
-func (f *APNs) OnRequest(fn func(APNsRequest)) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.hook = fn
-}
-
 // CertificatePEM returns the fake's TLS certificate (self-signed, for
 // 127.0.0.1) in PEM, for a client in another process to trust, such as a
 // gateway started with --provider-ca-file.
 func (f *APNs) CertificatePEM() []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.srv.Certificate().Raw})
 }
-
-// Requests returns a copy of the recorded requests, oldest first.
-func (f *APNs) Requests() []APNsRequest {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]APNsRequest(nil), f.reqs...)
-}
-
-// RequestsFor returns the recorded requests for one token.
-func (f *APNs) RequestsFor(token string) []APNsRequest {
-	var out []APNsRequest
-	for _, r := range f.Requests() {
-		if r.Token == token {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
-// Count returns how many pushes the fake received.
-func (f *APNs) Count() int64 { return f.total.Load() }
-
-// Accepted returns how many pushes the fake answered with 200.
-func (f *APNs) Accepted() int64 { return f.accepted.Load() }
 
 // ServeHTTP implements the provider API.
 func (f *APNs) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -276,39 +202,18 @@ func (f *APNs) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	arrived := time.Now()
 	body, _ := io.ReadAll(io.LimitReader(r.Body, 8<<10))
-	f.total.Add(1)
+	f.received()
 	reply, checked := f.check(r, token, body)
 	if checked {
 		reply = f.next(token)
 	}
-	if reply.Delay > 0 {
-		t := time.NewTimer(reply.Delay)
-		select {
-		case <-t.C:
-		case <-r.Context().Done():
-		}
-		t.Stop()
-	}
+	pause(r.Context(), reply.Delay)
 	if reply.Status == 0 {
 		reply.Status = http.StatusOK
 	}
-	f.mu.Lock()
-	record, hook := f.record, f.hook
-	f.mu.Unlock()
-	if record || hook != nil {
-		req := APNsRequest{Token: token, Proto: r.Proto, Header: r.Header.Clone(), Body: body, Status: reply.Status, At: arrived}
-		if record {
-			f.mu.Lock()
-			f.reqs = append(f.reqs, req)
-			f.mu.Unlock()
-		}
-		if hook != nil {
-			hook(req)
-		}
-	}
-	if reply.Status == http.StatusOK {
-		f.accepted.Add(1)
-	}
+	f.answered(reply.Status, func() APNsRequest {
+		return APNsRequest{Token: token, Proto: r.Proto, Header: r.Header.Clone(), Body: body, Status: reply.Status, At: arrived}
+	})
 	f.answer(w, reply)
 }
 
@@ -393,18 +298,8 @@ func (f *APNs) checkAuth(h string) (APNsReply, bool) {
 	return APNsReply{}, true
 }
 
-func (f *APNs) next(token string) APNsReply {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if q := f.script[token]; len(q) > 0 {
-		f.script[token] = q[1:]
-		return q[0]
-	}
-	return f.def
-}
-
 func (f *APNs) answer(w http.ResponseWriter, r APNsReply) {
-	n := f.seq.Add(1)
+	n := f.nextID()
 	w.Header().Set("apns-id", fmt.Sprintf("%08X-7E7E-4000-8000-%012X", uint32(n>>48), n&0xFFFFFFFFFFFF))
 	if r.Status == 0 || r.Status == http.StatusOK {
 		w.WriteHeader(http.StatusOK)

@@ -12,7 +12,6 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,7 +19,10 @@ import (
 )
 
 // FCM is a fake FCM HTTP v1 API with the OAuth2 token endpoint of its
-// service account. Its methods are safe for concurrent use.
+// service account. Script, SetDefault, Record, OnRequest, Requests,
+// RequestsFor, Count and Accepted work on registration tokens, FCMReply
+// and FCMRequest, for sends to messages:send. Its methods are safe for
+// concurrent use.
 type FCM struct {
 	// URL is the server's base URL, http://127.0.0.1:PORT. The adapter's
 	// endpoint is Endpoint() (URL + "/v1").
@@ -35,23 +37,16 @@ type FCM struct {
 	// ClientEmail is the service account's client_email.
 	ClientEmail string
 
+	recorder[FCMRequest, FCMReply]
+
 	srv *httptest.Server
 	key *rsa.PrivateKey
 
-	mu          sync.Mutex
-	record      bool
-	reqs        []FCMRequest
-	script      map[string][]FCMReply
-	def         FCMReply
+	mu          sync.Mutex // guards the fields below; recorder has its own
 	requireAuth bool
 	rejectToken bool
 	issued      map[string]bool
 	tokenReqs   int
-	hook        func(FCMRequest)
-
-	total    atomic.Int64
-	accepted atomic.Int64
-	seq      atomic.Uint64
 }
 
 // FCMRequest is one send the fake received.
@@ -144,12 +139,7 @@ func testRSAKey() (*rsa.PrivateKey, error) {
 // NewFCM starts a fake FCM server and closes it with t.Cleanup.
 func NewFCM(t testing.TB) *FCM {
 	t.Helper()
-	f, err := StartFCM()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(f.Close)
-	return f
+	return mustStart(t, StartFCM)
 }
 
 // StartFCM starts a fake FCM server (plain HTTP on 127.0.0.1) for project
@@ -162,15 +152,13 @@ func StartFCM() (*FCM, error) {
 	f := &FCM{
 		ProjectID:   "tether-test",
 		ClientEmail: "tether-wake@tether-test.iam.gserviceaccount.com",
+		recorder:    newRecorder[FCMRequest, FCMReply](func(r FCMRequest) string { return r.Message.Token }),
 		key:         key,
-		record:      true,
-		script:      map[string][]FCMReply{},
 		issued:      map[string]bool{},
 	}
-	if f.srv, err = newServer(f); err != nil {
+	if f.srv, err = startServer(f, false); err != nil {
 		return nil, err
 	}
-	f.srv.Start()
 	f.URL = f.srv.URL
 	der, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
@@ -234,64 +222,6 @@ func (f *FCM) TokenRequests() int {
 	return f.tokenReqs
 }
 
-// Script queues answers for a registration token: each send to it takes
-// the next; once used up, the default answer applies.
-func (f *FCM) Script(token string, replies ...FCMReply) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.script[token] = append(f.script[token], replies...)
-}
-
-// SetDefault sets the answer to sends with no scripted reply; FCMReply{}
-// restores success.
-func (f *FCM) SetDefault(r FCMReply) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.def = r
-}
-
-// Record turns request recording on (the default) or off.
-func (f *FCM) Record(on bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.record = on
-}
-
-// OnRequest sets fn (nil removes it) to be called with every send to
-// messages:send the fake answers, recorded or not, after it chose the
-// answer and before it writes it (token requests are not included). fn
-// runs on the request's goroutine, concurrently with other requests, and
-// delays the answer while it runs.
-func (f *FCM) OnRequest(fn func(FCMRequest)) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.hook = fn
-}
-
-// Requests returns a copy of the recorded sends, oldest first.
-func (f *FCM) Requests() []FCMRequest {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]FCMRequest(nil), f.reqs...)
-}
-
-// RequestsFor returns the recorded sends to one registration token.
-func (f *FCM) RequestsFor(token string) []FCMRequest {
-	var out []FCMRequest
-	for _, r := range f.Requests() {
-		if r.Message.Token == token {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
-// Count returns how many sends the fake received.
-func (f *FCM) Count() int64 { return f.total.Load() }
-
-// Accepted returns how many sends the fake answered with 200.
-func (f *FCM) Accepted() int64 { return f.accepted.Load() }
-
 // ServeHTTP implements the token endpoint and messages:send.
 func (f *FCM) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == "/token" && r.Method == http.MethodPost {
@@ -306,7 +236,7 @@ func (f *FCM) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	arrived := time.Now()
 	body, _ := io.ReadAll(io.LimitReader(r.Body, 64<<10))
-	f.total.Add(1)
+	f.received()
 	var req struct {
 		ValidateOnly bool       `json:"validate_only"`
 		Message      FCMMessage `json:"message"`
@@ -327,38 +257,19 @@ func (f *FCM) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if checked {
 		reply = f.next(req.Message.Token)
 	}
-	if reply.Delay > 0 {
-		t := time.NewTimer(reply.Delay)
-		select {
-		case <-t.C:
-		case <-r.Context().Done():
-		}
-		t.Stop()
-	}
+	pause(r.Context(), reply.Delay)
 	if reply.Status == 0 {
 		reply.Status = http.StatusOK
 	}
-	f.mu.Lock()
-	record, hook := f.record, f.hook
-	f.mu.Unlock()
-	if record || hook != nil {
-		fr := FCMRequest{Header: r.Header.Clone(), Body: body, Message: req.Message, Status: reply.Status, At: arrived}
-		if record {
-			f.mu.Lock()
-			f.reqs = append(f.reqs, fr)
-			f.mu.Unlock()
-		}
-		if hook != nil {
-			hook(fr)
-		}
-	}
+	f.answered(reply.Status, func() FCMRequest {
+		return FCMRequest{Header: r.Header.Clone(), Body: body, Message: req.Message, Status: reply.Status, At: arrived}
+	})
 	if reply.Status != http.StatusOK {
 		writeFCMError(w, reply)
 		return
 	}
-	f.accepted.Add(1)
 	w.Header().Set("Content-Type", "application/json; charset=UTF-8")
-	fmt.Fprintf(w, `{"name":"projects/%s/messages/%d"}`, f.ProjectID, 1000000+f.seq.Add(1))
+	fmt.Fprintf(w, `{"name":"projects/%s/messages/%d"}`, f.ProjectID, 1000000+f.nextID())
 }
 
 func (f *FCM) authorized(h string) bool {
@@ -369,16 +280,6 @@ func (f *FCM) authorized(h string) bool {
 	}
 	tok, ok := strings.CutPrefix(h, "Bearer ")
 	return ok && f.issued[tok]
-}
-
-func (f *FCM) next(token string) FCMReply {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if q := f.script[token]; len(q) > 0 {
-		f.script[token] = q[1:]
-		return q[0]
-	}
-	return f.def
 }
 
 // serveToken is the OAuth2 JWT-bearer grant (RFC 7523) as Google's token

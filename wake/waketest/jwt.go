@@ -43,35 +43,37 @@ func jwtParts(tok string) (hdr, claims map[string]any, signed []byte, sig []byte
 
 // verifyES256 checks a JWT signed with ES256 (r||s, 32 bytes each) by key.
 func verifyES256(tok string, key *ecdsa.PublicKey) (hdr, claims map[string]any, err error) {
-	hdr, claims, signed, sig, err := jwtParts(tok)
-	if err != nil {
-		return nil, nil, err
-	}
-	if hdr["alg"] != "ES256" {
-		return nil, nil, errors.New("alg is not ES256")
-	}
-	if len(sig) != 64 {
-		return nil, nil, errors.New("ES256 signature is not 64 bytes")
-	}
-	sum := sha256.Sum256(signed)
-	r, s := new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])
-	if !ecdsa.Verify(key, sum[:], r, s) {
-		return nil, nil, errors.New("bad ES256 signature")
-	}
-	return hdr, claims, nil
+	return verifyJWT(tok, "ES256", func(sum, sig []byte) error {
+		if len(sig) != 64 {
+			return errors.New("ES256 signature is not 64 bytes")
+		}
+		r, s := new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])
+		if !ecdsa.Verify(key, sum, r, s) {
+			return errors.New("bad ES256 signature")
+		}
+		return nil
+	})
 }
 
 // verifyRS256 checks a JWT signed with RS256 by key.
 func verifyRS256(tok string, key *rsa.PublicKey) (hdr, claims map[string]any, err error) {
+	return verifyJWT(tok, "RS256", func(sum, sig []byte) error {
+		return rsa.VerifyPKCS1v15(key, crypto.SHA256, sum, sig)
+	})
+}
+
+// verifyJWT checks that a JWT names alg and that verify accepts its
+// signature over the SHA-256 sum of its signing input.
+func verifyJWT(tok, alg string, verify func(sum, sig []byte) error) (hdr, claims map[string]any, err error) {
 	hdr, claims, signed, sig, err := jwtParts(tok)
 	if err != nil {
 		return nil, nil, err
 	}
-	if hdr["alg"] != "RS256" {
-		return nil, nil, errors.New("alg is not RS256")
+	if hdr["alg"] != alg {
+		return nil, nil, errors.New("alg is not " + alg)
 	}
 	sum := sha256.Sum256(signed)
-	if err := rsa.VerifyPKCS1v15(key, crypto.SHA256, sum[:], sig); err != nil {
+	if err := verify(sum[:], sig); err != nil {
 		return nil, nil, err
 	}
 	return hdr, claims, nil

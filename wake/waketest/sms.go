@@ -64,22 +64,16 @@ type SMSReply struct {
 // NewSMS starts a fake SMS server and closes it with t.Cleanup.
 func NewSMS(t testing.TB) *SMS {
 	t.Helper()
-	f, err := StartSMS()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(f.Close)
-	return f
+	return mustStart(t, StartSMS)
 }
 
 // StartSMS starts a fake SMS server on 127.0.0.1. Close it with Close.
 func StartSMS() (*SMS, error) {
 	f := &SMS{APIKey: "sms-test-key", APISecret: "sms-test-secret"}
 	var err error
-	if f.srv, err = newServer(f); err != nil {
+	if f.srv, err = startServer(f, false); err != nil {
 		return nil, err
 	}
-	f.srv.Start()
 	f.URL = f.srv.URL
 	return f, nil
 }
@@ -123,11 +117,25 @@ func (f *SMS) next() (SMSReply, int) {
 	return SMSReply{}, f.seq
 }
 
-func (f *SMS) add(r SMSRequest) {
-	r.At = time.Now()
+// answer records rec with the status it answers and writes the JSON
+// body with that status.
+func (f *SMS) answer(w http.ResponseWriter, rec SMSRequest, status int, body string) {
+	rec.Status, rec.At = status, time.Now()
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.reqs = append(f.reqs, r)
+	f.reqs = append(f.reqs, rec)
+	f.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	io.WriteString(w, body)
+}
+
+// answerScripted answers with a scripted HTTP status, body and
+// Retry-After.
+func (f *SMS) answerScripted(w http.ResponseWriter, rec SMSRequest, reply SMSReply) {
+	if reply.RetryAfter != "" {
+		w.Header().Set("Retry-After", reply.RetryAfter)
+	}
+	f.answer(w, rec, reply.Status, reply.Body)
 }
 
 // ServeHTTP implements both APIs.
@@ -151,13 +159,7 @@ func (f *SMS) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		Text      string `json:"text"`
 		MessageID string `json:"message_id"`
 	}
-	answer := func(status int, body string) {
-		rec.Status = status
-		f.add(rec)
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(status)
-		io.WriteString(w, body)
-	}
+	answer := func(status int, body string) { f.answer(w, rec, status, body) }
 	if r.Header.Get("Authorization") != "Bearer "+f.APIKey {
 		answer(http.StatusUnauthorized, `{"error":"invalid api key"}`)
 		return
@@ -172,10 +174,7 @@ func (f *SMS) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		answer(http.StatusAccepted, fmt.Sprintf(`{"id":"sms-%d"}`, n))
 		return
 	}
-	if reply.RetryAfter != "" {
-		w.Header().Set("Retry-After", reply.RetryAfter)
-	}
-	answer(reply.Status, reply.Body)
+	f.answerScripted(w, rec, reply)
 }
 
 func (f *SMS) serveVonage(w http.ResponseWriter, r *http.Request) {
@@ -183,13 +182,7 @@ func (f *SMS) serveVonage(w http.ResponseWriter, r *http.Request) {
 	form, _ := url.ParseQuery(string(body))
 	rec := SMSRequest{Provider: wake.SMSProviderVonage, Header: r.Header.Clone(), Body: body, Form: form,
 		To: form.Get("to"), From: form.Get("from"), Text: form.Get("text"), MessageID: form.Get("client-ref")}
-	answer := func(status int, body string) {
-		rec.Status = status
-		f.add(rec)
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(status)
-		io.WriteString(w, body)
-	}
+	answer := func(status int, body string) { f.answer(w, rec, status, body) }
 	fail := func(status, text string) {
 		answer(http.StatusOK, fmt.Sprintf(`{"message-count":"1","messages":[{"status":%q,"error-text":%q}]}`, status, text))
 	}
@@ -217,10 +210,7 @@ func (f *SMS) serveVonage(w http.ResponseWriter, r *http.Request) {
 	reply, n := f.next()
 	switch {
 	case reply.Status != 0:
-		if reply.RetryAfter != "" {
-			w.Header().Set("Retry-After", reply.RetryAfter)
-		}
-		answer(reply.Status, reply.Body)
+		f.answerScripted(w, rec, reply)
 	case reply.VonageStatus != "" && reply.VonageStatus != "0":
 		fail(reply.VonageStatus, reply.ErrorText)
 	default:
