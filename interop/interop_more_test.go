@@ -32,11 +32,11 @@ package interop_test
 //
 // A known gap skips its test with what it found (imKnownGap);
 // INTEROP_STRICT=1 fails there instead. Every identifier here starts with
-// im; interop_test.go's helpers (waitStatus, requireDevice, missing,
-// hostPort, smName) are reused.
+// im; the scripts run under script_test.go's harness (start, script,
+// event, and the library checks), and interop_test.go's helpers
+// (waitStatus, requireDevice, hostPort, smName, stepTimeout) are reused.
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -44,7 +44,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -60,288 +59,7 @@ import (
 	"tether/internal/gatewaytest"
 )
 
-const (
-	imScriptTimeout = 40 * time.Second // what the scripts are told; the harness kills them 10 s later
-	imStepTimeout   = 10 * time.Second
-)
-
-// imEvent is one JSON line of slixmpp_more.py or more.mjs.
-type imEvent struct {
-	Event            string   `json:"event"`
-	JID              string   `json:"jid"`
-	ID               string   `json:"id"`
-	From             string   `json:"from"`
-	To               string   `json:"to"`
-	Type             string   `json:"type"`
-	Body             *string  `json:"body"`
-	Data             *string  `json:"data"`
-	Channel          *string  `json:"channel"`
-	ReceiptRequested bool     `json:"receipt_requested"`
-	Markable         bool     `json:"markable"`
-	Delay            bool     `json:"delay"`
-	Tag              string   `json:"tag"`
-	Condition        string   `json:"condition"`
-	ErrorType        string   `json:"error_type"`
-	Features         []string `json:"features"`
-	Identities       [][]any  `json:"identities"`
-	Items            *int     `json:"items"`
-	H                *int     `json:"h"`
-	Seq              *int     `json:"seq"`
-	Enabled          *bool    `json:"enabled"`
-	Error            string   `json:"error"`
-	raw              string
-}
-
-// imScript is a running client script.
-type imScript struct {
-	t      *testing.T
-	name   string
-	stdin  io.WriteCloser
-	events chan imEvent
-	ahead  []imEvent
-	stderr *gatewaytest.SyncBuffer
-	waited chan error
-	start  time.Time
-
-	mu   sync.Mutex
-	seen map[string]int // message id -> how many times the client got it
-	all  []string       // every event name, in order
-}
-
-// imStart runs a client script; it is killed after imScriptTimeout plus
-// 10 s and when the test ends, and its output is logged when the test
-// fails (or with INTEROP_VERBOSE=1).
-func imStart(t *testing.T, name, dir, bin string, args, env []string) *imScript {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), imScriptTimeout+10*time.Second)
-	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), env...)
-	cmd.WaitDelay = 5 * time.Second
-	s := &imScript{t: t, name: name, events: make(chan imEvent, 256), stderr: &gatewaytest.SyncBuffer{},
-		waited: make(chan error, 1), seen: map[string]int{}, start: time.Now()}
-	cmd.Stderr = s.stderr
-	stdin, err := cmd.StdinPipe()
-	require.NoError(t, err)
-	stdout, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	s.stdin = stdin
-	require.NoError(t, cmd.Start(), "start %s", name)
-
-	var raw gatewaytest.SyncBuffer
-	readDone := make(chan struct{})
-	go func() {
-		defer close(readDone)
-		defer close(s.events)
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-		for sc.Scan() {
-			fmt.Fprintf(&raw, "%s %s\n", time.Now().Format("15:04:05.000"), sc.Bytes())
-			var e imEvent
-			if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-				e = imEvent{Event: "error", Error: fmt.Sprintf("not a JSON line: %q", sc.Text())}
-			}
-			e.raw = sc.Text()
-			s.mu.Lock()
-			s.all = append(s.all, e.Event)
-			if e.Event == "message" {
-				s.seen[e.ID]++
-			}
-			s.mu.Unlock()
-			s.events <- e
-		}
-	}()
-	go func() {
-		<-readDone
-		s.waited <- cmd.Wait()
-		cancel()
-	}()
-	t.Cleanup(func() {
-		_ = stdin.Close() // end of input: the scripts quit
-		go func() {
-			for range s.events {
-			}
-		}()
-		select {
-		case err := <-s.waited:
-			s.waited <- err
-		case <-time.After(imScriptTimeout):
-			t.Errorf("%s did not exit", name)
-		}
-		if t.Failed() || os.Getenv("INTEROP_VERBOSE") != "" {
-			t.Logf("%s stdout:\n%s", name, raw.String())
-			t.Logf("%s stderr (client debug log):\n%s", name, s.stderr.String())
-		}
-	})
-	return s
-}
-
-// next returns the next event named want, keeping the others for later;
-// it fails on an "error" event, on the script exiting, or after
-// imStepTimeout.
-func (s *imScript) next(want string) imEvent {
-	s.t.Helper()
-	e, ok := s.nextWithin(want, imStepTimeout)
-	if !ok {
-		s.t.Fatalf("%s: no %q within %s", s.name, want, imStepTimeout)
-	}
-	return e
-}
-
-// nextTag returns the next event named want whose tag is tag.
-func (s *imScript) nextTag(want, tag string) imEvent {
-	s.t.Helper()
-	for i, e := range s.ahead {
-		if e.Event == want && e.Tag == tag {
-			s.ahead = append(s.ahead[:i:i], s.ahead[i+1:]...)
-			return e
-		}
-	}
-	var skipped []imEvent
-	defer func() { s.ahead = append(s.ahead, skipped...) }()
-	deadline := time.Now().Add(imStepTimeout)
-	for {
-		e, ok := s.nextWithin(want, time.Until(deadline))
-		if !ok {
-			s.t.Fatalf("%s: no %q tagged %q within %s", s.name, want, tag, imStepTimeout)
-		}
-		if e.Tag == tag {
-			return e
-		}
-		skipped = append(skipped, e)
-	}
-}
-
-// nextWithin is next with its own timeout, reporting false when none came.
-func (s *imScript) nextWithin(want string, d time.Duration) (imEvent, bool) {
-	s.t.Helper()
-	for i, e := range s.ahead {
-		if e.Event == want {
-			s.ahead = append(s.ahead[:i:i], s.ahead[i+1:]...)
-			return e, true
-		}
-	}
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	for {
-		select {
-		case e, ok := <-s.events:
-			if !ok {
-				s.t.Fatalf("%s exited while waiting for %q", s.name, want)
-			}
-			if e.Event == "error" && want != "error" {
-				s.t.Fatalf("%s: error while waiting for %q: %s", s.name, want, e.Error)
-			}
-			if e.Event == want {
-				return e, true
-			}
-			s.ahead = append(s.ahead, e)
-		case <-timer.C:
-			return imEvent{}, false
-		}
-	}
-}
-
-// nextOf returns the first event named one of names ("error" included if
-// named); it fails after imStepTimeout or if the script exits first.
-func (s *imScript) nextOf(names ...string) imEvent {
-	s.t.Helper()
-	for i, e := range s.ahead {
-		if slices.Contains(names, e.Event) {
-			s.ahead = append(s.ahead[:i:i], s.ahead[i+1:]...)
-			return e
-		}
-	}
-	timer := time.NewTimer(imStepTimeout)
-	defer timer.Stop()
-	for {
-		select {
-		case e, ok := <-s.events:
-			if !ok {
-				s.t.Fatalf("%s exited while waiting for one of %q", s.name, names)
-			}
-			if slices.Contains(names, e.Event) {
-				return e
-			}
-			if e.Event == "error" {
-				s.t.Fatalf("%s: error while waiting for one of %q: %s", s.name, names, e.Error)
-			}
-			s.ahead = append(s.ahead, e)
-		case <-timer.C:
-			s.t.Fatalf("%s: none of %q within %s", s.name, names, imStepTimeout)
-			return imEvent{}
-		}
-	}
-}
-
-// none fails if an event named name comes within d (or is already read).
-func (s *imScript) none(name string, d time.Duration) {
-	s.t.Helper()
-	if e, ok := s.nextWithin(name, d); ok {
-		s.t.Fatalf("%s: unexpected %s: %s", s.name, name, e.raw)
-	}
-}
-
-// cmd sends one command line.
-func (s *imScript) cmd(name string, kv ...any) {
-	s.t.Helper()
-	m := map[string]any{"cmd": name}
-	for i := 0; i+1 < len(kv); i += 2 {
-		m[kv[i].(string)] = kv[i+1]
-	}
-	b, err := json.Marshal(m)
-	require.NoError(s.t, err)
-	_, err = s.stdin.Write(append(b, '\n'))
-	require.NoError(s.t, err, "write %s to %s", name, s.name)
-}
-
-// exited waits for the script to end by itself and returns how long it
-// ran.
-func (s *imScript) exited(d time.Duration) time.Duration {
-	s.t.Helper()
-	select {
-	case err := <-s.waited:
-		s.waited <- err
-		return time.Since(s.start)
-	case <-time.After(d):
-		s.t.Fatalf("%s still running %s later", s.name, d)
-		return 0
-	}
-}
-
-// quit asks the script to close its stream, and waits for bye and exit 0.
-func (s *imScript) quit() {
-	s.t.Helper()
-	s.cmd("quit")
-	s.next("bye")
-	select {
-	case err := <-s.waited:
-		require.NoError(s.t, err, "%s exit", s.name)
-		s.waited <- err
-	case <-time.After(imStepTimeout):
-		s.t.Fatalf("%s did not exit after quit", s.name)
-	}
-}
-
-// count reports how many times the client got message id.
-func (s *imScript) count(id string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.seen[id]
-}
-
-// eventCount reports how many events named name the client printed.
-func (s *imScript) eventCount(name string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for _, e := range s.all {
-		if e == name {
-			n++
-		}
-	}
-	return n
-}
+const imScriptTimeout = 40 * time.Second // what the scripts are told; the harness kills them 10 s later
 
 // --- the clients ---------------------------------------------------------------
 
@@ -351,6 +69,10 @@ const (
 )
 
 var imLibs = []string{imSlix, imJS}
+
+// imTransport is the transport apps built on each library use: slixmpp
+// STARTTLS on the XMPP port, xmpp.js WebSocket (the browser transport).
+var imTransport = map[string]string{imSlix: "starttls", imJS: "websocket"}
 
 // imClient says how to run one client.
 type imClient struct {
@@ -374,19 +96,9 @@ func imNeed(t *testing.T, lib string) {
 	t.Helper()
 	switch lib {
 	case imSlix:
-		if _, err := os.Stat(python); err != nil {
-			missing(t, "%s not found (Debian's python3 with python3-slixmpp)", python)
-		}
-		if out, err := exec.Command(python, "-c", "import slixmpp").CombinedOutput(); err != nil {
-			missing(t, "slixmpp not importable by %s: %v: %s", python, err, strings.TrimSpace(string(out)))
-		}
+		needSlixmpp(t)
 	case imJS:
-		if _, err := exec.LookPath("node"); err != nil {
-			missing(t, "node not found in PATH")
-		}
-		if _, err := os.Stat(filepath.Join("js", "node_modules", "@xmpp", "client", "package.json")); err != nil {
-			missing(t, "xmpp.js not installed (cd interop/js && npm ci)")
-		}
+		needXmppJS(t)
 	}
 }
 
@@ -443,7 +155,7 @@ func (e *imEnv) listener(transport string) string {
 func (e *imEnv) cert() string { return filepath.Join(e.g.DataDir, "tls-cert.pem") }
 
 // run starts client c against e's gateway.
-func (e *imEnv) run(t *testing.T, c imClient) *imScript {
+func (e *imEnv) run(t *testing.T, c imClient) *script {
 	t.Helper()
 	imNeed(t, c.lib)
 	if c.user == "" {
@@ -490,10 +202,8 @@ func (e *imEnv) run(t *testing.T, c imClient) *imScript {
 		if c.keepalive > 0 {
 			args = append(args, "--keepalive", fmt.Sprint(c.keepalive))
 		}
-		return imStart(t, name, ".", python, args, []string{"INTEROP_PASSWORD=" + c.password})
+		return start(t, name, ".", python, args, []string{"INTEROP_PASSWORD=" + c.password}, imScriptTimeout)
 	}
-	node, err := exec.LookPath("node")
-	require.NoError(t, err)
 	var service string
 	switch c.transport {
 	case "websocket":
@@ -503,10 +213,7 @@ func (e *imEnv) run(t *testing.T, c imClient) *imScript {
 	default:
 		service = "xmpp://" + c.addr
 	}
-	args := []string{"more.mjs"}
-	if exec.Command(node, "-e", "process.exit(typeof WebSocket === 'function' ? 0 : 1)").Run() != nil {
-		args = append([]string{"--experimental-websocket"}, args...)
-	}
+	node, args := nodeScript(t, "more.mjs")
 	onOff := map[bool]string{true: "on", false: "off"}
 	env := []string{
 		"INTEROP_SERVICE=" + service,
@@ -525,7 +232,7 @@ func (e *imEnv) run(t *testing.T, c imClient) *imScript {
 	if c.priority != 0 {
 		env = append(env, fmt.Sprintf("INTEROP_PRIORITY=%d", c.priority))
 	}
-	return imStart(t, name, "js", node, args, env)
+	return start(t, name, "js", node, args, env, imScriptTimeout)
 }
 
 // send posts one message to to (user or user/device) and returns its id.
@@ -540,7 +247,7 @@ func (e *imEnv) send(t *testing.T, to, body string) string {
 // online waits until device's online flag in GET .../devices is want.
 func (e *imEnv) online(t *testing.T, usr, device string, want bool) api.Device {
 	t.Helper()
-	deadline := time.Now().Add(imStepTimeout)
+	deadline := time.Now().Add(stepTimeout)
 	for {
 		devs, err := e.app.ListDevices(context.Background(), appID, usr)
 		require.NoError(t, err)
@@ -550,17 +257,17 @@ func (e *imEnv) online(t *testing.T, usr, device string, want bool) api.Device {
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("device %s/%s: online is not %v after %s: %+v", usr, device, want, imStepTimeout, devs)
+			t.Fatalf("device %s/%s: online is not %v after %s: %+v", usr, device, want, stepTimeout, devs)
 		}
 		time.Sleep(20 * time.Millisecond) // polling the REST device list
 	}
 }
 
 // feed reads the app's event feed until match takes an event (at most
-// imStepTimeout) and returns it; cursor carries on between calls.
+// stepTimeout) and returns it; cursor carries on between calls.
 func (e *imEnv) feed(t *testing.T, cursor *string, match func(api.Event) bool) api.Event {
 	t.Helper()
-	deadline := time.Now().Add(imStepTimeout)
+	deadline := time.Now().Add(stepTimeout)
 	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		r, err := e.app.Events(ctx, appID, *cursor, 100, 2)
@@ -575,7 +282,7 @@ func (e *imEnv) feed(t *testing.T, cursor *string, match func(api.Event) bool) a
 			}
 		}
 	}
-	t.Fatalf("no matching event in the feed within %s", imStepTimeout)
+	t.Fatalf("no matching event in the feed within %s", stepTimeout)
 	return api.Event{}
 }
 
@@ -583,7 +290,7 @@ func (e *imEnv) feed(t *testing.T, cursor *string, match func(api.Event) bool) a
 // labels, as Prometheus prints it) at want or above.
 func (e *imEnv) metric(t *testing.T, series string, want float64) {
 	t.Helper()
-	deadline := time.Now().Add(imStepTimeout)
+	deadline := time.Now().Add(stepTimeout)
 	var last float64
 	for time.Now().Before(deadline) {
 		resp, err := http.Get("http://" + e.g.Addr("metrics") + "/metrics")
@@ -1037,10 +744,8 @@ func TestImLoginRequests(t *testing.T) {
 			e := imSetup(t, "", user)
 			const device = "app1"
 			queued := e.send(t, user, "waiting at login")
-			cl := imClient{lib: lib, transport: "starttls", resource: device, sm: true, priority: 5}
-			if lib == imJS {
-				cl.transport = "websocket"
-			} else {
+			cl := imClient{lib: lib, transport: imTransport[lib], resource: device, sm: true, priority: 5}
+			if lib == imSlix {
 				cl.keepalive = 0.5 // slixmpp pings the server every half second throughout
 			}
 			c := e.run(t, cl)
@@ -1142,11 +847,7 @@ func TestImCSI(t *testing.T) {
 		t.Run(lib, func(t *testing.T) {
 			imNeed(t, lib)
 			e := imSetup(t, "", user)
-			cl := imClient{lib: lib, transport: "starttls", resource: "csi1", sm: true}
-			if lib == imJS {
-				cl.transport = "websocket"
-			}
-			c := e.run(t, cl)
+			c := e.run(t, imClient{lib: lib, transport: imTransport[lib], resource: "csi1", sm: true})
 			c.next("online")
 			c.next("sm_enabled")
 			c.cmd("csi", "state", "inactive")
@@ -1195,12 +896,8 @@ func TestImInbound(t *testing.T) {
 			imNeed(t, lib)
 			e := imSetup(t, "", user)
 			const device = "in1"
-			cl := imClient{lib: lib, transport: "starttls", resource: device, sm: true}
-			if lib == imJS {
-				cl.transport = "websocket"
-			}
 			var cursor string
-			c := e.run(t, cl)
+			c := e.run(t, imClient{lib: lib, transport: imTransport[lib], resource: device, sm: true})
 			c.next("online")
 			r, err := e.app.Send(context.Background(), appID, api.SendRequest{To: []string{user}, Body: "confirm?", Channel: "orders"}, "")
 			require.NoError(t, err)
@@ -1283,7 +980,7 @@ func TestImAuthFailure(t *testing.T) {
 			c := e.run(t, cl)
 			f := c.next("auth_failed")
 			require.Equal(t, "not-authorized", f.Condition)
-			took := c.exited(imStepTimeout)
+			took := c.exited(stepTimeout)
 			t.Logf("client gave up %s after it started", took.Round(time.Millisecond))
 			tries := c.eventCount("auth_failed")
 			if k.anyMech {
@@ -1318,21 +1015,20 @@ func TestImConflict(t *testing.T) {
 			imNeed(t, second)
 			e := imSetup(t, "", user)
 			const device = "shared"
-			transport := map[string]string{imSlix: "starttls", imJS: "websocket"}
 			m1 := e.send(t, user, "queued before the first login")
-			a := e.run(t, imClient{lib: first, transport: transport[first], resource: device})
+			a := e.run(t, imClient{lib: first, transport: imTransport[first], resource: device})
 			a.next("online")
 			require.Equal(t, m1, a.next("message").ID)
 			m2 := e.send(t, user, "live to the first")
 			require.Equal(t, m2, a.next("message").ID)
 			waitStatus(t, e.app, m2, "sent")
 
-			b := e.run(t, imClient{lib: second, transport: transport[second], resource: device, sm: true})
+			b := e.run(t, imClient{lib: second, transport: imTransport[second], resource: device, sm: true})
 			require.Equal(t, user+"@"+e.domain+"/"+device, b.next("online").JID)
 			se := a.next("stream_error")
 			require.Equal(t, "conflict", se.Condition)
 			a.next("bye")
-			a.exited(imStepTimeout)
+			a.exited(stepTimeout)
 
 			for _, id := range []string{m1, m2} {
 				m := b.next("message")
@@ -1349,7 +1045,7 @@ func TestImConflict(t *testing.T) {
 			require.NoError(t, err)
 			require.Len(t, devs, 1)
 			require.True(t, devs[0].Online)
-			require.Equal(t, transport[second], devs[0].Transport)
+			require.Equal(t, imTransport[second], devs[0].Transport)
 			b.none("stream_error", 500*time.Millisecond)
 			b.quit()
 		})

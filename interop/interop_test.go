@@ -21,15 +21,10 @@
 package interop_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -45,7 +40,7 @@ const (
 	appID         = "acme"
 	user          = "alice"
 	domain        = "acme.localhost"
-	scriptTimeout = 30 * time.Second
+	scriptTimeout = 25 * time.Second // what the scripts are told; the harness kills them 10 s later
 	stepTimeout   = 10 * time.Second
 )
 
@@ -57,146 +52,6 @@ const (
 	liveBody    = "live <&> one\nsecond line\ttab"
 	liveData    = `{"live":true,"emoji":"🚀"}`
 )
-
-// event is one JSON line a client script printed.
-type event struct {
-	Event            string  `json:"event"`
-	JID              string  `json:"jid"`
-	ID               string  `json:"id"`
-	From             string  `json:"from"`
-	To               string  `json:"to"`
-	Type             string  `json:"type"`
-	Body             string  `json:"body"`
-	Data             *string `json:"data"`
-	ReceiptRequested bool    `json:"receipt_requested"`
-	Markable         bool    `json:"markable"`
-	Error            string  `json:"error"`
-}
-
-// script is a running client script.
-type script struct {
-	t      *testing.T
-	cmd    *exec.Cmd
-	stdin  io.WriteCloser
-	events chan event
-	ahead  []event // read while looking for another event
-	stderr *gatewaytest.SyncBuffer
-	waited chan error
-}
-
-// start runs name with args and env; the script is killed after
-// scriptTimeout and when the test ends.
-func start(t *testing.T, dir, name string, args, env []string) *script {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), scriptTimeout)
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), env...)
-	cmd.WaitDelay = 5 * time.Second
-	s := &script{t: t, cmd: cmd, events: make(chan event, 64), stderr: &gatewaytest.SyncBuffer{}, waited: make(chan error, 1)}
-	cmd.Stderr = s.stderr
-	stdin, err := cmd.StdinPipe()
-	require.NoError(t, err)
-	stdout, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	s.stdin = stdin
-	require.NoError(t, cmd.Start(), "start %s", name)
-
-	var raw gatewaytest.SyncBuffer
-	readDone := make(chan struct{})
-	go func() {
-		defer close(readDone)
-		defer close(s.events)
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-		for sc.Scan() {
-			fmt.Fprintf(&raw, "%s\n", sc.Bytes())
-			var e event
-			if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-				e = event{Event: "error", Error: fmt.Sprintf("not a JSON line: %q", sc.Text())}
-			}
-			s.events <- e
-		}
-	}()
-	go func() {
-		<-readDone // Wait closes stdout: read it all first
-		s.waited <- cmd.Wait()
-		cancel()
-	}()
-	t.Cleanup(func() {
-		_ = stdin.Close() // the scripts take end of input as quit
-		go func() {       // a test that stopped early reads no more events
-			for range s.events {
-			}
-		}()
-		select {
-		case <-s.waited:
-		case <-time.After(scriptTimeout):
-			t.Errorf("%s did not exit", name)
-		}
-		if t.Failed() || os.Getenv("INTEROP_VERBOSE") != "" {
-			t.Logf("%s stdout:\n%s", name, raw.String())
-			t.Logf("%s stderr (client debug log):\n%s", name, s.stderr.String())
-		}
-	})
-	return s
-}
-
-// next returns the next event named want, keeping the others for later
-// calls; it fails on an error event, on the script exiting or after
-// stepTimeout.
-func (s *script) next(want string) event {
-	s.t.Helper()
-	for i, e := range s.ahead {
-		if e.Event == want {
-			s.ahead = append(s.ahead[:i:i], s.ahead[i+1:]...)
-			return e
-		}
-	}
-	timer := time.NewTimer(stepTimeout)
-	defer timer.Stop()
-	for {
-		select {
-		case e, ok := <-s.events:
-			if !ok {
-				s.t.Fatalf("client exited while waiting for %q", want)
-			}
-			if e.Event == "error" {
-				s.t.Fatalf("client error while waiting for %q: %s", want, e.Error)
-			}
-			if e.Event == want {
-				return e
-			}
-			s.ahead = append(s.ahead, e)
-		case <-timer.C:
-			s.t.Fatalf("no %q from the client within %s", want, stepTimeout)
-			return event{}
-		}
-	}
-}
-
-// send writes one command line to the script.
-func (s *script) send(cmd, id string) {
-	s.t.Helper()
-	b, err := json.Marshal(map[string]string{"cmd": cmd, "id": id})
-	require.NoError(s.t, err)
-	_, err = s.stdin.Write(append(b, '\n'))
-	require.NoError(s.t, err, "write %s to the client", cmd)
-}
-
-// quit asks the script to close its stream and waits for it to exit 0.
-func (s *script) quit() {
-	s.t.Helper()
-	s.send("quit", "")
-	s.next("bye")
-	select {
-	case err := <-s.waited:
-		require.NoError(s.t, err, "client exit")
-		s.waited <- err // for the cleanup
-	case <-time.After(stepTimeout):
-		s.t.Fatal("client did not exit after quit")
-	}
-}
 
 // clientRun is how one client is started once the gateway and the user are
 // there.
@@ -282,14 +137,14 @@ func exercise(t *testing.T, sc scenario, run clientRun) {
 			}, 5*time.Second, 20*time.Millisecond, "the queued message never became sent or delivered")
 			t.Logf("queued message: %s before the receipt", status)
 		}
-		s.send("receipt", id)
+		s.cmd("receipt", "id", id)
 		require.Equal(t, id, s.next("receipt_sent").ID)
 		st := waitStatus(t, app, id, "delivered")
 		require.NotNil(t, st.DeliveredAt)
 		require.Nil(t, st.ReadAt)
 		requireDevice(t, st, sc.resource, "delivered")
 
-		s.send("displayed", id)
+		s.cmd("displayed", "id", id)
 		require.Equal(t, id, s.next("displayed_sent").ID)
 		st = waitStatus(t, app, id, "read")
 		require.NotNil(t, st.ReadAt)
@@ -319,7 +174,8 @@ func checkMessage(t *testing.T, m event, id, resource, body, data string) {
 	require.Equal(t, domain, m.From, "from")
 	require.Equal(t, user+"@"+domain+"/"+resource, m.To, "to")
 	require.Equal(t, "normal", m.Type, "type")
-	require.Equal(t, body, m.Body, "body")
+	require.NotNil(t, m.Body, "no <body/>")
+	require.Equal(t, body, *m.Body, "body")
 	require.NotNil(t, m.Data, "no <data/>")
 	require.JSONEq(t, data, *m.Data, "data")
 	require.True(t, m.ReceiptRequested, "no XEP-0184 <request/>")
@@ -355,17 +211,6 @@ func waitStatus(t *testing.T, app *api.Client, id, want string) *api.MessageStat
 	return nil
 }
 
-// missing skips the test, or fails it under CI, where .ci/run installs the
-// clients.
-func missing(t *testing.T, format string, args ...any) {
-	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%s (CI is set: .ci/run should have installed it)", msg)
-	}
-	t.Skipf("%s: skipping", msg)
-}
-
 // hostPort splits a listener address.
 func hostPort(t *testing.T, addr string) (string, string) {
 	t.Helper()
@@ -374,19 +219,12 @@ func hostPort(t *testing.T, addr string) (string, string) {
 	return host, port
 }
 
-const python = "/usr/bin/python3"
-
 // TestInteropSlixmpp: slixmpp over STARTTLS on the XMPP port, SCRAM-SHA-256
 // only, trusting the gateway's self-signed certificate; once as it comes
 // (no stream management: receipts alone acknowledge), once with its
 // XEP-0198 plugin.
 func TestInteropSlixmpp(t *testing.T) {
-	if _, err := os.Stat(python); err != nil {
-		missing(t, "%s not found (Debian's python3 with python3-slixmpp)", python)
-	}
-	if out, err := exec.Command(python, "-c", "import slixmpp").CombinedOutput(); err != nil {
-		missing(t, "slixmpp not importable by %s (apt-get install python3-slixmpp): %v: %s", python, err, bytes.TrimSpace(out))
-	}
+	needSlixmpp(t)
 	for _, sm := range []bool{false, true} {
 		t.Run(smName(sm), func(t *testing.T) {
 			exercise(t, scenario{resource: "slix1", transport: "starttls", streamManagement: sm},
@@ -397,12 +235,12 @@ func TestInteropSlixmpp(t *testing.T) {
 						"--jid", user + "@" + domain + "/" + resource,
 						"--mech", "SCRAM-SHA-256",
 						"--cafile", filepath.Join(g.DataDir, "tls-cert.pem"),
-						"--timeout", "25", "--debug",
+						"--timeout", fmt.Sprint(scriptTimeout.Seconds()), "--debug",
 					}
 					if sm {
 						args = append(args, "--sm")
 					}
-					return start(t, ".", python, args, []string{"INTEROP_PASSWORD=" + password})
+					return start(t, "slixmpp", ".", python, args, []string{"INTEROP_PASSWORD=" + password}, scriptTimeout)
 				})
 		})
 	}
@@ -422,19 +260,8 @@ func smName(sm bool) string {
 // (stream_management); the receipts run hides <sm/> from it so that
 // receipts alone acknowledge.
 func TestInteropXmppJS(t *testing.T) {
-	node, err := exec.LookPath("node")
-	if err != nil {
-		missing(t, "node not found in PATH")
-	}
-	if _, err := os.Stat(filepath.Join("js", "node_modules", "@xmpp", "client", "package.json")); err != nil {
-		missing(t, "xmpp.js not installed (cd interop/js && npm ci)")
-	}
-	args := []string{"client.mjs"}
-	// xmpp.js uses the global WebSocket: Node 20 has it only behind a flag,
-	// Node 22 and later by default.
-	if exec.Command(node, "-e", "process.exit(typeof WebSocket === 'function' ? 0 : 1)").Run() != nil {
-		args = append([]string{"--experimental-websocket"}, args...)
-	}
+	needXmppJS(t)
+	node, args := nodeScript(t, "client.mjs")
 	for _, sm := range []bool{false, true} {
 		smEnv := "off"
 		if sm {
@@ -444,16 +271,16 @@ func TestInteropXmppJS(t *testing.T) {
 			exercise(t, scenario{resource: "xmppjs1", transport: "websocket", streamManagement: sm},
 				func(t *testing.T, g *gatewaytest.Gateway, password, resource string) *script {
 					service := "ws://" + strings.TrimPrefix(g.URL, "http://") + "/xmpp-websocket"
-					return start(t, "js", node, args, []string{
+					return start(t, "xmpp.js", "js", node, args, []string{
 						"INTEROP_SERVICE=" + service,
 						"INTEROP_DOMAIN=" + domain,
 						"INTEROP_USER=" + user,
 						"INTEROP_PASSWORD=" + password,
 						"INTEROP_RESOURCE=" + resource,
 						"INTEROP_SM=" + smEnv,
-						"INTEROP_TIMEOUT=25",
+						"INTEROP_TIMEOUT=" + fmt.Sprint(scriptTimeout.Seconds()),
 						"INTEROP_DEBUG=1",
-					})
+					}, scriptTimeout)
 				})
 		})
 	}

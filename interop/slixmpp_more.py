@@ -56,39 +56,29 @@ what a real client app does besides receiving:
     abort                            close the socket without </stream>
     quit                             close the stream and exit 0
   End of stdin is taken as quit.
+
+What it shares with slixmpp_client.py is in slixmpp_common.py, next to it.
 """
 
-import argparse
 import asyncio
 import json
-import logging
-import os
-import ssl
 import sys
 
 import slixmpp
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream import ET
 
-NS_DATA = "urn:tether:data:0"
+import slixmpp_common
+from slixmpp_common import NS_DATA, emit, message_event
+
 NS_CHANNEL = "urn:tether:channel:0"
 NS_SM = "urn:xmpp:sm:3"
 NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 
 
-def emit(**obj):
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
-    sys.stdout.flush()
-
-
-class Client(slixmpp.ClientXMPP):
+class Client(slixmpp_common.Client):
     def __init__(self, args, done):
-        super().__init__(args.jid, args.password, sasl_mech=args.mech or None)
-        self.args = args
-        self.done = done
-        self.received = {}
-        self.exit_code = 0
-        self.quitting = False
+        super().__init__(args, done, sasl_mech=args.mech or None)
         self.stream_errored = False
         self.sm_waiters = []  # futures waiting for a server <a/>
         for p in ("xep_0030", "xep_0054", "xep_0191", "xep_0199", "xep_0280",
@@ -103,11 +93,6 @@ class Client(slixmpp.ClientXMPP):
             self.register_handler(slixmpp.xmlstream.handler.Callback(
                 "interop sm ack", slixmpp.xmlstream.matcher.MatchXPath("{%s}a" % NS_SM),
                 self.on_sm_ack, instream=True))
-        if args.cafile:
-            self.ca_certs = args.cafile
-        else:
-            self.ssl_context.check_hostname = False
-            self.ssl_context.verify_mode = ssl.CERT_NONE
         self.add_event_handler("session_start", self.on_start)
         self.add_event_handler("message", self.on_message)
         self.add_event_handler("message_error", self.on_message)
@@ -119,6 +104,8 @@ class Client(slixmpp.ClientXMPP):
         self.add_event_handler("disconnected", self.on_disconnected)
 
     def open(self):
+        """Connects with STARTTLS or, with --direct-tls, TLS from the first
+        byte."""
         self.connect((self.args.host, self.args.port),
                      use_ssl=self.args.direct_tls, force_starttls=not self.args.direct_tls)
 
@@ -148,22 +135,13 @@ class Client(slixmpp.ClientXMPP):
             emit(event="message_error", id=msg["id"], **{"from": str(msg["from"])},
                  condition=msg["error"]["condition"], error_type=msg["error"]["type"])
             return
-        data = msg.xml.find("{%s}data" % NS_DATA)
-        channel = msg.xml.find("{%s}channel" % NS_CHANNEL)
-        if msg["body"] == "" and data is None:
+        if msg["body"] == "" and msg.xml.find("{%s}data" % NS_DATA) is None:
             return  # receipts and markers: handled elsewhere
         self.received[msg["id"]] = msg
+        channel = msg.xml.find("{%s}channel" % NS_CHANNEL)
         emit(
-            event="message",
-            id=msg["id"],
-            to=str(msg["to"]),
-            **{"from": str(msg["from"])},
-            type=msg["type"],
-            body=msg["body"],
-            data=data.text if data is not None else None,
+            **message_event(msg),
             channel=channel.text if channel is not None else None,
-            receipt_requested=bool(msg["request_receipt"]),
-            markable=msg.xml.find("{urn:xmpp:chat-markers:0}markable") is not None,
             delay=msg.xml.find("{urn:xmpp:delay}delay") is not None,
         )
 
@@ -171,6 +149,20 @@ class Client(slixmpp.ClientXMPP):
         emit(event="receipt_received", id=msg["receipt"], **{"from": str(msg["from"])})
 
     # --- commands ------------------------------------------------------------
+
+    def handle_line(self, line):
+        try:
+            cmd = json.loads(line)
+        except ValueError as e:
+            emit(event="error", error="command %r: %s" % (line, e))
+            return
+
+        async def run():
+            try:
+                await self.command(cmd)
+            except Exception as e:  # keep serving: report and go on
+                emit(event="error", error="command %r: %r" % (line, e))
+        asyncio.ensure_future(run())
 
     async def iq_command(self, tag, coro, describe):
         try:
@@ -195,15 +187,8 @@ class Client(slixmpp.ClientXMPP):
             self.transport.abort()
             emit(event="sent", tag="abort")
         elif name in ("receipt", "displayed"):
-            msg = self.received.get(cmd.get("id"))
-            if msg is None:
-                emit(event="error", error="unknown message id %r" % cmd.get("id"))
-                return
-            if name == "receipt":
-                self["xep_0184"].ack(msg)
-            else:
-                self["xep_0333"].send_marker(msg["from"], msg["id"], "displayed")
-            emit(event="sent", tag=name, id=msg["id"])
+            if self.acknowledge(name, cmd.get("id")):
+                emit(event="sent", tag=name, id=cmd["id"])
         elif name == "ack":
             self["xep_0198"].send_ack()
             emit(event="sent", tag="ack", h=self["xep_0198"].handled)
@@ -291,14 +276,6 @@ class Client(slixmpp.ClientXMPP):
 
     # --- life cycle ---------------------------------------------------------
 
-    def quit(self, code=0):
-        self.quitting = True
-        self.exit_code = self.exit_code or code
-        if self.is_connected():
-            self.disconnect(wait=2.0)
-        elif not self.done.done():
-            self.done.set_result(True)
-
     def on_failed_auth(self, stanza):
         emit(event="auth_failed", condition=stanza["condition"] if stanza is not None else None)
 
@@ -322,80 +299,17 @@ class Client(slixmpp.ClientXMPP):
             self.done.set_result(True)
 
 
-async def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--jid", required=True, help="user@domain/resource")
-    p.add_argument("--password", default=os.environ.get("INTEROP_PASSWORD"),
-                   help="default: $INTEROP_PASSWORD")
+def main():
+    p = slixmpp_common.parser(__doc__)
     p.add_argument("--mech", default="SCRAM-SHA-256", help="'' lets slixmpp choose (and retry others)")
-    p.add_argument("--cafile", help="PEM to trust (default: no verification)")
     p.add_argument("--direct-tls", action="store_true", help="TLS from the first byte (XEP-0368)")
     p.add_argument("--sm", action="store_true", help="XEP-0198 with resumption")
     p.add_argument("--reconnect", action="store_true", help="connect again when the connection is lost")
     p.add_argument("--no-presence", dest="presence", action="store_false")
     p.add_argument("--priority", type=int)
     p.add_argument("--keepalive", type=float, help="XEP-0199 keepalive interval, seconds")
-    p.add_argument("--timeout", type=float, default=25.0)
-    p.add_argument("--debug", action="store_true")
-    args = p.parse_args()
-    if not args.password:
-        p.error("no password: --password or INTEROP_PASSWORD")
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=logging.DEBUG if args.debug else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-
-    loop = asyncio.get_running_loop()
-    done = loop.create_future()
-    xmpp = Client(args, done)
-
-    # stdin is read unbuffered: sys.stdin.readline() would keep a second
-    # line that came in the same read in Python's buffer, where the
-    # reader callback never looks.
-    pending = bytearray()
-
-    def on_stdin():
-        chunk = os.read(sys.stdin.fileno(), 65536)
-        if not chunk:
-            loop.remove_reader(sys.stdin.fileno())
-            xmpp.quit()
-            return
-        pending.extend(chunk)
-        while b"\n" in pending:
-            i = pending.index(b"\n")
-            line = pending[:i].decode().strip()
-            del pending[:i + 1]
-            if line:
-                handle(line)
-
-    def handle(line):
-        try:
-            cmd = json.loads(line)
-        except ValueError as e:
-            emit(event="error", error="command %r: %s" % (line, e))
-            return
-
-        async def run():
-            try:
-                await xmpp.command(cmd)
-            except Exception as e:  # keep serving: report and go on
-                emit(event="error", error="command %r: %r" % (line, e))
-        asyncio.ensure_future(run())
-
-    loop.add_reader(sys.stdin.fileno(), on_stdin)
-    xmpp.open()
-    try:
-        await asyncio.wait_for(asyncio.shield(done), args.timeout)
-    except asyncio.TimeoutError:
-        emit(event="error", error="timeout after %gs" % args.timeout)
-        xmpp.exit_code = 2
-        xmpp.abort()
-    emit(event="bye")
-    return xmpp.exit_code
+    return asyncio.run(slixmpp_common.run(Client, slixmpp_common.parse(p)))
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    sys.exit(main())

@@ -29,101 +29,49 @@
 //
 // Node 20 has WebSocket only with --experimental-websocket (Node 22 and
 // later have it by default).
+//
+// What it shares with more.mjs is in common.mjs.
 
-import { createInterface } from "node:readline";
-import { client, xml } from "@xmpp/client";
+import { xml } from "@xmpp/client";
+import {
+  NS_SM,
+  acknowledge,
+  emit,
+  finish,
+  messageEvent,
+  newClient,
+  requireEnv,
+  requireWebSocket,
+  serve,
+  setExitCode,
+  startFailed,
+  stopStream,
+} from "./common.mjs";
 
-const NS_DATA = "urn:tether:data:0";
-const NS_RECEIPTS = "urn:xmpp:receipts";
-const NS_MARKERS = "urn:xmpp:chat-markers:0";
+requireEnv(["INTEROP_SERVICE", "INTEROP_DOMAIN", "INTEROP_USER", "INTEROP_PASSWORD", "INTEROP_RESOURCE"]);
+requireWebSocket();
 
-function emit(obj) {
-  process.stdout.write(JSON.stringify(obj) + "\n");
-}
-
-const env = process.env;
-for (const k of [
-  "INTEROP_SERVICE",
-  "INTEROP_DOMAIN",
-  "INTEROP_USER",
-  "INTEROP_PASSWORD",
-  "INTEROP_RESOURCE",
-]) {
-  if (!env[k]) {
-    emit({ event: "error", error: `${k} is not set` });
-    process.exit(1);
-  }
-}
-if (typeof globalThis.WebSocket !== "function") {
-  emit({
-    event: "error",
-    error: "no global WebSocket: run node with --experimental-websocket",
-  });
-  process.exit(1);
-}
-
-let exitCode = 0;
-let finished = false;
-const timeout = Number(env.INTEROP_TIMEOUT || 25) * 1000;
-
-const xmpp = client({
-  service: env.INTEROP_SERVICE,
-  domain: env.INTEROP_DOMAIN,
-  username: env.INTEROP_USER,
-  password: env.INTEROP_PASSWORD,
-  resource: env.INTEROP_RESOURCE,
-});
+const xmpp = newClient();
 // One session only: a reconnect would hide what the test is looking at.
 xmpp.reconnect.stop();
 
-const NS_SM = "urn:xmpp:sm:3";
-if (env.INTEROP_SM === "off") {
-  // Runs before xmpp.js's own listener, which drives feature negotiation.
-  xmpp.prependListener("element", (el) => {
-    if (el.is("features", "http://etherx.jabber.org/streams")) {
-      el.children = el.children.filter((c) => !(c.is && c.is("sm", NS_SM)));
-    }
-  });
-}
 xmpp.on("nonza", (el) => {
   if (el.is("enabled", NS_SM)) emit({ event: "sm_enabled", id: el.attrs.id });
 });
-
-if (env.INTEROP_DEBUG) {
-  const log = (dir, el) =>
-    process.stderr.write(`${new Date().toISOString()} ${dir} ${el.toString()}\n`);
-  // Prepended: logs what the server sent, before anything touches it.
-  xmpp.prependListener("element", (el) => log("IN ", el));
-  xmpp.on("send", (el) => log("OUT", el));
-  xmpp.on("status", (status) =>
-    process.stderr.write(`${new Date().toISOString()} status ${status}\n`),
-  );
-}
 
 const received = new Map(); // message id -> its stanza
 
 xmpp.on("error", (err) => {
   emit({ event: "error", error: `xmpp.js: ${err.condition || ""} ${err.message}` });
-  exitCode = 1;
+  setExitCode(1);
 });
 
 xmpp.on("offline", () => finish());
 
 xmpp.on("stanza", (stanza) => {
   if (!stanza.is("message")) return;
-  const data = stanza.getChild("data", NS_DATA);
   received.set(stanza.attrs.id, stanza);
-  emit({
-    event: "message",
-    id: stanza.attrs.id,
-    from: stanza.attrs.from,
-    to: stanza.attrs.to,
-    type: stanza.attrs.type || "normal",
-    body: stanza.getChildText("body"),
-    data: data ? data.text() : null,
-    receipt_requested: !!stanza.getChild("request", NS_RECEIPTS),
-    markable: !!stanza.getChild("markable", NS_MARKERS),
-  });
+  emit(messageEvent(stanza));
 });
 
 xmpp.on("online", async (address) => {
@@ -132,76 +80,25 @@ xmpp.on("online", async (address) => {
 });
 
 async function command(cmd) {
-  if (cmd.cmd === "quit") {
-    await quit(0);
-    return;
-  }
-  const msg = received.get(cmd.id);
-  if (!msg) {
-    emit({ event: "error", error: `unknown message id ${JSON.stringify(cmd.id)}` });
-    return;
-  }
-  if (cmd.cmd === "receipt") {
-    await xmpp.send(
-      xml("message", { to: msg.attrs.from }, xml("received", { xmlns: NS_RECEIPTS, id: cmd.id })),
-    );
-    emit({ event: "receipt_sent", id: cmd.id });
-  } else if (cmd.cmd === "displayed") {
-    await xmpp.send(
-      xml("message", { to: msg.attrs.from }, xml("displayed", { xmlns: NS_MARKERS, id: cmd.id })),
-    );
-    emit({ event: "displayed_sent", id: cmd.id });
-  } else {
-    emit({ event: "error", error: `unknown command ${JSON.stringify(cmd.cmd)}` });
+  switch (cmd.cmd) {
+    case "quit":
+      return quit();
+    case "receipt":
+      if (await acknowledge(xmpp, received, "receipt", cmd.id)) emit({ event: "receipt_sent", id: cmd.id });
+      return;
+    case "displayed":
+      if (await acknowledge(xmpp, received, "displayed", cmd.id)) emit({ event: "displayed_sent", id: cmd.id });
+      return;
+    default:
+      emit({ event: "error", error: `unknown command ${JSON.stringify(cmd.cmd)}` });
   }
 }
 
-async function quit(code) {
-  if (code) exitCode ||= code;
-  try {
-    await xmpp.stop(); // sends </close>, waits for the server's and the socket close
-  } catch (err) {
-    emit({ event: "error", error: `stop: ${err.message}` });
-    exitCode ||= 1;
-  }
+async function quit() {
+  await stopStream(xmpp); // sends </close>, waits for the server's and the socket close
   finish();
 }
 
-function finish() {
-  if (finished) return;
-  finished = true;
-  emit({ event: "bye" });
-  // stdout is a pipe: let it drain before exiting.
-  process.stdout.write("", () => process.exit(exitCode));
-}
+serve(command, quit);
 
-const rl = createInterface({ input: process.stdin });
-rl.on("line", (line) => {
-  line = line.trim();
-  if (!line) return;
-  let cmd;
-  try {
-    cmd = JSON.parse(line);
-  } catch (err) {
-    emit({ event: "error", error: `command ${JSON.stringify(line)}: ${err.message}` });
-    return;
-  }
-  command(cmd).catch((err) => {
-    emit({ event: "error", error: `${cmd.cmd}: ${err.message}` });
-  });
-});
-rl.on("close", () => {
-  if (!finished) quit(0);
-});
-
-setTimeout(() => {
-  emit({ event: "error", error: `timeout after ${timeout / 1000}s` });
-  exitCode = 2;
-  finish();
-}, timeout).unref();
-
-xmpp.start().catch((err) => {
-  emit({ event: "error", error: `start: ${err.condition || ""} ${err.message}` });
-  exitCode = 1;
-  finish();
-});
+xmpp.start().catch(startFailed);

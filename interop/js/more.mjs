@@ -42,63 +42,39 @@
 //   and out to stderr.
 //
 // Node 20 has WebSocket only with --experimental-websocket.
+//
+// What it shares with client.mjs is in common.mjs.
 
-import { createInterface } from "node:readline";
-import { client, xml } from "@xmpp/client";
+import { xml } from "@xmpp/client";
+import {
+  NS_CHANNEL,
+  NS_DATA,
+  NS_RECEIPTS,
+  NS_SM,
+  NS_STREAM,
+  acknowledge,
+  emit,
+  env,
+  finish,
+  messageEvent,
+  newClient,
+  requireEnv,
+  requireWebSocket,
+  serve,
+  setExitCode,
+  startFailed,
+  stopStream,
+} from "./common.mjs";
 
-const NS_DATA = "urn:tether:data:0";
-const NS_CHANNEL = "urn:tether:channel:0";
-const NS_RECEIPTS = "urn:xmpp:receipts";
-const NS_MARKERS = "urn:xmpp:chat-markers:0";
-const NS_SM = "urn:xmpp:sm:3";
-const NS_STREAM = "http://etherx.jabber.org/streams";
+requireEnv(["INTEROP_SERVICE", "INTEROP_DOMAIN", "INTEROP_USER", "INTEROP_PASSWORD"]);
+if (env.INTEROP_SERVICE.startsWith("ws")) requireWebSocket();
 
-function emit(obj) {
-  process.stdout.write(JSON.stringify(obj) + "\n");
-}
-
-const env = process.env;
-for (const k of ["INTEROP_SERVICE", "INTEROP_DOMAIN", "INTEROP_USER", "INTEROP_PASSWORD"]) {
-  if (!env[k]) {
-    emit({ event: "error", error: `${k} is not set` });
-    process.exit(1);
-  }
-}
-if (env.INTEROP_SERVICE.startsWith("ws") && typeof globalThis.WebSocket !== "function") {
-  emit({ event: "error", error: "no global WebSocket: run node with --experimental-websocket" });
-  process.exit(1);
-}
-
-let exitCode = 0;
-let finished = false;
 let quitting = false;
-const timeout = Number(env.INTEROP_TIMEOUT || 25) * 1000;
 const domain = env.INTEROP_DOMAIN;
 
-const xmpp = client({
-  service: env.INTEROP_SERVICE,
-  domain,
-  username: env.INTEROP_USER,
-  password: env.INTEROP_PASSWORD,
-  resource: env.INTEROP_RESOURCE || undefined,
-});
+const xmpp = newClient();
 const reconnect = env.INTEROP_RECONNECT === "on";
 if (!reconnect) xmpp.reconnect.stop();
-
-if (env.INTEROP_SM === "off") {
-  xmpp.prependListener("element", (el) => {
-    if (el.is("features", NS_STREAM)) {
-      el.children = el.children.filter((c) => !(c.is && c.is("sm", NS_SM)));
-    }
-  });
-}
-
-if (env.INTEROP_DEBUG) {
-  const log = (dir, el) => process.stderr.write(`${new Date().toISOString()} ${dir} ${el.toString()}\n`);
-  xmpp.prependListener("element", (el) => log("IN ", el));
-  xmpp.on("send", (el) => log("OUT", el));
-  xmpp.on("status", (status) => process.stderr.write(`${new Date().toISOString()} status ${status}\n`));
-}
 
 const sm = xmpp.streamManagement;
 sm.on("resumed", () => emit({ event: "resumed" }));
@@ -163,22 +139,12 @@ xmpp.on("stanza", (stanza) => {
     emit({ event: "receipt_received", id: rcv.attrs.id, from: stanza.attrs.from });
     return;
   }
-  const data = stanza.getChild("data", NS_DATA);
-  const channel = stanza.getChild("channel", NS_CHANNEL);
-  const body = stanza.getChildText("body");
-  if (body === null && !data) return;
+  if (stanza.getChildText("body") === null && !stanza.getChild("data", NS_DATA)) return;
   received.set(stanza.attrs.id, stanza);
+  const channel = stanza.getChild("channel", NS_CHANNEL);
   emit({
-    event: "message",
-    id: stanza.attrs.id,
-    from: stanza.attrs.from,
-    to: stanza.attrs.to,
-    type: stanza.attrs.type || "normal",
-    body,
-    data: data ? data.text() : null,
+    ...messageEvent(stanza),
     channel: channel ? channel.text() : null,
-    receipt_requested: !!stanza.getChild("request", NS_RECEIPTS),
-    markable: !!stanza.getChild("markable", NS_MARKERS),
     delay: !!stanza.getChild("delay", "urn:xmpp:delay"),
   });
 });
@@ -211,7 +177,7 @@ async function command(cmd) {
   const bare = xmpp.jid ? xmpp.jid.bare().toString() : undefined;
   switch (cmd.cmd) {
     case "quit":
-      return quit(0);
+      return quit();
     case "abort": {
       // The socket goes away without </stream> (the app is killed, the
       // network drops): the stream stays resumable.
@@ -223,20 +189,9 @@ async function command(cmd) {
       return;
     }
     case "receipt":
-    case "displayed": {
-      const msg = received.get(cmd.id);
-      if (!msg) {
-        emit({ event: "error", error: `unknown message id ${JSON.stringify(cmd.id)}` });
-        return;
-      }
-      const el =
-        cmd.cmd === "receipt"
-          ? xml("received", { xmlns: NS_RECEIPTS, id: cmd.id })
-          : xml("displayed", { xmlns: NS_MARKERS, id: cmd.id });
-      await xmpp.send(xml("message", { to: msg.attrs.from }, el));
-      emit({ event: "sent", tag: cmd.cmd, id: cmd.id });
+    case "displayed":
+      if (await acknowledge(xmpp, received, cmd.cmd, cmd.id)) emit({ event: "sent", tag: cmd.cmd, id: cmd.id });
       return;
-    }
     case "ack":
       await xmpp.send(xml("a", { xmlns: NS_SM, h: sm.inbound }));
       emit({ event: "sent", tag: "ack", h: sm.inbound });
@@ -321,66 +276,26 @@ async function command(cmd) {
   }
 }
 
-async function quit(code) {
-  if (code) exitCode ||= code;
+async function quit() {
   quitting = true;
   xmpp.reconnect.stop();
-  if (xmpp.status === "online") {
-    try {
-      await xmpp.stop();
-    } catch (err) {
-      emit({ event: "error", error: `stop: ${err.message}` });
-      exitCode ||= 1;
-    }
-  }
+  if (xmpp.status === "online") await stopStream(xmpp);
   finish();
 }
 
-function finish() {
-  if (finished) return;
-  finished = true;
-  emit({ event: "bye" });
-  process.stdout.write("", () => process.exit(exitCode));
-}
-
-const rl = createInterface({ input: process.stdin });
-rl.on("line", (line) => {
-  line = line.trim();
-  if (!line) return;
-  let cmd;
-  try {
-    cmd = JSON.parse(line);
-  } catch (err) {
-    emit({ event: "error", error: `command ${JSON.stringify(line)}: ${err.message}` });
-    return;
-  }
-  command(cmd).catch((err) => {
-    emit({ event: "error", error: `${cmd.cmd}: ${err.message}` });
-  });
-});
-rl.on("close", () => {
-  if (!finished) quit(0);
-});
-
-setTimeout(() => {
-  emit({ event: "error", error: `timeout after ${timeout / 1000}s` });
-  exitCode = 2;
-  finish();
-}, timeout).unref();
+serve(command, quit);
 
 xmpp.start().catch((err) => {
   if (err.name === "SASLError") {
     // Reported by the <failure/> listener; xmpp.js gives up here.
-    exitCode = 1;
-    quit(0);
+    setExitCode(1);
+    quit();
     return;
   }
   if (err.name === "StreamError") {
-    exitCode = 1;
+    setExitCode(1);
     finish();
     return;
   }
-  emit({ event: "error", error: `start: ${err.condition || ""} ${err.message}` });
-  exitCode = 1;
-  finish();
+  startFailed(err);
 });
