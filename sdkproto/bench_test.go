@@ -19,17 +19,9 @@ func BenchmarkReaderMessage(b *testing.B) {
 			stream := []byte(streamHeader + strings.Repeat(msg, n))
 			b.SetBytes(int64(len(msg)))
 			b.ReportAllocs()
-			conn := &connReader{}
-			rd := sdkproto.NewReader(conn)
-			i := 0
+			rd, rewind := replay(b, stream, n)
 			for b.Loop() {
-				if i%n == 0 {
-					conn.data = stream
-					rd.Reset(conn)
-					if _, err := rd.Next(); err != nil { // header
-						b.Fatal(err)
-					}
-				}
+				rewind()
 				e, err := rd.Next()
 				if err != nil {
 					b.Fatal(err)
@@ -37,7 +29,6 @@ func BenchmarkReaderMessage(b *testing.B) {
 				if _, ok := sdkproto.ParseMessage(e); !ok {
 					b.Fatal("not a message")
 				}
-				i++
 			}
 		})
 	}
@@ -64,17 +55,9 @@ func BenchmarkReaderMessageFlow(b *testing.B) {
 	stream := []byte(sb.String())
 	b.SetBytes(int64(len(stream)-len(streamHeader)) / n)
 	b.ReportAllocs()
-	conn := &connReader{}
-	rd := sdkproto.NewReader(conn)
-	i := 0
+	rd, rewind := replay(b, stream, n)
 	for b.Loop() {
-		if i%n == 0 {
-			conn.data = stream
-			rd.Reset(conn)
-			if _, err := rd.Next(); err != nil { // header
-				b.Fatal(err)
-			}
-		}
+		rewind()
 		for k := range 3 {
 			e, err := rd.Next()
 			if err != nil {
@@ -84,6 +67,24 @@ func BenchmarkReaderMessageFlow(b *testing.B) {
 				if _, ok := sdkproto.ParseMessage(e); !ok {
 					b.Fatal("not a message")
 				}
+			}
+		}
+	}
+}
+
+// replay returns a Reader over stream, which holds n ops, and the function
+// each op calls first: before the first op and after every n it starts the
+// stream again and reads its header.
+func replay(b *testing.B, stream []byte, n int) (*sdkproto.Reader, func()) {
+	conn := &connReader{}
+	rd := sdkproto.NewReader(conn)
+	i := 0
+	return rd, func() {
+		if i%n == 0 {
+			conn.data = stream
+			rd.Reset(conn)
+			if _, err := rd.Next(); err != nil { // header
+				b.Fatal(err)
 			}
 		}
 		i++

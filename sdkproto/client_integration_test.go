@@ -27,6 +27,9 @@ import (
 // These tests run the client against the real gateway in-process, on
 // loopback listeners (internal/gatewaytest).
 
+// allTransports are the transports the gateway serves.
+var allTransports = []sdkproto.Transport{sdkproto.TransportTLS, sdkproto.TransportStartTLS, sdkproto.TransportWebSocket}
+
 type liveGateway struct {
 	g   *gatewaytest.Gateway
 	app *api.Client
@@ -70,6 +73,37 @@ func (lg *liveGateway) config(mode sdkproto.Transport, user, device string) sdkp
 	return cfg
 }
 
+// eachTransport runs f as a subtest for each of modes, with a user of its
+// own on the gateway: prefix followed by the transport's name.
+func (lg *liveGateway) eachTransport(t *testing.T, modes []sdkproto.Transport, prefix string, f func(t *testing.T, mode sdkproto.Transport, user string)) {
+	for _, mode := range modes {
+		t.Run(mode.String(), func(t *testing.T) {
+			user := prefix + mode.String()
+			lg.user(t, user)
+			f(t, mode, user)
+		})
+	}
+}
+
+// replaceSession creates user and connects device phone1 over TLS with
+// AutoReconnect, then a second session on the same device over second,
+// and waits for the first to be told <conflict/>. It returns the replaced
+// Client and the one that replaced it.
+func (lg *liveGateway) replaceSession(t *testing.T, user string, second sdkproto.Transport) (replaced, current *sdkproto.Client) {
+	t.Helper()
+	lg.user(t, user)
+	discs := make(chan error, 8)
+	cfg := lg.config(sdkproto.TransportTLS, user, "phone1")
+	cfg.AutoReconnect = true
+	cfg.ReconnectMin, cfg.ReconnectMax = 5*time.Millisecond, 20*time.Millisecond
+	cfg.OnDisconnect = func(err error) { discs <- err }
+	replaced = dial(t, cfg)
+	current = dial(t, lg.config(second, user, "phone1"))
+	err := within(t, discs, 10*time.Second, "the first session was not replaced")
+	require.ErrorIs(t, err, &sdkproto.StreamError{Condition: "conflict"})
+	return replaced, current
+}
+
 // post sends a message through REST and returns its id.
 func (lg *liveGateway) post(t *testing.T, to, body string) string {
 	t.Helper()
@@ -101,47 +135,37 @@ func (lg *liveGateway) waitStatus(t *testing.T, id, want string) {
 
 func TestGatewayTransports(t *testing.T) {
 	lg := startGateway(t)
-	for _, mode := range []sdkproto.Transport{sdkproto.TransportTLS, sdkproto.TransportStartTLS, sdkproto.TransportWebSocket} {
-		t.Run(mode.String(), func(t *testing.T) {
-			user := "u-" + mode.String()
-			lg.user(t, user)
+	lg.eachTransport(t, allTransports, "u-", func(t *testing.T, mode sdkproto.Transport, user string) {
+		// One message queued while the device is offline.
+		offline := lg.post(t, user, "offline")
 
-			// One message queued while the device is offline.
-			offline := lg.post(t, user, "offline")
+		c, box := dialInbox(t, lg.config(mode, user, "phone1"))
+		require.Equal(t, user+"@"+fakeDomain+"/phone1", c.JID())
+		require.NotEmpty(t, c.SMID())
 
-			box := newInbox()
-			cfg := lg.config(mode, user, "phone1")
-			cfg.OnMessage = box.add
-			c, err := sdkproto.Dial(ctxT(t), cfg)
-			require.NoError(t, err)
-			defer c.Close()
-			require.Equal(t, user+"@"+fakeDomain+"/phone1", c.JID())
-			require.NotEmpty(t, c.SMID())
+		m := box.next(t)
+		require.Equal(t, offline, m.ID)
+		require.Equal(t, "offline", m.Body)
+		require.JSONEq(t, `{"k":"offline"}`, string(m.Data))
+		require.False(t, m.Stamp.IsZero())
+		require.False(t, m.ExpiresAt.IsZero())
 
-			m := box.next(t)
-			require.Equal(t, offline, m.ID)
-			require.Equal(t, "offline", m.Body)
-			require.JSONEq(t, `{"k":"offline"}`, string(m.Data))
-			require.False(t, m.Stamp.IsZero())
-			require.False(t, m.ExpiresAt.IsZero())
+		// And one live.
+		live := lg.post(t, user, "live")
+		m = box.next(t)
+		require.Equal(t, live, m.ID)
+		require.Equal(t, "live", m.Body)
 
-			// And one live.
-			live := lg.post(t, user, "live")
-			m = box.next(t)
-			require.Equal(t, live, m.ID)
-			require.Equal(t, "live", m.Body)
-
-			for _, id := range []string{offline, live} {
-				require.NoError(t, c.Ack(id))
-				lg.waitStatus(t, id, "delivered")
-				require.NoError(t, c.MarkRead(id))
-				lg.waitStatus(t, id, "read")
-			}
-			require.EqualValues(t, 2, c.Stats().Received)
-			require.Zero(t, c.Stats().Duplicates)
-			require.NoError(t, c.Close())
-		})
-	}
+		for _, id := range []string{offline, live} {
+			require.NoError(t, c.Ack(id))
+			lg.waitStatus(t, id, "delivered")
+			require.NoError(t, c.MarkRead(id))
+			lg.waitStatus(t, id, "read")
+		}
+		require.EqualValues(t, 2, c.Stats().Received)
+		require.Zero(t, c.Stats().Duplicates)
+		require.NoError(t, c.Close())
+	})
 }
 
 func TestGatewayLoginMechanisms(t *testing.T) {
@@ -171,9 +195,7 @@ func TestGatewayLoginMechanisms(t *testing.T) {
 func TestGatewayDeviceRequests(t *testing.T) {
 	lg := startGateway(t)
 	lg.user(t, "bob")
-	c, err := sdkproto.Dial(ctxT(t), lg.config(sdkproto.TransportTLS, "bob", "tablet"))
-	require.NoError(t, err)
-	defer c.Close()
+	c := dial(t, lg.config(sdkproto.TransportTLS, "bob", "tablet"))
 
 	require.NoError(t, c.Ping(ctxT(t)))
 	cfg, err := c.ClientConfig(ctxT(t))
@@ -196,45 +218,34 @@ func TestGatewayDeviceRequests(t *testing.T) {
 // it was away, nothing twice.
 func TestGatewayStreamManagementResume(t *testing.T) {
 	lg := startGateway(t)
-	for _, mode := range []sdkproto.Transport{sdkproto.TransportTLS, sdkproto.TransportWebSocket} {
-		t.Run(mode.String(), func(t *testing.T) {
-			user := "sm-" + mode.String()
-			lg.user(t, user)
-			box := newInbox()
-			cfg := lg.config(mode, user, "phone1")
-			cfg.OnMessage = box.add
-			c, err := sdkproto.Dial(ctxT(t), cfg)
-			require.NoError(t, err)
-			defer c.Close()
-			smid := c.SMID()
-			require.NotEmpty(t, smid)
+	lg.eachTransport(t, []sdkproto.Transport{sdkproto.TransportTLS, sdkproto.TransportWebSocket}, "sm-", func(t *testing.T, mode sdkproto.Transport, user string) {
+		c, box := dialInbox(t, lg.config(mode, user, "phone1"))
+		smid := c.SMID()
+		require.NotEmpty(t, smid)
 
-			m1 := lg.post(t, user, "one")
-			require.Equal(t, m1, box.next(t).ID)
-			lg.waitStatus(t, m1, "delivered") // by stream management alone
+		m1 := lg.post(t, user, "one")
+		require.Equal(t, m1, box.next(t).ID)
+		lg.waitStatus(t, m1, "delivered") // by stream management alone
 
-			sdkproto.LoseInbound(c, 1)
-			m2 := lg.post(t, user, "two") // lost in flight
-			lg.waitStatus(t, m2, "sent")
-			c.Drop()
-			m3 := lg.post(t, user, "three") // while away
+		sdkproto.LoseInbound(c, 1)
+		m2 := lg.post(t, user, "two") // lost in flight
+		lg.waitStatus(t, m2, "sent")
+		c.Drop()
+		m3 := lg.post(t, user, "three") // while away
 
-			resumed, err := c.Resume(ctxT(t))
-			require.NoError(t, err)
-			require.True(t, resumed, "the gateway resumes within the window")
-			require.Equal(t, smid, c.SMID())
-			require.Equal(t, m2, box.next(t).ID, "the unacknowledged message again")
-			require.Equal(t, m3, box.next(t).ID)
-			lg.waitStatus(t, m2, "delivered")
-			lg.waitStatus(t, m3, "delivered")
+		mustResume(t, c, "the gateway resumes within the window")
+		require.Equal(t, smid, c.SMID())
+		require.Equal(t, m2, box.next(t).ID, "the unacknowledged message again")
+		require.Equal(t, m3, box.next(t).ID)
+		lg.waitStatus(t, m2, "delivered")
+		lg.waitStatus(t, m3, "delivered")
 
-			st := c.Stats()
-			require.EqualValues(t, 1, st.Resumes)
-			require.EqualValues(t, 3, st.Received)
-			require.Zero(t, st.Duplicates)
-			require.Equal(t, []string{m1, m2, m3}, box.ids())
-		})
-	}
+		st := c.Stats()
+		require.EqualValues(t, 1, st.Resumes)
+		require.EqualValues(t, 3, st.Received)
+		require.Zero(t, st.Duplicates)
+		require.Equal(t, []string{m1, m2, m3}, box.ids())
+	})
 }
 
 // TestGatewayFreshSessionRedelivers drops a session without resuming: a new
@@ -243,22 +254,15 @@ func TestGatewayStreamManagementResume(t *testing.T) {
 func TestGatewayFreshSessionRedelivers(t *testing.T) {
 	lg := startGateway(t)
 	lg.user(t, "carol")
-	box := newInbox()
 	cfg := lg.config(sdkproto.TransportTLS, "carol", "phone1")
-	cfg.OnMessage = box.add
 	cfg.DisableStreamManagement = true
-	c, err := sdkproto.Dial(ctxT(t), cfg)
-	require.NoError(t, err)
+	c, box := dialInbox(t, cfg)
 	m1 := lg.post(t, "carol", "one")
 	require.Equal(t, m1, box.next(t).ID)
 	c.Drop()
 	require.NoError(t, c.Close())
 
-	box2 := newInbox()
-	cfg.OnMessage = box2.add
-	c2, err := sdkproto.Dial(ctxT(t), cfg)
-	require.NoError(t, err)
-	defer c2.Close()
+	c2, box2 := dialInbox(t, cfg)
 	require.Equal(t, m1, box2.next(t).ID, "redelivered with the same id")
 	require.NoError(t, c2.Ack(m1))
 	lg.waitStatus(t, m1, "delivered")
@@ -268,24 +272,7 @@ func TestGatewayFreshSessionRedelivers(t *testing.T) {
 // first, which gets <conflict/> and does not reconnect.
 func TestGatewayConflict(t *testing.T) {
 	lg := startGateway(t)
-	lg.user(t, "dave")
-	discs := make(chan error, 4)
-	cfg := lg.config(sdkproto.TransportTLS, "dave", "phone1")
-	cfg.AutoReconnect = true
-	cfg.ReconnectMin, cfg.ReconnectMax = 10*time.Millisecond, 20*time.Millisecond
-	cfg.OnDisconnect = func(err error) { discs <- err }
-	c1, err := sdkproto.Dial(ctxT(t), cfg)
-	require.NoError(t, err)
-	defer c1.Close()
-	c2, err := sdkproto.Dial(ctxT(t), lg.config(sdkproto.TransportWebSocket, "dave", "phone1"))
-	require.NoError(t, err)
-	defer c2.Close()
-	select {
-	case err := <-discs:
-		require.ErrorIs(t, err, &sdkproto.StreamError{Condition: "conflict"})
-	case <-time.After(10 * time.Second):
-		t.Fatal("the first session was not replaced")
-	}
+	c1, c2 := lg.replaceSession(t, "dave", sdkproto.TransportWebSocket)
 	require.Never(t, c1.Connected, 200*time.Millisecond, 10*time.Millisecond)
 	require.True(t, c2.Connected())
 }
@@ -297,7 +284,6 @@ func TestGatewayConflict(t *testing.T) {
 func TestGatewayCloseWhileDelivering(t *testing.T) {
 	lg := startGateway(t)
 	lg.user(t, "erin")
-	transports := []sdkproto.Transport{sdkproto.TransportTLS, sdkproto.TransportStartTLS, sdkproto.TransportWebSocket}
 	const perTransport = 3
 	type dev struct {
 		name string
@@ -306,7 +292,7 @@ func TestGatewayCloseWhileDelivering(t *testing.T) {
 		got  map[string]bool
 	}
 	var devs []*dev
-	for _, tr := range transports {
+	for _, tr := range allTransports {
 		for i := range perTransport {
 			devs = append(devs, &dev{name: fmt.Sprintf("%s-%d", tr, i), tr: tr, got: map[string]bool{}})
 		}
@@ -401,55 +387,46 @@ func TestGatewayLargestMessages(t *testing.T) {
 		"lt":    strings.Repeat("<", payload),
 		"mixed": strings.Repeat("<a href=\"x&amp;y\">&</a>\r\n", payload/26),
 	}
-	for _, mode := range []sdkproto.Transport{sdkproto.TransportTLS, sdkproto.TransportStartTLS, sdkproto.TransportWebSocket} {
-		t.Run(mode.String(), func(t *testing.T) {
-			user := "big-" + mode.String()
-			lg.user(t, user)
-			want := map[string]string{}
-			for _, body := range bodies {
-				res, err := lg.app.Send(ctxT(t), fakeApp, api.SendRequest{To: []string{user}, Body: body}, "")
-				require.NoError(t, err)
-				want[res.Messages[0].ID] = body
-			}
-			dataID := ""
-			{
-				data := `{"k":"` + strings.Repeat("&<>", (payload-10)/3) + `"}`
-				res, err := lg.app.Send(ctxT(t), fakeApp, api.SendRequest{To: []string{user}, Data: json.RawMessage(data)}, "")
-				require.NoError(t, err)
-				dataID = res.Messages[0].ID
-				want[dataID] = data
-			}
-			box := newInbox()
-			cfg := lg.config(mode, user, "phone1")
-			cfg.OnMessage = box.add
-			c, err := sdkproto.Dial(ctxT(t), cfg)
+	lg.eachTransport(t, allTransports, "big-", func(t *testing.T, mode sdkproto.Transport, user string) {
+		want := map[string]string{}
+		for _, body := range bodies {
+			res, err := lg.app.Send(ctxT(t), fakeApp, api.SendRequest{To: []string{user}, Body: body}, "")
 			require.NoError(t, err)
-			defer c.Close()
-			for range want {
-				m := box.next(t)
-				w, ok := want[m.ID]
-				require.True(t, ok, "unexpected message %s", m.ID)
-				got := m.Body
-				if m.ID == dataID {
-					got = string(m.Data)
-				}
-				// Compared by hand: testify cannot print strings this long.
-				if got != w {
-					i := 0
-					for i < min(len(got), len(w)) && got[i] == w[i] {
-						i++
-					}
-					t.Fatalf("message %s: got %d bytes, want %d; first difference at %d: %q, want %q",
-						m.ID, len(got), len(w), i, got[i:min(i+20, len(got))], w[i:min(i+20, len(w))])
-				}
-				require.NoError(t, c.Ack(m.ID))
+			want[res.Messages[0].ID] = body
+		}
+		dataID := ""
+		{
+			data := `{"k":"` + strings.Repeat("&<>", (payload-10)/3) + `"}`
+			res, err := lg.app.Send(ctxT(t), fakeApp, api.SendRequest{To: []string{user}, Data: json.RawMessage(data)}, "")
+			require.NoError(t, err)
+			dataID = res.Messages[0].ID
+			want[dataID] = data
+		}
+		c, box := dialInbox(t, lg.config(mode, user, "phone1"))
+		for range want {
+			m := box.next(t)
+			w, ok := want[m.ID]
+			require.True(t, ok, "unexpected message %s", m.ID)
+			got := m.Body
+			if m.ID == dataID {
+				got = string(m.Data)
 			}
-			live := lg.post(t, user, "after")
-			require.Equal(t, live, box.next(t).ID)
-			require.Zero(t, c.Stats().Duplicates, "no message came twice")
-			for id := range want {
-				lg.waitStatus(t, id, "delivered")
+			// Compared by hand: testify cannot print strings this long.
+			if got != w {
+				i := 0
+				for i < min(len(got), len(w)) && got[i] == w[i] {
+					i++
+				}
+				t.Fatalf("message %s: got %d bytes, want %d; first difference at %d: %q, want %q",
+					m.ID, len(got), len(w), i, got[i:min(i+20, len(got))], w[i:min(i+20, len(w))])
 			}
-		})
-	}
+			require.NoError(t, c.Ack(m.ID))
+		}
+		live := lg.post(t, user, "after")
+		require.Equal(t, live, box.next(t).ID)
+		require.Zero(t, c.Stats().Duplicates, "no message came twice")
+		for id := range want {
+			lg.waitStatus(t, id, "delivered")
+		}
+	})
 }

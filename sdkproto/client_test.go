@@ -33,13 +33,7 @@ func (b *inbox) add(m *sdkproto.Message) {
 
 func (b *inbox) next(t testing.TB) *sdkproto.Message {
 	t.Helper()
-	select {
-	case m := <-b.ch:
-		return m
-	case <-time.After(5 * time.Second):
-		t.Fatal("no message delivered")
-		return nil
-	}
+	return within(t, b.ch, 5*time.Second, "no message delivered")
 }
 
 func (b *inbox) ids() []string {
@@ -56,6 +50,47 @@ func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// within returns the next value from ch, failing the test with failure if
+// none comes within d.
+func within[T any](t testing.TB, ch <-chan T, d time.Duration, failure string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(d):
+		t.Fatal(failure)
+		var zero T
+		return zero
+	}
+}
+
+// dial connects a Client with cfg, failing the test if it cannot. The
+// Client is closed when the test ends.
+func dial(t testing.TB, cfg sdkproto.Config) *sdkproto.Client {
+	t.Helper()
+	c, err := sdkproto.Dial(ctxT(t), cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// dialInbox is dial with OnMessage collecting into the returned inbox.
+func dialInbox(t testing.TB, cfg sdkproto.Config) (*sdkproto.Client, *inbox) {
+	t.Helper()
+	box := newInbox()
+	cfg.OnMessage = box.add
+	return dial(t, cfg), box
+}
+
+// mustResume resumes c's stream-management session after a drop, failing
+// the test unless it was resumed.
+func mustResume(t testing.TB, c *sdkproto.Client, msgAndArgs ...any) {
+	t.Helper()
+	resumed, err := c.Resume(ctxT(t))
+	require.NoError(t, err)
+	require.True(t, resumed, msgAndArgs...)
 }
 
 func isMarker(name, ns, id string) func(*sdkproto.Element) bool {
@@ -84,13 +119,9 @@ func TestClientLogin(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			srv := newFakeServer(t, fakeOptions{mode: tc.mode})
-			box := newInbox()
 			cfg := srv.config()
 			cfg.Mechanism = tc.mech
-			cfg.OnMessage = box.add
-			c, err := sdkproto.Dial(ctxT(t), cfg)
-			require.NoError(t, err)
-			defer c.Close()
+			c, box := dialInbox(t, cfg)
 			require.Equal(t, "alice@acme.localhost/phone1", c.JID())
 			require.NotEmpty(t, c.SMID())
 			require.True(t, c.Connected())
@@ -114,11 +145,7 @@ func TestClientLogin(t *testing.T) {
 
 			require.NoError(t, c.Close())
 			require.False(t, c.Connected())
-			select {
-			case <-fc.done:
-			case <-time.After(5 * time.Second):
-				t.Fatal("server did not see the stream end")
-			}
+			within(t, fc.done, 5*time.Second, "server did not see the stream end")
 			require.ErrorIs(t, c.Ack("m1"), sdkproto.ErrClosed)
 			require.NoError(t, c.Close(), "Close is idempotent")
 		})
@@ -179,9 +206,7 @@ func TestClientCredentialCacheAcrossLogins(t *testing.T) {
 		cfg := srv.config()
 		cfg.Device = "d" + strconv.Itoa(i)
 		cfg.Credentials = cache
-		c, err := sdkproto.Dial(ctxT(t), cfg)
-		require.NoError(t, err)
-		require.NoError(t, c.Close())
+		require.NoError(t, dial(t, cfg).Close())
 	}
 	st := cache.Stats()
 	require.EqualValues(t, 1, st.Misses)
@@ -191,14 +216,10 @@ func TestClientCredentialCacheAcrossLogins(t *testing.T) {
 func TestClientStreamManagementAcks(t *testing.T) {
 	t.Parallel()
 	srv := newFakeServer(t, fakeOptions{})
-	box := newInbox()
 	cfg := srv.config()
-	cfg.OnMessage = box.add
 	cfg.AckInterval = 50 * time.Millisecond
 	cfg.AckRequestInterval = 100 * time.Millisecond
-	c, err := sdkproto.Dial(ctxT(t), cfg)
-	require.NoError(t, err)
-	defer c.Close()
+	c, box := dialInbox(t, cfg)
 	fc := srv.waitConn(t)
 
 	// 25 messages in a burst: <a/> after 10 and 20, then after the quiet
@@ -311,9 +332,7 @@ func TestClientRepliesWithOneAck(t *testing.T) {
 func TestClientIQs(t *testing.T) {
 	t.Parallel()
 	srv := newFakeServer(t, fakeOptions{mode: sdkproto.TransportWebSocket})
-	c, err := sdkproto.Dial(ctxT(t), srv.config())
-	require.NoError(t, err)
-	defer c.Close()
+	c := dial(t, srv.config())
 	fc := srv.waitConn(t)
 
 	require.NoError(t, c.Ping(ctxT(t)))
@@ -339,9 +358,7 @@ func TestClientIQs(t *testing.T) {
 func TestClientSend(t *testing.T) {
 	t.Parallel()
 	srv := newFakeServer(t, fakeOptions{mode: sdkproto.TransportStartTLS})
-	c, err := sdkproto.Dial(ctxT(t), srv.config())
-	require.NoError(t, err)
-	defer c.Close()
+	c := dial(t, srv.config())
 	fc := srv.waitConn(t)
 
 	id, err := c.Send(ctxT(t), sdkproto.Outbound{Body: "hi <there>", Data: json.RawMessage(`{"a":1}`), Channel: "support", InReplyTo: "m9"})
@@ -371,14 +388,10 @@ func TestClientDropResume(t *testing.T) {
 			// The server claims to have handled only the presence (h=1),
 			// as if the receipt below had been lost in flight.
 			srv := newFakeServer(t, fakeOptions{mode: mode, noAutoAck: true, resumeH: func(uint32) uint32 { return 1 }})
-			box := newInbox()
 			cfg := srv.config()
-			cfg.OnMessage = box.add
 			cfg.AckInterval = time.Hour // acknowledge only on request
 			cfg.AckEvery = 1000
-			c, err := sdkproto.Dial(ctxT(t), cfg)
-			require.NoError(t, err)
-			defer c.Close()
+			c, box := dialInbox(t, cfg)
 			fc := srv.waitConn(t)
 			id := c.SMID()
 
@@ -392,9 +405,7 @@ func TestClientDropResume(t *testing.T) {
 			// While the device is away the server queues m2 in the session.
 			fc.sendMessage("m2", "two")
 
-			resumed, err := c.Resume(ctxT(t))
-			require.NoError(t, err)
-			require.True(t, resumed)
+			mustResume(t, c)
 			require.Equal(t, id, c.SMID())
 			fc2 := srv.waitConn(t)
 			require.Equal(t, "m2", box.next(t).ID, "the server resent what the client had not acknowledged")
@@ -415,12 +426,7 @@ func TestClientDropResume(t *testing.T) {
 func TestClientResumeFailedRedelivery(t *testing.T) {
 	t.Parallel()
 	srv := newFakeServer(t, fakeOptions{failResume: true})
-	box := newInbox()
-	cfg := srv.config()
-	cfg.OnMessage = box.add
-	c, err := sdkproto.Dial(ctxT(t), cfg)
-	require.NoError(t, err)
-	defer c.Close()
+	c, box := dialInbox(t, srv.config())
 	fc := srv.waitConn(t)
 	fc.sendMessage("m1", "one")
 	fc.sendMessage("m2", "two")
@@ -451,15 +457,11 @@ func TestClientAutoReconnect(t *testing.T) {
 		t.Parallel()
 		srv := newFakeServer(t, fakeOptions{})
 		connected := make(chan bool, 4)
-		box := newInbox()
 		cfg := srv.config()
-		cfg.OnMessage = box.add
 		cfg.AutoReconnect = true
 		cfg.ReconnectMin, cfg.ReconnectMax = 5*time.Millisecond, 20*time.Millisecond
 		cfg.OnConnect = func(resumed bool) { connected <- resumed }
-		c, err := sdkproto.Dial(ctxT(t), cfg)
-		require.NoError(t, err)
-		defer c.Close()
+		c, box := dialInbox(t, cfg)
 		srv.waitConn(t)
 		c.Drop()
 		require.True(t, <-connected, "resumed")
@@ -478,9 +480,7 @@ func TestClientAutoReconnect(t *testing.T) {
 		cfg.ReconnectMin, cfg.ReconnectMax = 5*time.Millisecond, 20*time.Millisecond
 		cfg.OnConnect = func(resumed bool) { connected <- resumed }
 		cfg.OnDisconnect = func(err error) { disc.Store(err) }
-		c, err := sdkproto.Dial(ctxT(t), cfg)
-		require.NoError(t, err)
-		defer c.Close()
+		c := dial(t, cfg)
 		fc := srv.waitConn(t)
 		require.NoError(t, c.MarkRead("m7")) // never acknowledged by this server
 		fc.waitFor(t, "marker", isMarker("displayed", sdkproto.NSMarkers, "m7"))
@@ -498,18 +498,13 @@ func TestClientAutoReconnect(t *testing.T) {
 		cfg.AutoReconnect = true
 		cfg.ReconnectMin, cfg.ReconnectMax = 5*time.Millisecond, 10*time.Millisecond
 		cfg.OnDisconnect = func(err error) { discs <- err }
-		c1, err := sdkproto.Dial(ctxT(t), cfg)
-		require.NoError(t, err)
-		defer c1.Close()
+		c1 := dial(t, cfg)
 		srv.waitConn(t)
 
-		cfg2 := srv.config()
-		c2, err := sdkproto.Dial(ctxT(t), cfg2) // same device: replaces c1
-		require.NoError(t, err)
-		defer c2.Close()
+		c2 := dial(t, srv.config()) // same device: replaces c1
 		srv.waitConn(t)
 
-		err = <-discs
+		err := <-discs
 		require.ErrorIs(t, err, &sdkproto.StreamError{Condition: "conflict"})
 		require.False(t, (&sdkproto.StreamError{Condition: "conflict"}).Temporary())
 		require.Never(t, func() bool { return srv.loginCount() > 2 || c1.Connected() }, 200*time.Millisecond, 10*time.Millisecond,
@@ -522,9 +517,7 @@ func TestClientAutoReconnect(t *testing.T) {
 		cfg := srv.config()
 		cfg.AutoReconnect = true
 		cfg.ReconnectMin, cfg.ReconnectMax = 50*time.Millisecond, 100*time.Millisecond
-		c, err := sdkproto.Dial(ctxT(t), cfg)
-		require.NoError(t, err)
-		defer c.Close()
+		c := dial(t, cfg)
 		srv.waitConn(t)
 		c.Drop()
 		id, err := c.Send(ctxT(t), sdkproto.Outbound{Body: "queued"})
@@ -537,12 +530,9 @@ func TestClientAutoReconnect(t *testing.T) {
 func TestClientCloseAcknowledges(t *testing.T) {
 	t.Parallel()
 	srv := newFakeServer(t, fakeOptions{})
-	box := newInbox()
 	cfg := srv.config()
-	cfg.OnMessage = box.add
 	cfg.AckInterval = time.Hour
-	c, err := sdkproto.Dial(ctxT(t), cfg)
-	require.NoError(t, err)
+	c, box := dialInbox(t, cfg)
 	fc := srv.waitConn(t)
 	fc.sendMessage("m1", "x")
 	box.next(t)
@@ -550,19 +540,14 @@ func TestClientCloseAcknowledges(t *testing.T) {
 	a := fc.waitFor(t, "final <a/>", isSM("a"))
 	require.Equal(t, "1", a.AttrValue("h"))
 	require.ErrorIs(t, c.Ping(ctxT(t)), sdkproto.ErrClosed)
-	_, err = c.Resume(ctxT(t))
+	_, err := c.Resume(ctxT(t))
 	require.ErrorIs(t, err, sdkproto.ErrClosed)
 }
 
 func TestClientWithoutStreamManagement(t *testing.T) {
 	t.Parallel()
 	srv := newFakeServer(t, fakeOptions{noSM: true})
-	box := newInbox()
-	cfg := srv.config()
-	cfg.OnMessage = box.add
-	c, err := sdkproto.Dial(ctxT(t), cfg)
-	require.NoError(t, err)
-	defer c.Close()
+	c, box := dialInbox(t, srv.config())
 	require.Empty(t, c.SMID())
 	fc := srv.waitConn(t)
 	fc.sendMessage("m1", "x")

@@ -146,34 +146,23 @@ func (c Config) withDefaults() Config {
 	if c.Domain == "" {
 		c.Domain = DefaultDomain
 	}
-	if c.AckInterval <= 0 {
-		c.AckInterval = DefaultAckInterval
-	}
-	if c.AckEvery <= 0 {
-		c.AckEvery = DefaultAckEvery
-	}
-	if c.AckRequestEvery <= 0 {
-		c.AckRequestEvery = DefaultAckRequestEvery
-	}
-	if c.AckRequestInterval <= 0 {
-		c.AckRequestInterval = DefaultAckRequestInterval
-	}
-	if c.DedupeWindow <= 0 {
-		c.DedupeWindow = DefaultDedupeWindow
-	}
-	if c.WriteTimeout <= 0 {
-		c.WriteTimeout = DefaultWriteTimeout
-	}
-	if c.HandshakeTimeout <= 0 {
-		c.HandshakeTimeout = DefaultHandshakeTimeout
-	}
-	if c.ReconnectMin <= 0 {
-		c.ReconnectMin = DefaultReconnectMin
-	}
-	if c.ReconnectMax <= 0 {
-		c.ReconnectMax = DefaultReconnectMax
-	}
+	orDefault(&c.AckInterval, DefaultAckInterval)
+	orDefault(&c.AckEvery, DefaultAckEvery)
+	orDefault(&c.AckRequestEvery, DefaultAckRequestEvery)
+	orDefault(&c.AckRequestInterval, DefaultAckRequestInterval)
+	orDefault(&c.DedupeWindow, DefaultDedupeWindow)
+	orDefault(&c.WriteTimeout, DefaultWriteTimeout)
+	orDefault(&c.HandshakeTimeout, DefaultHandshakeTimeout)
+	orDefault(&c.ReconnectMin, DefaultReconnectMin)
+	orDefault(&c.ReconnectMax, DefaultReconnectMax)
 	return c
+}
+
+// orDefault replaces a zero (or negative) count or duration with def.
+func orDefault[T int | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
 }
 
 // validate reports the first invalid field.

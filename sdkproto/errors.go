@@ -133,50 +133,40 @@ func (e *StanzaError) Is(target error) bool {
 
 // parseStreamError reads a <stream:error/>.
 func parseStreamError(e *Element) *StreamError {
-	se := &StreamError{Condition: "undefined-condition"}
-	for _, c := range e.Children {
-		if c.Name.Space != NSStreams {
-			continue
-		}
-		if c.Name.Local == "text" {
-			se.Text = c.Text
-		} else {
-			se.Condition = c.Name.Local
-		}
-	}
-	return se
+	cond, text := definedCondition(e, NSStreams, "undefined-condition")
+	return &StreamError{Condition: cond, Text: text}
 }
 
 // parseSASLFailure reads a SASL <failure/>.
 func parseSASLFailure(e *Element) *SASLError {
-	se := &SASLError{Condition: "not-authorized"}
-	for _, c := range e.Children {
-		if c.Name.Local == "text" {
-			se.Text = c.Text
-		} else {
-			se.Condition = c.Name.Local
-		}
-	}
-	return se
+	cond, text := definedCondition(e, "", "not-authorized")
+	return &SASLError{Condition: cond, Text: text}
 }
 
 // parseStanzaError reads the <error/> child of an error stanza.
 func parseStanzaError(stanza *Element) *StanzaError {
-	se := &StanzaError{Condition: "undefined-condition"}
 	e := stanza.Child(stanzaNS(stanza), "error")
 	if e == nil {
-		return se
+		return &StanzaError{Condition: "undefined-condition"}
 	}
-	se.Type = e.AttrValue("type")
+	cond, text := definedCondition(e, NSStanzas, "undefined-condition")
+	return &StanzaError{Type: e.AttrValue("type"), Condition: cond, Text: text}
+}
+
+// definedCondition reads the defined condition (the last child other than
+// <text/>, or def if there is none) and the <text/> of an error element,
+// looking only at children in namespace ns, or at all of them if ns is "".
+func definedCondition(e *Element, ns, def string) (cond, text string) {
+	cond = def
 	for _, c := range e.Children {
-		if c.Name.Space != NSStanzas {
+		if ns != "" && c.Name.Space != ns {
 			continue
 		}
 		if c.Name.Local == "text" {
-			se.Text = c.Text
+			text = c.Text
 		} else {
-			se.Condition = c.Name.Local
+			cond = c.Name.Local
 		}
 	}
-	return se
+	return cond, text
 }

@@ -540,13 +540,7 @@ func (fc *fakeConn) waitFor(t testing.TB, what string, pred func(*sdkproto.Eleme
 
 func (s *fakeServer) waitConn(t testing.TB) *fakeConn {
 	t.Helper()
-	select {
-	case fc := <-s.ready:
-		return fc
-	case <-time.After(5 * time.Second):
-		t.Fatal("fake server: no session")
-		return nil
-	}
+	return within(t, s.ready, 5*time.Second, "fake server: no session")
 }
 
 // tcpRW is the server side of XMPP over TCP.

@@ -129,48 +129,39 @@ func (p *flightProxy) last() int {
 // messages flow on the session.
 func TestGatewayPipelinedLogin(t *testing.T) {
 	lg := startGateway(t)
-	for _, mode := range []sdkproto.Transport{sdkproto.TransportTLS, sdkproto.TransportStartTLS, sdkproto.TransportWebSocket} {
-		t.Run(mode.String(), func(t *testing.T) {
-			user := "pipe-" + mode.String()
-			lg.user(t, user)
-			connect := func(pipelining bool) (first, fresh, resumed int) {
-				cfg := lg.config(mode, user, "phone1")
-				cfg.DisablePipelining = !pipelining
-				cfg.Credentials = &sdkproto.CredentialCache{}
-				box := newInbox()
-				cfg.OnMessage = box.add
-				p := lg.viaProxy(t, &cfg, 0)
-				c, err := sdkproto.Dial(ctxT(t), cfg)
-				require.NoError(t, err)
-				defer c.Close()
-				first = p.last()
+	lg.eachTransport(t, allTransports, "pipe-", func(t *testing.T, mode sdkproto.Transport, user string) {
+		connect := func(pipelining bool) (first, fresh, resumed int) {
+			cfg := lg.config(mode, user, "phone1")
+			cfg.DisablePipelining = !pipelining
+			cfg.Credentials = &sdkproto.CredentialCache{}
+			p := lg.viaProxy(t, &cfg, 0)
+			c, box := dialInbox(t, cfg)
+			defer c.Close() // before the next connect takes the device
+			first = p.last()
 
-				c.Drop()
-				require.NoError(t, c.Connect(ctxT(t)), "a fresh session (bind and enable)")
-				fresh = p.last()
-				id := lg.post(t, user, "after a fresh bind")
-				require.Equal(t, id, box.next(t).ID)
-				require.NotEmpty(t, c.SMID())
+			c.Drop()
+			require.NoError(t, c.Connect(ctxT(t)), "a fresh session (bind and enable)")
+			fresh = p.last()
+			id := lg.post(t, user, "after a fresh bind")
+			require.Equal(t, id, box.next(t).ID)
+			require.NotEmpty(t, c.SMID())
 
-				c.Drop()
-				id = lg.post(t, user, "while away")
-				ok, err := c.Resume(ctxT(t))
-				require.NoError(t, err)
-				require.True(t, ok, "resumed")
-				resumed = p.last()
-				require.Equal(t, id, box.next(t).ID)
-				require.EqualValues(t, 1, c.Stats().Resumes)
-				return first, fresh, resumed
-			}
-			first, fresh, resumed := connect(true)
-			plainFirst, plainFresh, plainResumed := connect(false)
-			t.Logf("client flights: first %d, fresh %d, resumed %d; without pipelining %d, %d, %d",
-				first, fresh, resumed, plainFirst, plainFresh, plainResumed)
-			require.LessOrEqual(t, fresh, plainFresh-2, "bind, enable and auth go with the stream headers")
-			require.LessOrEqual(t, resumed, plainResumed-1, "resume and auth go with the stream headers")
-			require.LessOrEqual(t, fresh, first-2, "the first login cannot pipeline")
-		})
-	}
+			c.Drop()
+			id = lg.post(t, user, "while away")
+			mustResume(t, c, "resumed")
+			resumed = p.last()
+			require.Equal(t, id, box.next(t).ID)
+			require.EqualValues(t, 1, c.Stats().Resumes)
+			return first, fresh, resumed
+		}
+		first, fresh, resumed := connect(true)
+		plainFirst, plainFresh, plainResumed := connect(false)
+		t.Logf("client flights: first %d, fresh %d, resumed %d; without pipelining %d, %d, %d",
+			first, fresh, resumed, plainFirst, plainFresh, plainResumed)
+		require.LessOrEqual(t, fresh, plainFresh-2, "bind, enable and auth go with the stream headers")
+		require.LessOrEqual(t, resumed, plainResumed-1, "resume and auth go with the stream headers")
+		require.LessOrEqual(t, fresh, first-2, "the first login cannot pipeline")
+	})
 }
 
 // BenchmarkReconnectOverRTT reconnects a device (a fresh bind, then a
@@ -182,7 +173,7 @@ func TestGatewayPipelinedLogin(t *testing.T) {
 func BenchmarkReconnectOverRTT(b *testing.B) {
 	lg := startGateway(b)
 	lg.user(b, "rtt")
-	for _, mode := range []sdkproto.Transport{sdkproto.TransportTLS, sdkproto.TransportStartTLS, sdkproto.TransportWebSocket} {
+	for _, mode := range allTransports {
 		for _, pipelining := range []bool{false, true} {
 			name := mode.String() + "/pipelining=" + map[bool]string{false: "off", true: "on"}[pipelining]
 			b.Run(name, func(b *testing.B) {
@@ -200,9 +191,7 @@ func BenchmarkReconnectOverRTT(b *testing.B) {
 					if i%2 == 0 {
 						require.NoError(b, c.Connect(ctxT(b)))
 					} else {
-						ok, err := c.Resume(ctxT(b))
-						require.NoError(b, err)
-						require.True(b, ok)
+						mustResume(b, c)
 					}
 				}
 				b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/reconnect")

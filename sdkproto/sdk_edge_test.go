@@ -167,18 +167,10 @@ func TestSDKCallbackCallsBlockingMethods(t *testing.T) {
 			require.NoError(t, c.Connect(ctxT(t)))
 			defer c.Close()
 			lg.post(t, "cbuser/d-"+what, "please answer")
-			select {
-			case err := <-inCallback:
-				require.ErrorIs(t, err, sdkproto.ErrInCallback, "%s from OnMessage must not deadlock the reader", what)
-			case <-time.After(10 * time.Second):
-				t.Fatal("callback never returned")
-			}
-			select {
-			case err := <-res:
-				require.NoError(t, err, "%s from a goroutine the callback started", what)
-			case <-time.After(10 * time.Second):
-				t.Fatal("the call from another goroutine never returned")
-			}
+			err = within(t, inCallback, 10*time.Second, "callback never returned")
+			require.ErrorIs(t, err, sdkproto.ErrInCallback, "%s from OnMessage must not deadlock the reader", what)
+			err = within(t, res, 10*time.Second, "the call from another goroutine never returned")
+			require.NoError(t, err, "%s from a goroutine the callback started", what)
 		})
 	}
 }
@@ -214,13 +206,11 @@ func sdkOversized(t *testing.T, lg *liveGateway, user, body string) {
 			lastDisc.Store(err)
 		}
 	}
-	c, err := sdkproto.Dial(ctxT(t), cfg)
-	require.NoError(t, err)
-	defer c.Close()
+	c := dial(t, cfg)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	_, err = c.Send(ctx, sdkproto.Outbound{Body: body})
+	_, err := c.Send(ctx, sdkproto.Outbound{Body: body})
 	t.Logf("Send: %v; sessions so far %d, disconnects %d, last %v", err, connects.Load(), discs.Load(), lastDisc.Load())
 	if err == nil || errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("an oversized Send should fail fast with a clear error, got %v", err)
@@ -253,79 +243,65 @@ func assertNeverSDKEdge(cond func() bool, d time.Duration) bool {
 // enqueue order, and end delivered.
 func TestSDKOfflineExactlyOnce(t *testing.T) {
 	lg := startGateway(t)
-	for _, mode := range []sdkproto.Transport{sdkproto.TransportTLS, sdkproto.TransportWebSocket} {
-		t.Run(mode.String(), func(t *testing.T) {
-			user := "once-" + mode.String()
-			lg.user(t, user)
-			var want []string
-			for i := range 10 {
-				want = append(want, lg.post(t, user, fmt.Sprintf("offline-%d", i)))
-			}
-			box := newInbox()
-			cfg := lg.config(mode, user, "phone1")
-			cfg.OnMessage = box.add
-			c, err := sdkproto.Dial(ctxT(t), cfg)
-			require.NoError(t, err)
-			defer c.Close()
-			for range 10 {
-				box.next(t)
-			}
+	lg.eachTransport(t, []sdkproto.Transport{sdkproto.TransportTLS, sdkproto.TransportWebSocket}, "once-", func(t *testing.T, mode sdkproto.Transport, user string) {
+		var want []string
+		for i := range 10 {
+			want = append(want, lg.post(t, user, fmt.Sprintf("offline-%d", i)))
+		}
+		cfg := lg.config(mode, user, "phone1")
+		c, box := dialInbox(t, cfg)
+		for range 10 {
+			box.next(t)
+		}
 
-			// Three lost in flight, then the connection drops.
-			sdkproto.LoseInbound(c, 3)
-			var lost []string
-			for i := range 3 {
-				lost = append(lost, lg.post(t, user, fmt.Sprintf("lost-%d", i)))
-			}
-			for _, id := range lost {
-				lg.waitStatus(t, id, "sent")
-			}
-			want = append(want, lost...)
-			c.Drop()
-			for i := range 3 {
-				want = append(want, lg.post(t, user, fmt.Sprintf("away-%d", i)))
-			}
-			resumed, err := c.Resume(ctxT(t))
-			require.NoError(t, err)
-			require.True(t, resumed)
-			for range 6 {
-				box.next(t)
-			}
+		// Three lost in flight, then the connection drops.
+		sdkproto.LoseInbound(c, 3)
+		var lost []string
+		for i := range 3 {
+			lost = append(lost, lg.post(t, user, fmt.Sprintf("lost-%d", i)))
+		}
+		for _, id := range lost {
+			lg.waitStatus(t, id, "sent")
+		}
+		want = append(want, lost...)
+		c.Drop()
+		for i := range 3 {
+			want = append(want, lg.post(t, user, fmt.Sprintf("away-%d", i)))
+		}
+		mustResume(t, c)
+		for range 6 {
+			box.next(t)
+		}
 
-			// A fresh session (not a resumption) right after more arrive.
-			for i := range 5 {
-				want = append(want, lg.post(t, user, fmt.Sprintf("fresh-%d", i)))
-			}
-			require.Eventually(t, func() bool { return len(box.ids()) == len(want) }, 10*time.Second, 5*time.Millisecond)
-			c.Drop()
-			require.NoError(t, c.Connect(ctxT(t)), "fresh bind")
-			// Barrier: one more message; everything redelivered comes first.
-			last := lg.post(t, user, "last")
-			want = append(want, last)
-			require.Eventually(t, func() bool {
-				ids := box.ids()
-				return len(ids) > 0 && ids[len(ids)-1] == last
-			}, 10*time.Second, 5*time.Millisecond)
+		// A fresh session (not a resumption) right after more arrive.
+		for i := range 5 {
+			want = append(want, lg.post(t, user, fmt.Sprintf("fresh-%d", i)))
+		}
+		require.Eventually(t, func() bool { return len(box.ids()) == len(want) }, 10*time.Second, 5*time.Millisecond)
+		c.Drop()
+		require.NoError(t, c.Connect(ctxT(t)), "fresh bind")
+		// Barrier: one more message; everything redelivered comes first.
+		last := lg.post(t, user, "last")
+		want = append(want, last)
+		require.Eventually(t, func() bool {
+			ids := box.ids()
+			return len(ids) > 0 && ids[len(ids)-1] == last
+		}, 10*time.Second, 5*time.Millisecond)
 
-			require.Equal(t, want, box.ids(), "each message once, in enqueue order")
-			st := c.Stats()
-			require.EqualValues(t, len(want), st.Received)
-			t.Logf("stats %+v", st)
-			for _, id := range want {
-				lg.waitStatus(t, id, "delivered")
-			}
-			require.NoError(t, c.Close())
+		require.Equal(t, want, box.ids(), "each message once, in enqueue order")
+		st := c.Stats()
+		require.EqualValues(t, len(want), st.Received)
+		t.Logf("stats %+v", st)
+		for _, id := range want {
+			lg.waitStatus(t, id, "delivered")
+		}
+		require.NoError(t, c.Close())
 
-			// The app restarts (a new Client, same device): nothing again.
-			box2 := newInbox()
-			cfg.OnMessage = box2.add
-			c2, err := sdkproto.Dial(ctxT(t), cfg)
-			require.NoError(t, err)
-			defer c2.Close()
-			marker := lg.post(t, user, "after restart")
-			require.Equal(t, marker, box2.next(t).ID, "no old message redelivered to a new Client")
-		})
-	}
+		// The app restarts (a new Client, same device): nothing again.
+		_, box2 := dialInbox(t, cfg)
+		marker := lg.post(t, user, "after restart")
+		require.Equal(t, marker, box2.next(t).ID, "no old message redelivered to a new Client")
+	})
 }
 
 // TestSDKMarkersWhileDisconnected: Ack and MarkRead called while the
@@ -346,13 +322,9 @@ func TestSDKMarkersWhileDisconnected(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			user := "mk-" + tc.name
 			lg.user(t, user)
-			box := newInbox()
 			cfg := lg.config(sdkproto.TransportTLS, user, "phone1")
-			cfg.OnMessage = box.add
 			cfg.DisableStreamManagement = tc.noSM
-			c, err := sdkproto.Dial(ctxT(t), cfg)
-			require.NoError(t, err)
-			defer c.Close()
+			c, box := dialInbox(t, cfg)
 			m1 := lg.post(t, user, "one")
 			m2 := lg.post(t, user, "two")
 			require.Equal(t, m1, box.next(t).ID)
@@ -366,9 +338,7 @@ func TestSDKMarkersWhileDisconnected(t *testing.T) {
 			require.NoError(t, c.MarkRead(m1))
 			require.NoError(t, c.MarkRead(m2))
 			if tc.resume {
-				ok, err := c.Resume(ctxT(t))
-				require.NoError(t, err)
-				require.True(t, ok)
+				mustResume(t, c)
 			} else {
 				require.NoError(t, c.Connect(ctxT(t)))
 			}
@@ -390,9 +360,7 @@ func TestSDKSendWhileDisconnected(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			user := "sw-" + name
 			lg.user(t, user)
-			c, err := sdkproto.Dial(ctxT(t), lg.config(sdkproto.TransportTLS, user, "phone1"))
-			require.NoError(t, err)
-			defer c.Close()
+			c := dial(t, lg.config(sdkproto.TransportTLS, user, "phone1"))
 			c.Drop()
 			id := "edge-offline-" + name
 			done := make(chan error, 1)
@@ -403,20 +371,13 @@ func TestSDKSendWhileDisconnected(t *testing.T) {
 			// Queued: it must not be confirmed before a session exists.
 			require.Eventually(t, func() bool { return c.Stats().Unacked > 0 }, 5*time.Second, 5*time.Millisecond)
 			if resume {
-				ok, err := c.Resume(ctxT(t))
-				require.NoError(t, err)
-				require.True(t, ok)
+				mustResume(t, c)
 			} else {
 				require.NoError(t, c.Connect(ctxT(t)))
 			}
-			select {
-			case err := <-done:
-				require.NoError(t, err)
-			case <-time.After(10 * time.Second):
-				t.Fatal("queued Send never confirmed")
-			}
+			require.NoError(t, within(t, done, 10*time.Second, "queued Send never confirmed"))
 			// A second Send as a barrier: the first is in the feed before it.
-			_, err = c.Send(ctxT(t), sdkproto.Outbound{Body: "barrier"})
+			_, err := c.Send(ctxT(t), sdkproto.Outbound{Body: "barrier"})
 			require.NoError(t, err)
 			evs := sdkInbound(t, lg, id)
 			require.Len(t, evs, 1, "the backend sees the queued message once")
@@ -436,9 +397,7 @@ func TestSDKSendWhileDisconnected(t *testing.T) {
 func TestSDKSendReceiptLostAcrossResume(t *testing.T) {
 	lg := startGateway(t)
 	lg.user(t, "rcpt")
-	c, err := sdkproto.Dial(ctxT(t), lg.config(sdkproto.TransportTLS, "rcpt", "phone1"))
-	require.NoError(t, err)
-	defer c.Close()
+	c := dial(t, lg.config(sdkproto.TransportTLS, "rcpt", "phone1"))
 
 	const id = "edge-receipt-lost"
 	sdkproto.LoseInbound(c, 1) // the receipt, lost in flight
@@ -456,19 +415,12 @@ func TestSDKSendReceiptLostAcrossResume(t *testing.T) {
 	default:
 	}
 	c.Drop()
-	ok, err := c.Resume(ctxT(t))
-	require.NoError(t, err)
-	require.True(t, ok)
-	select {
-	case err := <-done:
-		require.NoError(t, err, "the Send is confirmed after the resumption")
-	case <-time.After(8 * time.Second):
-		t.Fatal("Send never returned")
-	}
+	mustResume(t, c)
+	require.NoError(t, within(t, done, 8*time.Second, "Send never returned"), "the Send is confirmed after the resumption")
 	// And a later fresh session must not send it again.
 	c.Drop()
 	require.NoError(t, c.Connect(ctxT(t)))
-	_, err = c.Send(ctxT(t), sdkproto.Outbound{Body: "barrier"})
+	_, err := c.Send(ctxT(t), sdkproto.Outbound{Body: "barrier"})
 	require.NoError(t, err)
 	require.Len(t, sdkInbound(t, lg, id), 1, "the backend sees it once")
 }
@@ -503,12 +455,8 @@ func TestSDKGatewayRestart(t *testing.T) {
 	old := lg.g
 	httpAddr := strings.TrimPrefix(old.URL, "http://")
 	old.Stop()
-	select {
-	case err := <-discs:
-		require.ErrorIs(t, err, &sdkproto.StreamError{Condition: "system-shutdown"})
-	case <-time.After(10 * time.Second):
-		t.Fatal("no OnDisconnect on shutdown")
-	}
+	err = within(t, discs, 10*time.Second, "no OnDisconnect on shutdown")
+	require.ErrorIs(t, err, &sdkproto.StreamError{Condition: "system-shutdown"})
 	// Queued while the gateway is down.
 	sent := make(chan error, 1)
 	go func() {
@@ -523,21 +471,12 @@ func TestSDKGatewayRestart(t *testing.T) {
 	lg.g = gatewaytest.Start(t, gatewaytest.WithDataDir(old.DataDir), gatewaytest.WithConfig(func(gc *gateway.Config) {
 		gc.HTTPAddr, gc.XMPPAddr, gc.XMPPSAddr = httpAddr, old.XMPPAddr, old.XMPPSAddr
 	}))
-	select {
-	case resumed := <-conns:
-		require.False(t, resumed, "a restarted gateway has no session to resume")
-	case <-time.After(15 * time.Second):
-		t.Fatal("did not reconnect after the restart")
-	}
+	resumed := within(t, conns, 15*time.Second, "did not reconnect after the restart")
+	require.False(t, resumed, "a restarted gateway has no session to resume")
 	require.Equal(t, m2, box.next(t).ID, "the in-flight message again, after the restart")
 	m3 := lg.post(t, "rs", "after")
 	require.Equal(t, m3, box.next(t).ID)
-	select {
-	case err := <-sent:
-		require.NoError(t, err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("queued Send never confirmed after the restart")
-	}
+	require.NoError(t, within(t, sent, 20*time.Second, "queued Send never confirmed after the restart"))
 	require.Len(t, sdkInbound(t, lg, "edge-restart-send"), 1)
 	require.Equal(t, []string{m1, m2, m3}, box.ids())
 	lg.waitStatus(t, m2, "delivered")
@@ -559,9 +498,7 @@ func TestSDKCredentialsGoBad(t *testing.T) {
 		cfg.ReconnectMin, cfg.ReconnectMax = 5*time.Millisecond, 20*time.Millisecond
 		cfg.OnDisconnect = func(err error) { discs <- err }
 		cfg.OnConnect = func(bool) { connects.Add(1) }
-		c, err := sdkproto.Dial(ctxT(t), cfg)
-		require.NoError(t, err)
-		defer c.Close()
+		c := dial(t, cfg)
 		spoil(c)
 		var got []error
 		deadline := time.After(10 * time.Second)
@@ -580,7 +517,7 @@ func TestSDKCredentialsGoBad(t *testing.T) {
 		require.LessOrEqual(t, len(got), 2, "disconnects: %v", got)
 		require.Never(t, func() bool { return len(discs) > 0 || connects.Load() > 0 || c.Connected() },
 			300*time.Millisecond, 10*time.Millisecond, "the client kept trying")
-		_, err = c.Resume(ctxT(t))
+		_, err := c.Resume(ctxT(t))
 		require.ErrorIs(t, err, &sdkproto.SASLError{Condition: "not-authorized"}, "an explicit Resume reports a clear error")
 	}
 	t.Run("user deleted", func(t *testing.T) {
@@ -618,24 +555,11 @@ func TestSDKDialCancel(t *testing.T) {
 		require.NoError(t, err)
 		res := make(chan error, 1)
 		go func() { res <- c.Connect(context.Background()) }()
-		select {
-		case <-accepted:
-		case <-time.After(5 * time.Second):
-			t.Fatal("no connection")
-		}
+		within(t, accepted, 5*time.Second, "no connection")
 		closed := make(chan struct{})
 		go func() { c.Close(); close(closed) }()
-		select {
-		case err := <-res:
-			require.Error(t, err)
-		case <-time.After(5 * time.Second):
-			t.Fatal("Connect not aborted by Close")
-		}
-		select {
-		case <-closed:
-		case <-time.After(5 * time.Second):
-			t.Fatal("Close hangs")
-		}
+		require.Error(t, within(t, res, 5*time.Second, "Connect not aborted by Close"))
+		within(t, closed, 5*time.Second, "Close hangs")
 		require.NoError(t, c.Close(), "twice")
 		require.ErrorIs(t, c.Connect(ctxT(t)), sdkproto.ErrClosed)
 		sdkNoClientGoroutines(t)
@@ -668,13 +592,10 @@ func TestSDKDialContextOnlyForDial(t *testing.T) {
 func TestSDKConcurrentUse(t *testing.T) {
 	lg := startGateway(t)
 	lg.user(t, "conc")
-	box := newInbox()
 	cfg := lg.config(sdkproto.TransportTLS, "conc", "phone1")
-	cfg.OnMessage = box.add
 	cfg.AutoReconnect = true
 	cfg.ReconnectMin, cfg.ReconnectMax = 5*time.Millisecond, 20*time.Millisecond
-	c, err := sdkproto.Dial(ctxT(t), cfg)
-	require.NoError(t, err)
+	c, box := dialInbox(t, cfg)
 
 	var ids []string
 	for i := range 20 {
@@ -751,13 +672,9 @@ func TestSDKConcurrentUse(t *testing.T) {
 	wg2.Go(func() { c.Close() })
 	done := make(chan struct{})
 	go func() { wg2.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("calls racing Close hang")
-	}
+	within(t, done, 10*time.Second, "calls racing Close hang")
 	require.ErrorIs(t, c.Ack(ids[0]), sdkproto.ErrClosed)
-	_, err = c.Send(ctxT(t), sdkproto.Outbound{Body: "after close"})
+	_, err := c.Send(ctxT(t), sdkproto.Outbound{Body: "after close"})
 	require.ErrorIs(t, err, sdkproto.ErrClosed)
 	sdkNoClientGoroutines(t)
 }
@@ -768,24 +685,7 @@ func TestSDKConcurrentUse(t *testing.T) {
 // least failed by Close).
 func TestSDKConflictPendingSend(t *testing.T) {
 	lg := startGateway(t)
-	lg.user(t, "cf")
-	discs := make(chan error, 8)
-	cfg := lg.config(sdkproto.TransportTLS, "cf", "phone1")
-	cfg.AutoReconnect = true
-	cfg.ReconnectMin, cfg.ReconnectMax = 5*time.Millisecond, 20*time.Millisecond
-	cfg.OnDisconnect = func(err error) { discs <- err }
-	c1, err := sdkproto.Dial(ctxT(t), cfg)
-	require.NoError(t, err)
-	defer c1.Close()
-	c2, err := sdkproto.Dial(ctxT(t), lg.config(sdkproto.TransportTLS, "cf", "phone1"))
-	require.NoError(t, err)
-	defer c2.Close()
-	select {
-	case err := <-discs:
-		require.ErrorIs(t, err, &sdkproto.StreamError{Condition: "conflict"})
-	case <-time.After(10 * time.Second):
-		t.Fatal("no conflict")
-	}
+	c1, c2 := lg.replaceSession(t, "cf", sdkproto.TransportTLS)
 	res := make(chan error, 1)
 	go func() {
 		_, err := c1.Send(context.Background(), sdkproto.Outbound{Body: "on a replaced client"})
@@ -793,12 +693,8 @@ func TestSDKConflictPendingSend(t *testing.T) {
 	}()
 	// The Client stopped for good: the Send fails at once with the reason,
 	// instead of waiting for a session that never comes.
-	select {
-	case err := <-res:
-		require.ErrorIs(t, err, &sdkproto.StreamError{Condition: "conflict"})
-	case <-time.After(5 * time.Second):
-		t.Fatal("a Send on a Client stopped by <conflict/> waits for good")
-	}
+	err := within(t, res, 5*time.Second, "a Send on a Client stopped by <conflict/> waits for good")
+	require.ErrorIs(t, err, &sdkproto.StreamError{Condition: "conflict"})
 	require.True(t, c2.Connected())
 }
 
@@ -826,18 +722,10 @@ func TestSDKCloseWhileReconnecting(t *testing.T) {
 			require.NoError(t, err)
 			require.NoError(t, c.Connect(ctxT(t)))
 			lg.g.Stop()
-			select {
-			case <-discs:
-			case <-time.After(10 * time.Second):
-				t.Fatal("no OnDisconnect")
-			}
+			within(t, discs, 10*time.Second, "no OnDisconnect")
 			closed := make(chan struct{})
 			go func() { c.Close(); close(closed) }()
-			select {
-			case <-closed:
-			case <-time.After(5 * time.Second):
-				t.Fatal("Close hangs while reconnecting")
-			}
+			within(t, closed, 5*time.Second, "Close hangs while reconnecting")
 			sdkNoClientGoroutines(t)
 			require.False(t, c.Connected())
 		})

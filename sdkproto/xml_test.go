@@ -119,34 +119,32 @@ func TestReaderErrors(t *testing.T) {
 	}
 }
 
+// After <proceed/> the TLS handshake starts on the same connection: the
+// reader must not have consumed anything past the element.
 func TestReaderDoesNotReadAhead(t *testing.T) {
 	t.Parallel()
-	// After <proceed/> the TLS handshake starts on the same connection: the
-	// reader must not have consumed anything past the element.
-	in := bytes.NewReader([]byte(streamHeader + `<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>` + "\x16\x03\x01binary"))
-	rd := sdkproto.NewReader(in)
-	_, err := rd.Next()
-	require.NoError(t, err)
-	e, err := rd.Next()
-	require.NoError(t, err)
-	require.True(t, e.Is(sdkproto.NSTLS, "proceed"))
-	rest, _ := io.ReadAll(in)
-	require.Equal(t, "\x16\x03\x01binary", string(rest))
-}
-
-func TestReaderDoesNotReadAheadBufio(t *testing.T) {
-	t.Parallel()
-	// Through a *bufio.Reader the Reader takes input up to each '>', so
-	// what follows the element stays in the bufio.Reader.
-	in := bufio.NewReader(strings.NewReader(streamHeader + "\n<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>" + "\x16\x03\x01binary>more"))
-	rd := sdkproto.NewReader(in)
-	_, err := rd.Next()
-	require.NoError(t, err)
-	e, err := rd.Next()
-	require.NoError(t, err)
-	require.True(t, e.Is(sdkproto.NSTLS, "proceed"))
-	rest, _ := io.ReadAll(in)
-	require.Equal(t, "\x16\x03\x01binary>more", string(rest))
+	for _, tc := range []struct {
+		name string
+		in   io.Reader // the stream, then rest
+		rest string
+	}{
+		{"plain", bytes.NewReader([]byte(streamHeader + `<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>` + "\x16\x03\x01binary")), "\x16\x03\x01binary"},
+		// Through a *bufio.Reader the Reader takes input up to each '>',
+		// so what follows the element stays in the bufio.Reader.
+		{"bufio", bufio.NewReader(strings.NewReader(streamHeader + "\n<proceed xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>" + "\x16\x03\x01binary>more")), "\x16\x03\x01binary>more"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			rd := sdkproto.NewReader(tc.in)
+			_, err := rd.Next()
+			require.NoError(t, err)
+			e, err := rd.Next()
+			require.NoError(t, err)
+			require.True(t, e.Is(sdkproto.NSTLS, "proceed"))
+			rest, _ := io.ReadAll(tc.in)
+			require.Equal(t, tc.rest, string(rest))
+		})
+	}
 }
 
 func TestReaderReset(t *testing.T) {
