@@ -775,7 +775,7 @@ func statusView(st *queue.Status) api.MessageStatus {
 		v.Devices = append(v.Devices, api.DeviceStatus{Device: d.Device, Status: d.Status.String(), At: d.At})
 	}
 	if f := st.Fallback; f != nil {
-		v.Fallback = &api.Fallback{To: f.To, Status: f.Status, At: f.At, Provider: f.Provider, Detail: f.Detail, Attempts: f.Attempts}
+		v.Fallback = &api.Fallback{To: f.To, Status: f.PublicStatus(), At: f.At, Provider: f.Provider, Detail: f.Detail, Attempts: f.Attempts}
 	}
 	return v
 }
@@ -808,7 +808,7 @@ func (g *Gateway) cancelMessage(w http.ResponseWriter, r *http.Request, app *app
 	case errors.Is(err, queue.ErrFinal):
 		g.writeError(w, r, apiError(api.CodeConflict, "id", "message is already %s", st.Status))
 	case errors.Is(err, queue.ErrHandingOver):
-		g.writeError(w, r, apiError(api.CodeConflict, "id", "the message's SMS fallback is being handed to the provider; its outcome follows"))
+		g.writeError(w, r, apiError(api.CodeConflict, "id", "the message's SMS fallback is being handed to the provider, which may have taken it; its outcome follows"))
 	case err != nil:
 		g.writeError(w, r, err)
 	default:

@@ -174,7 +174,7 @@ func (q *Queue) mark(dev DeviceRef, to State, ids []string) error {
 			// this one, whose late receipt or marker records nothing.
 			continue
 		}
-		if to >= StateDelivered && st.Fallback != nil && st.Fallback.Status == "sending" {
+		if to >= StateDelivered && st.Fallback != nil && (st.Fallback.Status == "sending" || st.Fallback.Status == FallbackWaiting) {
 			// Its SMS fallback fired and withdrew it from every device:
 			// exactly one of device delivery and SMS (SPEC §8).
 			continue
@@ -329,8 +329,9 @@ func (q *Queue) Status(ctx context.Context, app, id string) (*Status, error) {
 // becomes cancelled. ErrFinal (with the current status) if it was already
 // delivered or final. A message whose SMS fallback waits for a retry is
 // cancelled with it (fallback status "cancelled", no more attempts);
-// ErrHandingOver while an attempt is under way, since the provider may be
-// taking the SMS. Durable when it returns.
+// ErrHandingOver while an attempt is under way or was interrupted by a
+// crash, since the provider may have taken the SMS. Durable when it
+// returns.
 func (q *Queue) Cancel(ctx context.Context, app, id string) (*Status, error) {
 	st, err := q.Status(ctx, app, id)
 	if err != nil {
@@ -345,18 +346,17 @@ func (q *Queue) Cancel(ctx context.Context, app, id string) (*Status, error) {
 		return st, ErrFinal
 	}
 	fb := st.Fallback
-	sending := fb != nil && fb.Status == "sending"
+	waiting := fb != nil && fb.Status == FallbackWaiting
 	switch {
-	case sending && q.handingOver(app, st.Seq):
+	case fb != nil && fb.Status == "sending":
 		return st, ErrHandingOver
-	case st.Done() && !sending:
+	case st.Done() && !waiting:
 		return st, ErrFinal
 	}
 	t := q.begin()
-	if sending {
-		// Between attempts (or after a crash interrupted one): no SMS
-		// goes out any more. The devices' queues were emptied when the
-		// fallback started.
+	if waiting {
+		// Between attempts: no SMS goes out any more. The devices'
+		// queues were emptied when the fallback started.
 		t.b.DeleteTimer(st.FallbackRetry, timerFallback, st.Seq)
 		fb.Status = "cancelled"
 		st.FallbackRetry, st.SMSText = 0, ""

@@ -12,8 +12,8 @@ var (
 	// ErrFinal: the message already reached a final state or was delivered.
 	ErrFinal = errors.New("queue: message already final")
 	// ErrHandingOver: the message's SMS fallback is being handed to the
-	// provider right now, so it can no longer be cancelled (its outcome
-	// follows within the provider's timeout).
+	// provider (or a crash interrupted the hand-off, which is retried), so
+	// it can no longer be cancelled; its outcome follows.
 	ErrHandingOver = errors.New("queue: SMS fallback being handed to the provider")
 	// ErrBadID: the string is not a message id.
 	ErrBadID = errors.New("queue: malformed id")

@@ -131,12 +131,6 @@ type Queue struct {
 
 	fbOnce sync.Once
 	fbSem  chan struct{}
-	// fbBusy holds the SMS hand-offs under way: from sendFallback's commit
-	// to the recorded outcome. Cancel refuses those and cancels the ones
-	// waiting for a retry. In memory only: after a restart no hand-off is
-	// under way until the retry timer starts one.
-	fbMu   sync.Mutex
-	fbBusy map[fbKey]struct{}
 
 	closeOnce sync.Once
 	stop      chan struct{}

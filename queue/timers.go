@@ -149,9 +149,10 @@ func (q *Queue) fireMessageLocked(d dueTimer) (*Message, error) {
 	}
 	fb := st.Fallback
 	switch {
-	case fb != nil && fb.Status == "sending":
+	case fb != nil && (fb.Status == "sending" || fb.Status == FallbackWaiting):
 		if d.kind == timerFallback && d.at == st.FallbackRetry {
-			// A crash interrupted the SMS hand-off: try again.
+			// The provider asked to be tried later, or a crash
+			// interrupted the hand-off: try again.
 			return q.sendFallback(t, st)
 		}
 		// Another timer of the message, due in the same scan as the one
@@ -204,7 +205,6 @@ func (q *Queue) sendFallback(t *tx, st *Status) (*Message, error) {
 	if err := t.commit(true); err != nil {
 		return nil, err
 	}
-	q.setHandingOver(st.App, st.Seq, true)
 	return &Message{Seq: st.Seq, ID: st.ID, App: st.App, User: st.User, Device: st.Device, Body: st.SMSText,
 		Ref: st.Ref, Fallback: &SMSFallback{To: st.Fallback.To, Text: st.SMSText}}, nil
 }
@@ -216,7 +216,6 @@ func (q *Queue) startFallback(m *Message) {
 	select {
 	case q.fallbackSem() <- struct{}{}:
 	case <-q.stop:
-		q.setHandingOver(m.App, m.Seq, false)
 		return // the retry timer sends it after restart
 	}
 	q.wg.Add(1)
@@ -225,32 +224,6 @@ func (q *Queue) startFallback(m *Message) {
 		defer func() { <-q.fallbackSem() }()
 		q.finishFallback(m)
 	}()
-}
-
-type fbKey struct {
-	app string
-	seq uint64
-}
-
-// setHandingOver records whether seq's SMS is being handed to the provider.
-func (q *Queue) setHandingOver(app string, seq uint64, busy bool) {
-	q.fbMu.Lock()
-	defer q.fbMu.Unlock()
-	if !busy {
-		delete(q.fbBusy, fbKey{app, seq})
-		return
-	}
-	if q.fbBusy == nil {
-		q.fbBusy = make(map[fbKey]struct{})
-	}
-	q.fbBusy[fbKey{app, seq}] = struct{}{}
-}
-
-func (q *Queue) handingOver(app string, seq uint64) bool {
-	q.fbMu.Lock()
-	defer q.fbMu.Unlock()
-	_, ok := q.fbBusy[fbKey{app, seq}]
-	return ok
 }
 
 func (q *Queue) fallbackSem() chan struct{} {
@@ -279,7 +252,6 @@ func (q *Queue) finishFallback(m *Message) {
 	}
 	unlock := q.lockUser(m.App, m.User)
 	defer unlock()
-	defer q.setHandingOver(m.App, m.Seq, false) // before the unlock: Cancel sees the outcome with it
 	st, err := q.loadStatus(m.App, m.Seq)
 	if err != nil || st.Fallback == nil || st.Fallback.Status != "sending" {
 		return
@@ -289,7 +261,9 @@ func (q *Queue) finishFallback(m *Message) {
 	st.Fallback.Attempts++
 	t.b.DeleteTimer(st.FallbackRetry, timerFallback, st.Seq)
 	if tryLater != nil && st.Fallback.Attempts < maxFallbackAttempts {
-		// Still "sending": the timer hands the same SMS over again.
+		// Waiting (the API says "sending"): the timer hands the same SMS
+		// over again. Until then the backend may still cancel it.
+		st.Fallback.Status = FallbackWaiting
 		wait := max(fallbackBackoffFirst<<(st.Fallback.Attempts-1), min(tryLater.After, maxFallbackAfter))
 		st.FallbackRetry = t.now.Add(wait).UnixMilli()
 		t.b.PutTimer(st.FallbackRetry, timerFallback, st.Seq, timerValue(st.App, st.User))

@@ -472,7 +472,8 @@ func TestSMSFallbackTryLater(t *testing.T) {
 
 	e.runTimers(t, time.Minute)
 	st := e.waitAttempts(t, id, 1)
-	require.Equal(t, "sending", st.Fallback.Status)
+	require.Equal(t, queue.FallbackWaiting, st.Fallback.Status, "waiting for the next attempt")
+	require.Equal(t, "sending", st.Fallback.PublicStatus())
 	require.Equal(t, "HTTP 503", st.Fallback.Detail)
 	require.Equal(t, queue.StateEnqueued, st.Status, "not final while retrying")
 	require.Empty(t, e.pending(t, dev("alice", "phone")), "withdrawn from the devices")

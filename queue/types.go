@@ -178,14 +178,33 @@ type DeviceStatus struct {
 
 // FallbackInfo records an SMS fallback attempt.
 type FallbackInfo struct {
-	To       string    `json:"to"`
-	Status   string    `json:"status"` // "pending", "sent", "failed"
+	To string `json:"to"`
+	// Status: "pending" (not due), "sending" (handed to the provider, or
+	// a hand-off a crash interrupted), FallbackWaiting (the provider asked
+	// to be tried later; the next attempt is due at FallbackRetry),
+	// "sent", "failed", "not_needed" or "cancelled". See PublicStatus.
+	Status   string    `json:"status"`
 	At       time.Time `json:"at,omitzero"`
 	Provider string    `json:"provider,omitempty"`
 	Detail   string    `json:"detail,omitempty"` // the provider's answer
 	// Attempts counts the hand-offs to the provider that were answered
 	// (or timed out); more than one when the provider asked to try later.
 	Attempts int `json:"attempts,omitempty"`
+}
+
+// FallbackWaiting is the fallback status between attempts, once the
+// provider asked to be tried later. The backend sees it as "sending"
+// (PublicStatus); the queue tells it apart because a message may be
+// cancelled then, not while an attempt is under way.
+const FallbackWaiting = "waiting"
+
+// PublicStatus is the fallback status the API shows: FallbackWaiting reads
+// "sending", as the SMS is still on its way.
+func (f *FallbackInfo) PublicStatus() string {
+	if f.Status == FallbackWaiting {
+		return "sending"
+	}
+	return f.Status
 }
 
 // Status is the status record of one message, kept 7 days after the
