@@ -14,11 +14,9 @@ import (
 	"crypto/pbkdf2"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/tls"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
-	"encoding/xml"
 	"errors"
 	"fmt"
 	"hash"
@@ -37,12 +35,13 @@ import (
 	"tether/gateway"
 	"tether/gateway/api"
 	"tether/internal/gatewaytest"
+	"tether/internal/xmpptest"
 	"tether/internal/xmppxml"
 	"tether/sdkproto"
 )
 
 // abStep bounds every single read or write of the raw clients.
-const abStep = 10 * time.Second
+const abStep = xmpptest.Step
 
 const abDomain = "acme.localhost"
 
@@ -77,193 +76,40 @@ func abStart(t *testing.T, cfg func(*gateway.Config)) *abGW {
 	return f
 }
 
-// abNode is one element read from the gateway.
-type abNode struct {
-	XMLName xml.Name
-	Attrs   []xml.Attr `xml:",any,attr"`
-	Nodes   []abNode   `xml:",any"`
-	Text    string     `xml:",chardata"`
-}
-
-func (n *abNode) attr(local string) string {
-	for _, a := range n.Attrs {
-		if a.Name.Local == local {
-			return a.Value
-		}
-	}
-	return ""
-}
-
-func (n *abNode) child(space, local string) *abNode {
-	for i := range n.Nodes {
-		c := &n.Nodes[i]
-		if c.XMLName.Local == local && (space == "" || c.XMLName.Space == space) {
-			return c
-		}
-	}
-	return nil
-}
-
-func (n *abNode) String() string {
-	if n == nil {
-		return "<nil>"
-	}
-	b, err := xml.Marshal(n)
-	if err != nil {
-		return fmt.Sprintf("%s (%v)", n.XMLName.Local, err)
-	}
-	return string(b)
-}
-
-// abErrStreamClosed is what abClient.next returns for </stream:stream>.
-var abErrStreamClosed = errors.New("stream closed by the server")
-
-// abCloseFrame is what abClient.next returns for a WebSocket close frame.
+// abCloseFrame is what abClient.Next returns for a WebSocket close frame.
 type abCloseFrame struct{ code int }
 
 func (e *abCloseFrame) Error() string { return fmt.Sprintf("websocket close frame %d", e.code) }
 
-// abClient is a raw XMPP client over TCP (plain, STARTTLS or direct TLS)
-// or over a hand-framed WebSocket: it writes what it is told, byte for
-// byte, and reads whole top-level elements back.
+// abClient is the raw XMPP client of package xmpptest over TCP (plain,
+// STARTTLS or direct TLS) or over a hand-framed WebSocket: it writes what
+// it is told, byte for byte, and reads whole top-level elements back.
 type abClient struct {
-	t      testing.TB
-	domain string
-	raw    net.Conn // the TCP connection
-	conn   net.Conn // raw, or TLS over it
-	dec    *xml.Decoder
-	ws     *abWS
-}
-
-// abDialer dials from a given loopback source address (nil: any).
-func abDialer(src net.IP) *net.Dialer {
-	d := &net.Dialer{Timeout: abStep}
-	if src != nil {
-		d.LocalAddr = &net.TCPAddr{IP: src}
-	}
-	return d
+	*xmpptest.Client
+	ws *abWS // the WebSocket under Client.WS, frame by frame; nil over TCP
 }
 
 func abDialTCP(t testing.TB, addr string, src net.IP) *abClient {
 	t.Helper()
-	raw, err := abDialer(src).Dial("tcp", addr)
-	require.NoError(t, err)
-	c := &abClient{t: t, domain: abDomain, raw: raw, conn: raw}
-	c.dec = xml.NewDecoder(raw)
-	t.Cleanup(func() { raw.Close() })
-	return c
+	return &abClient{Client: xmpptest.DialTCP(t, addr, abDomain, src)}
 }
 
 func abDialTLS(t testing.TB, addr string, src net.IP) *abClient {
 	t.Helper()
-	c := abDialTCP(t, addr, src)
-	c.tls()
-	return c
-}
-
-// tls runs a TLS handshake over the raw connection.
-func (c *abClient) tls() {
-	c.t.Helper()
-	tc := tls.Client(c.raw, &tls.Config{InsecureSkipVerify: true, ServerName: c.domain, MinVersion: tls.VersionTLS12})
-	c.raw.SetDeadline(time.Now().Add(abStep))
-	require.NoError(c.t, tc.Handshake())
-	c.raw.SetDeadline(time.Time{})
-	c.conn = tc
-	c.dec = xml.NewDecoder(tc)
-}
-
-func (c *abClient) send(s string) {
-	c.t.Helper()
-	require.NoError(c.t, c.trySend(s))
-}
-
-func (c *abClient) trySend(s string) error {
-	if c.ws != nil {
-		return c.ws.frame(abOpText, true, []byte(s))
-	}
-	c.conn.SetWriteDeadline(time.Now().Add(abStep))
-	_, err := io.WriteString(c.conn, s)
-	return err
-}
-
-// nextWithin reads the next top-level element (over TCP the stream header
-// comes back as a childless "stream" node).
-func (c *abClient) nextWithin(d time.Duration) (*abNode, error) {
-	if c.ws != nil {
-		for {
-			op, b, err := c.ws.read(d)
-			if err != nil {
-				return nil, err
-			}
-			switch op {
-			case abOpText:
-				var n abNode
-				if err := xml.Unmarshal(b, &n); err != nil {
-					return nil, fmt.Errorf("frame %q: %w", b, err)
-				}
-				return &n, nil
-			case abOpClose:
-				code := 1005
-				if len(b) >= 2 {
-					code = int(binary.BigEndian.Uint16(b))
-				}
-				return nil, &abCloseFrame{code}
-			case abOpPong:
-				continue
-			default:
-				return nil, fmt.Errorf("unexpected frame op %d %q", op, b)
-			}
-		}
-	}
-	c.conn.SetReadDeadline(time.Now().Add(d))
-	for {
-		tok, err := c.dec.Token()
-		if err != nil {
-			return nil, err
-		}
-		switch tk := tok.(type) {
-		case xml.StartElement:
-			if tk.Name.Space == sdkproto.NSStream && tk.Name.Local == "stream" {
-				return &abNode{XMLName: tk.Name, Attrs: tk.Attr}, nil
-			}
-			var n abNode
-			if err := c.dec.DecodeElement(&n, &tk); err != nil {
-				return nil, err
-			}
-			return &n, nil
-		case xml.EndElement:
-			return nil, abErrStreamClosed
-		}
-	}
-}
-
-func (c *abClient) next() (*abNode, error) { return c.nextWithin(abStep) }
-
-// expect reads the next element, skipping <r/>, and requires its name.
-func (c *abClient) expect(local string) *abNode {
-	c.t.Helper()
-	for {
-		n, err := c.next()
-		require.NoError(c.t, err, "waiting for <%s/>", local)
-		if n.XMLName.Space == sdkproto.NSSM && n.XMLName.Local == "r" && local != "r" {
-			continue
-		}
-		require.Equal(c.t, local, n.XMLName.Local, "got %s", n)
-		return n
-	}
+	return &abClient{Client: xmpptest.DialTLS(t, addr, abDomain, src)}
 }
 
 // streamError reads up to the stream error and returns its condition
 // ("" if the connection ended without one), then requires the stream and
 // the connection to end.
 func (c *abClient) streamError() string {
-	c.t.Helper()
+	c.T.Helper()
 	var skipped []string
 	for {
-		n, err := c.next()
+		n, err := c.Next()
 		if err != nil {
 			var ne net.Error
-			require.False(c.t, errors.As(err, &ne) && ne.Timeout(), "no stream error and the connection stays open; got %v", skipped)
+			require.False(c.T, errors.As(err, &ne) && ne.Timeout(), "no stream error and the connection stays open; got %v", skipped)
 			return ""
 		}
 		if n.XMLName.Local != "error" || n.XMLName.Space != sdkproto.NSStream {
@@ -284,101 +130,36 @@ func (c *abClient) streamError() string {
 
 // expectStreamError requires the stream error cond, then the end.
 func (c *abClient) expectStreamError(cond string) {
-	c.t.Helper()
-	require.Equal(c.t, cond, c.streamError())
+	c.T.Helper()
+	require.Equal(c.T, cond, c.streamError())
 }
 
 // requireEnd requires the stream close and the end of the connection
 // within the step (not a read timeout).
 func (c *abClient) requireEnd() {
-	c.t.Helper()
+	c.T.Helper()
 	deadline := time.Now().Add(abStep)
 	for time.Now().Before(deadline) {
-		_, err := c.nextWithin(time.Until(deadline))
+		_, err := c.NextWithin(time.Until(deadline))
 		if err == nil {
 			continue
 		}
 		var ne net.Error
-		require.False(c.t, errors.As(err, &ne) && ne.Timeout(), "the connection stays open: %v", err)
+		require.False(c.T, errors.As(err, &ne) && ne.Timeout(), "the connection stays open: %v", err)
 		if c.ws == nil {
-			c.requireEOF()
+			c.RequireEOF()
 		} else {
 			var cf *abCloseFrame
 			if errors.As(err, &cf) {
-				c.requireEOF()
+				c.RequireEOF()
 			}
 		}
 		return
 	}
-	c.t.Fatal("the connection stays open")
-}
-
-// requireEOF requires the TCP connection to end (EOF or reset).
-func (c *abClient) requireEOF() {
-	c.t.Helper()
-	c.raw.SetReadDeadline(time.Now().Add(abStep))
-	var buf [4096]byte
-	for {
-		_, err := c.conn.Read(buf[:])
-		if err == nil {
-			continue
-		}
-		var ne net.Error
-		require.False(c.t, errors.As(err, &ne) && ne.Timeout(), "the connection stays open: %v", err)
-		return
-	}
-}
-
-func (c *abClient) header(to string) string {
-	if c.ws != nil {
-		return "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='" + to + "' version='1.0'/>"
-	}
-	return "<?xml version='1.0'?><stream:stream to='" + to + "' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>"
-}
-
-// open sends a stream header and returns the features.
-func (c *abClient) open() *abNode {
-	c.t.Helper()
-	c.send(c.header(c.domain))
-	if c.ws != nil {
-		c.expect("open")
-	} else {
-		c.expect("stream")
-	}
-	f := c.expect("features")
-	require.Equal(c.t, sdkproto.NSStream, f.XMLName.Space)
-	return f
-}
-
-// restart expects a new stream after STARTTLS or SASL success.
-func (c *abClient) restart() {
-	if c.ws == nil {
-		c.dec = xml.NewDecoder(c.conn)
-	}
-}
-
-func abMechanisms(f *abNode) []string {
-	m := f.child(sdkproto.NSSASL, "mechanisms")
-	if m == nil {
-		return nil
-	}
-	var out []string
-	for _, n := range m.Nodes {
-		out = append(out, n.Text)
-	}
-	return out
+	c.T.Fatal("the connection stays open")
 }
 
 func abB64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
-
-// plain tries SASL PLAIN and returns <success/> or <failure/>.
-func (c *abClient) plain(authz, user, pass string) *abNode {
-	c.t.Helper()
-	c.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>" + abB64(authz+"\x00"+user+"\x00"+pass) + "</auth>")
-	n, err := c.next()
-	require.NoError(c.t, err)
-	return n
-}
 
 // abSCRAM is the client side of one SCRAM-SHA-256 exchange, with hooks to
 // tamper with each field.
@@ -395,8 +176,8 @@ type abSCRAM struct {
 
 // scram runs the exchange and returns the server's last answer
 // (<success/>, <failure/> or the stream error).
-func (c *abClient) scram(x abSCRAM) *abNode {
-	c.t.Helper()
+func (c *abClient) scram(x abSCRAM) *xmpptest.Node {
+	c.T.Helper()
 	if x.gs2 == "" {
 		x.gs2 = "n,,"
 	}
@@ -404,14 +185,14 @@ func (c *abClient) scram(x abSCRAM) *abNode {
 		x.cnonce = "abcnonce" + strconv.Itoa(int(time.Now().UnixNano()%1e6))
 	}
 	bare := "n=" + strings.NewReplacer("=", "=3D", ",", "=2C").Replace(x.user) + ",r=" + x.cnonce
-	c.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>" + abB64(x.gs2+bare) + "</auth>")
-	n, err := c.next()
-	require.NoError(c.t, err)
+	c.Send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>" + abB64(x.gs2+bare) + "</auth>")
+	n, err := c.Next()
+	require.NoError(c.T, err)
 	if n.XMLName.Local != "challenge" {
 		return n
 	}
 	sfb, err := base64.StdEncoding.DecodeString(n.Text)
-	require.NoError(c.t, err)
+	require.NoError(c.T, err)
 	sf := string(sfb)
 	var nonce, salt string
 	iter := 0
@@ -432,7 +213,7 @@ func (c *abClient) scram(x abSCRAM) *abNode {
 	without := "c=" + cb + ",r=" + nonce
 	saltB, _ := base64.StdEncoding.DecodeString(salt)
 	salted, err := pbkdf2.Key(sha256.New, x.pass, saltB, iter, 32)
-	require.NoError(c.t, err)
+	require.NoError(c.T, err)
 	mac := func(k []byte, m string) []byte { h := hmac.New(sha256.New, k); h.Write([]byte(m)); return h.Sum(nil) }
 	sum := func(h hash.Hash, b []byte) []byte { h.Write(b); return h.Sum(nil) }
 	ck := mac(salted, "Client Key")
@@ -445,28 +226,21 @@ func (c *abClient) scram(x abSCRAM) *abNode {
 	if x.tamperProof != nil {
 		proof = x.tamperProof(proof)
 	}
-	c.send("<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>" + abB64(without+",p="+base64.StdEncoding.EncodeToString(proof)) + "</response>")
-	n, err = c.next()
-	require.NoError(c.t, err)
+	c.Send("<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>" + abB64(without+",p="+base64.StdEncoding.EncodeToString(proof)) + "</response>")
+	n, err = c.Next()
+	require.NoError(c.T, err)
 	return n
-}
-
-// bind binds resource and returns the result IQ (or error IQ).
-func (c *abClient) bind(resource string) *abNode {
-	c.t.Helper()
-	c.send("<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>" + resource + "</resource></bind></iq>")
-	return c.expect("iq")
 }
 
 // ping sends an XEP-0199 ping and requires the result.
 func (c *abClient) ping() {
-	c.t.Helper()
+	c.T.Helper()
 	id := "ping" + strconv.Itoa(int(time.Now().UnixNano()%1e9))
-	c.send("<iq type='get' id='" + id + "'><ping xmlns='urn:xmpp:ping'/></iq>")
+	c.Send("<iq type='get' id='" + id + "'><ping xmlns='urn:xmpp:ping'/></iq>")
 	for {
-		n := c.expect("iq")
-		if n.attr("id") == id {
-			require.Equal(c.t, "result", n.attr("type"), "got %s", n)
+		n := c.Expect("iq")
+		if n.Attr("id") == id {
+			require.Equal(c.T, "result", n.Attr("type"), "got %s", n)
 			return
 		}
 	}
@@ -476,13 +250,7 @@ func (c *abClient) ping() {
 func (f *abGW) login(t testing.TB, user, device string) *abClient {
 	t.Helper()
 	c := abDialTLS(t, f.g.XMPPSAddr, nil)
-	c.open()
-	n := c.plain("", user, "secret-"+user)
-	require.Equal(t, "success", n.XMLName.Local, "got %s", n)
-	c.restart()
-	c.open()
-	r := c.bind(device)
-	require.Equal(t, "result", r.attr("type"), "got %s", r)
+	c.Login(user, "secret-"+user, device)
 	return c
 }
 
@@ -490,12 +258,7 @@ func (f *abGW) login(t testing.TB, user, device string) *abClient {
 func (f *abGW) loginWS(t testing.TB, user, device string) *abClient {
 	t.Helper()
 	c := abDialWS(t, f.g.URL)
-	c.open()
-	n := c.plain("", user, "secret-"+user)
-	require.Equal(t, "success", n.XMLName.Local, "got %s", n)
-	c.open()
-	r := c.bind(device)
-	require.Equal(t, "result", r.attr("type"), "got %s", r)
+	c.Login(user, "secret-"+user, device)
 	return c
 }
 
@@ -522,7 +285,7 @@ type abWS struct {
 func abUpgrade(t testing.TB, base string, protocol string, extra string) (net.Conn, *bufio.Reader, *http.Response) {
 	t.Helper()
 	host := strings.TrimPrefix(base, "http://")
-	conn, err := abDialer(nil).Dial("tcp", host)
+	conn, err := xmpptest.Dialer(nil).Dial("tcp", host)
 	require.NoError(t, err)
 	t.Cleanup(func() { conn.Close() })
 	var b strings.Builder
@@ -548,7 +311,14 @@ func abDialWS(t testing.TB, base string) *abClient {
 	conn, br, resp := abUpgrade(t, base, sdkproto.WebSocketProtocol, "")
 	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
 	require.Equal(t, sdkproto.WebSocketProtocol, resp.Header.Get("Sec-WebSocket-Protocol"))
-	return &abClient{t: t, domain: abDomain, raw: conn, conn: conn, ws: &abWS{t: t, conn: conn, br: br}}
+	return abOverWS(t, abDomain, conn, br)
+}
+
+// abOverWS returns a client over the upgraded connection conn, read
+// through br.
+func abOverWS(t testing.TB, domain string, conn net.Conn, br *bufio.Reader) *abClient {
+	ws := &abWS{t: t, conn: conn, br: br}
+	return &abClient{Client: xmpptest.NewWebSocket(t, domain, ws, conn), ws: ws}
 }
 
 // abFrame encodes one masked client frame.
@@ -634,6 +404,37 @@ func (w *abWS) read(d time.Duration) (byte, []byte, error) {
 		}
 	}
 }
+
+// WriteText sends p as one text frame (xmpptest.Frames).
+func (w *abWS) WriteText(p []byte) error { return w.frame(abOpText, true, p) }
+
+// ReadText returns the next text message within d, skipping pongs; a
+// close frame is an *abCloseFrame (xmpptest.Frames).
+func (w *abWS) ReadText(d time.Duration) ([]byte, error) {
+	for {
+		op, b, err := w.read(d)
+		if err != nil {
+			return nil, err
+		}
+		switch op {
+		case abOpText:
+			return b, nil
+		case abOpClose:
+			code := 1005
+			if len(b) >= 2 {
+				code = int(binary.BigEndian.Uint16(b))
+			}
+			return nil, &abCloseFrame{code}
+		case abOpPong:
+			continue
+		default:
+			return nil, fmt.Errorf("unexpected frame op %d %q", op, b)
+		}
+	}
+}
+
+// Close closes the TCP connection (xmpptest.Frames).
+func (w *abWS) Close() error { return w.conn.Close() }
 
 // --- measuring ----------------------------------------------------------------
 
@@ -749,7 +550,7 @@ type abBystander struct {
 func (f *abGW) bystander(t testing.TB, device string) *abBystander {
 	t.Helper()
 	c := f.login(t, "bob", device)
-	c.send("<presence/>")
+	c.Send("<presence/>")
 	c.ping()
 	return &abBystander{f: f, c: c, device: device}
 }
@@ -760,12 +561,12 @@ func (b *abBystander) check(t testing.TB) {
 	b.c.ping()
 	id := b.f.send(t, "bob/"+b.device, "for the bystander")
 	for {
-		n := b.c.expect("message")
-		if n.attr("id") == id {
+		n := b.c.Expect("message")
+		if n.Attr("id") == id {
 			break
 		}
 	}
-	b.c.send("<message to='acme.localhost'><received xmlns='urn:xmpp:receipts' id='" + id + "'/></message>")
+	b.c.Send("<message to='acme.localhost'><received xmlns='urn:xmpp:receipts' id='" + id + "'/></message>")
 	deadline := time.Now().Add(abStep)
 	for b.f.status(t, id) != "delivered" {
 		require.True(t, time.Now().Before(deadline), "the bystander's message was not delivered")
@@ -861,10 +662,10 @@ func TestAbXMLAttacks(t *testing.T) {
 				switch {
 				case tc.preAuth && transport == "tls":
 					c = abDialTLS(t, f.g.XMPPSAddr, nil)
-					c.open()
+					c.Open()
 				case tc.preAuth:
 					c = abDialWS(t, f.g.URL)
-					c.open()
+					c.Open()
 				case transport == "tls":
 					c = f.login(t, "alice", abDevice("x-"+tc.name))
 				default:
@@ -873,12 +674,12 @@ func TestAbXMLAttacks(t *testing.T) {
 				t0 := time.Now()
 				// The gateway may stop reading part way: write beside the reads.
 				written := make(chan error, 1)
-				go func() { written <- c.trySend(tc.in) }()
+				go func() { written <- c.TrySend(tc.in) }()
 				if tc.want == "" {
 					for {
-						n := c.expect("iq")
-						if n.attr("id") == tc.id {
-							require.Equal(t, "result", n.attr("type"), "got %s", n)
+						n := c.Expect("iq")
+						if n.Attr("id") == tc.id {
+							require.Equal(t, "result", n.Attr("type"), "got %s", n)
 							break
 						}
 					}
@@ -920,27 +721,27 @@ func TestAbXMLAttacks(t *testing.T) {
 func TestAbStartTLSDropsPlaintextPipelinedAfterCommand(t *testing.T) {
 	f := abStart(t, nil)
 	c := abDialTCP(t, f.g.XMPPAddr, nil)
-	feat := c.open()
-	require.Empty(t, abMechanisms(feat), "no SASL before TLS on the STARTTLS port: %s", feat)
-	require.NotNil(t, feat.child(sdkproto.NSTLS, "starttls"), "got %s", feat)
+	feat := c.Open()
+	require.Empty(t, xmpptest.Mechanisms(feat), "no SASL before TLS on the STARTTLS port: %s", feat)
+	require.NotNil(t, feat.Child(sdkproto.NSTLS, "starttls"), "got %s", feat)
 	// PLAIN in clear ends the stream.
 	plain := abDialTCP(t, f.g.XMPPAddr, nil)
-	plain.open()
-	plain.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>" + abB64("\x00alice\x00secret-alice") + "</auth>")
+	plain.Open()
+	plain.Send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>" + abB64("\x00alice\x00secret-alice") + "</auth>")
 	plain.expectStreamError("policy-violation")
 	// The injection: a stream header and PLAIN credentials of bob, in
 	// clear, behind the command.
-	c.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>" + c.header(abDomain) +
+	c.Send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>" + c.Header(abDomain) +
 		"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>" + abB64("\x00bob\x00secret-bob") + "</auth>")
 	// The gateway refuses such a stream in clear, before any TLS.
 	c.expectStreamError("policy-violation")
 	// A plain <starttls/> still works.
 	ok := abDialTCP(t, f.g.XMPPAddr, nil)
-	ok.open()
-	ok.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-	ok.expect("proceed")
-	ok.tls()
-	require.NotEmpty(t, abMechanisms(ok.open()), "SASL offered inside TLS")
+	ok.Open()
+	ok.Send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+	ok.Expect("proceed")
+	ok.TLS()
+	require.NotEmpty(t, xmpptest.Mechanisms(ok.Open()), "SASL offered inside TLS")
 }
 
 // TestAbSASLAuthzid: an authorization identity other than the user (or
@@ -965,10 +766,10 @@ func TestAbSASLAuthzid(t *testing.T) {
 		for _, tc := range cases {
 			t.Run(mech+"/"+tc.user+" as "+tc.authz, func(t *testing.T) {
 				c := abDialTLS(t, f.g.XMPPSAddr, nil)
-				c.open()
-				var n *abNode
+				c.Open()
+				var n *xmpptest.Node
 				if mech == "PLAIN" {
-					n = c.plain(tc.authz, tc.user, tc.pass)
+					n = c.Plain(tc.authz, tc.user, tc.pass)
 				} else {
 					n = c.scram(abSCRAM{gs2: "n,a=" + strings.NewReplacer("=", "=3D", ",", "=2C").Replace(tc.authz) + ",", user: tc.user, pass: tc.pass})
 				}
@@ -977,10 +778,10 @@ func TestAbSASLAuthzid(t *testing.T) {
 					return
 				}
 				require.Equal(t, "success", n.XMLName.Local, "got %s", n)
-				c.restart()
-				c.open()
-				r := c.bind("authz-" + strings.ToLower(mech))
-				require.Equal(t, tc.user+"@acme.localhost/authz-"+strings.ToLower(mech), r.child(sdkproto.NSBind, "bind").child("", "jid").Text)
+				c.Restart()
+				c.Open()
+				r := c.Bind("authz-" + strings.ToLower(mech))
+				require.Equal(t, tc.user+"@acme.localhost/authz-"+strings.ToLower(mech), r.Child(sdkproto.NSBind, "bind").Child("", "jid").Text)
 			})
 		}
 	}
@@ -1015,7 +816,7 @@ func TestAbSCRAMTampering(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			c := abDialTLS(t, f.g.XMPPSAddr, nil)
-			c.open()
+			c.Open()
 			t0 := time.Now()
 			n := c.scram(tc.x)
 			require.Equal(t, "failure", n.XMLName.Local, "got %s", n)
@@ -1029,20 +830,20 @@ func TestAbSCRAMTampering(t *testing.T) {
 	t.Run("PLAIN oddities", func(t *testing.T) {
 		for _, payload := range []string{"", "=", "alice", "\x00\x00", "\x00alice", "a\x00b\x00c\x00d", "\x00" + huge + "\x00x"} {
 			c := abDialTLS(t, f.g.XMPPSAddr, nil)
-			c.open()
-			c.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>" + abB64(payload) + "</auth>")
-			n, err := c.next()
+			c.Open()
+			c.Send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>" + abB64(payload) + "</auth>")
+			n, err := c.Next()
 			require.NoError(t, err)
 			require.Equal(t, "failure", n.XMLName.Local, "payload %.40q: got %s", payload, n)
 		}
 		for _, bad := range []string{"not base64!", "YWJj=ZGVm"} {
 			c := abDialTLS(t, f.g.XMPPSAddr, nil)
-			c.open()
-			c.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>" + bad + "</auth>")
-			n, err := c.next()
+			c.Open()
+			c.Send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>" + bad + "</auth>")
+			n, err := c.Next()
 			require.NoError(t, err)
 			require.Equal(t, "failure", n.XMLName.Local, "got %s", n)
-			require.NotNil(t, n.child("", "incorrect-encoding"), "got %s", n)
+			require.NotNil(t, n.Child("", "incorrect-encoding"), "got %s", n)
 		}
 	})
 }
@@ -1058,7 +859,7 @@ func abChangeLast(s string) string {
 
 // abPullClient is an HTTP client whose connections come from src.
 func abPullClient(src net.IP) *http.Client {
-	return &http.Client{Transport: &http.Transport{DialContext: abDialer(src).DialContext, DisableKeepAlives: true}}
+	return &http.Client{Transport: &http.Transport{DialContext: xmpptest.Dialer(src).DialContext, DisableKeepAlives: true}}
 }
 
 // pull does GET /v1/device/messages as user@app from src.
@@ -1081,13 +882,13 @@ func (f *abGW) failFrom(t *testing.T, src net.IP, users []string) {
 	t.Helper()
 	for len(users) > 0 {
 		c := abDialTLS(t, f.g.XMPPSAddr, src)
-		c.open()
+		c.Open()
 		for k := 0; k < 5 && len(users) > 0; k++ {
-			n := c.plain("", users[0], "wrong-password")
+			n := c.Plain("", users[0], "wrong-password")
 			require.Equal(t, "failure", n.XMLName.Local, "got %s", n)
 			users = users[1:]
 		}
-		c.raw.Close()
+		c.Raw.Close()
 	}
 }
 
@@ -1099,10 +900,10 @@ func (f *abGW) failFrom(t *testing.T, src net.IP, users []string) {
 func TestAbLoginThrottle(t *testing.T) {
 	f := abStart(t, nil)
 	ip := func(d byte) net.IP { return net.IPv4(127, 0, 0, d) }
-	loginFrom := func(src net.IP, user string) *abNode {
+	loginFrom := func(src net.IP, user string) *xmpptest.Node {
 		c := abDialTLS(t, f.g.XMPPSAddr, src)
-		c.open()
-		return c.plain("", user, "secret-"+user)
+		c.Open()
+		return c.Plain("", user, "secret-"+user)
 	}
 
 	// Per address: 20 unknown users from 127.0.0.2.
@@ -1112,7 +913,7 @@ func TestAbLoginThrottle(t *testing.T) {
 	}
 	f.failFrom(t, ip(2), users)
 	n := loginFrom(ip(2), "bob")
-	require.NotNil(t, n.child("", "temporary-auth-failure"), "the address is throttled: %s", n)
+	require.NotNil(t, n.Child("", "temporary-auth-failure"), "the address is throttled: %s", n)
 	resp := f.pull(t, ip(2), "bob@acme", "secret-bob", "web")
 	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode)
 	require.NotEmpty(t, resp.Header.Get("Retry-After"))
@@ -1122,22 +923,22 @@ func TestAbLoginThrottle(t *testing.T) {
 	require.Equal(t, http.StatusOK, f.pull(t, ip(3), "bob@acme", "secret-bob", "web").StatusCode)
 	// The WebSocket listener shares it too.
 	ws := abDialWS(t, f.g.URL)
-	ws.open()
-	require.Equal(t, "success", ws.plain("", "alice", "secret-alice").XMLName.Local, "127.0.0.1 is not throttled")
+	ws.Open()
+	require.Equal(t, "success", ws.Plain("", "alice", "secret-alice").XMLName.Local, "127.0.0.1 is not throttled")
 
 	// Per user: carol of app other fails 5 times from 5 addresses.
 	for d := byte(10); d < 15; d++ {
 		c := abDialTLS(t, f.g.XMPPSAddr, ip(d))
-		c.domain = "other.localhost"
-		c.open()
-		require.NotNil(t, c.plain("", "carol", "wrong").child("", "not-authorized"))
+		c.Domain = "other.localhost"
+		c.Open()
+		require.NotNil(t, c.Plain("", "carol", "wrong").Child("", "not-authorized"))
 	}
 	c := abDialTLS(t, f.g.XMPPSAddr, ip(20))
-	c.domain = "other.localhost"
-	c.open()
-	require.NotNil(t, c.plain("", "carol", "other-carol").child("", "temporary-auth-failure"), "carol is throttled from any address")
+	c.Domain = "other.localhost"
+	c.Open()
+	require.NotNil(t, c.Plain("", "carol", "other-carol").Child("", "temporary-auth-failure"), "carol is throttled from any address")
 	// Not bob of app other, nor a carol of another app.
-	require.Equal(t, "success", c.plain("", "bob", "other-bob").XMLName.Local)
+	require.Equal(t, "success", c.Plain("", "bob", "other-bob").XMLName.Local)
 	_, err := f.acme.PutUser(f.ctx, "acme", "carol", api.PutUserRequest{Password: "secret-carol"})
 	require.NoError(t, err)
 	require.Equal(t, "success", loginFrom(ip(21), "carol").XMLName.Local, "acme's carol is not other's carol")
@@ -1187,20 +988,20 @@ func TestAbNamespaceLookupCost(t *testing.T) {
 		}
 		h.WriteString(">")
 		require.Less(t, h.Len(), sdkproto.MaxStanzaBytes)
-		c.send(h.String())
+		c.Send(h.String())
 		return c
 	}
 	run := func(decls int) time.Duration {
 		c := open(decls)
-		c.expect("stream")
-		c.expect("features")
+		c.Expect("stream")
+		c.Expect("features")
 		best := time.Duration(1 << 62)
 		for range 2 {
 			t0 := processCPU()
 			for range 5 {
-				c.send(stanza)
-				n := c.expect("failure")
-				require.NotNil(t, n.child("", "aborted"), "got %s", n)
+				c.Send(stanza)
+				n := c.Expect("failure")
+				require.NotNil(t, n.Child("", "aborted"), "got %s", n)
 			}
 			best = min(best, processCPU()-t0)
 		}
@@ -1235,14 +1036,13 @@ func TestAbWebSocketHandshake(t *testing.T) {
 				return
 			}
 			require.Empty(t, resp.Header.Get("Sec-WebSocket-Protocol"))
-			ws := &abWS{t: t, conn: conn, br: br}
-			op, p, err := ws.read(abStep)
+			c := abOverWS(t, abDomain, conn, br)
+			op, p, err := c.ws.read(abStep)
 			require.NoError(t, err)
 			require.Equal(t, byte(abOpClose), op)
 			require.GreaterOrEqual(t, len(p), 2)
 			require.Equal(t, 1008, int(binary.BigEndian.Uint16(p)), "close %q", p)
-			c := &abClient{t: t, raw: conn, conn: conn, ws: ws}
-			c.requireEOF()
+			c.RequireEOF()
 		})
 	}
 	t.Run("header over the limit", func(t *testing.T) {
@@ -1252,11 +1052,10 @@ func TestAbWebSocketHandshake(t *testing.T) {
 	t.Run("large header within the limit", func(t *testing.T) {
 		conn, br, resp := abUpgrade(t, f.g.URL, "xmpp", "X-Junk: "+strings.Repeat("j", 256<<10)+"\r\n")
 		require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
-		c := &abClient{t: t, domain: abDomain, raw: conn, conn: conn, ws: &abWS{t: t, conn: conn, br: br}}
-		c.open()
+		abOverWS(t, abDomain, conn, br).Open()
 	})
 	t.Run("frames pipelined behind the upgrade request", func(t *testing.T) {
-		conn, err := abDialer(nil).Dial("tcp", strings.TrimPrefix(f.g.URL, "http://"))
+		conn, err := xmpptest.Dialer(nil).Dial("tcp", strings.TrimPrefix(f.g.URL, "http://"))
 		require.NoError(t, err)
 		t.Cleanup(func() { conn.Close() })
 		req := "GET /xmpp-websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
@@ -1274,10 +1073,10 @@ func TestAbWebSocketHandshake(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
 		conn.SetDeadline(time.Time{})
-		c := &abClient{t: t, domain: abDomain, raw: conn, conn: conn, ws: &abWS{t: t, conn: conn, br: br}}
-		c.expect("open")
-		c.expect("features")
-		c.expect("success")
+		c := abOverWS(t, abDomain, conn, br)
+		c.Expect("open")
+		c.Expect("features")
+		c.Expect("success")
 	})
 	t.Run("bad handshakes", func(t *testing.T) {
 		for _, tc := range []struct {
@@ -1300,7 +1099,7 @@ func TestAbWebSocketHandshake(t *testing.T) {
 // and body.
 func abRawHTTP(t *testing.T, base, req string) (int, []byte) {
 	t.Helper()
-	conn, err := abDialer(nil).Dial("tcp", strings.TrimPrefix(base, "http://"))
+	conn, err := xmpptest.Dialer(nil).Dial("tcp", strings.TrimPrefix(base, "http://"))
 	require.NoError(t, err)
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(abStep))
@@ -1324,7 +1123,7 @@ func TestAbWebSocketFrames(t *testing.T) {
 
 	t.Run("fragmented open with a ping between", func(t *testing.T) {
 		c := abDialWS(t, f.g.URL)
-		open := []byte(c.header(abDomain))
+		open := []byte(c.Header(abDomain))
 		require.NoError(t, c.ws.write(append(append(append(
 			abFrame(abOpText, false, open[:10]),
 			abFrame(abOpPing, true, []byte("hello"))...),
@@ -1334,8 +1133,8 @@ func TestAbWebSocketFrames(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, byte(abOpPong), op, "the ping is answered first")
 		require.Equal(t, "hello", string(p))
-		c.expect("open")
-		c.expect("features")
+		c.Expect("open")
+		c.Expect("features")
 		// A whole stanza in one-byte fragments.
 		auth := []byte("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>" + abB64("\x00alice\x00secret-alice") + "</auth>")
 		var b []byte
@@ -1347,7 +1146,7 @@ func TestAbWebSocketFrames(t *testing.T) {
 			b = append(b, abFrame(op, i == len(auth)-1, auth[i:i+1])...)
 		}
 		require.NoError(t, c.ws.write(b))
-		c.expect("success")
+		c.Expect("success")
 	})
 	t.Run("unsolicited pong and empty ping", func(t *testing.T) {
 		c := f.loginWS(t, "alice", "pong")
@@ -1361,9 +1160,9 @@ func TestAbWebSocketFrames(t *testing.T) {
 	})
 	t.Run("exactly 64 KiB message", func(t *testing.T) {
 		c := f.loginWS(t, "alice", "max")
-		c.send(abPadIQ("max", sdkproto.MaxStanzaBytes))
-		n := c.expect("iq")
-		require.Equal(t, "max", n.attr("id"))
+		c.Send(abPadIQ("max", sdkproto.MaxStanzaBytes))
+		n := c.Expect("iq")
+		require.Equal(t, "max", n.Attr("id"))
 	})
 	t.Run("64 KiB in fragments and one byte more", func(t *testing.T) {
 		c := f.loginWS(t, "alice", "over")
@@ -1398,20 +1197,20 @@ func TestAbWebSocketFrames(t *testing.T) {
 			require.NoError(t, c.ws.write(tc.frame))
 			var skipped []string
 			for {
-				n, err := c.next()
+				n, err := c.Next()
 				require.NoError(t, err, "before the stream error; got %v", skipped)
 				if n.XMLName.Local == "error" {
-					require.NotNil(t, n.child(sdkproto.NSStreams, tc.cond), "got %s", n)
+					require.NotNil(t, n.Child(sdkproto.NSStreams, tc.cond), "got %s", n)
 					break
 				}
 				skipped = append(skipped, n.XMLName.Local)
 			}
-			c.expect("close")
-			_, err := c.next()
+			c.Expect("close")
+			_, err := c.Next()
 			var cf *abCloseFrame
 			require.ErrorAs(t, err, &cf)
 			require.Equal(t, tc.code, cf.code)
-			c.requireEOF()
+			c.RequireEOF()
 		})
 	}
 	t.Run("nothing after close is processed", func(t *testing.T) {
@@ -1419,16 +1218,16 @@ func TestAbWebSocketFrames(t *testing.T) {
 		require.NoError(t, c.ws.write(append(
 			abFrame(abOpText, true, []byte("<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>")),
 			abFrame(abOpText, true, []byte("<message to='acme.localhost' id='late'><body>ab-after-close</body><request xmlns='urn:xmpp:receipts'/></message>"))...)))
-		c.expect("close")
-		_, err := c.next()
+		c.Expect("close")
+		_, err := c.Next()
 		var cf *abCloseFrame
 		require.ErrorAs(t, err, &cf)
-		c.requireEOF()
+		c.RequireEOF()
 		require.NotContains(t, f.inbound(t), "ab-after-close")
 	})
 	t.Run("stanza before open", func(t *testing.T) {
 		c := abDialWS(t, f.g.URL)
-		c.send("<message to='acme.localhost'><body>ab-before-open</body></message>")
+		c.Send("<message to='acme.localhost'><body>ab-before-open</body></message>")
 		c.expectStreamError("not-well-formed")
 	})
 	by.check(t)
@@ -1482,22 +1281,22 @@ func TestAbSlowloris(t *testing.T) {
 	t.Run("xmpps silent", func(t *testing.T) {
 		t.Parallel()
 		c := abDialTCP(t, f.g.XMPPSAddr, nil)
-		abClosedWithin(t, c.raw, c.raw, xmppBound)
+		abClosedWithin(t, c.Raw, c.Raw, xmppBound)
 	})
 	t.Run("xmpps TLS hello a byte at a time", func(t *testing.T) {
 		t.Parallel()
 		c := abDialTCP(t, f.g.XMPPSAddr, nil)
 		stop := make(chan struct{})
 		defer close(stop)
-		go abDribble(c.raw, append([]byte{0x16, 0x03, 0x01, 0x02, 0x00}, bytes.Repeat([]byte{1}, 512)...), tick, stop)
-		abClosedWithin(t, c.raw, c.raw, xmppBound)
+		go abDribble(c.Raw, append([]byte{0x16, 0x03, 0x01, 0x02, 0x00}, bytes.Repeat([]byte{1}, 512)...), tick, stop)
+		abClosedWithin(t, c.Raw, c.Raw, xmppBound)
 	})
 	t.Run("xmpps header a byte at a time", func(t *testing.T) {
 		t.Parallel()
 		c := abDialTLS(t, f.g.XMPPSAddr, nil)
 		stop := make(chan struct{})
 		defer close(stop)
-		go abDribble(c.conn, header, tick, stop)
+		go abDribble(c.Conn, header, tick, stop)
 		t0 := time.Now()
 		c.expectStreamError("connection-timeout")
 		require.Less(t, time.Since(t0), xmppBound)
@@ -1507,7 +1306,7 @@ func TestAbSlowloris(t *testing.T) {
 		c := abDialTCP(t, f.g.XMPPAddr, nil)
 		stop := make(chan struct{})
 		defer close(stop)
-		go abDribble(c.conn, header, tick, stop)
+		go abDribble(c.Conn, header, tick, stop)
 		t0 := time.Now()
 		c.expectStreamError("connection-timeout")
 		require.Less(t, time.Since(t0), xmppBound)
@@ -1515,17 +1314,17 @@ func TestAbSlowloris(t *testing.T) {
 	t.Run("xmpp silent after proceed", func(t *testing.T) {
 		t.Parallel()
 		c := abDialTCP(t, f.g.XMPPAddr, nil)
-		c.open()
-		c.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-		c.expect("proceed")
-		abClosedWithin(t, c.raw, c.raw, xmppBound)
+		c.Open()
+		c.Send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+		c.Expect("proceed")
+		abClosedWithin(t, c.Raw, c.Raw, xmppBound)
 	})
 	t.Run("websocket frame a byte at a time", func(t *testing.T) {
 		t.Parallel()
 		c := abDialWS(t, f.g.URL)
 		stop := make(chan struct{})
 		defer close(stop)
-		go abDribble(c.raw, abFrame(abOpText, true, []byte(c.header(abDomain))), tick, stop)
+		go abDribble(c.Raw, abFrame(abOpText, true, []byte(c.Header(abDomain))), tick, stop)
 		t0 := time.Now()
 		c.expectStreamError("connection-timeout")
 		require.Less(t, time.Since(t0), xmppBound)
@@ -1562,7 +1361,7 @@ func TestAbSlowloris(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			conn, err := abDialer(nil).Dial("tcp", strings.TrimPrefix(f.g.URL, "http://"))
+			conn, err := xmpptest.Dialer(nil).Dial("tcp", strings.TrimPrefix(f.g.URL, "http://"))
 			require.NoError(t, err)
 			defer conn.Close()
 			stop := make(chan struct{})
@@ -1585,7 +1384,7 @@ func TestAbSlowloris(t *testing.T) {
 		var conns []net.Conn
 		for range n {
 			for _, addr := range []string{f.g.XMPPSAddr, f.g.XMPPAddr, strings.TrimPrefix(f.g.URL, "http://")} {
-				c, err := abDialer(nil).Dial("tcp", addr)
+				c, err := xmpptest.Dialer(nil).Dial("tcp", addr)
 				require.NoError(t, err)
 				conns = append(conns, c)
 			}
@@ -1603,12 +1402,12 @@ func TestAbSlowloris(t *testing.T) {
 		// Devices log in meanwhile, over every transport, and REST works.
 		f.login(t, "alice", "flood-tls").ping()
 		c := abDialTCP(t, f.g.XMPPAddr, nil)
-		c.open()
-		c.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-		c.expect("proceed")
-		c.tls()
-		c.open()
-		require.Equal(t, "success", c.plain("", "alice", "secret-alice").XMLName.Local)
+		c.Open()
+		c.Send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+		c.Expect("proceed")
+		c.TLS()
+		c.Open()
+		require.Equal(t, "success", c.Plain("", "alice", "secret-alice").XMLName.Local)
 		f.loginWS(t, "alice", "flood-ws").ping()
 		f.send(t, "alice", "during the flood")
 		// The XMPP connections of the flood are closed at the
@@ -1879,20 +1678,20 @@ func TestAbXMPPCrossUser(t *testing.T) {
 		} else {
 			c = f.loginWS(t, "alice", "cross-ws")
 		}
-		c.send("<presence/>")
+		c.Send("<presence/>")
 		for _, id := range []string{bobMsg, carolMsg} {
-			c.send("<message to='acme.localhost'><received xmlns='urn:xmpp:receipts' id='" + id + "'/></message>")
-			c.send("<message to='acme.localhost'><displayed xmlns='urn:xmpp:chat-markers:0' id='" + id + "'/></message>")
+			c.Send("<message to='acme.localhost'><received xmlns='urn:xmpp:receipts' id='" + id + "'/></message>")
+			c.Send("<message to='acme.localhost'><displayed xmlns='urn:xmpp:chat-markers:0' id='" + id + "'/></message>")
 		}
-		c.send("<iq type='set' id='p1' to='bob@acme.localhost'><push xmlns='urn:tether:push:0' provider='fcm' token='stolen'/></iq>")
-		n := c.expect("iq")
-		require.Equal(t, "error", n.attr("type"), "got %s", n)
-		c.send("<message to='bob@acme.localhost/phone' id='m1'><body>hi bob</body></message>")
-		n = c.expect("message")
-		require.Equal(t, "error", n.attr("type"), "got %s", n)
-		c.send("<message to='carol@other.localhost' id='m2'><body>hi carol</body></message>")
-		n = c.expect("message")
-		require.Equal(t, "error", n.attr("type"), "got %s", n)
+		c.Send("<iq type='set' id='p1' to='bob@acme.localhost'><push xmlns='urn:tether:push:0' provider='fcm' token='stolen'/></iq>")
+		n := c.Expect("iq")
+		require.Equal(t, "error", n.Attr("type"), "got %s", n)
+		c.Send("<message to='bob@acme.localhost/phone' id='m1'><body>hi bob</body></message>")
+		n = c.Expect("message")
+		require.Equal(t, "error", n.Attr("type"), "got %s", n)
+		c.Send("<message to='carol@other.localhost' id='m2'><body>hi carol</body></message>")
+		n = c.Expect("message")
+		require.Equal(t, "error", n.Attr("type"), "got %s", n)
 		c.ping()
 	}
 	require.Equal(t, "enqueued", f.status(t, bobMsg))
@@ -1904,8 +1703,8 @@ func TestAbXMPPCrossUser(t *testing.T) {
 	require.Empty(t, devs, "no device of bob's was made or changed")
 	// Bob gets his message.
 	c := f.login(t, "bob", "phone")
-	c.send("<presence/>")
-	require.Equal(t, bobMsg, c.expect("message").attr("id"))
+	c.Send("<presence/>")
+	require.Equal(t, bobMsg, c.Expect("message").Attr("id"))
 }
 
 // TestAbDotDeviceIDs: "." and ".." match the device id grammar, so a
@@ -1920,12 +1719,12 @@ func TestAbDotDeviceIDs(t *testing.T) {
 	f := abStart(t, nil)
 	for _, res := range []string{".", "..", "..."} {
 		lc := abDialTLS(t, f.g.XMPPSAddr, nil)
-		lc.open()
-		require.Equal(t, "success", lc.plain("", "alice", "secret-alice").XMLName.Local)
-		lc.restart()
-		lc.open()
-		require.Equal(t, "error", lc.bind(res).attr("type"), "resource %q is no device id", res)
-		lc.raw.Close()
+		lc.Open()
+		require.Equal(t, "success", lc.Plain("", "alice", "secret-alice").XMLName.Local)
+		lc.Restart()
+		lc.Open()
+		require.Equal(t, "error", lc.Bind(res).Attr("type"), "resource %q is no device id", res)
+		lc.Raw.Close()
 	}
 	waiting := f.send(t, "alice", "waiting for alice")
 
@@ -1944,8 +1743,8 @@ func TestAbDotDeviceIDs(t *testing.T) {
 	_, err = f.acme.PutDevice(f.ctx, "acme", "bob", "..", api.PutDeviceRequest{})
 	_ = err // registering a device ".." may be refused, or work
 	lc := abDialTLS(t, f.g.XMPPSAddr, nil)
-	lc.open()
-	n := lc.plain("", "bob", "secret-bob")
+	lc.Open()
+	n := lc.Plain("", "bob", "secret-bob")
 	require.Equal(t, "success", n.XMLName.Local, "registering bob's device \"..\" changed bob's password: %s", n)
 }
 
@@ -1960,28 +1759,28 @@ func TestAbBind(t *testing.T) {
 			var c *abClient
 			if transport == "tls" {
 				c = abDialTLS(t, f.g.XMPPSAddr, nil)
-				c.open()
-				require.Equal(t, "success", c.plain("", "alice", "secret-alice").XMLName.Local)
-				c.restart()
+				c.Open()
+				require.Equal(t, "success", c.Plain("", "alice", "secret-alice").XMLName.Local)
+				c.Restart()
 			} else {
 				c = abDialWS(t, f.g.URL)
-				c.open()
-				require.Equal(t, "success", c.plain("", "alice", "secret-alice").XMLName.Local)
+				c.Open()
+				require.Equal(t, "success", c.Plain("", "alice", "secret-alice").XMLName.Local)
 			}
-			c.open()
+			c.Open()
 			for _, res := range []string{"a/b", "a b", "a@b", "caf\u00e9", "a\tb", strings.Repeat("r", 65), "&lt;x&gt;", "a&#x7F;b", "&#x2F;etc"} {
-				r := c.bind(res)
-				if r.attr("type") == "result" {
+				r := c.Bind(res)
+				if r.Attr("type") == "result" {
 					t.Fatalf("resource %q bound: %s", res, r)
 				}
-				require.Equal(t, "error", r.attr("type"), "resource %q: %s", res, r)
+				require.Equal(t, "error", r.Attr("type"), "resource %q: %s", res, r)
 			}
 			max := transport + strings.Repeat("m", 64-len(transport))
-			r := c.bind(max)
-			require.Equal(t, "result", r.attr("type"), "got %s", r)
-			require.Equal(t, "alice@acme.localhost/"+max, r.child(sdkproto.NSBind, "bind").child("", "jid").Text)
-			r = c.bind("second")
-			require.Equal(t, "error", r.attr("type"), "a second bind: %s", r)
+			r := c.Bind(max)
+			require.Equal(t, "result", r.Attr("type"), "got %s", r)
+			require.Equal(t, "alice@acme.localhost/"+max, r.Child(sdkproto.NSBind, "bind").Child("", "jid").Text)
+			r = c.Bind("second")
+			require.Equal(t, "error", r.Attr("type"), "a second bind: %s", r)
 			c.ping()
 			require.True(t, f.g.Sessions().Online("acme", "alice", max))
 			require.False(t, f.g.Sessions().Online("acme", "alice", "second"))
@@ -2009,7 +1808,7 @@ func TestAbSlowBodyWithinLimit(t *testing.T) {
 	t.Parallel()
 	f := abStart(t, nil)
 	body := `{"to":["alice"],"body":"slow but steady"}`
-	conn, err := abDialer(nil).Dial("tcp", strings.TrimPrefix(f.g.URL, "http://"))
+	conn, err := xmpptest.Dialer(nil).Dial("tcp", strings.TrimPrefix(f.g.URL, "http://"))
 	require.NoError(t, err)
 	defer conn.Close()
 	head := "POST /v1/apps/acme/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + f.acme.Token +
@@ -2058,10 +1857,10 @@ func TestAbStreamHeaderVersionAndNamespace(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := abDialTLS(t, f.g.XMPPSAddr, nil)
-			c.send(tc.header)
+			c.Send(tc.header)
 			if tc.cond == "" {
-				c.expect("stream")
-				c.expect("features")
+				c.Expect("stream")
+				c.Expect("features")
 				return
 			}
 			require.Equal(t, tc.cond, c.streamError())
@@ -2069,12 +1868,12 @@ func TestAbStreamHeaderVersionAndNamespace(t *testing.T) {
 	}
 	t.Run("websocket, another framing namespace", func(t *testing.T) {
 		c := abDialWS(t, f.g.URL)
-		c.send("<open xmlns='urn:not-framing' to='acme.localhost' version='1.0'/>")
+		c.Send("<open xmlns='urn:not-framing' to='acme.localhost' version='1.0'/>")
 		require.Equal(t, "invalid-namespace", c.streamError())
 	})
 	t.Run("websocket, version 2.0", func(t *testing.T) {
 		c := abDialWS(t, f.g.URL)
-		c.send("<open xmlns='" + sdkproto.NSFraming + "' to='acme.localhost' version='2.0'/>")
+		c.Send("<open xmlns='" + sdkproto.NSFraming + "' to='acme.localhost' version='2.0'/>")
 		require.Equal(t, "unsupported-version", c.streamError())
 	})
 }

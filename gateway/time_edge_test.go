@@ -32,6 +32,7 @@ import (
 	"tether/gateway"
 	"tether/gateway/api"
 	"tether/internal/gatewaytest"
+	"tether/internal/xmpptest"
 	"tether/sdkproto"
 	"tether/wake/waketest"
 )
@@ -262,7 +263,8 @@ func tmInt(v int64) *int64 { return &v }
 
 // tmRaw is abClient (abuse_edge_test.go) over direct TLS, with the steps
 // these tests take: it sends raw XML and acknowledges nothing unless told,
-// so a test decides what the gateway counts as received.
+// so a test decides what the gateway counts as received. Its Drop closes
+// the TCP connection abruptly, as a lost network does.
 type tmRaw struct{ *abClient }
 
 const tmDomain = abDomain
@@ -272,36 +274,30 @@ func tmDialRaw(t *testing.T, addr string) *tmRaw { return &tmRaw{abDialTLS(t, ad
 
 // login opens the stream and authenticates with PLAIN.
 func (c *tmRaw) login(user string) {
-	c.t.Helper()
-	c.open()
-	n := c.plain("", user, tmPassword(user))
-	require.Equal(c.t, "success", n.XMLName.Local, "got %s", n)
-	c.restart()
-	c.open()
+	c.T.Helper()
+	c.Open()
+	c.Authenticate(user, tmPassword(user))
 }
 
 // session binds dev, enables stream management with resumption and sends
 // the initial presence; it returns the resumption id and the advertised
 // max.
 func (c *tmRaw) session(dev string) (smID, max string) {
-	c.t.Helper()
-	c.send("<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>" + dev + "</resource></bind></iq>")
-	n := c.expect("iq")
-	require.Equal(c.t, "result", n.attr("type"), "bind: %s", n)
-	c.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
-	n = c.expect("enabled")
-	c.send("<presence/>")
-	return n.attr("id"), n.attr("max")
+	c.T.Helper()
+	c.BindJID(dev)
+	n := c.EnableSM()
+	c.Send("<presence/>")
+	return n.Attr("id"), n.Attr("max")
 }
 
 // resume asks to resume smID having received h stanzas; it returns the
 // answer (<resumed/> or <failed/>).
-func (c *tmRaw) resume(smID string, h int) *abNode {
-	c.t.Helper()
-	c.send(fmt.Sprintf("<resume xmlns='urn:xmpp:sm:3' previd='%s' h='%d'/>", smID, h))
+func (c *tmRaw) resume(smID string, h int) *xmpptest.Node {
+	c.T.Helper()
+	c.Send(fmt.Sprintf("<resume xmlns='urn:xmpp:sm:3' previd='%s' h='%d'/>", smID, h))
 	for {
-		n, err := c.nextWithin(10 * time.Second)
-		require.NoError(c.t, err, "waiting for the answer to <resume/>")
+		n, err := c.NextWithin(10 * time.Second)
+		require.NoError(c.T, err, "waiting for the answer to <resume/>")
 		if n.XMLName.Local == "resumed" || n.XMLName.Local == "failed" {
 			return n
 		}
@@ -310,8 +306,8 @@ func (c *tmRaw) resume(smID string, h int) *abNode {
 
 // message reads until a message stanza comes and returns its id.
 func (c *tmRaw) message() string {
-	c.t.Helper()
-	return c.expect("message").attr("id")
+	c.T.Helper()
+	return c.Expect("message").Attr("id")
 }
 
 // messagesWithin returns the ids of the message stanzas read within d.
@@ -323,18 +319,15 @@ func (c *tmRaw) messagesWithin(d time.Duration) []string {
 		if left <= 0 {
 			return ids
 		}
-		n, err := c.nextWithin(left)
+		n, err := c.NextWithin(left)
 		if err != nil {
 			return ids
 		}
 		if n.XMLName.Local == "message" {
-			ids = append(ids, n.attr("id"))
+			ids = append(ids, n.Attr("id"))
 		}
 	}
 }
-
-// drop closes the TCP connection abruptly, as a lost network does.
-func (c *tmRaw) drop() { c.raw.Close() }
 
 // waitOnline polls until device dev of user is listed online (or not).
 func (e *tmEnv) waitOnline(user, dev string, online bool) {
@@ -429,7 +422,7 @@ func TestTmExpiryOfAMessageInFlight(t *testing.T) {
 		id := e.send(api.SendRequest{To: []string{"carol"}, Body: "in flight", ExpiresIn: tmInt(60)})
 		require.Equal(t, id, c.message())
 		e.waitStatus(id, "sent") // recorded up to 500 ms after the write
-		c.drop()
+		c.Drop()
 		e.fire(61 * time.Second)
 		require.Equal(t, "expired", e.status(id).Status)
 
@@ -440,7 +433,7 @@ func TestTmExpiryOfAMessageInFlight(t *testing.T) {
 		require.NotContains(t, r.messagesWithin(time.Second), id, "an expired message sent again on resumption")
 		require.Equal(t, "expired", e.status(id).Status)
 		require.Equal(t, []string{"message.sent", "message.expired"}, tmTypesFor(e.events(), id))
-		r.send("<a xmlns='urn:xmpp:sm:3' h='1'/>")
+		r.Send("<a xmlns='urn:xmpp:sm:3' h='1'/>")
 		time.Sleep(200 * time.Millisecond) // the ack is processed asynchronously
 		require.Equal(t, "expired", e.status(id).Status)
 	})
@@ -454,8 +447,8 @@ func TestTmExpiryOfAMessageInFlight(t *testing.T) {
 		e.waitStatus(id, "sent")
 		e.fire(61 * time.Second)
 		require.Equal(t, "expired", e.status(id).Status)
-		c.send("<a xmlns='urn:xmpp:sm:3' h='1'/>")
-		c.send("<message to='" + tmDomain + "'><received xmlns='urn:xmpp:receipts' id='" + id + "'/></message>")
+		c.Send("<a xmlns='urn:xmpp:sm:3' h='1'/>")
+		c.Send("<message to='" + tmDomain + "'><received xmlns='urn:xmpp:receipts' id='" + id + "'/></message>")
 		time.Sleep(300 * time.Millisecond) // processed asynchronously
 		st := e.status(id)
 		require.Equal(t, "expired", st.Status)
@@ -477,7 +470,7 @@ func TestTmResumeJustAfterExpiresAt(t *testing.T) {
 	smID, _ := c.session("phone")
 	id := e.send(api.SendRequest{To: []string{"erin"}, Body: "x", ExpiresIn: tmInt(60)})
 	require.Equal(t, id, c.message())
-	c.drop()
+	c.Drop()
 	e.g.Clock.Advance(61 * time.Second) // expires_at passed; the timer has not run
 
 	r := tmDialRaw(t, e.g.XMPPSAddr)
@@ -485,7 +478,7 @@ func TestTmResumeJustAfterExpiresAt(t *testing.T) {
 	n := r.resume(smID, 0)
 	require.Equal(t, "resumed", n.XMLName.Local, "%s", n)
 	got := r.messagesWithin(time.Second)
-	r.send("<a xmlns='urn:xmpp:sm:3' h='" + fmt.Sprint(len(got)) + "'/>")
+	r.Send("<a xmlns='urn:xmpp:sm:3' h='" + fmt.Sprint(len(got)) + "'/>")
 	time.Sleep(200 * time.Millisecond) // the ack is processed asynchronously
 	e.fire(0)
 	st := e.status(id)
@@ -1442,7 +1435,7 @@ func TestTmResumeWindow(t *testing.T) {
 	c.login("sam")
 	smID, max := c.session("phone")
 	require.Equal(t, "3", max, "the advertised max is the window in seconds")
-	c.drop()
+	c.Drop()
 	time.Sleep(window * 9 / 10) // the wall-clock resume window (90 %)
 	r := tmDialRaw(t, e.g.XMPPSAddr)
 	r.login("sam")
@@ -1452,7 +1445,7 @@ func TestTmResumeWindow(t *testing.T) {
 	m1 := e.send(api.SendRequest{To: []string{"sam"}, Body: "in flight"})
 	require.Equal(t, m1, r.message())
 	e.waitStatus(m1, "sent")
-	r.drop()
+	r.Drop()
 	m2 := e.send(api.SendRequest{To: []string{"sam"}, Body: "while away"})
 	time.Sleep(window * 11 / 10) // the wall-clock resume window (110 %)
 	e.waitOnline("sam", "phone", false)
@@ -1500,17 +1493,17 @@ func TestTmIdleClose(t *testing.T) {
 			case <-stop:
 				return
 			case <-time.After(300 * time.Millisecond):
-				talk.conn.SetWriteDeadline(time.Now().Add(time.Second))
-				io.WriteString(talk.conn, " ")
+				talk.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+				io.WriteString(talk.Conn, " ")
 			}
 		}
 	}()
 
 	for {
-		n, err := quiet.nextWithin(5 * time.Second)
+		n, err := quiet.NextWithin(5 * time.Second)
 		require.NoError(t, err, "waiting for the idle close")
 		if n.XMLName.Local == "error" {
-			require.NotNil(t, n.child("", "connection-timeout"), "%s", n)
+			require.NotNil(t, n.Child("", "connection-timeout"), "%s", n)
 			break
 		}
 	}
@@ -1520,8 +1513,8 @@ func TestTmIdleClose(t *testing.T) {
 	time.Sleep(2 * idle) // twice the idle timeout, with whitespace coming
 	close(stop)
 	<-done
-	talk.send("<iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>")
-	require.Equal(t, "result", talk.expect("iq").attr("type"), "whitespace kept the session open")
+	talk.Send("<iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>")
+	require.Equal(t, "result", talk.Expect("iq").Attr("type"), "whitespace kept the session open")
 
 	again := tmDialRaw(t, e.g.XMPPSAddr)
 	again.login("tia")
@@ -1558,13 +1551,13 @@ func TestTmPreAuthTimeout(t *testing.T) {
 		wg.Go(func() {
 			o := outcome{name: name, wantTimeout: wantTimeout}
 			for {
-				n, err := c.nextWithin(20 * time.Second)
+				n, err := c.NextWithin(20 * time.Second)
 				if err != nil {
 					var ne net.Error
 					o.stillOpen = errors.As(err, &ne) && ne.Timeout()
 					break
 				}
-				if n.XMLName.Local == "error" && n.child("", "connection-timeout") != nil {
+				if n.XMLName.Local == "error" && n.Child("", "connection-timeout") != nil {
 					o.timeout = true
 				}
 			}
@@ -1578,15 +1571,15 @@ func TestTmPreAuthTimeout(t *testing.T) {
 	waitClosed("direct TLS port, no TLS handshake", &tmRaw{abDialTCP(t, e.g.XMPPSAddr, nil)}, false)
 
 	st := &tmRaw{abDialTCP(t, e.g.XMPPAddr, nil)}
-	st.open()
+	st.Open()
 	waitClosed("STARTTLS port, stream open, no STARTTLS", st, true)
 
 	open := tmDialRaw(t, e.g.XMPPSAddr)
-	open.open()
+	open.Open()
 	waitClosed("TLS, stream open, no auth", open, true)
 
 	ws := tmDialRaw(t, e.g.XMPPSAddr)
-	ws.open()
+	ws.Open()
 	waitClosed("TLS, stream open, whitespace every second, no auth", ws, true)
 	stop := make(chan struct{})
 	go func() {
@@ -1596,8 +1589,8 @@ func TestTmPreAuthTimeout(t *testing.T) {
 				return
 			case <-time.After(time.Second):
 			}
-			ws.conn.SetWriteDeadline(time.Now().Add(time.Second))
-			if _, err := io.WriteString(ws.conn, " "); err != nil {
+			ws.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+			if _, err := io.WriteString(ws.Conn, " "); err != nil {
 				return
 			}
 		}
@@ -1608,8 +1601,8 @@ func TestTmPreAuthTimeout(t *testing.T) {
 	late.login("vic")
 	late.session("phone")
 	time.Sleep(time.Until(start.Add(12 * time.Second))) // past the 10 s limit
-	late.send("<iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>")
-	require.Equal(t, "result", late.expect("iq").attr("type"), "closed after authenticating at 8 s")
+	late.Send("<iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>")
+	require.Equal(t, "result", late.Expect("iq").Attr("type"), "closed after authenticating at 8 s")
 
 	wg.Wait()
 	close(stop)

@@ -14,6 +14,7 @@ import (
 
 	"tether/gateway"
 	"tether/gateway/api"
+	"tether/internal/xmpptest"
 	"tether/sdkproto"
 )
 
@@ -21,11 +22,7 @@ import (
 func loginWS(t *testing.T, f *fixture, user, resource string) *client {
 	t.Helper()
 	c := dialWS(t, f.g.URL, domain)
-	c.open()
-	n := c.plain(user, "secret-"+user)
-	require.Equal(t, "success", n.XMLName.Local, "got %s", n)
-	c.open()
-	c.bind(resource)
+	c.Login(user, "secret-"+user, resource)
 	return c
 }
 
@@ -65,17 +62,17 @@ func TestResumeBeforePresence(t *testing.T) {
 	pending := f.sendTo(t, "alice", "waiting before the login")
 	c := f.login(t, "alice", "phone1")
 	smID := c.enableSM()
-	c.drop() // lost before <presence/>
+	c.Drop() // lost before <presence/>
 
 	c2, n := resumeOn(t, f, smID, 0)
 	require.Equal(t, "resumed", n.XMLName.Local, "got %s", n)
-	require.Equal(t, "0", n.attr("h"), "the gateway handled no stanza of ours")
+	require.Equal(t, "0", n.Attr("h"), "the gateway handled no stanza of ours")
 	c2.presence() // the unacknowledged presence, resent
 	live := f.sendTo(t, "alice", "live after the resumption")
 	var got []string
 	checkFor(t, 5*time.Second, 20*time.Millisecond, func() error {
 		for _, m := range c2.ping() {
-			got = append(got, m.attr("id"))
+			got = append(got, m.Attr("id"))
 		}
 		if len(got) < 2 {
 			return fmt.Errorf("resumed session before initial presence: got %v, want [%s %s]", got, pending, live)
@@ -96,17 +93,17 @@ func TestSCRAMUserWithEquals(t *testing.T) {
 	for _, mech := range sdkproto.Mechanisms {
 		t.Run(mech, func(t *testing.T) {
 			c := dialTLS(t, f.g.XMPPSAddr, domain)
-			c.open()
-			var n *node
+			c.Open()
+			var n *xmpptest.Node
 			if mech == "PLAIN" {
-				n = c.plain(user, "secret-"+user)
+				n = c.Plain("", user, "secret-"+user)
 			} else {
 				n = c.scram(mech, user, "secret-"+user)
 			}
 			require.Equal(t, "success", n.XMLName.Local, "%s for user %q: %s", mech, user, n)
-			c.restart()
-			c.open()
-			require.Equal(t, user+"@"+domain+"/phone-"+strings.ToLower(mech), c.bind("phone-"+strings.ToLower(mech)))
+			c.Restart()
+			c.Open()
+			require.Equal(t, user+"@"+domain+"/phone-"+strings.ToLower(mech), c.BindJID("phone-"+strings.ToLower(mech)))
 		})
 	}
 }
@@ -120,9 +117,9 @@ func TestAckWithoutStreamManagement(t *testing.T) {
 	c := f.login(t, "alice", "phone1")
 	c.presence()
 	id := f.sendTo(t, "alice", "one")
-	require.Equal(t, id, c.message().attr("id"))
+	require.Equal(t, id, c.message().Attr("id"))
 	f.waitStatus(t, id, "sent")
-	c.send("<a xmlns='urn:xmpp:sm:3' h='0'/>")
+	c.Send("<a xmlns='urn:xmpp:sm:3' h='0'/>")
 	c.ping()
 	c.ping()
 	require.Equal(t, "sent", f.status(t, id), "an <a/> outside stream management marked the message delivered")
@@ -139,21 +136,21 @@ func TestHandledCountTooHigh(t *testing.T) {
 	smID := c.enableSM()
 	c.presence()
 	id := f.sendTo(t, "alice", "in flight")
-	require.Equal(t, id, c.message().attr("id"))
-	c.send("<a xmlns='urn:xmpp:sm:3' h='1000'/>") // 1 sent
-	var e *node
+	require.Equal(t, id, c.message().Attr("id"))
+	c.Send("<a xmlns='urn:xmpp:sm:3' h='1000'/>") // 1 sent
+	var e *xmpptest.Node
 	for e == nil {
-		n, err := c.next()
+		n, err := c.Next()
 		require.NoError(t, err)
 		if n.XMLName.Space == sdkproto.NSStream && n.XMLName.Local == "error" {
 			e = n
 		}
 	}
-	require.NotNil(t, e.child("urn:ietf:params:xml:ns:xmpp-streams", "undefined-condition"), "got %s", e)
-	hc := e.child(sdkproto.NSSM, "handled-count-too-high")
+	require.NotNil(t, e.Child("urn:ietf:params:xml:ns:xmpp-streams", "undefined-condition"), "got %s", e)
+	hc := e.Child(sdkproto.NSSM, "handled-count-too-high")
 	require.NotNil(t, hc, "got %s", e)
-	require.Equal(t, "1000", hc.attr("h"))
-	require.Equal(t, "1", hc.attr("send-count"))
+	require.Equal(t, "1000", hc.Attr("h"))
+	require.Equal(t, "1", hc.Attr("send-count"))
 	require.NotEqual(t, "delivered", f.status(t, id), "the bogus count acknowledged the message")
 
 	// A session dropped with messages in flight (the first one too, not
@@ -165,13 +162,13 @@ func TestHandledCountTooHigh(t *testing.T) {
 	id2 := f.sendTo(t, "alice/phone2", "in flight too")
 	sent := 0
 	for got := ""; got != id2; sent++ {
-		got = c2.message().attr("id")
+		got = c2.message().Attr("id")
 	}
-	c2.drop()
+	c2.Drop()
 	c3, n := resumeOn(t, f, smID, sent+1)
 	require.Equal(t, "failed", n.XMLName.Local, "got %s", n)
-	require.NotNil(t, n.child(sdkproto.NSSM, "handled-count-too-high"), "got %s", n)
-	c3.drop()
+	require.NotNil(t, n.Child(sdkproto.NSSM, "handled-count-too-high"), "got %s", n)
+	c3.Drop()
 	_, n = resumeOn(t, f, smID, 0)
 	require.Equal(t, "resumed", n.XMLName.Local, "got %s", n)
 }
@@ -180,14 +177,14 @@ func TestHandledCountTooHigh(t *testing.T) {
 // or a stream error (true).
 func streamErrorOrPong(t *testing.T, c *client) bool {
 	t.Helper()
-	c.send("<iq type='get' id='barrier'><ping xmlns='urn:xmpp:ping'/></iq>")
+	c.Send("<iq type='get' id='barrier'><ping xmlns='urn:xmpp:ping'/></iq>")
 	for {
-		n, err := c.next()
+		n, err := c.Next()
 		require.NoError(t, err)
 		switch {
 		case n.XMLName.Space == sdkproto.NSStream && n.XMLName.Local == "error":
 			return true
-		case n.XMLName.Local == "iq" && n.attr("id") == "barrier":
+		case n.XMLName.Local == "iq" && n.Attr("id") == "barrier":
 			return false
 		}
 	}
@@ -211,10 +208,10 @@ func TestSeveralDevices(t *testing.T) {
 	bob.ping()
 
 	m1 := f.sendTo(t, "alice", "to every device")
-	require.Equal(t, m1, p1.message().attr("id"))
-	require.Equal(t, m1, p2.message().attr("id"))
+	require.Equal(t, m1, p1.message().Attr("id"))
+	require.Equal(t, m1, p2.message().Attr("id"))
 	m2 := f.sendTo(t, "alice/phone2", "to phone2 only")
-	require.Equal(t, m2, p2.message().attr("id"))
+	require.Equal(t, m2, p2.message().Attr("id"))
 	m3 := f.sendTo(t, "alice/phone9", "to a device not online")
 	require.Empty(t, p1.ping(), "phone1 got a message for another device")
 	require.Empty(t, bob.ping(), "bob got alice's messages")
@@ -222,10 +219,10 @@ func TestSeveralDevices(t *testing.T) {
 
 	// Receipts and markers naming messages that are not theirs.
 	rcpt := func(c *client, id string) {
-		c.send("<message to='acme.localhost'><received xmlns='urn:xmpp:receipts' id='" + id + "'/></message>")
+		c.Send("<message to='acme.localhost'><received xmlns='urn:xmpp:receipts' id='" + id + "'/></message>")
 	}
 	disp := func(c *client, id string) {
-		c.send("<message to='acme.localhost'><displayed xmlns='urn:xmpp:chat-markers:0' id='" + id + "'/></message>")
+		c.Send("<message to='acme.localhost'><displayed xmlns='urn:xmpp:chat-markers:0' id='" + id + "'/></message>")
 	}
 	rcpt(p1, m2) // phone2's message
 	disp(p1, m2)
@@ -259,11 +256,11 @@ func TestSeveralDevices(t *testing.T) {
 	require.Equal(t, 1, eventCount(t, f, "message.read", m1))
 	require.Equal(t, 2, eventCount(t, f, "message.delivered", m1), "one per device")
 	// An <a/> covering m1 on phone1 after its receipt changes nothing.
-	p1.send("<a xmlns='urn:xmpp:sm:3' h='1'/>")
+	p1.Send("<a xmlns='urn:xmpp:sm:3' h='1'/>")
 	p1.ping()
 	require.Equal(t, 2, eventCount(t, f, "message.delivered", m1))
 	// Nothing is sent again to a device that acknowledged.
-	p1.drop()
+	p1.Drop()
 	p1b := f.login(t, "alice", "phone1")
 	p1b.presence()
 	require.Empty(t, p1b.ping(), "phone1 got again what it acknowledged")
@@ -280,25 +277,25 @@ func TestResumeEdgeCases(t *testing.T) {
 
 	c, smID := smLogin(t, f)
 	m1 := f.sendTo(t, "alice", "one")
-	require.Equal(t, m1, c.message().attr("id"))
-	c.drop()
+	require.Equal(t, m1, c.message().Attr("id"))
+	c.Drop()
 
 	// A wrong id, then bob's, then the right one, on one stream.
 	c2 := dialTLS(t, f.g.XMPPSAddr, domain)
-	c2.open()
-	c2.authenticate("alice", "secret-alice")
+	c2.Open()
+	c2.Authenticate("alice", "secret-alice")
 	for _, prev := range []string{"", "nope", smID + "x", bobSM} {
-		c2.send("<resume xmlns='urn:xmpp:sm:3' previd='" + prev + "' h='0'/>")
-		n := c2.expect("failed")
-		require.NotNil(t, n.child(sdkproto.NSStanzas, "item-not-found"), "previd %q: %s", prev, n)
+		c2.Send("<resume xmlns='urn:xmpp:sm:3' previd='" + prev + "' h='0'/>")
+		n := c2.Expect("failed")
+		require.NotNil(t, n.Child(sdkproto.NSStanzas, "item-not-found"), "previd %q: %s", prev, n)
 	}
-	c2.send("<resume xmlns='urn:xmpp:sm:3' previd='" + smID + "' h='0'/>")
-	n := c2.expect("resumed")
-	require.Equal(t, smID, n.attr("previd"))
-	require.Equal(t, m1, c2.message().attr("id"), "resent after the failed attempts")
+	c2.Send("<resume xmlns='urn:xmpp:sm:3' previd='" + smID + "' h='0'/>")
+	n := c2.Expect("resumed")
+	require.Equal(t, smID, n.Attr("previd"))
+	require.Equal(t, m1, c2.message().Attr("id"), "resent after the failed attempts")
 	// bob's session was not touched.
 	mb := f.sendTo(t, "bob", "for bob")
-	require.Equal(t, mb, bob.message().attr("id"))
+	require.Equal(t, mb, bob.message().Attr("id"))
 	require.Empty(t, c2.ping())
 
 	// Resumed again while c2 is still open: c2 ends, c3 gets what c2
@@ -306,12 +303,12 @@ func TestResumeEdgeCases(t *testing.T) {
 	// sends every stanza not counted again), and live messages.
 	c3, n := resumeOn(t, f, smID, 0)
 	require.Equal(t, "resumed", n.XMLName.Local, "got %s", n)
-	require.Equal(t, m1, c3.message().attr("id"))
-	require.Equal(t, "result", c3.expect("iq").attr("type"))
-	c2.requireEOF()
+	require.Equal(t, m1, c3.message().Attr("id"))
+	require.Equal(t, "result", c3.Expect("iq").Attr("type"))
+	c2.RequireEOF()
 	m2 := f.sendTo(t, "alice", "two")
-	require.Equal(t, m2, c3.message().attr("id"))
-	c3.send("<a xmlns='urn:xmpp:sm:3' h='3'/>")
+	require.Equal(t, m2, c3.message().Attr("id"))
+	c3.Send("<a xmlns='urn:xmpp:sm:3' h='3'/>")
 	f.waitStatus(t, m1, "delivered")
 	f.waitStatus(t, m2, "delivered")
 	devs, err := f.app.ListDevices(f.ctx, "acme", "alice")
@@ -321,7 +318,7 @@ func TestResumeEdgeCases(t *testing.T) {
 	// The replaced session's end left c3's registration alone.
 	require.True(t, f.g.Sessions().Online("acme", "alice", "phone1"))
 	m3 := f.sendTo(t, "alice", "three")
-	require.Equal(t, m3, c3.message().attr("id"))
+	require.Equal(t, m3, c3.message().Attr("id"))
 }
 
 // TestPipelinedLogin: the whole login in one write (stream header,
@@ -337,15 +334,15 @@ func TestPipelinedLogin(t *testing.T) {
 	want := []string{"stream", "features", "success", "stream", "features", "iq", "enabled", "message", "iq"}
 	readAll := func(t *testing.T, c *client, want []string) {
 		for i, w := range want {
-			n, err := c.next()
+			n, err := c.Next()
 			require.NoError(t, err, "element %d (%s)", i, w)
 			if n.XMLName.Local == "r" {
-				n, err = c.next()
+				n, err = c.Next()
 				require.NoError(t, err)
 			}
 			require.Equal(t, w, n.XMLName.Local, "element %d: %s", i, n)
 			if w == "message" {
-				require.Equal(t, pending, n.attr("id"))
+				require.Equal(t, pending, n.Attr("id"))
 			}
 		}
 	}
@@ -353,7 +350,7 @@ func TestPipelinedLogin(t *testing.T) {
 		c := dialTLS(t, f.g.XMPPSAddr, domain)
 		// One decoder for both streams: the second header nests in the
 		// first for encoding/xml, which is fine for reading elements.
-		c.send(header + auth + header + strings.ReplaceAll(rest, "RES", "pipe-tls"))
+		c.Send(header + auth + header + strings.ReplaceAll(rest, "RES", "pipe-tls"))
 		readAll(t, c, want)
 	})
 	t.Run("websocket", func(t *testing.T) {
@@ -363,7 +360,7 @@ func TestPipelinedLogin(t *testing.T) {
 			"<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>pipe-ws</resource></bind></iq>",
 			"<enable xmlns='urn:xmpp:sm:3' resume='true'/>", "<presence/>",
 			"<iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>"} {
-			c.send(fr)
+			c.Send(fr)
 		}
 		readAll(t, c, []string{"open", "features", "success", "open", "features", "iq", "enabled", "message", "iq"})
 	})
@@ -395,17 +392,17 @@ func TestBadInputKeepsMessages(t *testing.T) {
 			c.presence()
 			ids := []string{f.sendTo(t, "alice/"+tc.dev, "one"), f.sendTo(t, "alice/"+tc.dev, "two")}
 			for _, id := range ids {
-				require.Equal(t, id, c.message().attr("id"))
+				require.Equal(t, id, c.message().Attr("id"))
 			}
-			go c.trySend(tc.input) // the gateway may stop reading midway
+			go c.TrySend(tc.input) // the gateway may stop reading midway
 			c.expectStreamError(tc.cond)
 			c2, n := resumeOn(t, f, smID, 0)
 			require.Equal(t, "failed", n.XMLName.Local, "a session ended by a stream error resumed: %s", n)
-			c2.bind(tc.dev)
+			c2.BindJID(tc.dev)
 			c2.presence()
 			var got []string
 			for _, m := range c2.ping() {
-				got = append(got, m.attr("id"))
+				got = append(got, m.Attr("id"))
 			}
 			require.Equal(t, ids, got)
 		})
@@ -424,12 +421,12 @@ func TestMaxSessionsPerUser(t *testing.T) {
 	p2.presence()
 
 	c := dialTLS(t, f.g.XMPPSAddr, domain)
-	c.open()
-	c.authenticate("alice", "secret-alice")
-	c.send("<iq type='set' id='b3'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>phone3</resource></bind></iq>")
-	n := c.expect("iq")
-	require.Equal(t, "error", n.attr("type"), "got %s", n)
-	require.NotNil(t, n.child("", "error").child(sdkproto.NSStanzas, "resource-constraint"), "got %s", n)
+	c.Open()
+	c.Authenticate("alice", "secret-alice")
+	c.Send("<iq type='set' id='b3'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>phone3</resource></bind></iq>")
+	n := c.Expect("iq")
+	require.Equal(t, "error", n.Attr("type"), "got %s", n)
+	require.NotNil(t, n.Child("", "error").Child(sdkproto.NSStanzas, "resource-constraint"), "got %s", n)
 
 	f.login(t, "bob", "phone3").ping()   // bob has his own count
 	p1b := f.login(t, "alice", "phone1") // a replacement
@@ -437,20 +434,20 @@ func TestMaxSessionsPerUser(t *testing.T) {
 	p1b.presence()
 	p1b.ping()
 
-	p2.send("</stream:stream>")
-	p2.requireEOF()
+	p2.Send("</stream:stream>")
+	p2.RequireEOF()
 	checkFor(t, step, 20*time.Millisecond, func() error {
-		c.send("<iq type='set' id='b4'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>phone3</resource></bind></iq>")
-		n := c.expect("iq")
-		if n.attr("type") != "result" {
+		c.Send("<iq type='set' id='b4'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>phone3</resource></bind></iq>")
+		n := c.Expect("iq")
+		if n.Attr("type") != "result" {
 			return fmt.Errorf("bind after a device left: %s", n)
 		}
 		return nil
 	})
 	c.presence()
 	id := f.sendTo(t, "alice", "to both")
-	require.Equal(t, id, c.message().attr("id"))
-	require.Equal(t, id, p1b.message().attr("id"))
+	require.Equal(t, id, c.message().Attr("id"))
+	require.Equal(t, id, p1b.message().Attr("id"))
 }
 
 // TestResumeAfterCancel: a message sent, not acknowledged, then
@@ -462,10 +459,10 @@ func TestResumeAfterCancel(t *testing.T) {
 	c, smID := smLogin(t, f)
 	id := f.sendTo(t, "alice", "cancel me")
 	keep := f.sendTo(t, "alice", "keep me")
-	require.Equal(t, id, c.message().attr("id"))
-	require.Equal(t, keep, c.message().attr("id"))
+	require.Equal(t, id, c.message().Attr("id"))
+	require.Equal(t, keep, c.message().Attr("id"))
 	f.waitStatus(t, id, "sent")
-	c.drop()
+	c.Drop()
 	st, err := f.app.CancelMessage(f.ctx, "acme", id)
 	require.NoError(t, err)
 	require.Equal(t, "cancelled", st.Status)
@@ -474,7 +471,7 @@ func TestResumeAfterCancel(t *testing.T) {
 	require.Equal(t, "resumed", n.XMLName.Local, "got %s", n)
 	var got []string
 	for _, m := range c2.ping() {
-		got = append(got, m.attr("id"))
+		got = append(got, m.Attr("id"))
 	}
 	require.Equal(t, []string{keep}, got, "the cancelled message came again on the resumed stream")
 }
@@ -493,27 +490,27 @@ func TestAbruptDisconnects(t *testing.T) {
 		}},
 		{"mid STARTTLS", func(t *testing.T, dev string) *client {
 			c := dialTCP(t, f.g.XMPPAddr, domain)
-			c.open()
-			c.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-			c.expect("proceed")
+			c.Open()
+			c.Send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+			c.Expect("proceed")
 			return c
 		}},
 		{"after the header", func(t *testing.T, dev string) *client {
 			c := dialTLS(t, f.g.XMPPSAddr, domain)
-			c.open()
+			c.Open()
 			return c
 		}},
 		{"mid SCRAM", func(t *testing.T, dev string) *client {
 			c := dialTLS(t, f.g.XMPPSAddr, domain)
-			c.open()
-			c.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>" + b64("n,,n=alice,r=abcdefghijklmnop") + "</auth>")
-			c.expect("challenge")
+			c.Open()
+			c.Send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>" + b64("n,,n=alice,r=abcdefghijklmnop") + "</auth>")
+			c.Expect("challenge")
 			return c
 		}},
 		{"after SASL success", func(t *testing.T, dev string) *client {
 			c := dialTLS(t, f.g.XMPPSAddr, domain)
-			c.open()
-			require.Equal(t, "success", c.plain("alice", "secret-alice").XMLName.Local)
+			c.Open()
+			require.Equal(t, "success", c.Plain("", "alice", "secret-alice").XMLName.Local)
 			return c
 		}},
 		{"after bind", func(t *testing.T, dev string) *client {
@@ -523,7 +520,7 @@ func TestAbruptDisconnects(t *testing.T) {
 			c := f.login(t, "alice", dev)
 			c.presence()
 			c.message()
-			c.send("<message to='acme.localhost'><body>half")
+			c.Send("<message to='acme.localhost'><body>half")
 			return c
 		}},
 		{"after presence on WebSocket", func(t *testing.T, dev string) *client {
@@ -538,7 +535,7 @@ func TestAbruptDisconnects(t *testing.T) {
 			dev := fmt.Sprintf("drop%d", i)
 			id := f.sendTo(t, "alice/"+dev, "pending for "+dev)
 			c := st.run(t, dev)
-			c.drop()
+			c.Drop()
 			checkFor(t, step, 20*time.Millisecond, func() error {
 				if f.g.Sessions().Online("acme", "alice", dev) {
 					return fmt.Errorf("%s still online", dev)
@@ -549,10 +546,10 @@ func TestAbruptDisconnects(t *testing.T) {
 			c2.presence()
 			var got []string
 			for _, m := range c2.ping() {
-				got = append(got, m.attr("id"))
+				got = append(got, m.Attr("id"))
 			}
 			require.Equal(t, []string{id}, got)
-			c2.send("<message to='acme.localhost'><received xmlns='urn:xmpp:receipts' id='" + id + "'/></message>")
+			c2.Send("<message to='acme.localhost'><received xmlns='urn:xmpp:receipts' id='" + id + "'/></message>")
 			f.waitStatus(t, id, "delivered")
 		})
 	}
@@ -565,16 +562,16 @@ func TestAbruptDisconnects(t *testing.T) {
 func TestInboundCountsForResume(t *testing.T) {
 	f := start(t, nil)
 	c, smID := smLogin(t, f)                                                                                         // presence: 1
-	c.send("<message to='acme.localhost' id='in1'><body>first</body></message>")                                     // 2
-	c.send("<message to='acme.localhost' id='e1' type='error'><body>bounced</body></message>")                       // 3
-	c.send("<message to='acme.localhost' id='cs'><active xmlns='http://jabber.org/protocol/chatstates'/></message>") // 4
-	c.send("<message id='in2'><body>second, no to</body></message>")                                                 // 5
-	c.send("<r xmlns='urn:xmpp:sm:3'/>")
-	require.Equal(t, "5", c.expect("a").attr("h"))
-	c.drop()
+	c.Send("<message to='acme.localhost' id='in1'><body>first</body></message>")                                     // 2
+	c.Send("<message to='acme.localhost' id='e1' type='error'><body>bounced</body></message>")                       // 3
+	c.Send("<message to='acme.localhost' id='cs'><active xmlns='http://jabber.org/protocol/chatstates'/></message>") // 4
+	c.Send("<message id='in2'><body>second, no to</body></message>")                                                 // 5
+	c.Send("<r xmlns='urn:xmpp:sm:3'/>")
+	require.Equal(t, "5", c.Expect("a").Attr("h"))
+	c.Drop()
 	c2, n := resumeOn(t, f, smID, 0)
 	require.Equal(t, "resumed", n.XMLName.Local, "got %s", n)
-	require.Equal(t, "5", n.attr("h"))
+	require.Equal(t, "5", n.Attr("h"))
 	var bodies []string
 	for _, e := range f.events(t, f.app, "acme") {
 		if e.Type == "message.inbound" {
@@ -606,21 +603,21 @@ func TestSlowReader(t *testing.T) {
 	var got []string
 	h := 1 // the ping's result
 	for len(got) < n {
-		e, err := c.nextWithin(step)
+		e, err := c.NextWithin(step)
 		require.NoError(t, err, "after %d of %d", len(got), n)
 		switch e.XMLName.Local {
 		case "message":
-			got = append(got, e.attr("id"))
+			got = append(got, e.Attr("id"))
 			h++
 			time.Sleep(2 * time.Millisecond) // a slow reader
 		case "r":
-			c.send(fmt.Sprintf("<a xmlns='urn:xmpp:sm:3' h='%d'/>", h))
+			c.Send(fmt.Sprintf("<a xmlns='urn:xmpp:sm:3' h='%d'/>", h))
 		default:
 			t.Fatalf("after %d messages: %s", len(got), e)
 		}
 	}
 	require.Equal(t, ids, got)
-	c.send(fmt.Sprintf("<a xmlns='urn:xmpp:sm:3' h='%d'/>", h))
+	c.Send(fmt.Sprintf("<a xmlns='urn:xmpp:sm:3' h='%d'/>", h))
 	f.waitStatus(t, ids[n-1], "delivered")
 }
 
@@ -633,8 +630,8 @@ func TestSlowReader(t *testing.T) {
 func TestResumeResendsOtherStanzas(t *testing.T) {
 	f := start(t, nil)
 	c, smID := smLogin(t, f)
-	c.send("<message to='acme.localhost' id='up1'><body>hi</body><request xmlns='urn:xmpp:receipts'/></message>")
-	c.send("<iq type='get' id='q1'><ping xmlns='urn:xmpp:ping'/></iq>")
+	c.Send("<message to='acme.localhost' id='up1'><body>hi</body><request xmlns='urn:xmpp:receipts'/></message>")
+	c.Send("<iq type='get' id='q1'><ping xmlns='urn:xmpp:ping'/></iq>")
 	// Wait until both are handled (the gateway counts them), without
 	// reading its answers.
 	checkFor(t, step, 10*time.Millisecond, func() error {
@@ -645,19 +642,19 @@ func TestResumeResendsOtherStanzas(t *testing.T) {
 		}
 		return fmt.Errorf("the device's message is not in the feed yet")
 	})
-	c.drop()
+	c.Drop()
 	c2, n := resumeOn(t, f, smID, 0)
 	require.Equal(t, "resumed", n.XMLName.Local, "got %s", n)
 	got := map[string]bool{}
 	for len(got) < 2 {
-		n, err := c2.nextWithin(5 * time.Second)
+		n, err := c2.NextWithin(5 * time.Second)
 		require.NoError(t, err, "after %v", got)
 		switch {
-		case n.XMLName.Local == "message" && n.child(sdkproto.NSReceipts, "received") != nil:
-			require.Equal(t, "up1", n.child(sdkproto.NSReceipts, "received").attr("id"))
+		case n.XMLName.Local == "message" && n.Child(sdkproto.NSReceipts, "received") != nil:
+			require.Equal(t, "up1", n.Child(sdkproto.NSReceipts, "received").Attr("id"))
 			got["receipt"] = true
-		case n.XMLName.Local == "iq" && n.attr("id") == "q1":
-			require.Equal(t, "result", n.attr("type"))
+		case n.XMLName.Local == "iq" && n.Attr("id") == "q1":
+			require.Equal(t, "result", n.Attr("type"))
 			got["iq"] = true
 		}
 	}
@@ -673,15 +670,15 @@ func TestInboundDuplicateIgnored(t *testing.T) {
 	for i := range 2 {
 		c := f.login(t, "alice", "phone1")
 		c.presence()
-		c.send(up)
-		r := c.expect("message")
-		require.NotNil(t, r.child(sdkproto.NSReceipts, "received"), "attempt %d: %s", i, r)
-		c.drop()
+		c.Send(up)
+		r := c.Expect("message")
+		require.NotNil(t, r.Child(sdkproto.NSReceipts, "received"), "attempt %d: %s", i, r)
+		c.Drop()
 	}
 	c := f.login(t, "alice", "tablet")
 	c.presence()
-	c.send(up)
-	c.expect("message")
+	c.Send(up)
+	c.Expect("message")
 	var from []string
 	for _, e := range f.events(t, f.app, "acme") {
 		if e.Type == "message.inbound" && e.MessageID == "dup1" {

@@ -19,6 +19,7 @@ import (
 
 	"tether/gateway"
 	"tether/gateway/api"
+	"tether/internal/xmpptest"
 	"tether/sdkproto"
 )
 
@@ -48,54 +49,54 @@ func TestNotWellFormed(t *testing.T) {
 	}{
 		{"unclosed child after auth", func(t *testing.T) *client {
 			c := f.login(t, "alice", "phone1")
-			c.send("<message to='acme.localhost'><body></message>")
+			c.Send("<message to='acme.localhost'><body></message>")
 			return c
 		}},
 		{"binary garbage before the header", func(t *testing.T) *client {
 			c := dialTLS(t, f.g.XMPPSAddr, domain)
-			c.send("\x00\x01\x02<<<>>>")
-			c.expect("stream")
+			c.Send("\x00\x01\x02<<<>>>")
+			c.Expect("stream")
 			return c
 		}},
 		{"text before the header on the STARTTLS port", func(t *testing.T) *client {
 			c := dialTCP(t, f.g.XMPPAddr, domain)
-			c.send("GET / HTTP/1.1\r\nHost: acme.localhost\r\n\r\n")
-			c.expect("stream")
+			c.Send("GET / HTTP/1.1\r\nHost: acme.localhost\r\n\r\n")
+			c.Expect("stream")
 			return c
 		}},
 		{"text between stanzas", func(t *testing.T) *client {
 			c := f.login(t, "alice", "phone2")
-			c.send("hello there")
-			c.send("<presence/>") // the text ends at the next tag
+			c.Send("hello there")
+			c.Send("<presence/>") // the text ends at the next tag
 			return c
 		}},
 		{"stanza before the header", func(t *testing.T) *client {
 			c := dialTLS(t, f.g.XMPPSAddr, domain)
-			c.send("<message xmlns='jabber:client'><body>hi</body></message>")
-			c.expect("stream")
+			c.Send("<message xmlns='jabber:client'><body>hi</body></message>")
+			c.Expect("stream")
 			return c
 		}},
 		{"mismatched end tag after SASL", func(t *testing.T) *client {
 			c := dialTLS(t, f.g.XMPPSAddr, domain)
-			c.open()
-			c.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'></iq>")
+			c.Open()
+			c.Send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'></iq>")
 			return c
 		}},
 		{"unsupported XML version", func(t *testing.T) *client {
 			c := dialTLS(t, f.g.XMPPSAddr, domain)
-			c.send("<?xml version='1.1'?><stream:stream to='acme.localhost' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>")
-			c.expect("stream")
+			c.Send("<?xml version='1.1'?><stream:stream to='acme.localhost' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>")
+			c.Expect("stream")
 			return c
 		}},
 		{"doctype", func(t *testing.T) *client {
 			c := dialTLS(t, f.g.XMPPSAddr, domain)
-			c.open()
-			c.send("<!DOCTYPE foo [<!ENTITY x 'y'>]>")
+			c.Open()
+			c.Send("<!DOCTYPE foo [<!ENTITY x 'y'>]>")
 			return c
 		}},
 		{"undeclared prefix", func(t *testing.T) *client {
 			c := f.login(t, "alice", "phone3")
-			c.send("<foo:bar/>")
+			c.Send("<foo:bar/>")
 			return c
 		}},
 	}
@@ -117,7 +118,7 @@ func TestStanzaTooLarge(t *testing.T) {
 	c := f.login(t, "alice", "phone1")
 	big := "<message to='acme.localhost' id='big'><body>" + strings.Repeat("a", sdkproto.MaxStanzaBytes+8<<10) + "</body></message>"
 	written := make(chan error, 1)
-	go func() { written <- c.trySend(big) }() // the gateway stops reading midway: write beside the reads
+	go func() { written <- c.TrySend(big) }() // the gateway stops reading midway: write beside the reads
 	c.expectStreamError("policy-violation")
 	select {
 	case <-written: // an error is fine: the gateway closed the connection
@@ -128,9 +129,9 @@ func TestStanzaTooLarge(t *testing.T) {
 	// A stanza just under the limit is fine.
 	c2 := f.login(t, "alice", "phone2")
 	body := strings.Repeat("b", sdkproto.MaxStanzaBytes-1<<10)
-	c2.send("<message to='acme.localhost' id='almost'><body>" + body + "</body><request xmlns='urn:xmpp:receipts'/></message>")
-	rc := c2.expect("message")
-	require.NotNil(t, rc.child(sdkproto.NSReceipts, "received"), "got %s", rc)
+	c2.Send("<message to='acme.localhost' id='almost'><body>" + body + "</body><request xmlns='urn:xmpp:receipts'/></message>")
+	rc := c2.Expect("message")
+	require.NotNil(t, rc.Child(sdkproto.NSReceipts, "received"), "got %s", rc)
 
 	// Others keep being served.
 	other.ping()
@@ -158,39 +159,39 @@ func TestTimeouts(t *testing.T) {
 		t.Parallel()
 		t0 := time.Now()
 		c := dialTCP(t, f.g.XMPPAddr, domain)
-		feat := c.open()
-		require.NotNil(t, feat.child(sdkproto.NSTLS, "starttls"))
+		feat := c.Open()
+		require.NotNil(t, feat.Child(sdkproto.NSTLS, "starttls"))
 		closedWithin(t, c, t0)
 	})
 	t.Run("silent client on the STARTTLS port", func(t *testing.T) {
 		t.Parallel()
 		t0 := time.Now()
 		c := dialTCP(t, f.g.XMPPAddr, domain)
-		c.expect("stream") // a header comes before the stream error
+		c.Expect("stream") // a header comes before the stream error
 		closedWithin(t, c, t0)
 	})
 	t.Run("STARTTLS then no auth", func(t *testing.T) {
 		t.Parallel()
 		t0 := time.Now()
 		c := dialTCP(t, f.g.XMPPAddr, domain)
-		c.open()
-		c.startTLS()
-		c.restart()
-		require.Contains(t, mechanisms(c.open()), "SCRAM-SHA-256")
+		c.Open()
+		c.StartTLS()
+		c.Restart()
+		require.Contains(t, xmpptest.Mechanisms(c.Open()), "SCRAM-SHA-256")
 		closedWithin(t, c, t0) // one budget for TLS and SASL
 	})
 	t.Run("no auth on direct TLS", func(t *testing.T) {
 		t.Parallel()
 		t0 := time.Now()
 		c := dialTLS(t, f.g.XMPPSAddr, domain)
-		c.open()
+		c.Open()
 		closedWithin(t, c, t0)
 	})
 	t.Run("no TLS handshake on direct TLS", func(t *testing.T) {
 		t.Parallel()
 		c := dialTCP(t, f.g.XMPPSAddr, domain) // plain TCP, never says hello
 		t0 := time.Now()
-		c.requireEOF()
+		c.RequireEOF()
 		require.Less(t, time.Since(t0), 5*time.Second)
 	})
 	t.Run("idle after auth", func(t *testing.T) {
@@ -208,7 +209,7 @@ func TestTimeouts(t *testing.T) {
 		end := time.Now().Add(3 * timeout)
 		for time.Now().Before(end) {
 			<-tick.C // the keepalive schedule: four per idle timeout
-			c.send(" ")
+			c.Send(" ")
 		}
 		c.ping() // still open
 	})
@@ -222,16 +223,16 @@ func TestHostUnknown(t *testing.T) {
 		t.Run("tls "+to, func(t *testing.T) {
 			t.Parallel()
 			c := dialTLS(t, f.g.XMPPSAddr, to)
-			c.send("<stream:stream to='" + to + "' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>")
-			c.expect("stream")
+			c.Send("<stream:stream to='" + to + "' version='1.0' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>")
+			c.Expect("stream")
 			c.expectStreamError("host-unknown")
 		})
 	}
 	t.Run("websocket", func(t *testing.T) {
 		t.Parallel()
 		c := dialWS(t, f.g.URL, "nope.localhost")
-		c.send("<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='nope.localhost' version='1.0'/>")
-		c.expect("open")
+		c.Send("<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='nope.localhost' version='1.0'/>")
+		c.Expect("open")
 		c.expectStreamError("host-unknown")
 	})
 }
@@ -243,55 +244,55 @@ func TestHostUnknown(t *testing.T) {
 func TestAuthThrottle(t *testing.T) {
 	f := start(t, nil)
 	c := dialTLS(t, f.g.XMPPSAddr, domain)
-	c.open()
+	c.Open()
 	for i := range 5 {
-		n := c.plain("alice", "wrong")
+		n := c.Plain("", "alice", "wrong")
 		require.Equal(t, "failure", n.XMLName.Local, "attempt %d: %s", i, n)
-		require.NotNil(t, n.child("", "not-authorized"), "attempt %d: %s", i, n)
+		require.NotNil(t, n.Child("", "not-authorized"), "attempt %d: %s", i, n)
 	}
 	// A sixth attempt on the same connection ends it.
-	c.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>" + "AGFsaWNlAHdyb25n" + "</auth>")
+	c.Send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>" + "AGFsaWNlAHdyb25n" + "</auth>")
 	c.expectStreamError("policy-violation")
 
 	for _, mech := range []string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-1"} {
 		c := dialTLS(t, f.g.XMPPSAddr, domain)
-		c.open()
-		var n *node
+		c.Open()
+		var n *xmpptest.Node
 		if mech == "PLAIN" {
-			n = c.plain("alice", "secret-alice")
+			n = c.Plain("", "alice", "secret-alice")
 		} else {
 			n = c.scram(mech, "alice", "secret-alice")
 		}
 		require.Equal(t, "failure", n.XMLName.Local, "%s: %s", mech, n)
-		require.NotNil(t, n.child("", "temporary-auth-failure"), "%s: %s", mech, n)
+		require.NotNil(t, n.Child("", "temporary-auth-failure"), "%s: %s", mech, n)
 	}
 
 	// Another user from the same address is not slowed down.
 	for _, mech := range []string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-1"} {
 		c := dialTLS(t, f.g.XMPPSAddr, domain)
-		c.open()
-		var n *node
+		c.Open()
+		var n *xmpptest.Node
 		if mech == "PLAIN" {
-			n = c.plain("bob", "secret-bob")
+			n = c.Plain("", "bob", "secret-bob")
 		} else {
 			n = c.scram(mech, "bob", "secret-bob")
 		}
 		require.Equal(t, "success", n.XMLName.Local, "%s: %s", mech, n)
-		c.restart()
-		c.open()
-		c.bind("phone-" + strings.ToLower(mech))
+		c.Restart()
+		c.Open()
+		c.BindJID("phone-" + strings.ToLower(mech))
 		c.ping()
 	}
 
 	// SCRAM with a wrong password fails like PLAIN.
 	c = dialTLS(t, f.g.XMPPSAddr, domain)
-	c.open()
+	c.Open()
 	n := c.scram("SCRAM-SHA-256", "bob", "wrong")
 	require.Equal(t, "failure", n.XMLName.Local, "got %s", n)
-	require.NotNil(t, n.child("", "not-authorized"), "got %s", n)
+	require.NotNil(t, n.Child("", "not-authorized"), "got %s", n)
 	// An unknown user too.
 	n = c.scram("SCRAM-SHA-256", "nobody", "x")
-	require.NotNil(t, n.child("", "not-authorized"), "got %s", n)
+	require.NotNil(t, n.Child("", "not-authorized"), "got %s", n)
 }
 
 // TestSASLRequiresTLS: on the STARTTLS port only <starttls/> is offered
@@ -302,30 +303,30 @@ func TestSASLRequiresTLS(t *testing.T) {
 		t.Run(mech, func(t *testing.T) {
 			t.Parallel()
 			c := dialTCP(t, f.g.XMPPAddr, domain)
-			feat := c.open()
+			feat := c.Open()
 			require.Len(t, feat.Nodes, 1, "only starttls before TLS: %s", feat)
-			st := feat.child(sdkproto.NSTLS, "starttls")
+			st := feat.Child(sdkproto.NSTLS, "starttls")
 			require.NotNil(t, st, "got %s", feat)
-			require.NotNil(t, st.child("", "required"))
-			require.Empty(t, mechanisms(feat))
-			c.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='" + mech + "'>AGFsaWNlAHNlY3JldC1hbGljZQ==</auth>")
+			require.NotNil(t, st.Child("", "required"))
+			require.Empty(t, xmpptest.Mechanisms(feat))
+			c.Send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='" + mech + "'>AGFsaWNlAHNlY3JldC1hbGljZQ==</auth>")
 			c.expectStreamError("policy-violation")
 		})
 	}
 	t.Run("after STARTTLS", func(t *testing.T) {
 		t.Parallel()
 		c := dialTCP(t, f.g.XMPPAddr, domain)
-		c.open()
-		c.startTLS()
-		c.restart()
-		feat := c.open()
-		require.Equal(t, sdkproto.Mechanisms, mechanisms(feat))
-		require.Nil(t, feat.child(sdkproto.NSTLS, "starttls"), "no STARTTLS twice: %s", feat)
+		c.Open()
+		c.StartTLS()
+		c.Restart()
+		feat := c.Open()
+		require.Equal(t, sdkproto.Mechanisms, xmpptest.Mechanisms(feat))
+		require.Nil(t, feat.Child(sdkproto.NSTLS, "starttls"), "no STARTTLS twice: %s", feat)
 		n := c.scram("SCRAM-SHA-256", "alice", "secret-alice")
 		require.Equal(t, "success", n.XMLName.Local, "got %s", n)
-		c.restart()
-		c.open()
-		c.bind("phone1")
+		c.Restart()
+		c.Open()
+		c.BindJID("phone1")
 		c.ping() // the device record is written after the bind result
 		devs, err := f.app.ListDevices(f.ctx, "acme", "alice")
 		require.NoError(t, err)
@@ -335,8 +336,8 @@ func TestSASLRequiresTLS(t *testing.T) {
 	t.Run("STARTTLS on direct TLS", func(t *testing.T) {
 		t.Parallel()
 		c := dialTLS(t, f.g.XMPPSAddr, domain)
-		c.open()
-		c.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+		c.Open()
+		c.Send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
 		c.expectStreamError("policy-violation")
 	})
 }
@@ -353,25 +354,25 @@ func TestAppIsolation(t *testing.T) {
 
 	t.Run("acme credentials on other's domain", func(t *testing.T) {
 		c := dialTLS(t, f.g.XMPPSAddr, "other.localhost")
-		c.open()
-		n := c.plain("alice", "secret-alice")
-		require.NotNil(t, n.child("", "not-authorized"), "got %s", n)
+		c.Open()
+		n := c.Plain("", "alice", "secret-alice")
+		require.NotNil(t, n.Child("", "not-authorized"), "got %s", n)
 		n = c.scram("SCRAM-SHA-256", "alice", "secret-alice")
-		require.NotNil(t, n.child("", "not-authorized"), "got %s", n)
+		require.NotNil(t, n.Child("", "not-authorized"), "got %s", n)
 		// The same user name in both apps: each app's own password.
-		n = c.plain("bob", "secret-bob")
-		require.NotNil(t, n.child("", "not-authorized"), "got %s", n)
-		n = c.plain("bob@acme.localhost", "secret-bob")
-		require.NotNil(t, n.child("", "not-authorized"), "got %s", n)
+		n = c.Plain("", "bob", "secret-bob")
+		require.NotNil(t, n.Child("", "not-authorized"), "got %s", n)
+		n = c.Plain("", "bob@acme.localhost", "secret-bob")
+		require.NotNil(t, n.Child("", "not-authorized"), "got %s", n)
 	})
 
 	t.Run("authzid of another app", func(t *testing.T) {
 		c := dialTLS(t, f.g.XMPPSAddr, domain)
-		c.open()
-		c.send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>" +
+		c.Open()
+		c.Send("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>" +
 			b64("bob@other.localhost\x00bob\x00secret-bob") + "</auth>")
-		n := c.expect("failure")
-		require.NotNil(t, n.child("", "invalid-authzid"), "got %s", n)
+		n := c.Expect("failure")
+		require.NotNil(t, n.Child("", "invalid-authzid"), "got %s", n)
 	})
 
 	otherMsg, err := other.Send(f.ctx, "other", api.SendRequest{To: []string{"carol"}, Body: "for carol"}, "")
@@ -381,24 +382,24 @@ func TestAppIsolation(t *testing.T) {
 	c := f.login(t, "alice", "phone1")
 	c.presence()
 	for _, to := range []string{"carol@other.localhost", "other.localhost", "bob@acme.localhost", "alice@acme.localhost/phone9"} {
-		c.send("<message to='" + to + "' id='m1' type='chat'><body>hi</body></message>")
-		n := c.expect("message")
-		require.Equal(t, "error", n.attr("type"), "to %s: %s", to, n)
-		require.Equal(t, "m1", n.attr("id"))
-		e := n.child("", "error")
+		c.Send("<message to='" + to + "' id='m1' type='chat'><body>hi</body></message>")
+		n := c.Expect("message")
+		require.Equal(t, "error", n.Attr("type"), "to %s: %s", to, n)
+		require.Equal(t, "m1", n.Attr("id"))
+		e := n.Child("", "error")
 		require.NotNil(t, e, "got %s", n)
-		require.NotNil(t, e.child(sdkproto.NSStanzas, "service-unavailable"), "got %s", n)
+		require.NotNil(t, e.Child(sdkproto.NSStanzas, "service-unavailable"), "got %s", n)
 	}
 	n := c.iq("d1", "get", "<query xmlns='http://jabber.org/protocol/disco#info'/>")
-	require.Equal(t, "result", n.attr("type"))
-	c.send("<iq type='get' id='d2' to='other.localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
-	n = c.expect("iq")
-	require.Equal(t, "error", n.attr("type"), "got %s", n)
+	require.Equal(t, "result", n.Attr("type"))
+	c.Send("<iq type='get' id='d2' to='other.localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+	n = c.Expect("iq")
+	require.Equal(t, "error", n.Attr("type"), "got %s", n)
 
 	// Receipts and markers naming another app's message change nothing.
-	c.send("<message to='acme.localhost'><received xmlns='urn:xmpp:receipts' id='" + otherID + "'/></message>")
-	c.send("<message to='acme.localhost'><displayed xmlns='urn:xmpp:chat-markers:0' id='" + otherID + "'/></message>")
-	c.send("<message to='acme.localhost' id='x'><body>reply</body><reply xmlns='urn:xmpp:reply:0' id='" + otherID + "'/></message>")
+	c.Send("<message to='acme.localhost'><received xmlns='urn:xmpp:receipts' id='" + otherID + "'/></message>")
+	c.Send("<message to='acme.localhost'><displayed xmlns='urn:xmpp:chat-markers:0' id='" + otherID + "'/></message>")
+	c.Send("<message to='acme.localhost' id='x'><body>reply</body><reply xmlns='urn:xmpp:reply:0' id='" + otherID + "'/></message>")
 	c.ping() // the gateway handled everything before
 	st, err := other.GetMessage(f.ctx, "other", otherID)
 	require.NoError(t, err)
@@ -408,20 +409,20 @@ func TestAppIsolation(t *testing.T) {
 
 	// Nor can acme resume a session of other.
 	carol := dialTLS(t, f.g.XMPPSAddr, "other.localhost")
-	carol.open()
-	carol.authenticate("carol", "secret-carol")
-	carol.bind("phone1")
+	carol.Open()
+	carol.Authenticate("carol", "secret-carol")
+	carol.BindJID("phone1")
 	carolSM := carol.enableSM()
 	carol.presence()
-	require.Equal(t, otherID, carol.message().attr("id"))
-	carol.drop()
+	require.Equal(t, otherID, carol.message().Attr("id"))
+	carol.Drop()
 
 	c2 := dialTLS(t, f.g.XMPPSAddr, domain)
-	c2.open()
-	c2.authenticate("alice", "secret-alice")
-	c2.send("<resume xmlns='urn:xmpp:sm:3' previd='" + carolSM + "' h='0'/>")
-	c2.expect("failed")
-	c2.bind("phone1") // the stream goes on as alice's
+	c2.Open()
+	c2.Authenticate("alice", "secret-alice")
+	c2.Send("<resume xmlns='urn:xmpp:sm:3' previd='" + carolSM + "' h='0'/>")
+	c2.Expect("failed")
+	c2.BindJID("phone1") // the stream goes on as alice's
 	c2.ping()
 	checkFor(t, step, 10*time.Millisecond, func() error {
 		st, err := other.GetMessage(f.ctx, "other", otherID)
@@ -455,7 +456,7 @@ func TestBindConflict(t *testing.T) {
 	c1.expectStreamError("conflict")
 	c2.presence()
 	id := f.sendTo(t, "alice", "to the new session")
-	require.Equal(t, id, c2.message().attr("id"))
+	require.Equal(t, id, c2.message().Attr("id"))
 
 	devs, err := f.app.ListDevices(f.ctx, "acme", "alice")
 	require.NoError(t, err)
@@ -464,10 +465,10 @@ func TestBindConflict(t *testing.T) {
 
 	// A replaced session with stream management cannot be resumed.
 	c3 := dialTLS(t, f.g.XMPPSAddr, domain)
-	c3.open()
-	c3.authenticate("alice", "secret-alice")
-	c3.send("<resume xmlns='urn:xmpp:sm:3' previd='nope' h='0'/>")
-	c3.expect("failed")
+	c3.Open()
+	c3.Authenticate("alice", "secret-alice")
+	c3.Send("<resume xmlns='urn:xmpp:sm:3' previd='nope' h='0'/>")
+	c3.Expect("failed")
 }
 
 // smLogin logs alice in on phone1 with stream management and initial
@@ -481,14 +482,14 @@ func smLogin(t *testing.T, f *fixture) (*client, string) {
 
 // resumeOn reconnects, authenticates and sends <resume/>; it returns the
 // answer (<resumed/> or <failed/>).
-func resumeOn(t *testing.T, f *fixture, previd string, h int) (*client, *node) {
+func resumeOn(t *testing.T, f *fixture, previd string, h int) (*client, *xmpptest.Node) {
 	c := dialTLS(t, f.g.XMPPSAddr, domain)
-	c.open()
-	feat := c.authenticate("alice", "secret-alice")
-	require.NotNil(t, feat.child(sdkproto.NSSM, "sm"), "got %s", feat)
-	c.send(fmt.Sprintf("<resume xmlns='urn:xmpp:sm:3' previd='%s' h='%d'/>", previd, h))
+	c.Open()
+	feat := c.Authenticate("alice", "secret-alice")
+	require.NotNil(t, feat.Child(sdkproto.NSSM, "sm"), "got %s", feat)
+	c.Send(fmt.Sprintf("<resume xmlns='urn:xmpp:sm:3' previd='%s' h='%d'/>", previd, h))
 	for {
-		n, err := c.next()
+		n, err := c.Next()
 		require.NoError(t, err)
 		if n.XMLName.Local == "resumed" || n.XMLName.Local == "failed" {
 			require.Equal(t, sdkproto.NSSM, n.XMLName.Space)
@@ -507,22 +508,22 @@ func TestStreamManagementResume(t *testing.T) {
 	ids := []string{f.sendTo(t, "alice", "one"), f.sendTo(t, "alice", "two"), f.sendTo(t, "alice", "three")}
 	for i, id := range ids {
 		m := c.message() // <r/> requests are read and not answered
-		require.Equal(t, id, m.attr("id"), "message %d", i)
+		require.Equal(t, id, m.Attr("id"), "message %d", i)
 	}
 	for _, id := range ids {
 		f.waitStatus(t, id, "sent")
 	}
-	c.drop()
+	c.Drop()
 
 	c2, n := resumeOn(t, f, smID, 1)
 	require.Equal(t, "resumed", n.XMLName.Local, "got %s", n)
-	require.Equal(t, smID, n.attr("previd"))
-	require.Equal(t, "1", n.attr("h"), "the gateway handled one stanza of ours: the presence")
+	require.Equal(t, smID, n.Attr("previd"))
+	require.Equal(t, "1", n.Attr("h"), "the gateway handled one stanza of ours: the presence")
 	for i, id := range ids[1:] {
 		m := c2.message()
-		require.Equal(t, id, m.attr("id"), "resent message %d", i)
-		require.Equal(t, []string{"two", "three"}[i], m.child("", "body").Text)
-		require.NotNil(t, m.child(sdkproto.NSDelay, "delay"))
+		require.Equal(t, id, m.Attr("id"), "resent message %d", i)
+		require.Equal(t, []string{"two", "three"}[i], m.Child("", "body").Text)
+		require.NotNil(t, m.Child(sdkproto.NSDelay, "delay"))
 	}
 	require.Empty(t, c2.ping(), "nothing but the unacknowledged messages")
 	f.waitStatus(t, ids[0], "delivered") // h='1' covered the first
@@ -531,23 +532,23 @@ func TestStreamManagementResume(t *testing.T) {
 
 	// Acknowledge the two: their stanzas are the 2nd and 3rd the gateway
 	// counted on this stream.
-	c2.send("<a xmlns='urn:xmpp:sm:3' h='3'/>")
+	c2.Send("<a xmlns='urn:xmpp:sm:3' h='3'/>")
 	f.waitStatus(t, ids[1], "delivered")
 	f.waitStatus(t, ids[2], "delivered")
 
 	// Live messages still flow on the resumed stream.
 	live := f.sendTo(t, "alice", "four")
 	m := c2.message()
-	require.Equal(t, live, m.attr("id"))
+	require.Equal(t, live, m.Attr("id"))
 	// The gateway asks, the client answers: ping result (4), live (5).
-	c2.send("<r xmlns='urn:xmpp:sm:3'/>")
-	a := c2.expect("a")
-	require.Equal(t, "2", a.attr("h"), "h goes on across resumption: the presence, then the ping")
-	c2.send("<a xmlns='urn:xmpp:sm:3' h='5'/>")
+	c2.Send("<r xmlns='urn:xmpp:sm:3'/>")
+	a := c2.Expect("a")
+	require.Equal(t, "2", a.Attr("h"), "h goes on across resumption: the presence, then the ping")
+	c2.Send("<a xmlns='urn:xmpp:sm:3' h='5'/>")
 	f.waitStatus(t, live, "delivered")
 
 	// Dropped again with everything acknowledged: nothing comes again.
-	c2.drop()
+	c2.Drop()
 	c3, n := resumeOn(t, f, smID, 5)
 	require.Equal(t, "resumed", n.XMLName.Local, "got %s", n)
 	require.Empty(t, c3.ping())
@@ -587,7 +588,7 @@ func TestStreamManagementResumeUnderLoad(t *testing.T) {
 	for done := false; !done; {
 		msgs := c.ping()
 		for _, m := range msgs {
-			got[m.attr("id")] = true
+			got[m.Attr("id")] = true
 		}
 		h += len(msgs) + 1
 	drain:
@@ -604,8 +605,8 @@ func TestStreamManagementResumeUnderLoad(t *testing.T) {
 			}
 		}
 		if !done {
-			c.drop()
-			var res *node
+			c.Drop()
+			var res *xmpptest.Node
 			c, res = resumeOn(t, f, smID, h)
 			require.Equal(t, "resumed", res.XMLName.Local, "got %s", res)
 		}
@@ -618,7 +619,7 @@ func TestStreamManagementResumeUnderLoad(t *testing.T) {
 	require.Len(t, all, n)
 	checkFor(t, step, 10*time.Millisecond, func() error {
 		for _, m := range c.ping() {
-			got[m.attr("id")] = true
+			got[m.Attr("id")] = true
 		}
 		var missing []string
 		for _, id := range all {
@@ -653,9 +654,9 @@ func TestStreamManagementResumeWithBacklog(t *testing.T) {
 	require.NotEmpty(t, first)
 	require.Less(t, len(first), backlog, "the window holds back part of the backlog")
 	for i, m := range first {
-		require.Equal(t, ids[i], m.attr("id"), "message %d", i)
+		require.Equal(t, ids[i], m.Attr("id"), "message %d", i)
 	}
-	c.drop()
+	c.Drop()
 
 	// Everything written is acknowledged: the messages and the ping result.
 	c2, n := resumeOn(t, f, smID, len(first)+1)
@@ -667,7 +668,7 @@ func TestStreamManagementResumeWithBacklog(t *testing.T) {
 	checkFor(t, step, 10*time.Millisecond, func() error {
 		msgs := c2.ping()
 		for _, m := range msgs {
-			rest = append(rest, m.attr("id"))
+			rest = append(rest, m.Attr("id"))
 		}
 		if len(first)+len(rest) < backlog {
 			return fmt.Errorf("%d of %d backlog messages after the resumption", len(rest), backlog-len(first))
@@ -690,18 +691,18 @@ func TestStreamManagementResumeWithBacklog(t *testing.T) {
 func TestStreamManagementResumeExpired(t *testing.T) {
 	f := start(t, func(c *gateway.Config) { c.SessionResumeWindow = time.Second })
 	c := f.login(t, "alice", "phone1")
-	c.send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
-	en := c.expect("enabled")
-	require.Equal(t, "1", en.attr("max"))
-	smID := en.attr("id")
+	c.Send("<enable xmlns='urn:xmpp:sm:3' resume='true'/>")
+	en := c.Expect("enabled")
+	require.Equal(t, "1", en.Attr("max"))
+	smID := en.Attr("id")
 	c.presence()
 	ids := []string{f.sendTo(t, "alice", "one"), f.sendTo(t, "alice", "two"), f.sendTo(t, "alice", "three")}
 	for _, id := range ids {
-		require.Equal(t, id, c.message().attr("id"))
+		require.Equal(t, id, c.message().Attr("id"))
 	}
-	c.send("<a xmlns='urn:xmpp:sm:3' h='1'/>")
+	c.Send("<a xmlns='urn:xmpp:sm:3' h='1'/>")
 	f.waitStatus(t, ids[0], "delivered")
-	c.drop()
+	c.Drop()
 
 	// The device goes offline once the window has passed.
 	checkFor(t, step, 20*time.Millisecond, func() error {
@@ -717,20 +718,20 @@ func TestStreamManagementResumeExpired(t *testing.T) {
 
 	c2, n := resumeOn(t, f, smID, 3)
 	require.Equal(t, "failed", n.XMLName.Local, "got %s", n)
-	require.NotNil(t, n.child(sdkproto.NSStanzas, "item-not-found"), "got %s", n)
+	require.NotNil(t, n.Child(sdkproto.NSStanzas, "item-not-found"), "got %s", n)
 	// The stream goes on: a fresh session on it.
-	c2.bind("phone1")
+	c2.BindJID("phone1")
 	c2.presence()
 	for i, id := range ids[1:] {
 		m := c2.message()
-		require.Equal(t, id, m.attr("id"), "message %d", i)
+		require.Equal(t, id, m.Attr("id"), "message %d", i)
 	}
 	require.Empty(t, c2.ping())
 	// The h of the failed resumption acknowledged nothing.
 	require.Equal(t, "sent", f.status(t, ids[1]))
 	require.Equal(t, "sent", f.status(t, ids[2]))
 	for _, id := range ids[1:] {
-		c2.send("<message to='acme.localhost'><received xmlns='urn:xmpp:receipts' id='" + id + "'/></message>")
+		c2.Send("<message to='acme.localhost'><received xmlns='urn:xmpp:receipts' id='" + id + "'/></message>")
 		f.waitStatus(t, id, "delivered")
 	}
 
@@ -750,18 +751,18 @@ func TestStreamManagementCounts(t *testing.T) {
 	f := start(t, nil)
 	c := f.login(t, "alice", "phone1")
 	n := c.iq("s1", "set", "<session xmlns='urn:ietf:params:xml:ns:xmpp-session'/>")
-	require.Equal(t, "result", n.attr("type"))
+	require.Equal(t, "result", n.Attr("type"))
 	c.iq("r1", "get", "<query xmlns='jabber:iq:roster'/>")
 	c.enableSM()
-	c.send("<r xmlns='urn:xmpp:sm:3'/>")
-	require.Equal(t, "0", c.expect("a").attr("h"))
+	c.Send("<r xmlns='urn:xmpp:sm:3'/>")
+	require.Equal(t, "0", c.Expect("a").Attr("h"))
 	c.ping()
 	c.presence()
-	c.send("<r xmlns='urn:xmpp:sm:3'/>")
-	require.Equal(t, "2", c.expect("a").attr("h"))
+	c.Send("<r xmlns='urn:xmpp:sm:3'/>")
+	require.Equal(t, "2", c.Expect("a").Attr("h"))
 	// SM requests before bind or twice fail without ending the stream.
-	c.send("<enable xmlns='urn:xmpp:sm:3'/>")
-	c.expect("failed")
+	c.Send("<enable xmlns='urn:xmpp:sm:3'/>")
+	c.Expect("failed")
 	c.ping()
 }
 
@@ -774,14 +775,14 @@ func TestIQ(t *testing.T) {
 	c := f.login(t, "alice", "phone1")
 
 	n := c.iq("d1", "get", "<query xmlns='http://jabber.org/protocol/disco#info'/>")
-	require.Equal(t, "result", n.attr("type"), "got %s", n)
-	q := n.child(sdkproto.NSDiscoInfo, "query")
+	require.Equal(t, "result", n.Attr("type"), "got %s", n)
+	q := n.Child(sdkproto.NSDiscoInfo, "query")
 	require.NotNil(t, q, "got %s", n)
-	require.NotNil(t, q.child("", "identity"))
+	require.NotNil(t, q.Child("", "identity"))
 	var features []string
 	for _, c := range q.Nodes {
 		if c.XMLName.Local == "feature" {
-			features = append(features, c.attr("var"))
+			features = append(features, c.Attr("var"))
 		}
 	}
 	require.ElementsMatch(t, []string{
@@ -790,18 +791,18 @@ func TestIQ(t *testing.T) {
 		sdkproto.NSChannel, sdkproto.NSPush, sdkproto.NSConfig,
 	}, features)
 	n = c.iq("d2", "get", "<query xmlns='http://jabber.org/protocol/disco#info'/>")
-	require.Equal(t, "result", n.attr("type"))
-	c.send("<iq type='get' id='d3' to='acme.localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
-	n = c.expect("iq")
-	require.Equal(t, "result", n.attr("type"), "disco#info on the app domain: %s", n)
+	require.Equal(t, "result", n.Attr("type"))
+	c.Send("<iq type='get' id='d3' to='acme.localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+	n = c.Expect("iq")
+	require.Equal(t, "result", n.Attr("type"), "disco#info on the app domain: %s", n)
 
 	n = c.iq("p1", "get", "<ping xmlns='urn:xmpp:ping'/>")
-	require.Equal(t, "result", n.attr("type"))
+	require.Equal(t, "result", n.Attr("type"))
 	require.Empty(t, n.Nodes)
 
 	n = c.iq("r1", "get", "<query xmlns='jabber:iq:roster'/>")
-	require.Equal(t, "result", n.attr("type"))
-	rq := n.child(sdkproto.NSRoster, "query")
+	require.Equal(t, "result", n.Attr("type"))
+	rq := n.Child(sdkproto.NSRoster, "query")
 	require.NotNil(t, rq, "got %s", n)
 	require.Empty(t, rq.Nodes)
 
@@ -817,41 +818,41 @@ func TestIQ(t *testing.T) {
 			typ = "set"
 		}
 		n = c.iq(id, typ, payload)
-		require.Equal(t, "error", n.attr("type"), "%s: %s", payload, n)
-		e := n.child("", "error")
+		require.Equal(t, "error", n.Attr("type"), "%s: %s", payload, n)
+		e := n.Child("", "error")
 		require.NotNil(t, e, "got %s", n)
-		require.NotNil(t, e.child(sdkproto.NSStanzas, "service-unavailable"), "%s: %s", payload, n)
+		require.NotNil(t, e.Child(sdkproto.NSStanzas, "service-unavailable"), "%s: %s", payload, n)
 	}
 	n = c.iq("e1", "get", "")
-	require.Equal(t, "error", n.attr("type"), "an IQ without payload: %s", n)
+	require.Equal(t, "error", n.Attr("type"), "an IQ without payload: %s", n)
 
 	n = c.iq("push1", "set", "<push xmlns='urn:tether:push:0' provider='fcm' token='tok123456789'/>")
-	require.Equal(t, "result", n.attr("type"), "got %s", n)
+	require.Equal(t, "result", n.Attr("type"), "got %s", n)
 	devs, err := f.app.ListDevices(f.ctx, "acme", "alice")
 	require.NoError(t, err)
 	require.Len(t, devs, 1)
 	require.Equal(t, "phone1", devs[0].Device)
 	require.Equal(t, &api.PushView{Provider: "fcm", TokenSuffix: "456789"}, devs[0].Push)
 	n = c.iq("push2", "set", "<push xmlns='urn:tether:push:0' provider='carrier-pigeon' token='x'/>")
-	require.Equal(t, "error", n.attr("type"), "got %s", n)
+	require.Equal(t, "error", n.Attr("type"), "got %s", n)
 	n = c.iq("push3", "set", "<push xmlns='urn:tether:push:0' provider='none'/>")
-	require.Equal(t, "result", n.attr("type"), "got %s", n)
+	require.Equal(t, "result", n.Attr("type"), "got %s", n)
 	devs, err = f.app.ListDevices(f.ctx, "acme", "alice")
 	require.NoError(t, err)
 	require.Nil(t, devs[0].Push)
 
 	n = c.iq("cfg1", "get", "<config xmlns='urn:tether:config:0'/>")
-	require.Equal(t, "result", n.attr("type"), "got %s", n)
-	cfg := n.child(sdkproto.NSConfig, "config")
+	require.Equal(t, "result", n.Attr("type"), "got %s", n)
+	cfg := n.Child(sdkproto.NSConfig, "config")
 	require.NotNil(t, cfg, "got %s", n)
 	require.JSONEq(t, `{"theme":"dark","limits":{"n":3},"s":"<&>"}`, cfg.Text)
 
 	// Before bind, IQs other than bind are refused.
 	c2 := dialTLS(t, f.g.XMPPSAddr, domain)
-	c2.open()
-	c2.authenticate("bob", "secret-bob")
+	c2.Open()
+	c2.Authenticate("bob", "secret-bob")
 	n = c2.iq("early", "get", "<ping xmlns='urn:xmpp:ping'/>")
-	require.Equal(t, "error", n.attr("type"), "got %s", n)
+	require.Equal(t, "error", n.Attr("type"), "got %s", n)
 }
 
 // TestInboundMessage: a message to the app domain with a body is stored,
@@ -862,25 +863,25 @@ func TestInboundMessage(t *testing.T) {
 	orig := f.sendTo(t, "alice", "question?")
 	c := f.login(t, "alice", "phone1")
 	c.presence()
-	require.Equal(t, orig, c.message().attr("id"))
+	require.Equal(t, orig, c.message().Attr("id"))
 
-	c.send("<message to='acme.localhost' id='in-1' type='chat'><body>answer &lt;42&gt;</body>" +
+	c.Send("<message to='acme.localhost' id='in-1' type='chat'><body>answer &lt;42&gt;</body>" +
 		"<data xmlns='urn:tether:data:0'>{\"k\":[1,2]}</data>" +
 		"<channel xmlns='urn:tether:channel:0'>support</channel>" +
 		"<reply xmlns='urn:xmpp:reply:0' to='acme.localhost' id='" + orig + "'/>" +
 		"<request xmlns='urn:xmpp:receipts'/></message>")
-	r := c.expect("message")
-	require.Equal(t, domain, r.attr("from"))
-	rc := r.child(sdkproto.NSReceipts, "received")
+	r := c.Expect("message")
+	require.Equal(t, domain, r.Attr("from"))
+	rc := r.Child(sdkproto.NSReceipts, "received")
 	require.NotNil(t, rc, "got %s", r)
-	require.Equal(t, "in-1", rc.attr("id"))
+	require.Equal(t, "in-1", rc.Attr("id"))
 
 	// Without a receipt request: no receipt. With invalid data: an error.
-	c.send("<message to='acme.localhost' id='in-2'><body>no receipt</body></message>")
-	c.send("<message to='acme.localhost' id='in-3'><data xmlns='urn:tether:data:0'>{nope</data><request xmlns='urn:xmpp:receipts'/></message>")
-	n := c.expect("message")
-	require.Equal(t, "error", n.attr("type"), "got %s", n)
-	require.Equal(t, "in-3", n.attr("id"))
+	c.Send("<message to='acme.localhost' id='in-2'><body>no receipt</body></message>")
+	c.Send("<message to='acme.localhost' id='in-3'><data xmlns='urn:tether:data:0'>{nope</data><request xmlns='urn:xmpp:receipts'/></message>")
+	n := c.Expect("message")
+	require.Equal(t, "error", n.Attr("type"), "got %s", n)
+	require.Equal(t, "in-3", n.Attr("id"))
 	require.Empty(t, c.ping())
 
 	var inbound []api.Event
@@ -909,31 +910,31 @@ func TestWebSocket(t *testing.T) {
 	queued := f.sendTo(t, "alice", "queued")
 
 	c := dialWS(t, f.g.URL, domain)
-	feat := c.open()
-	require.Equal(t, sdkproto.Mechanisms, mechanisms(feat), "PLAIN over ws:// from loopback")
+	feat := c.Open()
+	require.Equal(t, sdkproto.Mechanisms, xmpptest.Mechanisms(feat), "PLAIN over ws:// from loopback")
 	n := c.scram("SCRAM-SHA-256", "alice", "secret-alice")
 	require.Equal(t, "success", n.XMLName.Local, "got %s", n)
-	feat = c.open()
-	require.NotNil(t, feat.child(sdkproto.NSBind, "bind"), "got %s", feat)
-	require.Equal(t, "alice@acme.localhost/browser1", c.bind("browser1"))
+	feat = c.Open()
+	require.NotNil(t, feat.Child(sdkproto.NSBind, "bind"), "got %s", feat)
+	require.Equal(t, "alice@acme.localhost/browser1", c.BindJID("browser1"))
 	c.enableSM()
 	c.presence()
 	m := c.message()
-	require.Equal(t, queued, m.attr("id"))
-	require.Equal(t, "queued", m.child("", "body").Text)
+	require.Equal(t, queued, m.Attr("id"))
+	require.Equal(t, "queued", m.Child("", "body").Text)
 	live := f.sendTo(t, "alice", strings.Repeat("x", 8<<10)) // larger than one 4 KiB frame
 	m = c.message()
-	require.Equal(t, live, m.attr("id"))
-	require.Len(t, m.child("", "body").Text, 8<<10)
-	c.send("<message to='acme.localhost'><received xmlns='urn:xmpp:receipts' id='" + queued + "'/></message>")
-	c.send("<a xmlns='urn:xmpp:sm:3' h='2'/>")
+	require.Equal(t, live, m.Attr("id"))
+	require.Len(t, m.Child("", "body").Text, 8<<10)
+	c.Send("<message to='acme.localhost'><received xmlns='urn:xmpp:receipts' id='" + queued + "'/></message>")
+	c.Send("<a xmlns='urn:xmpp:sm:3' h='2'/>")
 	f.waitStatus(t, queued, "delivered")
 	f.waitStatus(t, live, "delivered")
 	devs, err := f.app.ListDevices(f.ctx, "acme", "alice")
 	require.NoError(t, err)
 	require.Equal(t, "websocket", devs[0].Transport)
 
-	c.send("<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>")
+	c.Send("<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>")
 	c.expectClosed()
 	checkFor(t, step, 10*time.Millisecond, func() error {
 		if f.g.Sessions().Online("acme", "alice", "browser1") {
@@ -956,18 +957,18 @@ func TestWebSocketNotWellFormed(t *testing.T) {
 		t.Run(frame, func(t *testing.T) {
 			t.Parallel()
 			c := dialWS(t, f.g.URL, domain)
-			c.open()
-			c.plain("bob", "secret-bob")
-			c.open()
-			c.send(frame)
+			c.Open()
+			c.Plain("", "bob", "secret-bob")
+			c.Open()
+			c.Send(frame)
 			c.expectStreamError("not-well-formed")
 		})
 	}
 	t.Run("before open", func(t *testing.T) {
 		t.Parallel()
 		c := dialWS(t, f.g.URL, domain)
-		c.send("<<")
-		c.expect("open")
+		c.Send("<<")
+		c.Expect("open")
 		c.expectStreamError("not-well-formed")
 	})
 }
@@ -980,47 +981,47 @@ func TestWebSocketLimits(t *testing.T) {
 	t.Run("oversized frame", func(t *testing.T) {
 		t.Parallel()
 		c := dialWS(t, f.g.URL, domain)
-		c.open()
-		c.plain("bob", "secret-bob")
-		c.open()
-		c.bind("big")
-		c.send("<message to='acme.localhost'><body>" + strings.Repeat("a", sdkproto.MaxStanzaBytes) + "</body></message>")
+		c.Open()
+		c.Plain("", "bob", "secret-bob")
+		c.Open()
+		c.BindJID("big")
+		c.Send("<message to='acme.localhost'><body>" + strings.Repeat("a", sdkproto.MaxStanzaBytes) + "</body></message>")
 		// The stream error and <close/> (RFC 7395 3.6), then the close
 		// frame with 1009, known from the frame's header alone.
-		n, err := c.next()
+		n, err := c.Next()
 		require.NoError(t, err)
 		require.Equal(t, "error", n.XMLName.Local, "got %s", n)
-		require.NotNil(t, n.child(sdkproto.NSStreams, "policy-violation"), "got %s", n)
-		n, err = c.next()
+		require.NotNil(t, n.Child(sdkproto.NSStreams, "policy-violation"), "got %s", n)
+		n, err = c.Next()
 		require.NoError(t, err)
 		require.Equal(t, "close", n.XMLName.Local, "got %s", n)
-		_, err = c.next()
+		_, err = c.Next()
 		require.Equal(t, websocket.StatusMessageTooBig, websocket.CloseStatus(err), "got %v", err)
 		f.login(t, "bob", "after").ping()
 	})
 	t.Run("binary message", func(t *testing.T) {
 		t.Parallel()
 		c := dialWS(t, f.g.URL, domain)
-		c.open()
+		c.Open()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		require.NoError(t, c.ws.Write(ctx, websocket.MessageBinary, []byte("<presence/>")))
 		// RFC 7395 3.2: text only. The stream error, <close/>, then the
 		// close frame with 1003.
-		n, err := c.next()
+		n, err := c.Next()
 		require.NoError(t, err)
-		require.NotNil(t, n.child(sdkproto.NSStreams, "not-well-formed"), "got %s", n)
-		n, err = c.next()
+		require.NotNil(t, n.Child(sdkproto.NSStreams, "not-well-formed"), "got %s", n)
+		n, err = c.Next()
 		require.NoError(t, err)
 		require.Equal(t, "close", n.XMLName.Local, "got %s", n)
-		_, err = c.next()
+		_, err = c.Next()
 		require.Equal(t, websocket.StatusUnsupportedData, websocket.CloseStatus(err), "got %v", err)
 	})
 	t.Run("auth timeout", func(t *testing.T) {
 		t.Parallel()
 		t0 := time.Now()
 		c := dialWS(t, f.g.URL, domain)
-		c.open()
+		c.Open()
 		// <connection-timeout/>, <close/>, then the connection ends.
 		c.expectStreamError("connection-timeout")
 		require.Less(t, time.Since(t0), 5*time.Second)
@@ -1030,10 +1031,10 @@ func TestWebSocketLimits(t *testing.T) {
 		tcp := f.login(t, "alice", "phone1")
 		tcp.presence()
 		ws := dialWS(t, f.g.URL, domain)
-		ws.open()
-		ws.plain("alice", "secret-alice")
-		ws.open()
-		ws.bind("phone1")
+		ws.Open()
+		ws.Plain("", "alice", "secret-alice")
+		ws.Open()
+		ws.BindJID("phone1")
 		tcp.expectStreamError("conflict")
 		ws.presence()
 		ws.ping()
@@ -1054,17 +1055,17 @@ func TestStreamManagementCountsFromEnable(t *testing.T) {
 	c := f.login(t, "alice", "phone1")
 	c.presence()
 	m := c.message()
-	require.Equal(t, early, m.attr("id"))
+	require.Equal(t, early, m.Attr("id"))
 	f.waitStatus(t, early, "sent")
 	c.enableSM()
-	c.send("<a xmlns='urn:xmpp:sm:3' h='0'/>")
+	c.Send("<a xmlns='urn:xmpp:sm:3' h='0'/>")
 	live := f.sendTo(t, "alice", "after enable")
-	require.Equal(t, live, c.message().attr("id"))
-	c.send("<a xmlns='urn:xmpp:sm:3' h='1'/>")
+	require.Equal(t, live, c.message().Attr("id"))
+	c.Send("<a xmlns='urn:xmpp:sm:3' h='1'/>")
 	f.waitStatus(t, live, "delivered")
 	require.Empty(t, c.ping())
 	require.Equal(t, "sent", f.status(t, early), "an <a/> covered a message sent before <enabled/>")
-	c.send("<message to='acme.localhost'><received xmlns='urn:xmpp:receipts' id='" + early + "'/></message>")
+	c.Send("<message to='acme.localhost'><received xmlns='urn:xmpp:receipts' id='" + early + "'/></message>")
 	f.waitStatus(t, early, "delivered")
 }
 
@@ -1107,10 +1108,10 @@ func TestIdleSessionsPark(t *testing.T) {
 		cs = append(cs, c)
 	}
 	ws := dialWS(t, f.g.URL, domain)
-	ws.open()
-	ws.plain("alice", "secret-alice")
-	ws.open()
-	ws.bind("desktop")
+	ws.Open()
+	ws.Plain("", "alice", "secret-alice")
+	ws.Open()
+	ws.BindJID("desktop")
 	ws.enableSM()
 	ws.presence()
 	cs = append(cs, ws)
@@ -1118,18 +1119,18 @@ func TestIdleSessionsPark(t *testing.T) {
 	for round := range 3 {
 		id := f.sendTo(t, "alice", fmt.Sprintf("live %d", round))
 		for _, c := range cs {
-			require.Equal(t, id, c.message().attr("id"))
+			require.Equal(t, id, c.message().Attr("id"))
 			c.ping()
 		}
 		waitParked(4)
 		for _, c := range cs {
-			c.send(fmt.Sprintf("<a xmlns='urn:xmpp:sm:3' h='%d'/>", 2*round+1)) // the message; the ping's answer follows it
+			c.Send(fmt.Sprintf("<a xmlns='urn:xmpp:sm:3' h='%d'/>", 2*round+1)) // the message; the ping's answer follows it
 		}
 		f.waitStatus(t, id, "delivered")
 		waitParked(4)
 	}
-	cs[0].send("</stream:stream>")
-	cs[0].requireEOF()
+	cs[0].Send("</stream:stream>")
+	cs[0].RequireEOF()
 	waitParked(3)
 	f.login(t, "alice", "phone2").presence() // replaces a parked session
 	cs[1].expectStreamError("conflict")
@@ -1152,7 +1153,7 @@ func TestIdleSessionsPark(t *testing.T) {
 		}
 	}
 	waitParked(3)
-	ws.send("<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>")
+	ws.Send("<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>")
 	waitParked(2)
 }
 
@@ -1165,23 +1166,23 @@ func TestAckRequestsFollowReceipts(t *testing.T) {
 	c.enableSM()
 	c.presence()
 	m1 := f.sendTo(t, "alice", "one")
-	n, err := c.next()
+	n, err := c.Next()
 	require.NoError(t, err)
-	require.Equal(t, m1, n.attr("id"))
-	n, err = c.next()
+	require.Equal(t, m1, n.Attr("id"))
+	n, err = c.Next()
 	require.NoError(t, err)
 	require.Equal(t, "r", n.XMLName.Local, "an ack request after the message, got %s", n)
-	c.send("<message to='acme.localhost'><received xmlns='urn:xmpp:receipts' id='" + m1 + "'/></message>")
+	c.Send("<message to='acme.localhost'><received xmlns='urn:xmpp:receipts' id='" + m1 + "'/></message>")
 	f.waitStatus(t, m1, "delivered")
 	m2 := f.sendTo(t, "alice", "two")
 	m3 := f.sendTo(t, "alice", "three")
 	for _, want := range []string{m2, m3} {
-		n, err := c.next()
+		n, err := c.Next()
 		require.NoError(t, err)
 		require.Equal(t, "message", n.XMLName.Local, "no <r/> once receipts come, got %s", n)
-		require.Equal(t, want, n.attr("id"))
+		require.Equal(t, want, n.Attr("id"))
 	}
-	c.send("<a xmlns='urn:xmpp:sm:3' h='3'/>") // m1 (h 1), m2, m3
+	c.Send("<a xmlns='urn:xmpp:sm:3' h='3'/>") // m1 (h 1), m2, m3
 	f.waitStatus(t, m3, "delivered")
 }
 
@@ -1195,19 +1196,19 @@ func TestSentRecordedWithTheAck(t *testing.T) {
 	c.enableSM()
 	c.presence()
 	m1 := f.sendTo(t, "alice", "acked")
-	n, err := c.next()
+	n, err := c.Next()
 	require.NoError(t, err)
-	require.Equal(t, m1, n.attr("id"))
-	n, err = c.next()
+	require.Equal(t, m1, n.Attr("id"))
+	n, err = c.Next()
 	require.NoError(t, err)
 	require.Equal(t, "r", n.XMLName.Local) // until the first receipt
-	c.send("<message to='acme.localhost'><received xmlns='urn:xmpp:receipts' id='" + m1 + "'/></message>")
+	c.Send("<message to='acme.localhost'><received xmlns='urn:xmpp:receipts' id='" + m1 + "'/></message>")
 	f.waitStatus(t, m1, "delivered")
 
 	m2 := f.sendTo(t, "alice", "never acked")
-	n, err = c.next()
+	n, err = c.Next()
 	require.NoError(t, err)
-	require.Equal(t, m2, n.attr("id"))
+	require.Equal(t, m2, n.Attr("id"))
 	f.waitStatus(t, m2, "sent")
 
 	at := map[string]map[string]time.Time{m1: {}, m2: {}}
@@ -1221,10 +1222,10 @@ func TestSentRecordedWithTheAck(t *testing.T) {
 	require.Contains(t, at[m2], "message.sent")
 
 	m3 := f.sendTo(t, "alice", "in flight at the close")
-	n, err = c.next()
+	n, err = c.Next()
 	require.NoError(t, err)
-	require.Equal(t, m3, n.attr("id"))
-	c.send("</stream:stream>")
+	require.Equal(t, m3, n.Attr("id"))
+	c.Send("</stream:stream>")
 	f.waitStatus(t, m3, "sent")
 }
 
@@ -1239,27 +1240,27 @@ func TestAckTimeout(t *testing.T) {
 	c, smID := smLogin(t, f)
 	id := f.sendTo(t, "alice", "one")
 	m := c.message()
-	require.Equal(t, id, m.attr("id"))
+	require.Equal(t, id, m.Attr("id"))
 	asked := time.Now()
-	c.expect("r") // and no answer
-	c.requireEOF()
+	c.Expect("r") // and no answer
+	c.RequireEOF()
 	require.GreaterOrEqual(t, time.Since(asked), ackTimeout-50*time.Millisecond, "closed before the ack timeout")
 	f.waitStatus(t, id, "sent")
 
 	c2, n := resumeOn(t, f, smID, 0)
 	require.Equal(t, "resumed", n.XMLName.Local, "got %s", n)
 	m = c2.message()
-	require.Equal(t, id, m.attr("id"), "the unacknowledged message comes again")
-	c2.expect("r")
-	c2.send("<a xmlns='urn:xmpp:sm:3' h='1'/>")
+	require.Equal(t, id, m.Attr("id"), "the unacknowledged message comes again")
+	c2.Expect("r")
+	c2.Send("<a xmlns='urn:xmpp:sm:3' h='1'/>")
 	f.waitStatus(t, id, "delivered")
 
 	// Answered: quiet for several ack timeouts, the session stays.
 	id2 := f.sendTo(t, "alice", "two")
 	m = c2.message()
-	require.Equal(t, id2, m.attr("id"))
-	c2.expect("r")
-	c2.send("<a xmlns='urn:xmpp:sm:3' h='2'/>")
+	require.Equal(t, id2, m.Attr("id"))
+	c2.Expect("r")
+	c2.Send("<a xmlns='urn:xmpp:sm:3' h='2'/>")
 	time.Sleep(3 * ackTimeout)
 	require.Empty(t, c2.ping(), "the answering session is still up")
 	f.waitStatus(t, id2, "delivered")
@@ -1283,14 +1284,14 @@ func TestBacklogOfLargeMessages(t *testing.T) {
 	c.presence()
 	var got []string
 	for len(got) < backlog {
-		n, err := c.nextWithin(10 * time.Second)
+		n, err := c.NextWithin(10 * time.Second)
 		require.NoError(t, err, "after %d of %d messages", len(got), backlog)
 		require.Equal(t, "message", n.XMLName.Local, "after %d messages: %s", len(got), n)
-		got = append(got, n.attr("id"))
+		got = append(got, n.Attr("id"))
 	}
 	require.Equal(t, ids, got, "the backlog, in order")
 	live := f.sendTo(t, "alice", "live")
-	require.Equal(t, live, c.message().attr("id"), "a live message after the backlog")
+	require.Equal(t, live, c.message().Attr("id"), "a live message after the backlog")
 }
 
 // TestBacklogOfLargeMessagesResumed: the same backlog with stream
@@ -1307,20 +1308,20 @@ func TestBacklogOfLargeMessagesResumed(t *testing.T) {
 	}
 	c, smID := smLogin(t, f)
 	for i := range 20 {
-		require.Equal(t, ids[i], c.message().attr("id"))
+		require.Equal(t, ids[i], c.message().Attr("id"))
 	}
-	c.drop()
+	c.Drop()
 	c2, n := resumeOn(t, f, smID, 0)
 	require.Equal(t, "resumed", n.XMLName.Local, "got %s", n)
 	var got []string
 	for len(got) < backlog {
-		n, err := c2.nextWithin(10 * time.Second)
+		n, err := c2.NextWithin(10 * time.Second)
 		require.NoError(t, err, "after %d of %d messages", len(got), backlog)
 		switch n.XMLName.Local {
 		case "message":
-			got = append(got, n.attr("id"))
+			got = append(got, n.Attr("id"))
 		case "r":
-			c2.send(fmt.Sprintf("<a xmlns='urn:xmpp:sm:3' h='%d'/>", len(got)))
+			c2.Send(fmt.Sprintf("<a xmlns='urn:xmpp:sm:3' h='%d'/>", len(got)))
 		default:
 			t.Fatalf("after %d messages: %s", len(got), n)
 		}
