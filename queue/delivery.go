@@ -174,7 +174,7 @@ func (q *Queue) mark(dev DeviceRef, to State, ids []string) error {
 			// this one, whose late receipt or marker records nothing.
 			continue
 		}
-		if to >= StateDelivered && st.Fallback != nil && (st.Fallback.Status == "sending" || st.Fallback.Status == FallbackWaiting) {
+		if to >= StateDelivered && st.Fallback.underway() {
 			// Its SMS fallback fired and withdrew it from every device:
 			// exactly one of device delivery and SMS (SPEC §8).
 			continue

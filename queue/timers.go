@@ -149,7 +149,7 @@ func (q *Queue) fireMessageLocked(d dueTimer) (*Message, error) {
 	}
 	fb := st.Fallback
 	switch {
-	case fb != nil && (fb.Status == "sending" || fb.Status == FallbackWaiting):
+	case fb.underway():
 		if d.kind == timerFallback && d.at == st.FallbackRetry {
 			// The provider asked to be tried later, or a crash
 			// interrupted the hand-off: try again.

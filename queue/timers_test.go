@@ -398,10 +398,7 @@ func TestCancelDuringSMSHandOff(t *testing.T) {
 		started <- struct{}{}
 		<-release
 	}}
-	e := newEnv(t, func(c *queue.Config) { c.Fallback = sms })
-	id := e.send(t, queue.EnqueueRequest{To: to("alice"), Body: "code", ExpiresIn: time.Hour,
-		Fallback: &queue.SMSFallback{To: "+1", After: 60}})[0]
-	e.runTimers(t, time.Minute)
+	e, id := fallbackFired(t, sms, "code")
 	<-started
 
 	_, err := e.q.Cancel(ctxT(t), app, id)
@@ -423,10 +420,7 @@ func TestCancelDuringSMSHandOff(t *testing.T) {
 func TestCancelBetweenSMSRetries(t *testing.T) {
 	t.Parallel()
 	sms := &fakeSMS{provider: "http", detail: "HTTP 503", err: &queue.TryLaterError{Err: errors.New("HTTP 503")}}
-	e := newEnv(t, func(c *queue.Config) { c.Fallback = sms })
-	id := e.send(t, queue.EnqueueRequest{To: to("alice"), Body: "code", ExpiresIn: time.Hour,
-		Fallback: &queue.SMSFallback{To: "+1", After: 60}})[0]
-	e.runTimers(t, time.Minute)
+	e, id := fallbackFired(t, sms, "code")
 	e.waitAttempts(t, id, 1)
 
 	st, err := e.q.Cancel(ctxT(t), app, id)
@@ -444,6 +438,18 @@ func TestCancelBetweenSMSRetries(t *testing.T) {
 	require.Equal(t, queue.StateCancelled, st.Status)
 	require.Equal(t, "cancelled", st.Fallback.Status)
 	require.Equal(t, []string{queue.EventCancelled}, e.eventsOf(t, id))
+}
+
+// fallbackFired sends body to alice with an SMS fallback after a minute
+// (expiring in an hour) over a queue handing SMS to sms, and moves the
+// clock to the fallback's deadline: the first hand-off starts.
+func fallbackFired(t *testing.T, sms *fakeSMS, body string) (*env, string) {
+	t.Helper()
+	e := newEnv(t, func(c *queue.Config) { c.Fallback = sms })
+	id := e.send(t, queue.EnqueueRequest{To: to("alice"), Body: body, ExpiresIn: time.Hour,
+		Fallback: &queue.SMSFallback{To: "+1", After: 60}})[0]
+	e.runTimers(t, time.Minute)
+	return e, id
 }
 
 // waitAttempts waits until the status record of id shows n SMS attempts.
@@ -466,11 +472,7 @@ func TestSMSFallbackTryLater(t *testing.T) {
 	busy := &queue.TryLaterError{Err: errors.New("HTTP 503")}
 	throttled := &queue.TryLaterError{After: 3 * time.Minute, Err: errors.New("HTTP 429")}
 	sms := &fakeSMS{provider: "http", detail: "HTTP 503", errs: []error{busy, throttled}}
-	e := newEnv(t, func(c *queue.Config) { c.Fallback = sms })
-	id := e.send(t, queue.EnqueueRequest{To: to("alice"), Body: "code 1234", ExpiresIn: time.Hour,
-		Fallback: &queue.SMSFallback{To: "+1", After: 60}})[0]
-
-	e.runTimers(t, time.Minute)
+	e, id := fallbackFired(t, sms, "code 1234")
 	st := e.waitAttempts(t, id, 1)
 	require.Equal(t, queue.FallbackWaiting, st.Fallback.Status, "waiting for the next attempt")
 	require.Equal(t, "sending", st.Fallback.PublicStatus())
@@ -511,10 +513,7 @@ func TestSMSFallbackTryLater(t *testing.T) {
 func TestSMSFallbackTryLaterGivesUp(t *testing.T) {
 	t.Parallel()
 	sms := &fakeSMS{provider: "http", detail: "unreachable", err: &queue.TryLaterError{Err: errors.New("dial tcp: refused")}}
-	e := newEnv(t, func(c *queue.Config) { c.Fallback = sms })
-	id := e.send(t, queue.EnqueueRequest{To: to("alice"), Body: "code", ExpiresIn: time.Hour,
-		Fallback: &queue.SMSFallback{To: "+1", After: 60}})[0]
-	e.runTimers(t, time.Minute)
+	e, id := fallbackFired(t, sms, "code")
 	e.waitAttempts(t, id, 1)
 	for i, wait := range []time.Duration{15 * time.Second, 30 * time.Second, time.Minute, 2 * time.Minute} {
 		e.runTimers(t, wait)

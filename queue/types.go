@@ -198,6 +198,12 @@ type FallbackInfo struct {
 // cancelled then, not while an attempt is under way.
 const FallbackWaiting = "waiting"
 
+// underway reports whether the SMS was handed to the provider, or is
+// between attempts, with no outcome yet.
+func (f *FallbackInfo) underway() bool {
+	return f != nil && (f.Status == "sending" || f.Status == FallbackWaiting)
+}
+
 // PublicStatus is the fallback status the API shows: FallbackWaiting reads
 // "sending", as the SMS is still on its way.
 func (f *FallbackInfo) PublicStatus() string {
