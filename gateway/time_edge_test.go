@@ -1046,8 +1046,9 @@ func TestTmStaleDevice(t *testing.T) {
 // fakes.
 type tmWakeEnv struct {
 	*tmEnv
-	fcm  *waketest.FCM
-	apns *waketest.APNs
+	fcm   *waketest.FCM
+	apns  *waketest.APNs
+	users map[string]string // by token
 }
 
 func tmStartWake(t *testing.T, wakeInterval int64, apnsWake string) *tmWakeEnv {
@@ -1071,7 +1072,7 @@ func tmStartWake(t *testing.T, wakeInterval int64, apnsWake string) *tmWakeEnv {
 	}
 	_, err := e.app.PatchApp(e.ctx, "acme", p)
 	require.NoError(t, err)
-	return &tmWakeEnv{tmEnv: e, fcm: fcm, apns: apns}
+	return &tmWakeEnv{tmEnv: e, fcm: fcm, apns: apns, users: map[string]string{}}
 }
 
 // device creates user with a device "dev" registered with provider and
@@ -1081,11 +1082,31 @@ func (w *tmWakeEnv) device(user, provider, token string) {
 	w.user(user)
 	_, err := w.app.PutDevice(w.ctx, "acme", user, "dev", api.PutDeviceRequest{Push: &api.PushRegistration{Provider: provider, Token: token}})
 	require.NoError(w.t, err)
+	w.users[token] = user
 }
 
 // count returns the pushes the fakes got for token.
 func (w *tmWakeEnv) count(token string) int {
 	return len(w.fcm.RequestsFor(token)) + len(w.apns.RequestsFor(token))
+}
+
+// settle waits until the gateway has taken in the provider's answer to
+// every push the fakes got for token (its device.wake_sent event follows
+// the waker's bookkeeping). A fake counts a push when the request arrives,
+// before the waker times the next one from its answer: a clock moved in
+// between shifts that schedule (the next wake timed from 59 s, not 0 s).
+func (w *tmWakeEnv) settle(token string) {
+	w.t.Helper()
+	user := w.users[token]
+	tmEventually(w.t, "the wake_sent events of "+user, func() bool {
+		n := 0
+		for _, e := range w.events() {
+			if e.Type == "device.wake_sent" && e.User == user {
+				n++
+			}
+		}
+		return n == w.count(token)
+	})
 }
 
 // tmWakeTick is a little more than the waker's retry tick (250 ms).
@@ -1096,6 +1117,7 @@ const tmWakeTick = 350 * time.Millisecond
 func (w *tmWakeEnv) wakesAt(token string, at ...time.Duration) {
 	w.t.Helper()
 	for _, d := range at {
+		w.settle(token)
 		n := w.count(token)
 		w.g.Clock.Set(w.start.Add(d - time.Second))
 		time.Sleep(tmWakeTick) // a retry tick: a wrong wake would show
@@ -1108,6 +1130,7 @@ func (w *tmWakeEnv) wakesAt(token string, at ...time.Duration) {
 			}
 			time.Sleep(10 * time.Millisecond) // polling the fake
 		}
+		w.settle(token)
 		time.Sleep(tmWakeTick) // a retry tick: a second wake would show
 		require.Equal(w.t, n+1, w.count(token), "one wake at %v", d)
 	}
@@ -1116,6 +1139,7 @@ func (w *tmWakeEnv) wakesAt(token string, at ...time.Duration) {
 // noWakes advances the clock to each offset and requires no new wake.
 func (w *tmWakeEnv) noWakes(token, why string, at ...time.Duration) {
 	w.t.Helper()
+	w.settle(token)
 	n := w.count(token)
 	for _, d := range at {
 		w.g.Clock.Set(w.start.Add(d))
