@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -15,7 +16,9 @@ import (
 )
 
 func TestAppRateLimit(t *testing.T) {
-	g := gatewaytest.Start(t, gatewaytest.WithConfig(func(c *gateway.Config) { c.AppRateLimit = 5 }))
+	// The manual clock stands still: the bucket refills only when the
+	// test moves it, however slowly the requests go.
+	g := gatewaytest.Start(t, gatewaytest.WithManualClock(time.Now()), gatewaytest.WithConfig(func(c *gateway.Config) { c.AppRateLimit = 5 }))
 	app := g.App(t, "acme")
 	other := g.App(t, "other")
 	limited := 0
@@ -31,7 +34,16 @@ func TestAppRateLimit(t *testing.T) {
 			require.Equal(t, 200, code)
 		}
 	}
-	require.GreaterOrEqual(t, limited, 15, "a burst of 10 at 5/s, then 429s")
+	require.Equal(t, 20, limited, "a burst of 10, then 429s")
+	g.Clock.Advance(time.Second) // 5 more at 5/s
+	for i := range 6 {
+		code, _, _ := rawDo(t, "GET", g.URL+"/v1/apps/acme", app.Token, nil, nil)
+		if i < 5 {
+			require.Equal(t, 200, code, "request %d a second later", i)
+		} else {
+			require.Equal(t, http.StatusTooManyRequests, code, "the sixth a second later")
+		}
+	}
 	// Another app and the admin token are not held back by acme's limit.
 	code, _, _ := rawDo(t, "GET", g.URL+"/v1/apps/other", other.Token, nil, nil)
 	require.Equal(t, 200, code)

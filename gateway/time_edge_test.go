@@ -337,7 +337,9 @@ func (e *tmEnv) waitOnline(user, dev string, online bool) {
 		devs, err := e.app.ListDevices(e.ctx, "acme", user)
 		require.NoError(e.t, err)
 		for _, d := range devs {
-			if d.Device == dev && d.Online == online {
+			// Online from the bind; messages flow (the queue's
+			// subscription, which expires_in 0 checks) from the presence.
+			if d.Device == dev && d.Online == online && (!online || e.g.Queue().Online("acme", user, dev)) {
 				return
 			}
 		}
@@ -1288,16 +1290,15 @@ func (h *tmHook) waitPosts(t *testing.T, n int) {
 	tmEventually(t, fmt.Sprintf("%d webhook posts", n), func() bool { return h.postCount() >= n })
 }
 
-// refused waits until the gateway has counted n refused posts, and a
-// little more: the worker reads the clock just after counting one, to
-// time its 24 h, and the test must not move the clock before that.
+// refused waits until the gateway has counted n refused posts: the
+// worker reads the clock that times its 24 h before it counts one, so the
+// test may move the clock once the count shows.
 func (h *tmHook) refused(t *testing.T, e *tmEnv, n int) {
 	t.Helper()
 	h.waitPosts(t, n)
 	tmEventually(t, fmt.Sprintf("%d refused posts counted", n), func() bool {
 		return e.metric(`tether_webhook_deliveries_total{result="error"}`) == fmt.Sprint(n)
 	})
-	time.Sleep(100 * time.Millisecond) // past the clock read that follows the count
 }
 
 // messageIDs returns the message ids of the events received, checking
@@ -1353,22 +1354,22 @@ func (e *tmEnv) metric(name string) string {
 // TestTmWebhookBackoffDoubles: failed posts are retried after the first
 // delay, doubling each time (WebhookMinBackoff stands in for 1 s).
 func TestTmWebhookBackoffDoubles(t *testing.T) {
-	const first = 60 * time.Millisecond
+	const first, posts = 150 * time.Millisecond, 6 // 4.65 s of retries
 	e := tmStart(t, gatewaytest.WithConfig(func(c *gateway.Config) { c.WebhookMinBackoff = first }))
 	h := tmNewHook(t)
 	h.setDown(true)
 	_, err := e.app.PatchApp(e.ctx, "acme", api.PatchAppRequest{Webhook: &api.WebhookConfig{URL: h.srv.URL, Secret: "s"}})
 	require.NoError(t, err)
 	e.cancelled()
-	h.waitPosts(t, 7)
+	h.waitPosts(t, posts)
 	h.mu.Lock()
-	posts := append([]time.Time(nil), h.posts...)
+	at := append([]time.Time(nil), h.posts...)
 	h.mu.Unlock()
 	want := first
-	for i := 1; i < 7; i++ {
-		gap := posts[i].Sub(posts[i-1])
+	for i := 1; i < posts; i++ {
+		gap := at[i].Sub(at[i-1])
 		require.GreaterOrEqual(t, gap, want*9/10, "retry %d after %v, want %v", i, gap, want)
-		require.Less(t, gap, want*3/2+100*time.Millisecond, "retry %d after %v, want %v", i, gap, want)
+		require.Less(t, gap, want*3/2+250*time.Millisecond, "retry %d after %v, want %v", i, gap, want)
 		want *= 2
 	}
 }
@@ -1460,9 +1461,10 @@ func TestTmResumeWindow(t *testing.T) {
 	smID, max := c.session("phone")
 	require.Equal(t, "3", max, "the advertised max is the window in seconds")
 	c.Drop()
-	time.Sleep(window * 9 / 10) // the wall-clock resume window (90 %)
-	r := tmDialRaw(t, e.g.XMPPSAddr)
+	dropped := time.Now()
+	r := tmDialRaw(t, e.g.XMPPSAddr) // connected and logged in first: the resume alone is timed
 	r.login("sam")
+	time.Sleep(time.Until(dropped.Add(window * 9 / 10))) // the wall-clock resume window (90 %)
 	n := r.resume(smID, 0)
 	require.Equal(t, "resumed", n.XMLName.Local, "at 90 %% of the window: %s", n)
 
@@ -1473,12 +1475,17 @@ func TestTmResumeWindow(t *testing.T) {
 	m2 := e.send(api.SendRequest{To: []string{"sam"}, Body: "while away"})
 	time.Sleep(window * 11 / 10) // the wall-clock resume window (110 %)
 	e.waitOnline("sam", "phone", false)
-	var offline []api.Event
-	for _, x := range e.events() {
-		if x.Type == "device.offline" && x.User == "sam" {
-			offline = append(offline, x)
+	offlineEvents := func() (out []api.Event) {
+		for _, x := range e.events() {
+			if x.Type == "device.offline" && x.User == "sam" {
+				out = append(out, x)
+			}
 		}
+		return out
 	}
+	tmEventually(t, "sam's device.offline event", func() bool { return len(offlineEvents()) > 0 }) // appended after the unbind
+	time.Sleep(tmWakeTick)                                                                         // a second one would show
+	offline := offlineEvents()
 	require.Len(t, offline, 1)
 	require.Equal(t, "resume_expired", offline[0].Reason)
 

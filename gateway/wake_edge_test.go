@@ -116,7 +116,7 @@ func TestWakeAfterReconnectAndOfflineAgain(t *testing.T) {
 
 	first, err := f.app.Send(f.ctx, "acme", api.SendRequest{To: []string{"rita"}, Body: "one"}, "")
 	require.NoError(t, err)
-	eventually(t, 3*time.Second, "the first wake", func() bool { return len(f.apns.RequestsFor(tok)) == 1 })
+	eventually(t, 10*time.Second, "the first wake", func() bool { return len(f.apns.RequestsFor(tok)) == 1 })
 
 	// The wake works: the device connects, gets and acknowledges its
 	// message, and goes away cleanly.
@@ -189,7 +189,7 @@ func TestWakeInvalidTokenIsPerApp(t *testing.T) {
 		}
 		return n
 	}
-	deadline := time.Now().Add(3 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for acmePushes() == 0 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond) // polling the fake
 	}
@@ -258,7 +258,9 @@ func TestWakeTokenRejections(t *testing.T) {
 	eventually(t, 5*time.Second, "two token_invalid events", func() bool {
 		return wakeEdgeCount(f.eventTypes(t), "device.token_invalid", "") == 2
 	})
-	eventually(t, 5*time.Second, "cid's push answered", func() bool { return len(f.fcm.RequestsFor("fcm-ttl")) >= 1 })
+	eventually(t, 10*time.Second, "cid's push answered and counted", func() bool { // counted once the answer is taken in
+		return strings.Contains(wakeEdgeMetrics(t, f.g), `tether_wakes_total{provider="fcm",result="failed"} 1`)
+	})
 	evs := f.eventTypes(t)
 	for _, e := range evs {
 		if e.Type != "device.token_invalid" {
@@ -338,12 +340,15 @@ func TestWakeCoalescesBurst(t *testing.T) {
 	for err := range errs {
 		require.NoError(t, err)
 	}
-	eventually(t, 3*time.Second, "one wake per device", func() bool {
+	eventually(t, 10*time.Second, "one wake per device", func() bool {
 		return len(f.apns.RequestsFor(ios)) >= 1 && len(f.fcm.RequestsFor("fcm-dora")) >= 1
 	})
 	time.Sleep(1500 * time.Millisecond) // a storm would show by now
 	require.Len(t, f.apns.RequestsFor(ios), 1, "APNs pushes for one offline device")
 	require.Len(t, f.fcm.RequestsFor("fcm-dora"), 1, "FCM pushes for one offline device")
+	eventually(t, 10*time.Second, "dora's two device.wake_sent events", func() bool {
+		return wakeEdgeCount(f.eventTypes(t), "device.wake_sent", "dora") >= 2
+	})
 	require.Equal(t, 2, wakeEdgeCount(f.eventTypes(t), "device.wake_sent", "dora"))
 }
 
@@ -430,7 +435,7 @@ func TestWakeRegistrationChanges(t *testing.T) {
 
 	_, err = f.app.Send(f.ctx, "acme", api.SendRequest{To: []string{"hugo", "ines", "jon", "kai"}, Body: "x"}, "")
 	require.NoError(t, err)
-	eventually(t, 3*time.Second, "the new token woken", func() bool { return len(f.apns.RequestsFor(newTok)) == 1 })
+	eventually(t, 10*time.Second, "the new token woken", func() bool { return len(f.apns.RequestsFor(newTok)) == 1 })
 	time.Sleep(500 * time.Millisecond) // a wrong push would show by now
 	require.Empty(t, f.apns.RequestsFor(oldTok), "the replaced token")
 	require.Empty(t, f.apns.RequestsFor(waketest.APNsToken(508)), "beta's attempt")
@@ -454,7 +459,7 @@ func TestWakeHeadersFollowMessage(t *testing.T) {
 	require.NoError(t, err)
 	res, err := f.app.Send(f.ctx, "acme", api.SendRequest{To: []string{"lou"}, Body: "secret", ExpiresIn: wakeEdgeInt(3600), Priority: "normal"}, "")
 	require.NoError(t, err)
-	eventually(t, 3*time.Second, "both wakes", func() bool {
+	eventually(t, 10*time.Second, "both wakes", func() bool {
 		return len(f.apns.RequestsFor(tok)) == 1 && len(f.fcm.RequestsFor("fcm-lou")) == 1
 	})
 	st, err := f.app.GetMessage(f.ctx, "acme", res.Messages[0].ID)
@@ -530,7 +535,7 @@ func TestWakeDeliveryAnyStopsOtherDevice(t *testing.T) {
 	require.NoError(t, err)
 	res, err := f.app.Send(f.ctx, "acme", api.SendRequest{To: []string{"nia"}, Body: "x", Delivery: "any"}, "")
 	require.NoError(t, err)
-	eventually(t, 3*time.Second, "both woken", func() bool {
+	eventually(t, 10*time.Second, "both woken", func() bool {
 		return len(f.apns.RequestsFor(ios)) == 1 && len(f.fcm.RequestsFor("fcm-nia")) == 1
 	})
 	got := make(chan string, 10)
@@ -698,7 +703,7 @@ func TestWakeProvidersStayInTheirApp(t *testing.T) {
 	require.NoError(t, err)
 	_, err = f.app.Send(f.ctx, "acme", api.SendRequest{To: []string{"ulla"}, Body: "acme"}, "")
 	require.NoError(t, err)
-	eventually(t, 3*time.Second, "acme's wake (control)", func() bool { return len(f.apns.RequestsFor(tok)) == 1 })
+	eventually(t, 10*time.Second, "acme's wake (control)", func() bool { return len(f.apns.RequestsFor(tok)) == 1 })
 	st := wakeEdgeStatus(t, f.ctx, beta, "beta", betaMsg.Messages[0].ID, "fallback_failed", 10*time.Second)
 	require.Contains(t, st.Fallback.Detail, "no SMS provider")
 	require.Empty(t, f.apns.RequestsFor(betaTok), "beta's device pushed with acme's credentials")
@@ -750,7 +755,7 @@ func TestWakeAppRecreatedStartsFresh(t *testing.T) {
 	f.device(t, "vera", "iphone", "apns", tok)
 	_, err = f.app.Send(f.ctx, "acme", api.SendRequest{To: []string{"vera"}, Body: "y"}, "")
 	require.NoError(t, err)
-	deadline := time.Now().Add(3 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for len(f.apns.RequestsFor(tok)) < 2 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond) // polling the fake
 	}

@@ -118,10 +118,12 @@ func TestWakeOfflineDevicesOnly(t *testing.T) {
 	posted := time.Now()
 	res, err := f.app.Send(f.ctx, "acme", api.SendRequest{To: []string{"alice", "bob", "carol"}, Body: "secret body text", Data: []byte(`{"k":"secret data"}`), Priority: "high"}, "")
 	require.NoError(t, err)
-	eventually(t, time.Second, "APNs and FCM wakes", func() bool {
+	eventually(t, 10*time.Second, "APNs and FCM wakes", func() bool {
 		return len(f.apns.RequestsFor(ios)) == 1 && len(f.fcm.RequestsFor(android)) == 1
 	})
-	require.Less(t, time.Since(posted), 2*time.Second)
+	if !raceEnabled { // the first wake builds the providers' clients, signs a JWT and an OAuth assertion, and dials both fakes
+		require.Less(t, time.Since(posted), 2*time.Second)
+	}
 	a := f.apns.RequestsFor(ios)[0]
 	require.NotContains(t, string(a.Body), "secret")
 	require.Equal(t, "alert", a.Header.Get("apns-push-type"))
@@ -168,7 +170,7 @@ func TestWakeOfflineDevicesOnly(t *testing.T) {
 // for it gets it woken once it has not resumed within the grace; a device
 // that resumes within the grace gets its message and no wake.
 func TestWakeAfterLostConnection(t *testing.T) {
-	const grace = 500 * time.Millisecond
+	const grace = 2 * time.Second // bob's resume (TLS, SASL, resume) must fit in it under -race
 	f := startWakeWith(t, func(c *gateway.Config) { c.SessionLostWakeGrace = grace })
 	gone, back := waketest.APNsToken(11), waketest.APNsToken(12)
 	f.device(t, "alice", "iphone", "apns", gone)
@@ -187,20 +189,20 @@ func TestWakeAfterLostConnection(t *testing.T) {
 	require.NoError(t, err)
 	resumed := make(chan error, 1)
 	go func() { _, err := bob.Resume(f.ctx); resumed <- err }()
+	time.Sleep(time.Until(posted.Add(grace / 2)))
+	require.Empty(t, f.apns.RequestsFor(gone), "no wake within the grace")
 	require.NoError(t, <-resumed)
 	select {
 	case <-bobGot:
 	case <-time.After(10 * time.Second):
 		t.Fatal("bob's message did not come on the resumed stream")
 	}
-	time.Sleep(grace / 2)
-	require.Empty(t, f.apns.RequestsFor(gone), "no wake within the grace")
 	eventually(t, 5*time.Second, "a wake for the device that did not come back", func() bool {
 		return len(f.apns.RequestsFor(gone)) == 1
 	})
 	require.GreaterOrEqual(t, time.Since(posted), grace)
 	require.Equal(t, "wake", f.apns.RequestsFor(gone)[0].Payload()["tether"])
-	time.Sleep(2 * grace)
+	time.Sleep(grace) // bob's would have been due with alice's
 	require.Empty(t, f.apns.RequestsFor(back), "the device that resumed is not woken")
 	select {
 	case id := <-aliceGot:
@@ -223,7 +225,7 @@ func TestWakeRecipientForms(t *testing.T) {
 	require.NoError(t, err)
 	_, err = f.app.Send(f.ctx, "acme", api.SendRequest{To: []string{"hana/phone", "hana/nosuch", "ivan", "ivan/pixel"}, Body: "x"}, "")
 	require.NoError(t, err)
-	eventually(t, time.Second, "wakes for hana/phone and ivan/pixel", func() bool {
+	eventually(t, 10*time.Second, "wakes for hana/phone and ivan/pixel", func() bool {
 		return len(f.apns.RequestsFor(phone)) == 1 && len(f.fcm.RequestsFor(pixel)) == 1
 	})
 	time.Sleep(200 * time.Millisecond) // a wrong push would show by now
@@ -533,7 +535,7 @@ func TestRestartWakeGrace(t *testing.T) {
 	}))
 	_, err := g2.Admin().Send(f.ctx, "acme", api.SendRequest{To: []string{"ivy", "jay"}, Body: "x"}, "")
 	require.NoError(t, err)
-	eventually(t, 2*time.Second, "jay woken at once", func() bool { return len(f.apns.RequestsFor(gone)) > 0 })
+	eventually(t, 10*time.Second, "jay woken at once", func() bool { return len(f.apns.RequestsFor(gone)) > 0 })
 	require.Empty(t, f.apns.RequestsFor(up), "ivy woken within the restart grace")
 	eventually(t, grace+5*time.Second, "ivy woken after the grace", func() bool { return len(f.apns.RequestsFor(up)) > 0 })
 	require.GreaterOrEqual(t, f.apns.RequestsFor(up)[0].At.Sub(before), grace, "ivy's wake came before the grace ended")

@@ -216,8 +216,8 @@ func (w *webhooks) run(ctx context.Context, app string, kick <-chan struct{}) {
 			w.saveCursor(app, cursor)
 			continue
 		}
+		now := w.g.cfg.Clock.Now() // before the count: a count seen means the failure is timed
 		w.batches.WithLabelValues("error").Inc()
-		now := w.g.cfg.Clock.Now()
 		if len(fails) == 0 || next > fails[len(fails)-1].next {
 			fails = append(fails, webhookFail{next: next, at: now})
 		}
