@@ -1101,13 +1101,7 @@ func (w *tmWakeEnv) settle(token string) {
 	w.t.Helper()
 	user := w.users[token]
 	tmEventually(w.t, "the wake_sent events of "+user, func() bool {
-		n := 0
-		for _, e := range w.events() {
-			if e.Type == "device.wake_sent" && e.User == user {
-				n++
-			}
-		}
-		return n == w.count(token)
+		return wakeEdgeCount(w.events(), "device.wake_sent", user) == w.count(token)
 	})
 }
 
