@@ -553,8 +553,13 @@ func (g *Gateway) deleteUser(w http.ResponseWriter, r *http.Request, app *appRec
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// deviceView is d as the REST API shows it. Online is whether the device
+// takes messages now: a session that has sent its initial presence (kept
+// through a resume window) or an HTTP long poll, the same test an
+// expires_in 0 message makes. A session bound but without presence yet is
+// not online: nothing is delivered to it.
 func (g *Gateway) deviceView(app, user string, d *queue.Device) api.Device {
-	v := api.Device{Device: d.ID, Online: g.sessions.Online(app, user, d.ID), Transport: d.Transport, LastSeen: d.LastSeen}
+	v := api.Device{Device: d.ID, Online: g.q.Online(app, user, d.ID), Transport: d.Transport, LastSeen: d.LastSeen}
 	if p := d.Push; p != nil {
 		suffix := p.Token
 		if len(suffix) > 6 {

@@ -337,9 +337,7 @@ func (e *tmEnv) waitOnline(user, dev string, online bool) {
 		devs, err := e.app.ListDevices(e.ctx, "acme", user)
 		require.NoError(e.t, err)
 		for _, d := range devs {
-			// Online from the bind; messages flow (the queue's
-			// subscription, which expires_in 0 checks) from the presence.
-			if d.Device == dev && d.Online == online && (!online || e.g.Queue().Online("acme", user, dev)) {
+			if d.Device == dev && d.Online == online {
 				return
 			}
 		}

@@ -68,6 +68,12 @@ func TestInteropMellium(t *testing.T) {
 		got <- melliumMsg{m.ID, m.Body, m.Data}
 		return nil
 	}))
+	// Bound, but without its initial presence the device takes no
+	// messages yet: the REST API lists it offline until the presence.
+	devs, err := app.ListDevices(ctx, "acme", "alice")
+	require.NoError(t, err)
+	require.Len(t, devs, 1)
+	require.False(t, devs[0].Online, "bound without presence")
 	require.NoError(t, sess.Send(ctx, stanza.Presence{}.Wrap(nil)))
 
 	recv := func() melliumMsg {
@@ -90,7 +96,7 @@ func TestInteropMellium(t *testing.T) {
 	require.Equal(t, live.Messages[0].ID, m2.ID)
 	require.Equal(t, "live <&> one", m2.Body)
 
-	devs, err := app.ListDevices(ctx, "acme", "alice")
+	devs, err = app.ListDevices(ctx, "acme", "alice")
 	require.NoError(t, err)
 	require.Len(t, devs, 1)
 	require.True(t, devs[0].Online)

@@ -135,6 +135,24 @@ func (g *localGateway) start(ctx context.Context, baseURL string) error {
 	return waitReady(ctx, baseURL, done, 60*time.Second)
 }
 
+// errExitedStarting is start's error when the gateway exited before it
+// was ready.
+var errExitedStarting = errors.New("the gateway exited while starting")
+
+// logMentions reports whether the last 4 KiB of the gateway's log hold s.
+func (g *localGateway) logMentions(s string) bool {
+	f, err := os.Open(g.logPath)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err == nil && st.Size() > 4096 {
+		f.Seek(st.Size()-4096, io.SeekStart)
+	}
+	b, _ := io.ReadAll(f)
+	return strings.Contains(string(b), s)
+}
+
 // waitReady polls /readyz until it answers 200, the process exits or the
 // time is up.
 func waitReady(ctx context.Context, baseURL string, exited <-chan struct{}, limit time.Duration) error {
@@ -151,7 +169,7 @@ func waitReady(ctx context.Context, baseURL string, exited <-chan struct{}, limi
 		}
 		select {
 		case <-exited:
-			return errors.New("the gateway exited while starting")
+			return errExitedStarting
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(50 * time.Millisecond): // polling readiness

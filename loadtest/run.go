@@ -425,17 +425,29 @@ func (r *runner) startTarget() error {
 	if logDir == "" {
 		logDir = r.tmp
 	}
-	g, t, err := newLocalGateway(bin, r.tmp, filepath.Join(logDir, "gateway.log"), r.fk.caFile, cfg.gatewayLogLevel)
-	if err != nil {
-		return err
+	var g *localGateway
+	var t *target
+	// The ports were free when chosen but are not held until the gateway
+	// binds them; if another process took one meanwhile, choose again.
+	for attempt := 1; ; attempt++ {
+		var err error
+		g, t, err = newLocalGateway(bin, r.tmp, filepath.Join(logDir, "gateway.log"), r.fk.caFile, cfg.gatewayLogLevel)
+		if err != nil {
+			return err
+		}
+		err = g.start(r.ctx, t.baseURL)
+		if err == nil {
+			break
+		}
+		g.stop()
+		if attempt == 3 || !errors.Is(err, errExitedStarting) || !g.logMentions("address already in use") {
+			return err
+		}
+		r.logf("a port of the gateway was taken before it could bind it; choosing others")
 	}
 	r.mu.Lock()
 	r.tgt = t
 	r.mu.Unlock()
-	if err := g.start(r.ctx, t.baseURL); err != nil {
-		g.stop()
-		return err
-	}
 	pem, err := os.ReadFile(filepath.Join(g.dataDir, "tls-cert.pem"))
 	if err != nil {
 		g.stop()
