@@ -687,3 +687,43 @@ func TestInboundDuplicateIgnored(t *testing.T) {
 	}
 	require.Equal(t, []string{"phone1", "tablet"}, from, "once per device")
 }
+
+// TestCountsByTransport: the node's session counts by transport (GET
+// /v1/stats) follow binds, replacements, detached sessions waiting for
+// resumption, a resumption over another transport, and closes.
+func TestCountsByTransport(t *testing.T) {
+	f := start(t, nil)
+	want := func(tls, ws int64) {
+		t.Helper()
+		checkFor(t, step, 10*time.Millisecond, func() error {
+			got := f.g.Sessions().Counts()
+			if got["tls"] != tls || got["websocket"] != ws || got["starttls"] != 0 {
+				return fmt.Errorf("counts %v, want tls %d, websocket %d", got, tls, ws)
+			}
+			return nil
+		})
+	}
+	a, smID := smLogin(t, f)
+	b := loginWS(t, f, "bob", "browser")
+	want(1, 1)
+
+	a2 := f.login(t, "alice", "phone1") // replaces the first
+	a.expectStreamError("conflict")
+	want(1, 1)
+	smID = a2.enableSM()
+	a2.presence()
+	a2.Drop()
+	want(1, 1) // detached, waiting for resumption
+
+	// Resumed over WebSocket: the device's session moves to that transport.
+	w := dialWS(t, f.g.URL, domain)
+	w.Open()
+	w.Authenticate("alice", "secret-alice")
+	w.Send(fmt.Sprintf("<resume xmlns='urn:xmpp:sm:3' previd='%s' h='0'/>", smID))
+	w.Expect("resumed")
+	want(0, 2)
+
+	b.Send("<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>")
+	b.expectClosed()
+	want(0, 1)
+}

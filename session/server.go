@@ -174,6 +174,7 @@ type Server struct {
 	mu        sync.Mutex
 	bound     map[deviceKey]*Session // bound sessions by device (including detached ones)
 	perUser   map[userKey]int        // bound sessions per user
+	byKind    map[string]int64       // bound sessions per transport (Counts), kept by setBoundLocked and unbind
 	resumable map[string]*Session    // detached or live sessions by stream-management id
 	all       map[*Session]struct{}
 	draining  bool
@@ -193,6 +194,7 @@ func New(cfg Config) *Server {
 		m:         newMetrics(),
 		bound:     map[deviceKey]*Session{},
 		perUser:   map[userKey]int{},
+		byKind:    map[string]int64{},
 		resumable: map[string]*Session{},
 		all:       map[*Session]struct{}{},
 	}
@@ -340,7 +342,7 @@ func (s *Server) bind(sess *Session) bool {
 		}
 		s.perUser[u]++
 	}
-	s.bound[k] = sess
+	s.setBoundLocked(k, sess)
 	s.mu.Unlock()
 	if old != nil && old != sess {
 		old.terminate(ReasonReplaced)
@@ -349,6 +351,16 @@ func (s *Server) bind(sess *Session) bool {
 }
 
 type userKey struct{ app, user string }
+
+// setBoundLocked makes sess the bound session of k, counting it by
+// transport; s.mu is held.
+func (s *Server) setBoundLocked(k deviceKey, sess *Session) {
+	if old := s.bound[k]; old != nil {
+		s.byKind[old.kind]--
+	}
+	s.bound[k] = sess
+	s.byKind[sess.kind]++
+}
 
 // unbind forgets sess; it reports whether sess was still the device's
 // session (not replaced by a newer one).
@@ -359,6 +371,7 @@ func (s *Server) unbind(sess *Session) bool {
 	current := s.bound[k] == sess
 	if current {
 		delete(s.bound, k)
+		s.byKind[sess.kind]--
 		u := userKey{sess.app, sess.user}
 		if s.perUser[u]--; s.perUser[u] <= 0 {
 			delete(s.perUser, u)
@@ -433,8 +446,8 @@ func (s *Server) Counts() map[string]int64 {
 	out := map[string]int64{"tls": 0, "starttls": 0, "websocket": 0}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, sess := range s.bound {
-		out[sess.kind]++
+	for kind, n := range s.byKind {
+		out[kind] = n
 	}
 	return out
 }

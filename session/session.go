@@ -850,7 +850,7 @@ func (s *Session) resume(e *element) CloseReason {
 	}
 	s.srv.mu.Lock()
 	s.srv.resumable[smID] = s
-	s.srv.bound[deviceKey{s.app, s.user, s.device}] = s
+	s.srv.setBoundLocked(deviceKey{s.app, s.user, s.device}, s)
 	s.srv.mu.Unlock()
 	s.srv.m.resumes.WithLabelValues("ok").Inc()
 	s.srv.notifyBound(s)
