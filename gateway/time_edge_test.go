@@ -1493,7 +1493,9 @@ func TestTmResumeWindow(t *testing.T) {
 // <connection-timeout/> (15 min, shortened to 1 s); whitespace keeps it
 // open; a message it had in flight comes again on the next session.
 func TestTmIdleClose(t *testing.T) {
-	const idle = time.Second
+	// Two seconds: the talking device's whitespace every 300 ms has 1.7 s
+	// of slack on a loaded machine.
+	const idle = 2 * time.Second
 	e := tmStart(t, gatewaytest.WithConfig(func(c *gateway.Config) { c.SessionIdleTimeout = idle }))
 	e.user("tia", "uma")
 
@@ -1523,7 +1525,7 @@ func TestTmIdleClose(t *testing.T) {
 	}()
 
 	for {
-		n, err := quiet.NextWithin(5 * time.Second)
+		n, err := quiet.NextWithin(4 * idle)
 		require.NoError(t, err, "waiting for the idle close")
 		if n.XMLName.Local == "error" {
 			require.NotNil(t, n.Child("", "connection-timeout"), "%s", n)
