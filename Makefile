@@ -13,7 +13,7 @@ run:
 
 ## build: the gateway and admin binaries in ./bin
 build:
-	$(GO) build -o bin/ ./cmd/gateway ./cmd/admin
+	$(GO) build -trimpath -o bin/ ./cmd/gateway ./cmd/admin
 
 ## test: every test, with the race detector
 test:
