@@ -49,6 +49,7 @@ type config struct {
 	workers, perWorker    int
 	app                   string
 	keep                  bool
+	webhook               bool // the app posts its events to a receiver the harness runs; the verdict checks inbound messages
 	out                   string
 	gatewayBin            string
 	gatewayLogLevel       string
@@ -123,6 +124,7 @@ func newFlagSet(cfg *config, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.perWorker, "per-worker", 0, "most sessions per worker process (0: from the file limit)")
 	fs.StringVar(&cfg.app, "app", "", "app id to create (default soak-<random>)")
 	fs.BoolVar(&cfg.keep, "keep", false, "keep the temporary data dir, and the app on a remote gateway")
+	fs.BoolVar(&cfg.webhook, "webhook", false, "point the app's webhook at a receiver the harness runs (signatures checked) and check that every inbound message the gateway confirmed to its device reached it, once; adds the webhook's load to the gateway and the harness")
 	fs.StringVar(&cfg.out, "out", "loadtest/out", "directory for report.json, report.html and report.txt (empty: none)")
 	fs.StringVar(&cfg.gatewayBin, "gateway-bin", "", "gateway binary to run (default: go build tether/cmd/gateway into a temp dir)")
 	fs.StringVar(&cfg.gatewayLogLevel, "gateway-log-level", "warn", "log level of the gateway this harness starts (its log is gateway.log in -out)")

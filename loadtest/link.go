@@ -56,6 +56,7 @@ type event struct {
 	Worker int           `json:"w"`
 	D      []delivery    `json:"d,omitempty"`
 	T      []transition  `json:"t,omitempty"`
+	In     []string      `json:"in,omitempty"` // inbound messages confirmed by the gateway (inboundKey), with -webhook
 	Status *workerStatus `json:"s,omitempty"`
 	Stats  *workerStats  `json:"st,omitempty"`
 	Msg    string        `json:"msg,omitempty"`

@@ -418,6 +418,10 @@ func (rep *report) summary() string {
 	p("          woken devices connected %d times; %d wakes came while the device was connecting or up, %d while it was closing (it connected again)",
 		s.WakeConnects, s.WakeIgnored, s.Rewakes)
 	p("inbound   %d confirmed, %d not confirmed in 10 s", rep.Inbound.Confirmed, rep.Inbound.Failed)
+	if wc := ch.Webhook; wc != nil {
+		p("webhook   %d posts, %d events; inbound: %d of %d confirmed reached the backend, %d LOST, %d TWICE; %d more not confirmed to their device; %d repeated event ids dropped",
+			wc.Posts, wc.Events, wc.Seen, wc.Confirmed, wc.Lost, wc.Twice, wc.Unconfirmed, wc.Repeats)
+	}
 	p("harness   peak RSS %.0f MiB, %.0f CPU seconds (all its processes); %.1fs during traffic (%.0f µs per delivered message)",
 		rep.Harness.PeakRSSMiB, rep.Harness.CPUSeconds, rep.Harness.CPUSecondsTraffic, rep.Harness.CPUPerMessageUs)
 	g := rep.Gateway

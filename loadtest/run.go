@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	mrand "math/rand/v2"
 	"net/http"
 	"os"
@@ -36,7 +37,8 @@ type runner struct {
 	col   *collector
 	tgt   *target
 	fk    *fakes
-	api   *api.Client // admin token, for setup, checks and stats
+	wh    *webhookSink // -webhook
+	api   *api.Client  // admin token, for setup, checks and stats
 	gen   *generator
 
 	links    []link
@@ -45,6 +47,7 @@ type runner struct {
 	stopping atomic.Bool
 
 	mu          sync.Mutex
+	inbound     map[string]struct{} // inbound messages confirmed to their devices (inboundKey), with -webhook
 	wstatus     []workerStatus
 	wstats      []*workerStats
 	problems    []string // harness or gateway failures outside the message checks
@@ -213,7 +216,17 @@ func (r *runner) phases() int {
 		defer r.tgt.local.stop()
 	}
 	r.api = newAPIClient(r.tgt.baseURL, r.tgt.adminToken, 64, r.tgt.caPEM)
-	created, err := setupApp(r.ctx, r.api, r.app, r.fk, cfg.wakeInterval)
+	var hook *api.WebhookConfig
+	if cfg.webhook {
+		if r.wh, err = startWebhookSink(); err != nil {
+			fmt.Fprintln(r.errw, "loadtest: start the webhook receiver:", err)
+			return exitSetup
+		}
+		defer r.wh.close()
+		r.inbound = map[string]struct{}{}
+		hook = &api.WebhookConfig{URL: r.wh.url, Secret: r.wh.secret}
+	}
+	created, err := setupApp(r.ctx, r.api, r.app, r.fk, cfg.wakeInterval, hook)
 	if created && cfg.remote {
 		// Registered before anything else can fail: a run never leaves
 		// its app on someone's gateway without saying so.
@@ -266,6 +279,9 @@ func (r *runner) phases() int {
 	}
 	if r.ctx.Err() == nil {
 		r.drainAndSweep()
+	}
+	if r.ctx.Err() == nil && r.wh != nil {
+		r.webhookWait(60 * time.Second)
 	}
 	r.collectStats()
 	r.stopWorkers()
@@ -483,7 +499,7 @@ func (r *runner) startWorkers(password string) error {
 			Index: i, First: first, Count: count, Fleet: *r.f, App: r.app, Password: password,
 			Addr: r.tgt.addr, StartTLSAddr: r.tgt.startTLSAddr, WSURL: r.tgt.wsURL, CAPEM: r.tgt.caPEM,
 			LoginRate: cfg.loginRate / float64(n), LoginConc: 64, ReadShare: cfg.readShare,
-			Churn: cfg.churn, ResumeShare: cfg.resumeShare, InboundRate: cfg.inboundRate / float64(n),
+			Churn: cfg.churn, ResumeShare: cfg.resumeShare, InboundRate: cfg.inboundRate / float64(n), ReportInbound: cfg.webhook,
 			WakeDelayMin: cfg.wakeDelayMin, WakeDelayMax: cfg.wakeDelayMax, WakeQuiet: cfg.wakeQuiet,
 			OnlinePush: cfg.onlinePush, APNsTopic: r.fk.apns.Topic, DumpDir: cfg.out,
 		}
@@ -523,6 +539,15 @@ func (r *runner) onEvent(ev *event) {
 	switch ev.Ev {
 	case evBatch:
 		r.col.deliveries(ev.D, ev.T)
+		if len(ev.In) > 0 {
+			r.mu.Lock()
+			if r.inbound != nil {
+				for _, k := range ev.In {
+					r.inbound[k] = struct{}{}
+				}
+			}
+			r.mu.Unlock()
+		}
 	case evStatus, evRamped:
 		r.mu.Lock()
 		if ev.Worker < len(r.wstatus) && ev.Status != nil {
@@ -822,6 +847,30 @@ func (r *runner) drainAndSweep() {
 	res2 := r.drainWait(30*time.Second, 5*time.Second)
 	r.logf("sweep: %s", res2)
 	r.drainResult = res + "; after the sweep " + res2
+}
+
+// webhookWait waits (at most maxWait) until the webhook receiver got every
+// inbound message confirmed to its device: the gateway's outbox may be
+// behind, or backing off after a kill.
+func (r *runner) webhookWait(maxWait time.Duration) {
+	r.mu.Lock()
+	keys := maps.Clone(r.inbound)
+	r.mu.Unlock()
+	start := time.Now()
+	for {
+		n := r.wh.missing(keys)
+		if n == 0 {
+			r.logf("webhook: all %d confirmed inbound messages in after %.1fs", len(keys), time.Since(start).Seconds())
+			return
+		}
+		if time.Since(start) >= maxWait {
+			r.logf("webhook: %d of %d confirmed inbound messages missing after %v", n, len(keys), maxWait)
+			return
+		}
+		if !sleepCtx(r.ctx, 250*time.Millisecond) {
+			return
+		}
+	}
 }
 
 // drainWait waits until every expected delivery came, nothing arrived for

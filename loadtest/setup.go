@@ -33,7 +33,7 @@ func newAPIClient(baseURL, token string, conns int, caPEM string) *api.Client {
 // setupApp creates the app and points its push settings at the fakes.
 // created reports whether the app exists now (to be deleted), even when
 // configuring it failed.
-func setupApp(ctx context.Context, cl *api.Client, app string, fk *fakes, wakeInterval int) (created bool, err error) {
+func setupApp(ctx context.Context, cl *api.Client, app string, fk *fakes, wakeInterval int, webhook *api.WebhookConfig) (created bool, err error) {
 	if _, err := cl.CreateApp(ctx, api.CreateAppRequest{ID: app, Name: "Tether soak " + app}); err != nil {
 		return false, fmt.Errorf("create app %s: %w", app, err)
 	}
@@ -43,6 +43,7 @@ func setupApp(ctx context.Context, cl *api.Client, app string, fk *fakes, wakeIn
 			Topic: fk.apns.Topic, Endpoint: fk.apns.URL},
 		FCM:      &api.FCMConfig{ServiceAccountJSON: fk.fcm.ServiceAccountJSON, Endpoint: fk.fcm.Endpoint()},
 		Defaults: &api.Defaults{WakeInterval: &wi},
+		Webhook:  webhook,
 	})
 	if err != nil {
 		return true, fmt.Errorf("configure app %s: %w", app, err)

@@ -13,13 +13,13 @@ import (
 )
 
 // smallSoakArgs is the small soak `make test` runs: 500 sessions over two
-// worker processes, 400 messages/s for 15 s with 60% churn per minute and
-// one kill -9 of the gateway. The lead's Makefile runs the same through
-// this test.
+// worker processes, 400 messages/s for 15 s with 60% churn per minute, 20
+// inbound messages/s checked against the app's webhook, and one kill -9
+// of the gateway. The lead's Makefile runs the same through this test.
 var smallSoakArgs = []string{
 	"-sessions", "500", "-users", "125", "-rate", "400", "-d", "15s",
 	"-churn", "60", "-kill-every", "8s", "-kill-max", "1", "-workers", "2",
-	"-inbound-rate", "20", "-drain", "30s", "-progress", "5s", "-deadline", "4m",
+	"-inbound-rate", "20", "-webhook", "-drain", "30s", "-progress", "5s", "-deadline", "4m",
 }
 
 // TestSmallSoak builds the harness (with the race detector when the test
@@ -84,6 +84,7 @@ func TestSmallSoak(t *testing.T) {
 				ToOffline uint64 `json:"to_offline_devices"`
 				ToOnline  uint64 `json:"to_online_devices"`
 			} `json:"wakes"`
+			Webhook *webhookChecks `json:"webhook"`
 		} `json:"checks"`
 		Gateway struct {
 			Kills         int             `json:"kills"`
@@ -120,6 +121,8 @@ func TestSmallSoak(t *testing.T) {
 		t.Errorf("restart phases %+v out of order with downtimes %v", rep.Gateway.RestartPhases, rep.Gateway.Downtimes)
 	case c.Wakes.ToOffline == 0:
 		t.Error("no wake reached an offline device")
+	case c.Webhook == nil || c.Webhook.Confirmed < 100 || c.Webhook.Seen != c.Webhook.Confirmed || c.Webhook.Lost+c.Webhook.Twice != 0:
+		t.Errorf("webhook: %+v, want every one of at least 100 confirmed inbound messages seen once", c.Webhook)
 	case rep.Sessions.ChurnResume+rep.Sessions.ChurnFresh == 0:
 		t.Error("no churn")
 	case rep.Plan.Workers != 2 || rep.Sessions.Peak < 400:

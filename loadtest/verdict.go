@@ -46,6 +46,9 @@ type checks struct {
 	Foreign             uint64 `json:"foreign"` // messages without the generator's data
 
 	Wakes wakeChecks `json:"wakes"`
+	// Webhook: the inbound messages against what the backend's webhook
+	// got (-webhook).
+	Webhook *webhookChecks `json:"webhook,omitempty"`
 
 	Examples map[string][]string `json:"examples,omitempty"`
 }
@@ -128,6 +131,18 @@ func (r *runner) verdict() *checks {
 	}
 	c.mu.Unlock()
 	r.wakeCheck(ch)
+	if r.wh != nil {
+		r.mu.Lock()
+		wc := r.wh.check(r.inbound)
+		r.mu.Unlock()
+		ch.Webhook = &wc
+		if wc.Lost > 0 {
+			fail("%d of %d inbound messages confirmed to their devices never reached the backend's webhook", wc.Lost, wc.Confirmed)
+		}
+		if wc.Twice > 0 {
+			fail("%d inbound messages reached the backend twice (under two event ids)", wc.Twice)
+		}
+	}
 
 	if r.cfg.rate > 0 && ch.Expected == 0 && r.aborted == "" {
 		fail("no message was accepted")

@@ -25,29 +25,30 @@ import (
 // workerConfig is what a worker needs: its devices [First, First+Count)
 // of the fleet, where the gateway is, and the behaviour shares.
 type workerConfig struct {
-	Index        int           `json:"index"`
-	First        int           `json:"first"`
-	Count        int           `json:"count"`
-	Fleet        fleet         `json:"fleet"`
-	App          string        `json:"app"`
-	Password     string        `json:"password"`
-	Addr         string        `json:"addr"`          // direct TLS
-	StartTLSAddr string        `json:"starttls_addr"` // STARTTLS
-	WSURL        string        `json:"ws_url"`
-	CAPEM        string        `json:"ca_pem"` // the gateway's certificate; "" skips verification
-	LoginRate    float64       `json:"login_rate"`
-	LoginConc    int           `json:"login_conc"`
-	ReadShare    float64       `json:"read_share"`
-	Churn        float64       `json:"churn"` // percent of online sessions per minute
-	ResumeShare  float64       `json:"resume_share"`
-	InboundRate  float64       `json:"inbound_rate"`
-	WakeDelayMin time.Duration `json:"wake_delay_min"`
-	WakeDelayMax time.Duration `json:"wake_delay_max"`
-	WakeQuiet    time.Duration `json:"wake_quiet"`
-	OnlinePush   bool          `json:"online_push"`
-	APNsTopic    string        `json:"apns_topic"`
-	DumpDir      string        `json:"dump_dir"`    // where a sweep that finds stuck devices writes the worker's goroutines ("" none)
-	CPUProfile   string        `json:"cpu_profile"` // where a worker process writes its CPU profile of the traffic phase ("" none)
+	Index         int           `json:"index"`
+	First         int           `json:"first"`
+	Count         int           `json:"count"`
+	Fleet         fleet         `json:"fleet"`
+	App           string        `json:"app"`
+	Password      string        `json:"password"`
+	Addr          string        `json:"addr"`          // direct TLS
+	StartTLSAddr  string        `json:"starttls_addr"` // STARTTLS
+	WSURL         string        `json:"ws_url"`
+	CAPEM         string        `json:"ca_pem"` // the gateway's certificate; "" skips verification
+	LoginRate     float64       `json:"login_rate"`
+	LoginConc     int           `json:"login_conc"`
+	ReadShare     float64       `json:"read_share"`
+	Churn         float64       `json:"churn"` // percent of online sessions per minute
+	ResumeShare   float64       `json:"resume_share"`
+	InboundRate   float64       `json:"inbound_rate"`
+	ReportInbound bool          `json:"report_inbound"` // send the confirmed inbound messages' keys (-webhook)
+	WakeDelayMin  time.Duration `json:"wake_delay_min"`
+	WakeDelayMax  time.Duration `json:"wake_delay_max"`
+	WakeQuiet     time.Duration `json:"wake_quiet"`
+	OnlinePush    bool          `json:"online_push"`
+	APNsTopic     string        `json:"apns_topic"`
+	DumpDir       string        `json:"dump_dir"`    // where a sweep that finds stuck devices writes the worker's goroutines ("" none)
+	CPUProfile    string        `json:"cpu_profile"` // where a worker process writes its CPU profile of the traffic phase ("" none)
 }
 
 // Device states, as the worker sees them.
@@ -86,10 +87,11 @@ type worker struct {
 	tls    *tls.Config
 	dial   chan struct{} // bounds concurrent logins
 
-	mu     sync.Mutex // guards the batches and acc
-	batchD []delivery
-	batchT []transition
-	acc    sdkproto.Stats // of clients already closed
+	mu      sync.Mutex // guards the batches and acc
+	batchD  []delivery
+	batchIn []string // inbound messages confirmed since the last flush (inboundKey)
+	batchT  []transition
+	acc     sdkproto.Stats // of clients already closed
 
 	onlineN                                      atomic.Int64
 	logins, loginFails, churnResume, churnFresh  atomic.Uint64
@@ -614,13 +616,19 @@ func (w *worker) inboundLoop() {
 				ctx, cancel := context.WithTimeout(w.ctx, 10*time.Second)
 				defer cancel()
 				data := fmt.Appendf(nil, `{"inbound":%d,"worker":%d,"ts":%d}`, seq, w.cfg.Index, time.Now().UnixNano())
-				if _, err := c.Send(ctx, sdkproto.Outbound{Data: data, Body: "inbound " + strconv.FormatUint(seq, 10)}); err != nil {
+				id, err := c.Send(ctx, sdkproto.Outbound{Data: data, Body: "inbound " + strconv.FormatUint(seq, 10)})
+				if err != nil {
 					if !errors.Is(err, sdkproto.ErrClosed) && w.ctx.Err() == nil {
 						w.inboundFail.Add(1)
 					}
 					return
 				}
 				w.inboundOK.Add(1)
+				if w.cfg.ReportInbound {
+					w.mu.Lock()
+					w.batchIn = append(w.batchIn, inboundKey(d.user, d.name, id))
+					w.mu.Unlock()
+				}
 			})
 		}
 	}
@@ -783,11 +791,11 @@ func (w *worker) flusher() {
 
 func (w *worker) flush() {
 	w.mu.Lock()
-	d, tr := w.batchD, w.batchT
-	w.batchD, w.batchT = nil, nil
+	d, tr, in := w.batchD, w.batchT, w.batchIn
+	w.batchD, w.batchT, w.batchIn = nil, nil, nil
 	w.mu.Unlock()
-	if len(d) > 0 || len(tr) > 0 {
-		w.emit(&event{Ev: evBatch, D: d, T: tr})
+	if len(d) > 0 || len(tr) > 0 || len(in) > 0 {
+		w.emit(&event{Ev: evBatch, D: d, T: tr, In: in})
 	}
 }
 
