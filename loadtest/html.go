@@ -65,6 +65,10 @@ td.n{text-align:right;font-variant-numeric:tabular-nums} pre{background:#f6f8fa;
 	row("wakes to online devices", fmt.Sprint(ch.Wakes.ToOnline), ch.Wakes.ToOnline > 0)
 	row("wakes to offline devices (per device: mean / max)", fmt.Sprintf("%d (%.1f / %d; %d of %d woken)", ch.Wakes.ToOffline,
 		ch.Wakes.PerDeviceMean, ch.Wakes.PerDeviceMax, ch.Wakes.Woken, ch.Wakes.OfflineDevices), false)
+	if wc := ch.Webhook; wc != nil {
+		row("inbound messages confirmed / reached the webhook / lost / twice", fmt.Sprintf("%d / %d / %d / %d (%d events in %d posts)",
+			wc.Confirmed, wc.Seen, wc.Lost, wc.Twice, wc.Events, wc.Posts), wc.Lost+wc.Twice > 0)
+	}
 	l := rep.Latency
 	row("online end-to-end latency p50 / p99 / p99.9 / max", fmt.Sprintf("%.2f / %.2f / %.2f / %.0f ms", l.P50, l.P99, l.P999, l.Max), false)
 	row("offline devices' end-to-end latency (wake, connect, pull) p50 / p99", fmt.Sprintf("%.0f / %.0f ms", l.OfflineP50, l.OfflineP99), false)

@@ -10,7 +10,8 @@ import (
 
 func testReport() *report {
 	ch := &checks{Pass: false, Failures: []string{"1 of 10 deliveries lost"}, Expected: 10, Delivered: 9, Lost: 1,
-		FinalStates: map[string]uint64{"expired": 2}, Examples: map[string][]string{"lost": {"message <x> & co"}}}
+		FinalStates: map[string]uint64{"expired": 2}, Examples: map[string][]string{"lost": {"message <x> & co"}},
+		Webhook: &webhookChecks{Posts: 4, Events: 380, Confirmed: 12, Seen: 11, Lost: 1}}
 	nan := nf(math.NaN())
 	return &report{RunID: "r1", App: "soak-r1", Started: time.Now(), Command: "go run ./loadtest -d 1s", Checks: ch,
 		Failures: ch.Failures, Warnings: []string{"a warning"}, Config: map[string]string{"d": "1s"},
@@ -37,7 +38,7 @@ func TestHTMLSelfContained(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"FAIL", "1 of 10 deliveries lost", "a warning", "message &lt;x&gt; &amp; co", "kill -9",
-		"Rate steps", "fell behind", "p99 &lt;= 50ms: <b>1000 msgs/s</b>"} {
+		"Rate steps", "fell behind", "p99 &lt;= 50ms: <b>1000 msgs/s</b>", "12 / 11 / 1 / 0 (380 events in 4 posts)"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("the page lacks %q", want)
 		}
