@@ -280,10 +280,10 @@ func (r *runner) phases() int {
 	if r.ctx.Err() == nil {
 		r.drainAndSweep()
 	}
+	r.collectStats() // the workers flush what they hold, confirmed inbound messages too
 	if r.ctx.Err() == nil && r.wh != nil {
 		r.webhookWait(60 * time.Second)
 	}
-	r.collectStats()
 	r.stopWorkers()
 	r.leakCheck()
 	return r.finish()
