@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"encoding/xml"
 	"strings"
 	"sync"
@@ -74,6 +75,21 @@ func TestInteropMellium(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, devs, 1)
 	require.False(t, devs[0].Online, "bound without presence")
+	onlineEvents := func() int {
+		t.Helper()
+		evs, err := app.Events(ctx, "acme", "", 1000, 0)
+		require.NoError(t, err)
+		n := 0
+		for _, raw := range evs.Events {
+			var e api.Event
+			require.NoError(t, json.Unmarshal(raw, &e))
+			if e.Type == "device.online" && e.User == "alice" {
+				n++
+			}
+		}
+		return n
+	}
+	require.Zero(t, onlineEvents(), "no device.online before the presence")
 	require.NoError(t, sess.Send(ctx, stanza.Presence{}.Wrap(nil)))
 
 	recv := func() melliumMsg {
@@ -100,6 +116,7 @@ func TestInteropMellium(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, devs, 1)
 	require.True(t, devs[0].Online)
+	require.Eventually(t, func() bool { return onlineEvents() == 1 }, 10*time.Second, 10*time.Millisecond, "one device.online, at the presence")
 	require.Equal(t, "tls", devs[0].Transport)
 	require.True(t, strings.HasPrefix(devs[0].Device, "gen-"), "mellium v0.22 binds an empty resource: the gateway makes one")
 

@@ -555,7 +555,7 @@ func (s *Session) end(reason CloseReason) {
 	}
 	sub := s.sub
 	s.sub = nil
-	bound := s.state&StateBound != 0
+	bound, ready := s.state&StateBound != 0, s.state&StateReady != 0
 	s.mu.Unlock()
 	if sub != nil {
 		sub.Close()
@@ -573,7 +573,9 @@ func (s *Session) end(reason CloseReason) {
 				s.log.Warn("device record", zap.Error(err))
 			}
 		}
-		s.srv.q.AppendEvent(context.Background(), &queue.Event{Type: queue.EventDeviceOffline, App: s.app, User: s.user, Device: s.device, Reason: string(reason)})
+		if ready { // device.online was sent (at the presence)
+			s.srv.q.AppendEvent(context.Background(), &queue.Event{Type: queue.EventDeviceOffline, App: s.app, User: s.user, Device: s.device, Reason: string(reason)})
+		}
 	}
 	if unacked {
 		s.srv.lost(s)

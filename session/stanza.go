@@ -181,7 +181,6 @@ func (s *Session) bind(id string, p *element) CloseReason {
 	if err := s.srv.q.DeviceBound(ctx, s.ref(), s.kind); err != nil {
 		s.log.Warn("device record", zap.Error(err))
 	}
-	s.srv.q.AppendEvent(ctx, &queue.Event{Type: queue.EventDeviceOnline, App: s.app, User: s.user, Device: s.device, Transport: s.kind})
 	s.srv.notifyBound(s)
 	s.srv.m.handshakes.WithLabelValues(s.kind, "ok").Inc()
 	return ""
@@ -238,6 +237,11 @@ func (s *Session) presence(e *element) CloseReason {
 	}
 	s.state |= StateReady
 	s.startDelivery()
+	// device.online from the initial presence, when messages start to
+	// flow: the REST API lists the device online from here, and an
+	// expires_in 0 message finds it. A session that binds and never sends
+	// its presence has neither device.online nor device.offline.
+	s.srv.q.AppendEvent(context.Background(), &queue.Event{Type: queue.EventDeviceOnline, App: s.app, User: s.user, Device: s.device, Transport: s.kind})
 	return ""
 }
 
