@@ -858,7 +858,7 @@ func (r *runner) webhookWait(maxWait time.Duration) {
 	r.mu.Unlock()
 	start := time.Now()
 	for {
-		n := r.wh.missing(keys)
+		n := r.wh.check(keys).Lost
 		if n == 0 {
 			r.logf("webhook: all %d confirmed inbound messages in after %.1fs", len(keys), time.Since(start).Seconds())
 			return

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -25,7 +26,6 @@ type webhookSink struct {
 
 	mu      sync.Mutex
 	inbound map[string][]string // device message key → distinct event ids
-	ids     map[string]struct{} // event ids of the inbound events seen
 	events  uint64              // events received, repeats included
 	repeats uint64              // inbound events whose id came before (a batch posted again)
 	posts   uint64
@@ -44,7 +44,7 @@ func startWebhookSink() (*webhookSink, error) {
 	rand.Read(sec)
 	s := &webhookSink{
 		url: "http://" + ln.Addr().String() + "/events", secret: hex.EncodeToString(sec),
-		inbound: map[string][]string{}, ids: map[string]struct{}{},
+		inbound: map[string][]string{},
 	}
 	s.srv = &http.Server{Handler: api.WebhookHandler(s.secret, s.handle), ReadHeaderTimeout: 10 * time.Second}
 	go s.srv.Serve(ln)
@@ -61,28 +61,14 @@ func (s *webhookSink) handle(_ context.Context, evs []api.Event) error {
 		if e.Type != "message.inbound" {
 			continue
 		}
-		if _, dup := s.ids[e.ID]; dup {
+		k := inboundKey(e.User, e.Device, e.MessageID)
+		if slices.Contains(s.inbound[k], e.ID) {
 			s.repeats++
 			continue
 		}
-		s.ids[e.ID] = struct{}{}
-		k := inboundKey(e.User, e.Device, e.MessageID)
 		s.inbound[k] = append(s.inbound[k], e.ID)
 	}
 	return nil
-}
-
-// missing counts the keys not seen yet.
-func (s *webhookSink) missing(keys map[string]struct{}) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for k := range keys {
-		if _, ok := s.inbound[k]; !ok {
-			n++
-		}
-	}
-	return n
 }
 
 func (s *webhookSink) close() {
