@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"runtime"
 	"slices"
 	"sort"
 	"sync"
@@ -171,6 +172,9 @@ func (r *runner) verdict() *checks {
 		}
 		ch.Warnings = append(ch.Warnings, fmt.Sprintf("%d devices got more than %d wakes within an hour (at most %d): over SPEC section 5's hourly cap? (%s)",
 			w.OverCap, wakeHourlyCap, w.MaxInHour, why))
+	}
+	if w := r.saturation(); w != "" {
+		ch.Warnings = append(ch.Warnings, w)
 	}
 	if slo := r.cfg.sloP99; slo > 0 && len(r.cfg.rateSteps) == 0 { // with steps it picks the capacity
 		if p99 := c.latOnline.quantile(0.99); p99 > slo {
@@ -380,4 +384,48 @@ func (c *collector) classifyPendingLocked() (phantom, unaccepted, foreign uint64
 		}
 	}
 	return phantom, unaccepted, foreign
+}
+
+// saturatedShare is the share of this machine's cores busy with the
+// harness (and the gateway it started) above which the latencies are
+// reported as the machine's as much as the gateway's.
+const saturatedShare = 0.85
+
+// saturation warns when the cores were nearly all busy during traffic.
+// Then every message waits for a CPU somewhere on its way (the REST
+// handler, the store's WAL writer, the session's writer, the device's
+// reader), and those waits, not the gateway's own work, make the tail:
+// at 90 % busy a task waits about nine times its own length. "" if not.
+func (r *runner) saturation() string {
+	r.mu.Lock()
+	d := r.trafficEnd.Sub(r.trafficStart).Seconds()
+	h := r.hCPU1 - r.hCPU0
+	g := r.gwCPU1 - r.gwCPU0
+	r.mu.Unlock()
+	local := r.tgt != nil && r.tgt.local != nil
+	return saturationWarning(runtime.NumCPU(), d, g, h, local)
+}
+
+// saturationWarning is saturation's arithmetic: cores on this machine,
+// seconds of traffic, and the CPU seconds the gateway (counted only when
+// it runs here, local) and the harness used in them.
+func saturationWarning(cores int, trafficS, gatewayCPU, harnessCPU float64, local bool) string {
+	if cores < 1 || trafficS < 5 || harnessCPU < 0 {
+		return ""
+	}
+	if !local || gatewayCPU < 0 {
+		gatewayCPU = 0
+	}
+	gw, h := gatewayCPU/trafficS, harnessCPU/trafficS
+	busy := (gw + h) / float64(cores)
+	if busy < saturatedShare {
+		return ""
+	}
+	if local {
+		return fmt.Sprintf("this machine's %d cores were %.0f%% busy during traffic (gateway %.2f cores, harness %.2f): "+
+			"the latencies include waiting for a CPU, in the harness as well as in the gateway; to measure the gateway alone, "+
+			"run the harness on other cores or another machine (-addr, -url)", cores, busy*100, gw, h)
+	}
+	return fmt.Sprintf("this machine's %d cores were %.0f%% busy with the harness alone during traffic (%.2f cores): "+
+		"the latencies include the harness waiting for a CPU; give it more cores, or run several harnesses on other machines", cores, busy*100, h)
 }
