@@ -3,7 +3,6 @@ package gateway_test
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"encoding/xml"
 	"strings"
 	"sync"
@@ -75,20 +74,7 @@ func TestInteropMellium(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, devs, 1)
 	require.False(t, devs[0].Online, "bound without presence")
-	onlineEvents := func() int {
-		t.Helper()
-		evs, err := app.Events(ctx, "acme", "", 1000, 0)
-		require.NoError(t, err)
-		n := 0
-		for _, raw := range evs.Events {
-			var e api.Event
-			require.NoError(t, json.Unmarshal(raw, &e))
-			if e.Type == "device.online" && e.User == "alice" {
-				n++
-			}
-		}
-		return n
-	}
+	onlineEvents := func() int { return wakeEdgeCount(tmFeed(t, ctx, app, ""), "device.online", "alice") }
 	require.Zero(t, onlineEvents(), "no device.online before the presence")
 	require.NoError(t, sess.Send(ctx, stanza.Presence{}.Wrap(nil)))
 
