@@ -169,6 +169,14 @@ func (w *waker) close() {
 	w.stopOnce.Do(func() {
 		close(w.stop)
 		w.cancel()
+		// Wait for enqueuedAsync's goroutines (their context is
+		// cancelled, so they end soon) by taking every slot of their
+		// semaphore, for good: later calls run on the caller's goroutine.
+		// Left running, one read the closed store and logged after its
+		// gateway was gone.
+		for range cap(w.sem) {
+			w.sem <- struct{}{}
+		}
 	})
 	<-w.done
 	w.pool.Close()
