@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math/bits"
+	"strings"
 	"sync"
 	"time"
 )
@@ -50,6 +51,7 @@ type collector struct {
 	examples              map[string][]string
 
 	trans    [][]int64 // per device: +t when it came up, -t when it went down (unix ns)
+	lastRecv []int64   // per device: when it last received a message (unix ns)
 	wakes    []wakeRec
 	tokenToK map[string]int32
 	unknownW uint64 // wakes for tokens of no device
@@ -115,7 +117,7 @@ func newCollector(f *fleet, t0 time.Time) *collector {
 		f: f, t0: t0, phase: "setup",
 		byHash: map[uint64]uint32{}, overflow: map[string]uint32{},
 		pending: map[string][]delivery{}, examples: map[string][]string{},
-		trans: make([][]int64, f.N), tokenToK: make(map[string]int32, f.N),
+		trans: make([][]int64, f.N), lastRecv: make([]int64, f.N), tokenToK: make(map[string]int32, f.N),
 		lastProgress: time.Now(),
 	}
 	for k := range f.N {
@@ -313,6 +315,7 @@ func (c *collector) observeLocked(i uint32, d delivery) {
 		c.example("misrouted", "message %s for one device of %s delivered to %s", c.idOf(i), userName(int(m.user)), deviceName(k))
 		return
 	}
+	c.lastRecv[k] = max(c.lastRecv[k], d.At)
 	if d.Seq != int64(m.post) {
 		c.mismatch++
 		c.example("payload_mismatch", "message %s of POST %d carried seq %d", c.idOf(i), m.post, d.Seq)
@@ -419,4 +422,49 @@ func (c *collector) missing() (idx []uint32, masks []uint64, devices map[int32]b
 		}
 	}
 	return idx, masks, devices
+}
+
+// timeline describes device k for a loss report: its kind, its last
+// connections and wakes (seconds from the origin of the series), and when
+// it last received a message.
+func (c *collector) timeline(k int) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	kind := "online"
+	if c.f.isOffline(k) {
+		kind = "offline"
+	}
+	at := func(ns int64) string { return fmt.Sprintf("%+.1fs", time.Duration(ns-c.t0.UnixNano()).Seconds()) }
+	var ups []string
+	tr := c.trans[k]
+	for _, v := range tr[max(0, len(tr)-8):] {
+		if v > 0 {
+			ups = append(ups, "up "+at(v))
+		} else {
+			ups = append(ups, "down "+at(-v))
+		}
+	}
+	var wakes []string
+	n := 0
+	for _, w := range c.wakes {
+		if int(w.k) == k {
+			n++
+			wakes = append(wakes, at(w.at))
+		}
+	}
+	wakes = wakes[max(0, len(wakes)-4):]
+	last := "never"
+	if t := c.lastRecv[k]; t != 0 {
+		last = at(t)
+	}
+	conns := "never connected"
+	if len(tr) > 0 {
+		conns = fmt.Sprintf("%d ups and downs, the last %s", len(tr), strings.Join(ups, ", "))
+	}
+	woken := "no wakes"
+	if n > 0 {
+		woken = fmt.Sprintf("%d wakes, the last at %s", n, strings.Join(wakes, ", "))
+	}
+	return fmt.Sprintf("%s (%s, %s): %s; %s; last message received %s",
+		deviceName(k), kind, c.f.transport(k), conns, woken, last)
 }

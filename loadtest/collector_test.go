@@ -62,6 +62,15 @@ func TestCollectorDeliveries(t *testing.T) {
 	if c.idReused != 1 {
 		t.Fatalf("idReused %d, want 1", c.idReused)
 	}
+	// A loss report's account of device 1: one connection, its last
+	// message (the repeat at 9 ms), no wakes.
+	c.deliveries(nil, []transition{{K: 1, At: at(1500), On: false}})
+	if got, want := c.timeline(1), "d000001 (online, tls): 2 ups and downs, the last up +0.0s, down +1.5s; no wakes; last message received +0.0s"; got != want {
+		t.Errorf("timeline:\n got %s\nwant %s", got, want)
+	}
+	if got := c.timeline(9); !strings.Contains(got, "never connected; no wakes") || !strings.HasSuffix(got, "last message received never") {
+		t.Errorf("timeline of a device never seen: %s", got)
+	}
 	// a, a, b and c (without send time in its data: from the POST's).
 	if c.latOnline.n != 4 || c.latOnline.quantile(1) > 7*time.Millisecond || c.latOnline.quantile(0) < 2*time.Millisecond {
 		t.Errorf("latency: %d samples from %v to %v; want 4 from 2ms to 6ms", c.latOnline.n, c.latOnline.quantile(0), c.latOnline.quantile(1))

@@ -816,38 +816,53 @@ type restartPhases struct {
 
 // drainAndSweep waits for the last deliveries, then connects the devices
 // still missing messages (offline ones that got no wake, clients that gave
-// up) and waits again.
+// up) and waits again. A device that the sweep connects leaves after a
+// second without a message, as a woken app does, and at the end of a busy
+// run (a thousand devices pulling their backlogs at once) its first
+// message can come later than that: it left with its messages still queued
+// at the gateway, sent but not acknowledged. So the sweep runs again, up to
+// sweepPasses times in all, for the devices still missing messages; a
+// message no pass brings is lost. What each pass brought is in the drain
+// result.
 func (r *runner) drainAndSweep() {
 	r.col.setPhase("drain")
 	res := r.drainWait(r.cfg.drain, 10*time.Second)
 	r.logf("drain: %s", res)
-	_, _, devs := r.col.missing()
-	if len(devs) == 0 || r.ctx.Err() != nil {
-		r.drainResult = res
-		return
+	r.drainResult = res
+	for pass := 1; pass <= sweepPasses; pass++ {
+		_, _, devs := r.col.missing()
+		if len(devs) == 0 || r.ctx.Err() != nil {
+			return
+		}
+		r.col.setPhase("sweep")
+		if pass == 1 {
+			r.sweepDevices = len(devs)
+		}
+		per := make([][]int32, len(r.linkList()))
+		for k := range devs {
+			w := r.owner(k)
+			per[w] = append(per[w], k)
+		}
+		for i, ks := range per {
+			sort.Slice(ks, func(a, b int) bool { return ks[a] < ks[b] })
+			r.linkList()[i].send(&command{Op: opSweep, Ks: ks})
+		}
+		r.logf("sweep %d: connecting %d devices still missing messages", pass, len(devs))
+		if got := r.waitEvents(evSwept, 120*time.Second); got < len(r.linkList()) {
+			r.problem("the sweep did not finish within 120s")
+		}
+		r.col.mu.Lock()
+		r.col.lastProgress = time.Now()
+		r.col.mu.Unlock()
+		res2 := r.drainWait(30*time.Second, 5*time.Second)
+		r.logf("sweep %d: %s", pass, res2)
+		r.drainResult += fmt.Sprintf("; after sweep %d (%d devices) %s", pass, len(devs), res2)
 	}
-	r.col.setPhase("sweep")
-	r.sweepDevices = len(devs)
-	per := make([][]int32, len(r.linkList()))
-	for k := range devs {
-		w := r.owner(k)
-		per[w] = append(per[w], k)
-	}
-	for i, ks := range per {
-		sort.Slice(ks, func(a, b int) bool { return ks[a] < ks[b] })
-		r.linkList()[i].send(&command{Op: opSweep, Ks: ks})
-	}
-	r.logf("sweep: connecting %d devices still missing messages", len(devs))
-	if got := r.waitEvents(evSwept, 120*time.Second); got < len(r.linkList()) {
-		r.problem("the sweep did not finish within 120s")
-	}
-	r.col.mu.Lock()
-	r.col.lastProgress = time.Now()
-	r.col.mu.Unlock()
-	res2 := r.drainWait(30*time.Second, 5*time.Second)
-	r.logf("sweep: %s", res2)
-	r.drainResult = res + "; after the sweep " + res2
 }
+
+// sweepPasses is how many times drainAndSweep connects the devices still
+// missing messages.
+const sweepPasses = 3
 
 // webhookWait waits (at most maxWait) until the webhook receiver got every
 // inbound message confirmed to its device: the gateway's outbox may be

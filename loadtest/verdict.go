@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/bits"
 	"runtime"
 	"slices"
@@ -204,8 +205,12 @@ func (r *runner) statusChecks(ch *checks) {
 	}
 	r.col.mu.Unlock()
 	var mu sync.Mutex
+	lostDevs := map[int]bool{}
 	lost := func(j job, k int, why string) {
 		ch.Lost++
+		if len(lostDevs) < 3 {
+			lostDevs[k] = true
+		}
 		if len(ch.Examples["lost"]) < 10 {
 			ch.Examples["lost"] = append(ch.Examples["lost"], fmt.Sprintf("message %s (POST %d, %s) to %s: %s",
 				j.id, j.m.post, time.Unix(0, j.m.sent).Format("15:04:05.000"), deviceName(k), why))
@@ -276,6 +281,9 @@ func (r *runner) statusChecks(ch *checks) {
 		})
 	}
 	wg.Wait()
+	for _, k := range slices.Sorted(maps.Keys(lostDevs)) {
+		ch.Examples["lost_device"] = append(ch.Examples["lost_device"], r.col.timeline(k))
+	}
 }
 
 // wakeCheck matches every wake against its device's online periods.
