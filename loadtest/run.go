@@ -821,19 +821,25 @@ type restartPhases struct {
 // run (a thousand devices pulling their backlogs at once) its first
 // message can come later than that: it left with its messages still queued
 // at the gateway, sent but not acknowledged. So the sweep runs again, up to
-// sweepPasses times in all, for the devices still missing messages; a
-// message no pass brings is lost. What each pass brought is in the drain
-// result.
+// sweepPasses times in all, for the devices still missing messages, while
+// the pass before brought something (what is left after a pass that
+// brought nothing is expired or lost); a message no pass brings is lost.
+// What each pass brought is in the drain result.
 func (r *runner) drainAndSweep() {
 	r.col.setPhase("drain")
 	res := r.drainWait(r.cfg.drain, 10*time.Second)
 	r.logf("drain: %s", res)
 	r.drainResult = res
+	seen := ^uint64(0) // deliveries seen before the last pass; none yet
 	for pass := 1; pass <= sweepPasses; pass++ {
 		_, _, devs := r.col.missing()
-		if len(devs) == 0 || r.ctx.Err() != nil {
+		r.col.mu.Lock()
+		before := r.col.seen
+		r.col.mu.Unlock()
+		if len(devs) == 0 || r.ctx.Err() != nil || before == seen {
 			return
 		}
+		seen = before
 		r.col.setPhase("sweep")
 		if pass == 1 {
 			r.sweepDevices = len(devs)
