@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 // Events returns up to limit events of app after cursor after, oldest
@@ -50,8 +52,16 @@ func (q *Queue) readEvents(app string, after uint64, limit int) ([]json.RawMessa
 		if seq > upTo {
 			return false
 		}
-		out = append(out, json.RawMessage(append([]byte(nil), v...)))
 		next = seq
+		j, err := renderEvent(nil, app, seq, v)
+		if err != nil {
+			// Not one our codec wrote: skipped, or it would stop the feed
+			// (and the app's webhook) for good.
+			q.log.Error("queue: unreadable event skipped", zap.String("app", app), zap.String("event", EventID(seq)), zap.Error(err))
+			q.m.badEvents.Inc()
+			return true
+		}
+		out = append(out, json.RawMessage(j))
 		return len(out) < limit
 	})
 	return out, next, err

@@ -5,8 +5,10 @@ import "github.com/prometheus/client_golang/prometheus"
 type metrics struct {
 	messages *prometheus.CounterVec
 	events   *prometheus.CounterVec
-	latency  prometheus.Histogram
-	timers   *prometheus.CounterVec
+	// badEvents counts stored events the feed could not read and skipped.
+	badEvents prometheus.Counter
+	latency   prometheus.Histogram
+	timers    *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -19,6 +21,10 @@ func newMetrics() *metrics {
 			Name: "tether_events_total",
 			Help: "Events appended to app event feeds, by type.",
 		}, []string{"type"}),
+		badEvents: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tether_events_unreadable_total",
+			Help: "Stored events the feed could not decode and skipped (none unless the store is damaged).",
+		}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "tether_delivery_latency_seconds",
 			Help:    "Time from enqueue to the first device acknowledgement.",
@@ -35,7 +41,7 @@ func newMetrics() *metrics {
 // register.
 func (q *Queue) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{
-		q.m.messages, q.m.events, q.m.latency, q.m.timers,
+		q.m.messages, q.m.events, q.m.badEvents, q.m.latency, q.m.timers,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "tether_queue_depth",
 			Help: "Messages waiting in all per-user queues.",

@@ -2,7 +2,6 @@ package queue
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"time"
 
@@ -295,10 +294,7 @@ func (q *Queue) TrimEvents() error {
 	for _, app := range apps {
 		var before uint64
 		err := q.db.ScanEvents(app, 0, func(seq uint64, v []byte) bool {
-			var e struct {
-				At time.Time `json:"at"`
-			}
-			if json.Unmarshal(v, &e) == nil && !e.At.Before(cutoff) {
+			if at, err := eventTime(v); err == nil && !at.Before(cutoff) {
 				return false
 			}
 			before = seq + 1

@@ -126,7 +126,7 @@ func (t *tx) event(e *Event) {
 	if t.scratch == nil {
 		t.scratch = *scratchPool.Get().(*[]byte)
 	}
-	v, err := appendEvent(t.scratch[:0], e)
+	v, err := encodeEvent(t.scratch[:0], e)
 	if err != nil {
 		t.fail(err)
 		return
