@@ -550,6 +550,7 @@ type Stats struct {
 	FlushedBytes uint64 // bytes written by flushes
 	CompactBytes uint64 // bytes written by compactions
 	DiskBytes    uint64 // live size of the store on disk (sstables + WAL)
+	TableBytes   uint64 // the live sstables alone (DiskBytes without the WAL and files awaiting deletion)
 }
 
 // Stats returns the store's counters.
@@ -571,5 +572,6 @@ func (db *DB) Stats() Stats {
 	s.FlushedBytes = m.Levels[0].TableBytesFlushed
 	s.CompactBytes = total.TableBytesCompacted
 	s.DiskBytes = m.DiskSpaceUsage()
+	s.TableBytes = m.Table.Local.LiveSize
 	return s
 }
