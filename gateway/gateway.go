@@ -132,6 +132,9 @@ func New(cfg Config) (g *Gateway, err error) {
 	g.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "tether_store_fsyncs_total", Help: "WAL fsyncs; concurrent commits share one (group commit).",
 	}, func() float64 { return float64(g.db.Stats().Fsyncs) }))
+	if c := g.db.FsyncCollector(); c != nil {
+		g.reg.MustRegister(c)
+	}
 	// The timers start once the gateway is built: a due fallback calls
 	// the waker's SMS providers.
 	g.q, err = queue.New(queue.Config{DB: g.db, Clock: cfg.Clock, Logger: cfg.Logger.Named("queue"), TimerInterval: cfg.TimerInterval,
