@@ -255,6 +255,9 @@ type procSample struct {
 	fds   int     // open descriptors (-1 unknown)
 	gor   int     // goroutines (-1 unknown)
 	valid bool
+	// The store's synced commits and WAL fsyncs (storehist.go), from the
+	// /metrics page; nil when it has none.
+	commit, fsync *promHist
 }
 
 // clockTicks is USER_HZ, 100 on every Linux this runs on.
@@ -298,8 +301,9 @@ func readProc(pid int, withFDs bool) procSample {
 	return out
 }
 
-// scrapeMetrics reads process_resident_memory_bytes and
-// process_cpu_seconds_total from a Prometheus /metrics page.
+// scrapeMetrics reads process_resident_memory_bytes,
+// process_cpu_seconds_total, process_open_fds, go_goroutines and the store
+// histograms from a Prometheus /metrics page.
 func scrapeMetrics(ctx context.Context, hc *http.Client, url string) procSample {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
@@ -311,6 +315,7 @@ func scrapeMetrics(ctx context.Context, hc *http.Client, url string) procSample 
 	}
 	defer resp.Body.Close()
 	out := procSample{fds: -1, gor: -1}
+	var commit, fsync promHist
 	sc := bufio.NewScanner(io.LimitReader(resp.Body, 16<<20))
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -332,6 +337,15 @@ func scrapeMetrics(ctx context.Context, hc *http.Client, url string) procSample 
 			n, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
 			out.gor = int(n)
 		}
+		if strings.HasPrefix(line, "tether_store_") {
+			_ = scrapeHist(&commit, metricCommit, `sync="true"`, line) || scrapeHist(&fsync, metricFsync, "", line)
+		}
+	}
+	if len(commit.le) > 0 {
+		out.commit = &commit
+	}
+	if len(fsync.le) > 0 {
+		out.fsync = &fsync
 	}
 	return out
 }

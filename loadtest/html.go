@@ -83,6 +83,13 @@ td.n{text-align:right;font-variant-numeric:tabular-nums} pre{background:#f6f8fa;
 	row("gateway RSS per session", fmt.Sprintf("%.1f KiB (%.0f → %.0f MiB over the ramp, peak %.0f)", g.RSSPerSessionKiB, g.RSSBaseMiB, g.RSSAfterRampMiB, g.RSSPeakMiB), false)
 	row("gateway CPU during traffic", fmt.Sprintf("%.1f s (%.0f µs per delivered message)", g.CPUSecondsTraffic, g.CPUPerMessageUs), false)
 	row("harness CPU during traffic (all its processes)", fmt.Sprintf("%.1f s (%.0f µs per delivered message)", rep.Harness.CPUSecondsTraffic, rep.Harness.CPUPerMessageUs), false)
+	if st := g.Store; st != nil {
+		row("synced commits p50 / p99 (what a POST waits for)", fmt.Sprintf("%.1f / %.1f ms (%.0f)", st.CommitP50Ms, st.CommitP99Ms, st.SyncedCommits), false)
+		if st.Fsyncs > 0 {
+			row("WAL fsyncs p50 / p99 (the disk)", fmt.Sprintf("%.1f / %.1f ms (%.0f, %.1f commits each, busy %.0f%% of the traffic time)",
+				st.FsyncP50Ms, st.FsyncP99Ms, st.Fsyncs, st.CommitsPerFsync, st.FsyncBusy*100), false)
+		}
+	}
 	row("kill -9", fmt.Sprintf("%d (downtimes %v s)", g.Kills, g.DowntimesS), false)
 	if len(g.RestartPhases) > 0 {
 		row("restarts", restartSummary(g.RestartPhases, g.DowntimesS), false)

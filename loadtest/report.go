@@ -69,6 +69,39 @@ type gatewayReport struct {
 	GoroutinesPeak    int             `json:"goroutines_peak"`
 	GoroutinesAfter   int             `json:"goroutines_after_sessions"`
 	GoroutinesPooled  int             `json:"goroutines_after_in_pools"` // of GoroutinesAfter: idle workers and outbound connections
+	Store             *storeReport    `json:"store,omitempty"`
+}
+
+// storeReport is the gateway's store during traffic, from its histograms
+// (storehist.go): synced commits, which a POST waits for, and the WAL
+// fsyncs inside them. Quantiles are interpolated within the buckets.
+type storeReport struct {
+	SyncedCommits   float64 `json:"synced_commits"`
+	CommitP50Ms     float64 `json:"synced_commit_p50_ms"`
+	CommitP99Ms     float64 `json:"synced_commit_p99_ms"`
+	Fsyncs          float64 `json:"wal_fsyncs,omitempty"`
+	CommitsPerFsync float64 `json:"commits_per_fsync,omitempty"`
+	FsyncP50Ms      float64 `json:"wal_fsync_p50_ms,omitempty"`
+	FsyncP99Ms      float64 `json:"wal_fsync_p99_ms,omitempty"`
+	FsyncBusy       float64 `json:"wal_fsync_busy_share,omitempty"` // fsync seconds over traffic seconds
+}
+
+// storeSummary returns the store's report for the traffic phase, or nil
+// when the gateway's page has no store histograms.
+func storeSummary(commit0, commit1, fsync0, fsync1 promHist, traffic time.Duration) *storeReport {
+	c := commit1.minus(commit0)
+	if c.count <= 0 {
+		return nil
+	}
+	st := &storeReport{SyncedCommits: c.count, CommitP50Ms: c.quantile(0.5) * 1e3, CommitP99Ms: c.quantile(0.99) * 1e3}
+	if f := fsync1.minus(fsync0); f.count > 0 {
+		st.Fsyncs, st.CommitsPerFsync = f.count, c.count/f.count
+		st.FsyncP50Ms, st.FsyncP99Ms = f.quantile(0.5)*1e3, f.quantile(0.99)*1e3
+		if traffic > 0 {
+			st.FsyncBusy = f.sum / traffic.Seconds()
+		}
+	}
+	return st
 }
 
 type sessionReport struct {
@@ -211,6 +244,7 @@ func (r *runner) report(ch *checks) *report {
 	if r.gwCPU1 > r.gwCPU0 {
 		g.CPUSecondsTraffic = r.gwCPU1 - r.gwCPU0
 	}
+	g.Store = storeSummary(r.stCommit0, r.stCommit1, r.stFsync0, r.stFsync1, r.trafficEnd.Sub(r.trafficStart))
 	var sdk workerStats
 	for _, s := range r.wstats {
 		if s != nil {
@@ -436,6 +470,14 @@ func (rep *report) summary() string {
 			g.RSSBaseMiB, g.RSSAfterRampMiB, g.RSSPerSessionKiB, g.RSSPeakMiB)
 	} else {
 		p("gateway   remote: RSS, CPU and goroutines not measured (no -metrics-url)")
+	}
+	if st := g.Store; st != nil {
+		line := fmt.Sprintf("store     synced commits (what a POST waits for) p50 %.1fms p99 %.1fms (%.0f)", st.CommitP50Ms, st.CommitP99Ms, st.SyncedCommits)
+		if st.Fsyncs > 0 {
+			line += fmt.Sprintf("; WAL fsyncs (the disk) p50 %.1fms p99 %.1fms (%.0f, %.1f commits each, busy %.0f%% of the traffic time)",
+				st.FsyncP50Ms, st.FsyncP99Ms, st.Fsyncs, st.CommitsPerFsync, st.FsyncBusy*100)
+		}
+		p("%s", line)
 	}
 	if g.Measured {
 		pooled := ""

@@ -63,6 +63,11 @@ type runner struct {
 	hCPU0       float64 // the harness's CPU seconds (all its processes) at the start of traffic
 	hCPU1       float64 // and at its end
 	lastGw      procSample
+	// The store histograms over every gateway process so far (commits,
+	// fsyncs), and copies at the start and end of traffic.
+	stCommit, stFsync   promHist
+	stCommit0, stFsync0 promHist
+	stCommit1, stFsync1 promHist
 
 	rampSecs      float64
 	rss0, rss1    float64
@@ -683,6 +688,7 @@ func (r *runner) traffic() {
 	cfg := r.cfg
 	r.col.setPhase("traffic")
 	r.gwCPU0 = r.gwCPUSeconds()
+	r.stCommit0, r.stFsync0 = r.storeHists()
 	r.hCPU0 = r.harnessCPUSeconds()
 	r.trafficStart = time.Now()
 	r.broadcast(&command{Op: opPhase, Phase: "traffic"})
@@ -704,7 +710,15 @@ func (r *runner) traffic() {
 	r.broadcast(&command{Op: opPhase, Phase: "drain"})
 	chaos.Wait()
 	r.gwCPU1 = r.gwCPUSeconds()
+	r.stCommit1, r.stFsync1 = r.storeHists()
 	r.hCPU1 = r.harnessCPUSeconds()
+}
+
+// storeHists returns copies of the store histograms sampled so far.
+func (r *runner) storeHists() (commit, fsync promHist) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.stCommit.clone(), r.stFsync.clone()
 }
 
 // startProfile starts -cpuprofile for the traffic phase alone, so the
@@ -977,8 +991,8 @@ func (r *runner) lastGwSample() procSample {
 func (r *runner) sampler(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	var prevGw, prevH procSample
-	prevPid := 0
+	var prevGw, prevH, prevMet procSample
+	prevPid, prevMetPid := 0, 0
 	prevAt := time.Now()
 	hc := newAPIClient(r.tgt.baseURL, r.tgt.adminToken, 2, r.tgt.caPEM)
 	mc := hc.HTTP
@@ -1041,6 +1055,14 @@ func (r *runner) sampler(ctx context.Context) {
 		tot := r.workerTotals()
 		r.mu.Lock()
 		r.gwCPU += used
+		if met.commit != nil || met.fsync != nil {
+			if pid != prevMetPid {
+				prevMet = procSample{} // a new process: all it counted is new
+			}
+			r.stCommit.add(met.commit, prevMet.commit)
+			r.stFsync.add(met.fsync, prevMet.fsync)
+			prevMet, prevMetPid = met, pid
+		}
 		if gw.valid {
 			r.lastGw = gw
 			r.gwPeak.rss = max(r.gwPeak.rss, gw.rss)

@@ -90,7 +90,11 @@ func TestSmallSoak(t *testing.T) {
 			Kills         int             `json:"kills"`
 			Downtimes     []float64       `json:"downtimes_s"`
 			RestartPhases []restartPhases `json:"restart_phases"`
+			Store         *storeReport    `json:"store"`
 		} `json:"gateway"`
+		Messages struct {
+			Posts int `json:"posts"`
+		} `json:"messages"`
 		Sessions struct {
 			Peak        int    `json:"peak_online"`
 			ChurnResume uint64 `json:"churn_drops_resuming"`
@@ -119,6 +123,10 @@ func TestSmallSoak(t *testing.T) {
 		!(0 < rep.Gateway.RestartPhases[0].ExitedS && rep.Gateway.RestartPhases[0].ExitedS <= rep.Gateway.RestartPhases[0].StartedS &&
 			rep.Gateway.RestartPhases[0].StartedS <= rep.Gateway.Downtimes[0]):
 		t.Errorf("restart phases %+v out of order with downtimes %v", rep.Gateway.RestartPhases, rep.Gateway.Downtimes)
+	case rep.Gateway.Store == nil || rep.Gateway.Store.Fsyncs == 0 || rep.Gateway.Store.SyncedCommits < float64(rep.Messages.Posts)/2:
+		// Every POST waits for a synced commit; the histograms are read
+		// once a second, so a second or two at the edges may be missing.
+		t.Errorf("store during traffic %+v, for %d POSTs", rep.Gateway.Store, rep.Messages.Posts)
 	case c.Wakes.ToOffline == 0:
 		t.Error("no wake reached an offline device")
 	case c.Webhook == nil || c.Webhook.Confirmed < 100 || c.Webhook.Seen != c.Webhook.Confirmed || c.Webhook.Lost+c.Webhook.Twice != 0:

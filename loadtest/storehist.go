@@ -1,0 +1,162 @@
+package main
+
+import (
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// The gateway's store histograms, read from its /metrics page each second:
+// how long synced commits (a POST's durability) take, and how long the WAL
+// fsyncs inside them take. Side by side they tell a slow disk from a node
+// waiting for a CPU, on this machine or on a deployment under test.
+const (
+	metricCommit = `tether_store_commit_seconds`
+	metricFsync  = `tether_store_wal_fsync_seconds`
+)
+
+// promHist is a cumulative Prometheus histogram: the count at or below each
+// bound (the last bound +Inf), the total count and the sum.
+type promHist struct {
+	le    []float64
+	cum   []float64
+	count float64
+	sum   float64
+}
+
+// scrapeHist reads one line of a /metrics page into h if it belongs to
+// the histogram name (with the labels sel, e.g. `sync="true"`, among its
+// own): _bucket, _count or _sum. It reports whether the line was one.
+func scrapeHist(h *promHist, name, sel, line string) bool {
+	rest, ok := strings.CutPrefix(line, name+"_")
+	if !ok {
+		return false
+	}
+	i := strings.IndexAny(rest, "{ ")
+	if i < 0 {
+		return false
+	}
+	kind, rest := rest[:i], rest[i:]
+	if kind != "bucket" && kind != "count" && kind != "sum" {
+		return false
+	}
+	labels, val := "", rest
+	if rest[0] == '{' {
+		j := strings.IndexByte(rest, '}')
+		if j < 0 {
+			return false
+		}
+		labels, val = rest[1:j], rest[j+1:]
+	}
+	if sel != "" && !strings.Contains(labels, sel) {
+		return false
+	}
+	v, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
+	if err != nil {
+		return false
+	}
+	switch kind {
+	case "count":
+		h.count = v
+	case "sum":
+		h.sum = v
+	case "bucket":
+		_, le, ok := strings.Cut(labels, `le="`)
+		if !ok {
+			return false
+		}
+		le, _, _ = strings.Cut(le, `"`)
+		b, err := strconv.ParseFloat(le, 64)
+		if err != nil {
+			return false
+		}
+		h.le = append(h.le, b)
+		h.cum = append(h.cum, v)
+	}
+	return true
+}
+
+// add adds the observations of cur since prev (the same process, an
+// earlier scrape) to h; with prev nil or from before a restart (its counts
+// higher), all of cur's. Bounds that differ from h's are dropped: the
+// same gateway binary always exports the same.
+func (h *promHist) add(cur, prev *promHist) {
+	if cur == nil || len(cur.le) == 0 {
+		return
+	}
+	if prev != nil && (prev.count > cur.count || !slices.Equal(prev.le, cur.le)) {
+		prev = nil // a new process: everything it counted is new
+	}
+	if len(h.le) == 0 {
+		h.le = slices.Clone(cur.le)
+		h.cum = make([]float64, len(cur.le))
+	}
+	if !slices.Equal(h.le, cur.le) {
+		return
+	}
+	for i := range cur.cum {
+		d := cur.cum[i]
+		if prev != nil {
+			d -= prev.cum[i]
+		}
+		h.cum[i] += d
+	}
+	if prev != nil {
+		h.count += cur.count - prev.count
+		h.sum += cur.sum - prev.sum
+	} else {
+		h.count += cur.count
+		h.sum += cur.sum
+	}
+}
+
+// clone returns a copy of h.
+func (h *promHist) clone() promHist {
+	return promHist{le: slices.Clone(h.le), cum: slices.Clone(h.cum), count: h.count, sum: h.sum}
+}
+
+// minus returns the observations of h not in earlier (a copy of h taken
+// before).
+func (h *promHist) minus(earlier promHist) promHist {
+	out := h.clone()
+	if slices.Equal(h.le, earlier.le) {
+		for i := range out.cum {
+			out.cum[i] -= earlier.cum[i]
+		}
+		out.count -= earlier.count
+		out.sum -= earlier.sum
+	}
+	return out
+}
+
+// quantile estimates the q-quantile as Prometheus's histogram_quantile
+// does: linearly within the bucket holding it (the lowest bucket from 0).
+// NaN without observations; the highest finite bound when it falls in the
+// +Inf bucket.
+func (h *promHist) quantile(q float64) float64 {
+	if len(h.cum) == 0 || h.cum[len(h.cum)-1] <= 0 {
+		return math.NaN()
+	}
+	rank := q * h.cum[len(h.cum)-1]
+	for i, c := range h.cum {
+		if c < rank {
+			continue
+		}
+		if math.IsInf(h.le[i], 1) {
+			if i == 0 {
+				return math.NaN()
+			}
+			return h.le[i-1]
+		}
+		lo, below := 0.0, 0.0
+		if i > 0 {
+			lo, below = h.le[i-1], h.cum[i-1]
+		}
+		if c == below {
+			return h.le[i]
+		}
+		return lo + (h.le[i]-lo)*(rank-below)/(c-below)
+	}
+	return h.le[len(h.le)-1]
+}

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"math"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// page is part of a gateway /metrics page, with the counts scaled by k.
+func page(k float64) string {
+	var b strings.Builder
+	for _, l := range []struct {
+		line string
+		v    float64
+	}{
+		{`tether_store_commit_seconds_bucket{sync="false",le="0.001"}`, 900},
+		{`tether_store_commit_seconds_bucket{sync="false",le="+Inf"}`, 1000},
+		{`tether_store_commit_seconds_count{sync="false"}`, 1000},
+		{`tether_store_commit_seconds_bucket{sync="true",le="0.001"}`, 10},
+		{`tether_store_commit_seconds_bucket{sync="true",le="0.01"}`, 50},
+		{`tether_store_commit_seconds_bucket{sync="true",le="0.1"}`, 100},
+		{`tether_store_commit_seconds_bucket{sync="true",le="+Inf"}`, 100},
+		{`tether_store_commit_seconds_sum{sync="true"}`, 2},
+		{`tether_store_commit_seconds_count{sync="true"}`, 100},
+		{`tether_store_fsyncs_total`, 20},
+		{`tether_store_wal_fsync_seconds_bucket{le="0.0005"}`, 10},
+		{`tether_store_wal_fsync_seconds_bucket{le="0.009299119756734196"}`, 20},
+		{`tether_store_wal_fsync_seconds_bucket{le="+Inf"}`, 20},
+		{`tether_store_wal_fsync_seconds_sum`, 0.05},
+		{`tether_store_wal_fsync_seconds_count`, 20},
+	} {
+		b.WriteString(l.line + " " + strconv.FormatFloat(l.v*k, 'g', -1, 64) + "\n")
+	}
+	return b.String()
+}
+
+func parsePage(t *testing.T, s string) (commit, fsync promHist) {
+	t.Helper()
+	for _, line := range strings.Split(s, "\n") {
+		_ = scrapeHist(&commit, metricCommit, `sync="true"`, line) || scrapeHist(&fsync, metricFsync, "", line)
+	}
+	return commit, fsync
+}
+
+func TestStoreHistScrape(t *testing.T) {
+	c, f := parsePage(t, page(1))
+	require.Equal(t, []float64{0.001, 0.01, 0.1, math.Inf(1)}, c.le, "the synced commits only")
+	require.Equal(t, []float64{10, 50, 100, 100}, c.cum)
+	require.Equal(t, 100.0, c.count)
+	require.Equal(t, 2.0, c.sum)
+	require.Equal(t, []float64{0.0005, 0.009299119756734196, math.Inf(1)}, f.le)
+	require.Equal(t, 20.0, f.count)
+	require.Equal(t, 0.05, f.sum)
+
+	// histogram_quantile: p50 is the 50th of 100, the top of the 0.01
+	// bucket; p99 is 98 % of the way into the 0.01–0.1 bucket.
+	require.InDelta(t, 0.01, c.quantile(0.5), 1e-12)
+	require.InDelta(t, 0.01+0.09*(99-50)/50.0, c.quantile(0.99), 1e-12)
+	require.InDelta(t, 0.0005*5/10, f.quantile(0.25), 1e-12, "the lowest bucket from 0")
+	require.True(t, math.IsNaN((&promHist{}).quantile(0.5)))
+}
+
+// Deltas from scrapes of one process, then a restart (its counts start
+// again from 0): every observation is counted once, and a copy taken at
+// the start of traffic leaves only what came after.
+func TestStoreHistAccumulates(t *testing.T) {
+	var acc promHist
+	s1, _ := parsePage(t, page(1))
+	s2, _ := parsePage(t, page(3))
+	acc.add(&s1, nil)
+	start := acc.clone()
+	acc.add(&s2, &s1)                // +2x within the process
+	r1, _ := parsePage(t, page(0.5)) // a restarted process, fewer counts
+	acc.add(&r1, &s2)                // taken whole: prev is from the old process
+	require.Equal(t, 100*3.5, acc.count)
+	require.Equal(t, []float64{35, 175, 350, 350}, acc.cum)
+	d := acc.minus(start)
+	require.Equal(t, 250.0, d.count)
+	require.Equal(t, []float64{25, 125, 250, 250}, d.cum)
+	require.InDelta(t, 5.0, d.sum, 1e-9)
+	acc.add(nil, &r1) // a failed scrape adds nothing
+	require.Equal(t, 350.0, acc.count)
+
+	st := storeSummary(start, acc, promHist{}, promHist{}, 0)
+	require.NotNil(t, st)
+	require.Equal(t, 250.0, st.SyncedCommits)
+	require.Zero(t, st.Fsyncs, "no fsync histogram: no fsync figures")
+	require.Nil(t, storeSummary(acc, acc, promHist{}, promHist{}, 0), "nothing during traffic")
+}
