@@ -424,6 +424,26 @@ func (c *collector) missing() (idx []uint32, masks []uint64, devices map[int32]b
 	return idx, masks, devices
 }
 
+// sweepable returns the devices missing an accepted message that may still
+// come: all but the short-lived ones (-expire-in) whose POST was first
+// sent before expiredBefore (unix ns), which the gateway has expired and
+// no connection brings; their final state is checked at the end.
+func (c *collector) sweepable(expiredBefore int64) map[int32]bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	devices := map[int32]bool{}
+	for i := range c.msgs {
+		m := &c.msgs[i]
+		if m.expiring && m.sent < expiredBefore {
+			continue
+		}
+		for b := m.want &^ m.seen; b != 0; b &= b - 1 {
+			devices[int32(int(m.user)+bits.TrailingZeros64(b)*c.f.Users)] = true
+		}
+	}
+	return devices
+}
+
 // timeline describes device k for a loss report: its kind, its last
 // connections and wakes (seconds from the origin of the series), and when
 // it last received a message.

@@ -56,6 +56,13 @@ func TestCollectorDeliveries(t *testing.T) {
 	if len(idx) != 1 || masks[0] != 0b10 || !devs[8] || len(devs) != 1 {
 		t.Fatalf("missing %v %v %v; want message c for device 8", idx, masks, devs)
 	}
+	// c is short-lived: worth a sweep until it has expired, not after.
+	if sw := c.sweepable(now.Add(-time.Second).UnixNano()); len(sw) != 1 || !sw[8] {
+		t.Fatalf("sweepable before c expired: %v, want device 8", sw)
+	}
+	if sw := c.sweepable(now.Add(time.Second).UnixNano()); len(sw) != 0 {
+		t.Fatalf("sweepable after c expired: %v, want none", sw)
+	}
 	// The same id in a second answer.
 	p3 := c.newPost(now, 1)
 	c.accept(p3, []recipient{{user: 4, dev: 4}}, []string{"a"}, false)
@@ -144,5 +151,20 @@ func TestWakeCheck(t *testing.T) {
 		if len(ch.Examples["wake_to_online"]) != 1 {
 			t.Errorf("examples %v", ch.Examples)
 		}
+	}
+}
+
+// A message without a short expiry is worth a sweep however old it is.
+func TestCollectorSweepable(t *testing.T) {
+	now := time.Now()
+	c := newCollector(testFleet(0), now)
+	p := c.newPost(now, 2)
+	c.accept(p, []recipient{{user: 0, dev: -1}, {user: 1, dev: 6}}, []string{"x", "y"}, false)
+	q := c.newPost(now, 1)
+	c.accept(q, []recipient{{user: 2, dev: -1}}, []string{"z"}, true)
+	c.deliveries([]delivery{{K: 0, ID: "x", Seq: int64(p), TS: now.UnixNano(), At: now.UnixNano()}}, nil)
+	sw := c.sweepable(now.Add(time.Hour).UnixNano())
+	if len(sw) != 2 || !sw[5] || !sw[6] {
+		t.Fatalf("sweepable %v, want devices 5 (x) and 6 (y), not 2 and 7 (z expired)", sw)
 	}
 }

@@ -838,7 +838,8 @@ type restartPhases struct {
 // sweepPasses times in all, for the devices still missing messages, while
 // the pass before brought something (what is left after a pass that
 // brought nothing is expired or lost); a message no pass brings is lost.
-// What each pass brought is in the drain result.
+// Devices missing only messages already expired are not connected: no
+// pass brings those. What each pass brought is in the drain result.
 func (r *runner) drainAndSweep() {
 	r.col.setPhase("drain")
 	res := r.drainWait(r.cfg.drain, 10*time.Second)
@@ -846,7 +847,11 @@ func (r *runner) drainAndSweep() {
 	r.drainResult = res
 	seen := ^uint64(0) // deliveries seen before the last pass; none yet
 	for pass := 1; pass <= sweepPasses; pass++ {
-		_, _, devs := r.col.missing()
+		// Expired for sure: a message is created at the latest when its
+		// POST's last retry is answered, and expires -expire-in after
+		// that (a second more for the clocks).
+		expired := time.Now().Add(-postRetryWindow - time.Duration(r.cfg.expireIn)*time.Second - time.Second)
+		devs := r.col.sweepable(expired.UnixNano())
 		r.col.mu.Lock()
 		before := r.col.seen
 		r.col.mu.Unlock()

@@ -122,6 +122,9 @@ func recipientString(r recipient) string {
 	return userName(int(r.user)) + "/" + deviceName(int(r.dev))
 }
 
+// postRetryWindow is how long after its first attempt a POST is retried.
+const postRetryWindow = 20 * time.Second
+
 func (g *generator) postOne(ctx context.Context, rng *rand.Rand, n int) {
 	recips := g.pick(rng, n)
 	to := make([]string, n)
@@ -137,7 +140,7 @@ func (g *generator) postOne(ctx context.Context, rng *rand.Rand, n int) {
 		req.ExpiresIn = &e
 	}
 	key := "soak-" + g.runID + "-" + strconv.FormatUint(uint64(seq), 10)
-	giveUp := now.Add(20 * time.Second)
+	giveUp := now.Add(postRetryWindow)
 	for attempt := 0; ; attempt++ {
 		g.attempts.Add(1)
 		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
