@@ -172,15 +172,16 @@ func (s *Session) bind(id string, p *element) CloseReason {
 		return ""
 	}
 	s.state |= StateBound
+	// The device record first: a client that has its bind result finds
+	// its device listed (GET .../devices) from then on.
+	if err := s.srv.q.DeviceBound(context.Background(), s.ref(), s.kind); err != nil {
+		s.log.Warn("device record", zap.Error(err))
+	}
 	var b xmlBuf
 	b.WriteString("<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><jid>")
 	b.text(s.jid())
 	b.WriteString("</jid></bind>")
 	s.iqResult(id, b.String())
-	ctx := context.Background()
-	if err := s.srv.q.DeviceBound(ctx, s.ref(), s.kind); err != nil {
-		s.log.Warn("device record", zap.Error(err))
-	}
 	s.srv.notifyBound(s)
 	s.srv.m.handshakes.WithLabelValues(s.kind, "ok").Inc()
 	return ""
