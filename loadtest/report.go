@@ -83,7 +83,7 @@ type storeReport struct {
 	CommitsPerFsync float64 `json:"commits_per_fsync,omitempty"`
 	FsyncP50Ms      float64 `json:"wal_fsync_p50_ms,omitempty"`
 	FsyncP99Ms      float64 `json:"wal_fsync_p99_ms,omitempty"`
-	FsyncBusy       float64 `json:"wal_fsync_busy_share,omitempty"` // fsync seconds over traffic seconds
+	FsyncBusy       float64 `json:"wal_fsync_busy_share,omitempty"` // fsync seconds over the seconds between the two copies
 }
 
 // storeSummary returns the store's report for the traffic phase, or nil
@@ -244,7 +244,7 @@ func (r *runner) report(ch *checks) *report {
 	if r.gwCPU1 > r.gwCPU0 {
 		g.CPUSecondsTraffic = r.gwCPU1 - r.gwCPU0
 	}
-	g.Store = storeSummary(r.stCommit0, r.stCommit1, r.stFsync0, r.stFsync1, r.trafficEnd.Sub(r.trafficStart))
+	g.Store = storeSummary(r.stCommit0, r.stCommit1, r.stFsync0, r.stFsync1, r.stAt1.Sub(r.stAt0))
 	var sdk workerStats
 	for _, s := range r.wstats {
 		if s != nil {

@@ -68,6 +68,7 @@ type runner struct {
 	stCommit, stFsync   promHist
 	stCommit0, stFsync0 promHist
 	stCommit1, stFsync1 promHist
+	stAt0, stAt1        time.Time // when those copies were taken
 
 	rampSecs      float64
 	rss0, rss1    float64
@@ -689,6 +690,7 @@ func (r *runner) traffic() {
 	r.col.setPhase("traffic")
 	r.gwCPU0 = r.gwCPUSeconds()
 	r.stCommit0, r.stFsync0 = r.storeHists()
+	r.stAt0 = time.Now()
 	r.hCPU0 = r.harnessCPUSeconds()
 	r.trafficStart = time.Now()
 	r.broadcast(&command{Op: opPhase, Phase: "traffic"})
@@ -711,6 +713,7 @@ func (r *runner) traffic() {
 	chaos.Wait()
 	r.gwCPU1 = r.gwCPUSeconds()
 	r.stCommit1, r.stFsync1 = r.storeHists()
+	r.stAt1 = time.Now()
 	r.hCPU1 = r.harnessCPUSeconds()
 }
 
