@@ -415,10 +415,7 @@ func (c *collector) missing() (idx []uint32, masks []uint64, devices map[int32]b
 		if miss := m.want &^ m.seen; miss != 0 {
 			idx = append(idx, uint32(i))
 			masks = append(masks, miss)
-			for b := miss; b != 0; b &= b - 1 {
-				j := bits.TrailingZeros64(b)
-				devices[int32(int(m.user)+j*c.f.Users)] = true
-			}
+			c.addDevices(devices, m.user, miss)
 		}
 	}
 	return idx, masks, devices
@@ -434,14 +431,19 @@ func (c *collector) sweepable(expiredBefore int64) map[int32]bool {
 	devices := map[int32]bool{}
 	for i := range c.msgs {
 		m := &c.msgs[i]
-		if m.expiring && m.sent < expiredBefore {
-			continue
-		}
-		for b := m.want &^ m.seen; b != 0; b &= b - 1 {
-			devices[int32(int(m.user)+bits.TrailingZeros64(b)*c.f.Users)] = true
+		if !m.expiring || m.sent >= expiredBefore {
+			c.addDevices(devices, m.user, m.want&^m.seen)
 		}
 	}
 	return devices
+}
+
+// addDevices adds to set the devices of user named by mask (bit j: device
+// user + j*Users).
+func (c *collector) addDevices(set map[int32]bool, user int32, mask uint64) {
+	for b := mask; b != 0; b &= b - 1 {
+		set[int32(int(user)+bits.TrailingZeros64(b)*c.f.Users)] = true
+	}
 }
 
 // timeline describes device k for a loss report: its kind, its last

@@ -86,19 +86,20 @@ type storeReport struct {
 	FsyncBusy       float64 `json:"wal_fsync_busy_share,omitempty"` // fsync seconds over the seconds between the two copies
 }
 
-// storeSummary returns the store's report for the traffic phase, or nil
-// when the gateway's page has no store histograms.
-func storeSummary(commit0, commit1, fsync0, fsync1 promHist, traffic time.Duration) *storeReport {
-	c := commit1.minus(commit0)
+// storeSummary returns the store's report between the copies s0 and s1
+// (the traffic phase), or nil when the gateway's page has no store
+// histograms.
+func storeSummary(s0, s1 storeHists) *storeReport {
+	c := s1.commit.minus(s0.commit)
 	if c.count <= 0 {
 		return nil
 	}
 	st := &storeReport{SyncedCommits: c.count, CommitP50Ms: c.quantile(0.5) * 1e3, CommitP99Ms: c.quantile(0.99) * 1e3}
-	if f := fsync1.minus(fsync0); f.count > 0 {
+	if f := s1.fsync.minus(s0.fsync); f.count > 0 {
 		st.Fsyncs, st.CommitsPerFsync = f.count, c.count/f.count
 		st.FsyncP50Ms, st.FsyncP99Ms = f.quantile(0.5)*1e3, f.quantile(0.99)*1e3
-		if traffic > 0 {
-			st.FsyncBusy = f.sum / traffic.Seconds()
+		if d := s1.at.Sub(s0.at); d > 0 {
+			st.FsyncBusy = f.sum / d.Seconds()
 		}
 	}
 	return st
@@ -244,7 +245,7 @@ func (r *runner) report(ch *checks) *report {
 	if r.gwCPU1 > r.gwCPU0 {
 		g.CPUSecondsTraffic = r.gwCPU1 - r.gwCPU0
 	}
-	g.Store = storeSummary(r.stCommit0, r.stCommit1, r.stFsync0, r.stFsync1, r.stAt1.Sub(r.stAt0))
+	g.Store = storeSummary(r.store0, r.store1)
 	var sdk workerStats
 	for _, s := range r.wstats {
 		if s != nil {

@@ -63,12 +63,10 @@ type runner struct {
 	hCPU0       float64 // the harness's CPU seconds (all its processes) at the start of traffic
 	hCPU1       float64 // and at its end
 	lastGw      procSample
-	// The store histograms over every gateway process so far (commits,
-	// fsyncs), and copies at the start and end of traffic.
-	stCommit, stFsync   promHist
-	stCommit0, stFsync0 promHist
-	stCommit1, stFsync1 promHist
-	stAt0, stAt1        time.Time // when those copies were taken
+	// The store histograms over every gateway process so far, and copies
+	// at the start and end of traffic.
+	store          storeHists
+	store0, store1 storeHists
 
 	rampSecs      float64
 	rss0, rss1    float64
@@ -689,8 +687,7 @@ func (r *runner) traffic() {
 	cfg := r.cfg
 	r.col.setPhase("traffic")
 	r.gwCPU0 = r.gwCPUSeconds()
-	r.stCommit0, r.stFsync0 = r.storeHists()
-	r.stAt0 = time.Now()
+	r.store0 = r.storeCopy()
 	r.hCPU0 = r.harnessCPUSeconds()
 	r.trafficStart = time.Now()
 	r.broadcast(&command{Op: opPhase, Phase: "traffic"})
@@ -712,16 +709,16 @@ func (r *runner) traffic() {
 	r.broadcast(&command{Op: opPhase, Phase: "drain"})
 	chaos.Wait()
 	r.gwCPU1 = r.gwCPUSeconds()
-	r.stCommit1, r.stFsync1 = r.storeHists()
-	r.stAt1 = time.Now()
+	r.store1 = r.storeCopy()
 	r.hCPU1 = r.harnessCPUSeconds()
 }
 
-// storeHists returns copies of the store histograms sampled so far.
-func (r *runner) storeHists() (commit, fsync promHist) {
+// storeCopy returns a copy of the store histograms sampled so far, taken
+// now.
+func (r *runner) storeCopy() storeHists {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.stCommit.clone(), r.stFsync.clone()
+	return storeHists{commit: r.store.commit.clone(), fsync: r.store.fsync.clone(), at: time.Now()}
 }
 
 // startProfile starts -cpuprofile for the traffic phase alone, so the
@@ -1067,8 +1064,8 @@ func (r *runner) sampler(ctx context.Context) {
 			if pid != prevMetPid {
 				prevMet = procSample{} // a new process: all it counted is new
 			}
-			r.stCommit.add(met.commit, prevMet.commit)
-			r.stFsync.add(met.fsync, prevMet.fsync)
+			r.store.commit.add(met.commit, prevMet.commit)
+			r.store.fsync.add(met.fsync, prevMet.fsync)
 			prevMet, prevMetPid = met, pid
 		}
 		if gw.valid {

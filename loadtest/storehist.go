@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // The gateway's store histograms, read from its /metrics page each second:
@@ -15,6 +16,13 @@ const (
 	metricCommit = `tether_store_commit_seconds`
 	metricFsync  = `tether_store_wal_fsync_seconds`
 )
+
+// storeHists are the store's two histograms, and when a copy of them was
+// taken.
+type storeHists struct {
+	commit, fsync promHist
+	at            time.Time
+}
 
 // promHist is a cumulative Prometheus histogram: the count at or below each
 // bound (the last bound +Inf), the total count and the sum.

@@ -84,9 +84,9 @@ func TestStoreHistAccumulates(t *testing.T) {
 	acc.add(nil, &r1) // a failed scrape adds nothing
 	require.Equal(t, 350.0, acc.count)
 
-	st := storeSummary(start, acc, promHist{}, promHist{}, 0)
+	st := storeSummary(storeHists{commit: start}, storeHists{commit: acc})
 	require.NotNil(t, st)
 	require.Equal(t, 250.0, st.SyncedCommits)
 	require.Zero(t, st.Fsyncs, "no fsync histogram: no fsync figures")
-	require.Nil(t, storeSummary(acc, acc, promHist{}, promHist{}, 0), "nothing during traffic")
+	require.Nil(t, storeSummary(storeHists{commit: acc}, storeHists{commit: acc}), "nothing during traffic")
 }

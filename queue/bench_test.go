@@ -146,3 +146,30 @@ func BenchmarkMarkDeliveredWholeUser(b *testing.B) {
 		b.Fatalf("depth %d, want %d: a message acknowledged by every device is not done", q.Depth(), want)
 	}
 }
+
+// BenchmarkEventsRead reads an app's feed in pages of 1,000, as the
+// webhook and GET .../events do: b.N events, each a delivered status
+// event like the soak's.
+func BenchmarkEventsRead(b *testing.B) {
+	q := benchQueue(b)
+	ctx := context.Background()
+	const page = 1000
+	evs := make([]*queue.Event, 0, page)
+	for n := 0; n < b.N; n += page {
+		evs = evs[:0]
+		for i := range min(page, b.N-n) {
+			evs = append(evs, &queue.Event{Type: queue.EventDelivered, App: "acme", MessageID: "0000000000000000000000",
+				User: fmt.Sprintf("u%06d", (n+i)%6000), Device: fmt.Sprintf("d%06d", (n+i)%18000), Status: "delivered"})
+		}
+		require.NoError(b, q.AppendEvents(ctx, evs))
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	var after uint64
+	for got := 0; got < b.N; {
+		out, next, err := q.Events(ctx, "acme", after, page, 0)
+		require.NoError(b, err)
+		require.NotEmpty(b, out)
+		got, after = got+len(out), next
+	}
+}

@@ -42,8 +42,14 @@ func (q *Queue) Events(ctx context.Context, app string, after uint64, limit int,
 	}
 }
 
+// eventChunk is the size of readEvents' chunks of JSON.
+const eventChunk = 64 << 10
+
 func (q *Queue) readEvents(app string, after uint64, limit int) ([]json.RawMessage, uint64, error) {
 	var out []json.RawMessage
+	// The events' JSON, one after another in chunks: out's items are
+	// slices of them, one allocation for a few hundred events.
+	var buf []byte
 	next := after
 	// Only up to the gate's limit: a later event may be visible while an
 	// earlier one is still being committed (eventgate.go).
@@ -53,7 +59,11 @@ func (q *Queue) readEvents(app string, after uint64, limit int) ([]json.RawMessa
 			return false
 		}
 		next = seq
-		j, err := renderEvent(nil, app, seq, v)
+		if cap(buf)-len(buf) < 2*len(v)+256 {
+			buf = make([]byte, 0, max(eventChunk, 2*len(v)+256))
+		}
+		start := len(buf)
+		b, err := renderEvent(buf, app, seq, v)
 		if err != nil {
 			// Not one our codec wrote: skipped, or it would stop the feed
 			// (and the app's webhook) for good.
@@ -61,7 +71,10 @@ func (q *Queue) readEvents(app string, after uint64, limit int) ([]json.RawMessa
 			q.m.badEvents.Inc()
 			return true
 		}
-		out = append(out, json.RawMessage(j))
+		// Should the JSON outgrow the chunk, append moves buf; the
+		// slices taken keep the old array, whose bytes do not change.
+		buf = b
+		out = append(out, json.RawMessage(buf[start:len(buf):len(buf)]))
 		return len(out) < limit
 	})
 	return out, next, err
