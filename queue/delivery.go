@@ -146,6 +146,13 @@ func (q *Queue) mark(dev DeviceRef, to State, ids []string) error {
 	var known []string // the user's known devices, read once if needed
 	knownRead := false
 	seen := make(map[string]bool, len(ids))
+	st := statusPool.Get().(*Status)
+	defer func() {
+		if cap(st.Devices) <= 64 {
+			*st = Status{Devices: st.Devices[:0]}
+			statusPool.Put(st)
+		}
+	}()
 	for _, id := range ids {
 		// Statuses are read from the store, not from the batch: a repeated
 		// id would be applied twice (two events, the depth counted down
@@ -158,7 +165,7 @@ func (q *Queue) mark(dev DeviceRef, to State, ids []string) error {
 		if err != nil {
 			continue
 		}
-		st, err := q.loadStatus(dev.App, seq)
+		err = q.loadStatusInto(dev.App, seq, st)
 		if errors.Is(err, ErrNotFound) {
 			continue
 		}

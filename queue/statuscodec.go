@@ -87,9 +87,15 @@ func decodeStatus(v []byte, st *Status) error {
 	if n > uint64(len(r.s)) { // each entry takes at least 3 bytes
 		return errStatusCodec
 	}
-	st.Devices = nil
+	// Into st.Devices' own array when it has room (a Status reused by
+	// Queue.mark).
+	st.Devices = st.Devices[:0]
 	if n > 0 {
-		st.Devices = make([]DeviceStatus, n)
+		if uint64(cap(st.Devices)) >= n {
+			st.Devices = st.Devices[:n]
+		} else {
+			st.Devices = make([]DeviceStatus, n)
+		}
 		for i := range st.Devices {
 			d := &st.Devices[i]
 			d.Device = r.str()

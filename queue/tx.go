@@ -231,24 +231,40 @@ func (t *tx) finalize(st *Status, s State, reason string) {
 // loadStatus reads the status record of seq of app, from the status cache
 // when it holds it.
 func (q *Queue) loadStatus(app string, seq uint64) (*Status, error) {
+	st := new(Status)
+	if err := q.loadStatusInto(app, seq, st); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// loadStatusInto is loadStatus into st, whose Devices array is reused.
+func (q *Queue) loadStatusInto(app string, seq uint64, st *Status) error {
 	v, ok := q.stats.get(app, seq)
 	if !ok {
 		var err error
 		v, err = q.db.GetStatus(app, seq)
 		if errors.Is(err, storage.ErrNotFound) {
-			return nil, ErrNotFound
+			return ErrNotFound
 		}
 		if err != nil {
-			return nil, err
+			return err
 		}
 	}
-	st := new(Status)
+	*st = Status{Devices: st.Devices[:0]}
 	if err := decodeStatus(v, st); err != nil {
-		return nil, ErrCorrupt
+		return ErrCorrupt
 	}
 	st.App, st.Seq = app, seq
-	return st, nil
+	return nil
 }
+
+// statusPool holds the Status values Queue.mark decodes into, one per
+// call: every acknowledgement and read marker allocated one (about 350
+// bytes, 6 % of the gateway's allocations in the soak). Nothing mark
+// calls keeps the Status: events copy its strings, the record is
+// re-encoded, and the deferred withdrawals take ids.
+var statusPool = sync.Pool{New: func() any { return new(Status) }}
 
 // timerValue encodes the app (and user or key) a timer is about.
 func timerValue(app, user string) []byte {

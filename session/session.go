@@ -111,6 +111,7 @@ type Session struct {
 	mu           sync.Mutex
 	t            transport // nil while detached
 	out          [][]byte  // frames waiting for the flusher
+	outBufs      []*xmlBuf // the pooled buffers of message frames in out (frames.go)
 	outBytes     int
 	flushing     bool
 	closed       bool
@@ -414,9 +415,11 @@ func (s *Session) send(frames ...[]byte) {
 	s.mu.Unlock()
 }
 
-func (s *Session) enqueueLocked(frames ...[]byte) {
+// enqueueLocked queues frames for the flusher; false when the session is
+// detached or closed and they were dropped.
+func (s *Session) enqueueLocked(frames ...[]byte) bool {
 	if s.closed || s.t == nil {
-		return // detached: messages are in inflight and go out on resume
+		return false // detached: messages are in inflight and go out on resume
 	}
 	for _, f := range frames {
 		s.out = append(s.out, f)
@@ -429,6 +432,7 @@ func (s *Session) enqueueLocked(frames ...[]byte) {
 		}
 	}
 	s.kickLocked()
+	return true
 }
 
 // kickLocked starts a flusher if output is waiting and none runs.
@@ -458,13 +462,14 @@ func (s *Session) flush() {
 			}
 			return
 		}
-		frames := s.out
-		s.out, s.outBytes = nil, 0
+		frames, bufs := s.out, s.outBufs
+		s.out, s.outBufs, s.outBytes = nil, nil, 0
 		sent := s.sentIDs
 		s.sentIDs = nil
 		s.mu.Unlock()
 		t.setWriteDeadline(time.Now().Add(writeTimeout))
 		werr := t.write(frames)
+		releaseFrames(bufs) // written or failed: the transport holds none
 		if werr != nil {
 			s.mu.Lock()
 			s.flushing = false
@@ -534,7 +539,7 @@ func (s *Session) end(reason CloseReason) {
 		// resume would refuse it.
 		s.t = nil
 		s.closeReason = ""
-		s.out, s.outBytes = nil, 0
+		s.out, s.outBufs, s.outBytes = nil, nil, 0
 		s.detachedAt = time.Now()
 		s.lostSent = unacked
 		s.resumeTmr = time.AfterFunc(s.srv.cfg.ResumeWindow, func() { s.terminate(ReasonResumeExpired) })
@@ -600,8 +605,8 @@ func (s *Session) writeClose(t transport, reason CloseReason) {
 		time.Sleep(time.Millisecond) // let a running flush finish
 		s.mu.Lock()
 	}
-	frames := s.out
-	s.out = nil
+	frames, bufs := s.out, s.outBufs
+	s.out, s.outBufs = nil, nil
 	s.flushing = true // no new flusher from now on
 	s.mu.Unlock()
 	if cond, ok := streamErrors[reason]; ok {
@@ -629,6 +634,7 @@ func (s *Session) writeClose(t transport, reason CloseReason) {
 	frames = append(frames, t.streamClose())
 	t.setWriteDeadline(time.Now().Add(time.Second))
 	t.write(frames)
+	releaseFrames(bufs)
 }
 
 // --- XEP-0198 stream management ------------------------------------------------

@@ -597,7 +597,8 @@ func (s *Session) queueMessageLocked(m *queue.Message, resend bool) {
 	if s.smEnabled {
 		s.hOut++
 	}
-	frame := s.renderMessage(m)
+	buf := s.renderMessage(m)
+	frame := buf.Bytes()
 	s.inflight = append(s.inflight, inflight{h: s.hOut, size: len(frame), msg: m})
 	if !s.smEnabled && len(s.inflight) > s.srv.cfg.Window {
 		s.inflight = s.inflight[1:] // without stream management only receipts ack
@@ -612,7 +613,9 @@ func (s *Session) queueMessageLocked(m *queue.Message, resend bool) {
 		frames = append(frames, smRequest)
 		s.ackRequestedLocked()
 	}
-	s.enqueueLocked(frames...)
+	if s.enqueueLocked(frames...) {
+		s.outBufs = append(s.outBufs, buf)
+	}
 }
 
 var smRequest = []byte("<r xmlns='urn:xmpp:sm:3'/>")
@@ -621,9 +624,10 @@ var smRequest = []byte("<r xmlns='urn:xmpp:sm:3'/>")
 // whose device sends receipts asks for acks again.
 const smRequestAbove = 8
 
-// renderMessage writes the message stanza of SPEC section 6.
-func (s *Session) renderMessage(m *queue.Message) []byte {
-	var b xmlBuf
+// renderMessage writes the message stanza of SPEC section 6 into a
+// buffer from the frame pool.
+func (s *Session) renderMessage(m *queue.Message) *xmlBuf {
+	b := framePool.Get().(*xmlBuf)
 	// The fixed parts (namespaces, delay, expiry) take about 380 bytes
 	// with the addresses: one allocation for the usual stanza.
 	b.Grow(400 + 2*len(s.domain) + len(s.app) + len(s.user) + len(s.device) + len(m.Body) + len(m.Data) + len(m.Channel))
@@ -655,5 +659,5 @@ func (s *Session) renderMessage(m *queue.Message) []byte {
 		b.WriteString("</channel>")
 	}
 	b.WriteString("</message>")
-	return b.Bytes()
+	return b
 }
