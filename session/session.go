@@ -236,7 +236,9 @@ func (s *Session) loop() (reason CloseReason, next loopNext) {
 			s.ackAsked.Store(0) // the device reads: it answered, or sent something of its own
 		}
 		ready := s.state&StateReady != 0
-		if r := s.handle(e); r != "" {
+		r := s.handle(e)
+		e.Release() // the handlers keep strings, never the tree
+		if r != "" {
 			return r, loopEnd
 		}
 		if !ready && s.state&StateReady != 0 {

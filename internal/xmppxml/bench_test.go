@@ -19,24 +19,29 @@ var benchStanzas = []struct {
 }
 
 // BenchmarkStream parses one stanza with Stream.Next, the header already
-// read.
+// read, and releases the tree (as the session package does) or not.
 func BenchmarkStream(b *testing.B) {
 	for _, bs := range benchStanzas {
-		b.Run(bs.name, func(b *testing.B) {
-			var s xmppxml.Stream
-			if _, _, _, err := s.Next([]byte(header)); err != nil {
-				b.Fatal(err)
-			}
-			in := []byte(bs.stanza)
-			b.SetBytes(int64(len(in)))
-			b.ReportAllocs()
-			for b.Loop() {
-				n, kind, _, err := s.Next(in)
-				if err != nil || kind != xmppxml.KindElement || n != len(in) {
-					b.Fatal(n, kind, err)
+		for _, release := range []bool{false, true} {
+			b.Run(bs.name+map[bool]string{false: "", true: "/released"}[release], func(b *testing.B) {
+				var s xmppxml.Stream
+				if _, _, _, err := s.Next([]byte(header)); err != nil {
+					b.Fatal(err)
 				}
-			}
-		})
+				in := []byte(bs.stanza)
+				b.SetBytes(int64(len(in)))
+				b.ReportAllocs()
+				for b.Loop() {
+					n, kind, e, err := s.Next(in)
+					if err != nil || kind != xmppxml.KindElement || n != len(in) {
+						b.Fatal(n, kind, err)
+					}
+					if release {
+						e.Release()
+					}
+				}
+			})
+		}
 	}
 }
 
@@ -62,7 +67,8 @@ func BenchmarkStreamTrickle(b *testing.B) {
 	}
 }
 
-// BenchmarkParseFrame parses one stanza as a WebSocket frame.
+// BenchmarkParseFrame parses one stanza as a WebSocket frame and releases
+// the tree.
 func BenchmarkParseFrame(b *testing.B) {
 	for _, bs := range benchStanzas {
 		b.Run(bs.name, func(b *testing.B) {
@@ -70,9 +76,11 @@ func BenchmarkParseFrame(b *testing.B) {
 			b.SetBytes(int64(len(in)))
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := xmppxml.ParseFrame(in); err != nil {
+				e, err := xmppxml.ParseFrame(in)
+				if err != nil {
 					b.Fatal(err)
 				}
+				e.Release()
 			}
 		})
 	}

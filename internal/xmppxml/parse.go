@@ -22,11 +22,67 @@ type parser struct {
 	s     *scratch
 }
 
-// arena holds the blocks the tree is made of.
+// arena holds the blocks the tree is made of. The root Element keeps it,
+// and Element.Release gives it back to arenaPool for a later item: a
+// gateway parses a few stanzas per message it delivers (the receipt, the
+// ack), and allocating their blocks afresh each time was a tenth of all it
+// allocated.
 type arena struct {
 	elems []Element
 	attrs []xml.Attr
 	kids  []*Element
+}
+
+var arenaPool = sync.Pool{New: func() any { return new(arena) }}
+
+// An arena larger than these is left to the collector on Release, so that
+// one large stanza does not pin its blocks in the pool.
+const (
+	maxPooledElems = 64
+	maxPooledAttrs = 128
+)
+
+// newArena returns an arena with room for the counts the scanner found.
+func newArena(sc scanState) *arena {
+	a := arenaPool.Get().(*arena)
+	a.elems = reuse(a.elems, int(max(sc.nelem, 1)))
+	a.attrs = reuse(a.attrs, int(sc.nattr))
+	a.kids = reuse(a.kids, int(sc.nelem)-1)
+	return a
+}
+
+// reuse returns s emptied if it has room for n, else a new slice (nil
+// for n <= 0 and no room kept).
+func reuse[T any](s []T, n int) []T {
+	if cap(s) >= n {
+		return s[:0]
+	}
+	return make([]T, 0, n)
+}
+
+// put clears a's blocks (they hold strings and pointers) and pools it.
+func (a *arena) put() {
+	clear(a.elems)
+	clear(a.attrs)
+	clear(a.kids)
+	if cap(a.elems) > maxPooledElems || cap(a.attrs) > maxPooledAttrs || cap(a.kids) > maxPooledElems {
+		return
+	}
+	a.elems, a.attrs, a.kids = a.elems[:0], a.attrs[:0], a.kids[:0]
+	arenaPool.Put(a)
+}
+
+// Release gives the blocks of a parsed tree back for reuse by a later
+// item. Call it on the root returned by Stream.Next or ParseFrame when
+// nothing refers any more to an element of the tree, its attribute list
+// or its children list; the strings in them stay valid. A tree not
+// released is collected as usual. Release on any other element, or
+// twice, does nothing.
+func (e *Element) Release() {
+	if a := e.arena; a != nil {
+		e.arena = nil
+		a.put()
+	}
 }
 
 // scratch is a parser's working space, reused through scratchPool.
@@ -34,7 +90,6 @@ type scratch struct {
 	ns   []binding
 	pend []*Element
 	tbuf []byte
-	a    arena
 }
 
 var scratchPool = sync.Pool{New: func() any {
@@ -45,23 +100,14 @@ var scratchPool = sync.Pool{New: func() any {
 const maxKeep = 16 << 10
 
 // newParser prepares a parser for the item b; release gives its scratch
-// space back.
+// space back, and done hands the arena to the tree or back to the pool.
 func newParser(b []byte, outer []binding, sc scanState) parser {
 	s := scratchPool.Get().(*scratch)
-	p := parser{b: b, outer: outer, ns: s.ns[:0], pend: s.pend[:0], tbuf: s.tbuf[:0], a: &s.a, s: s}
-	s.a.elems = make([]Element, 0, max(sc.nelem, 1))
-	if sc.nattr > 0 {
-		s.a.attrs = make([]xml.Attr, 0, sc.nattr)
-	}
-	if sc.nelem > 1 {
-		s.a.kids = make([]*Element, 0, sc.nelem-1)
-	}
-	return p
+	return parser{b: b, outer: outer, ns: s.ns[:0], pend: s.pend[:0], tbuf: s.tbuf[:0], a: newArena(sc), s: s}
 }
 
 func (p *parser) release() {
 	s := p.s
-	s.a = arena{}
 	clear(p.ns[:cap(p.ns)])
 	clear(p.pend[:cap(p.pend)])
 	s.ns, s.pend = p.ns[:0], p.pend[:0]
@@ -70,6 +116,17 @@ func (p *parser) release() {
 	}
 	*p = parser{}
 	scratchPool.Put(s)
+}
+
+// done ends a parse: the root e (nil on error) keeps the arena for
+// Release, or the arena goes back to the pool. It then releases p.
+func (p *parser) done(e *Element) {
+	if e != nil {
+		e.arena = p.a
+	} else {
+		p.a.put()
+	}
+	p.release()
 }
 
 func (p *parser) newElement() *Element {

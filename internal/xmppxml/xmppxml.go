@@ -24,6 +24,8 @@ type Element struct {
 	// pieces concatenated (between children too), with references
 	// decoded, CDATA sections included and line ends normalised to \n.
 	Text string
+
+	arena *arena // on the root of a parsed item: its blocks, for Release
 }
 
 // Attr returns the value of the attribute with the given namespace and
@@ -224,21 +226,22 @@ func (s *Stream) Next(buf []byte) (n int, kind Kind, e *Element, err error) {
 	}
 	p := newParser(item, s.ns, sc)
 	e, i, err := p.element(0, 0)
-	p.release()
+	if err == nil && i != end {
+		err = syntaxErr(i, msgScan)
+	}
 	if err != nil {
+		p.done(nil)
 		return 0, KindNone, nil, err
 	}
-	if i != end {
-		return 0, KindNone, nil, syntaxErr(i, msgScan)
-	}
+	p.done(e)
 	return end, KindElement, e, nil
 }
 
 // header parses the stream header item: an optional XML declaration,
 // whitespace, and the header's start tag.
-func (s *Stream) header(b []byte, sc scanState) (*Element, error) {
+func (s *Stream) header(b []byte, sc scanState) (e *Element, err error) {
 	p := newParser(b, nil, sc)
-	defer p.release()
+	defer func() { p.done(e) }()
 	i := 0
 	if len(b) > 1 && b[1] == '?' {
 		var err error
@@ -249,8 +252,8 @@ func (s *Stream) header(b []byte, sc scanState) (*Element, error) {
 			i++
 		}
 	}
-	e := p.newElement()
-	end, self, qname, err := p.startTag(i, e)
+	root := p.newElement()
+	end, self, qname, err := p.startTag(i, root)
 	if err != nil {
 		return nil, err
 	}
@@ -268,7 +271,7 @@ func (s *Stream) header(b []byte, sc scanState) (*Element, error) {
 	if self {
 		s.flags |= fPendingEnd
 	}
-	return e, nil
+	return root, nil
 }
 
 // checkStanza checks the start tag b[0:len(b)] of a would-be stanza as
@@ -286,7 +289,7 @@ func (s *Stream) checkStanza(b []byte) error {
 		return nil
 	}
 	p := newParser(b, s.ns, scanState{nelem: 1})
-	defer p.release()
+	defer p.done(nil)
 	e := p.newElement()
 	if _, _, _, err := p.startTag(0, e); err != nil {
 		return err
@@ -359,13 +362,14 @@ func ParseFrame(b []byte) (*Element, error) {
 	}
 	p := newParser(item, nil, sc)
 	e, j, err := p.element(0, 0)
-	p.release()
+	if err == nil && j != end {
+		err = syntaxErr(j, msgScan)
+	}
 	if err != nil {
+		p.done(nil)
 		return nil, offsetBy(err, i)
 	}
-	if j != end {
-		return nil, syntaxErr(i+j, msgScan)
-	}
+	p.done(e)
 	return e, nil
 }
 
