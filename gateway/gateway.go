@@ -498,7 +498,12 @@ func zapApp(app string) zap.Field { return zap.String("app", app) }
 // readBody reads a request body of at most MaxBodyBytes, within the
 // deadline withBodyDeadline set.
 func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *api.Error) {
-	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes))
+	return g.readBodyInto(w, r, make([]byte, 0, 512))
+}
+
+// readBodyInto is readBody appending to buf[:0], grown as needed.
+func (g *Gateway) readBodyInto(w http.ResponseWriter, r *http.Request, buf []byte) ([]byte, *api.Error) {
+	b, err := readAll(http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes), buf[:0])
 	if err != nil {
 		var mbe *http.MaxBytesError
 		var ne net.Error
@@ -516,6 +521,32 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *api
 	http.NewResponseController(w).SetReadDeadline(time.Time{})
 	return b, nil
 }
+
+// readAll is io.ReadAll appending to b.
+func readAll(r io.Reader, b []byte) ([]byte, error) {
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+	}
+}
+
+// bodyPool holds the buffers the bodies of POST .../messages, the request
+// every message comes in by, are read into: the handler decodes what it
+// keeps into copies and gives the buffer back. A fresh buffer per POST was
+// 4 % of the gateway's allocations in the soak.
+var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// maxPooledBody bounds the buffers kept in bodyPool.
+const maxPooledBody = 64 << 10
 
 // bodyTime is how long a request body of n bytes (-1: unknown, up to max)
 // may take to arrive: 10 s, and 1 s more for every 64 KiB past the first.

@@ -698,7 +698,15 @@ func (g *Gateway) sendMessage(w http.ResponseWriter, r *http.Request, app *appRe
 		g.writeError(w, r, apiError(api.CodeInvalidArgument, "Idempotency-Key", "Idempotency-Key is longer than %d bytes", maxIdempotencyKey))
 		return
 	}
-	raw, rerr := g.readBody(w, r)
+	bp := bodyPool.Get().(*[]byte)
+	raw, rerr := g.readBodyInto(w, r, *bp)
+	defer func() {
+		// Nothing refers to raw now: the request was decoded into copies.
+		if cap(raw) <= maxPooledBody && raw != nil {
+			*bp = raw[:0]
+		}
+		bodyPool.Put(bp)
+	}()
 	if rerr != nil {
 		g.writeError(w, r, rerr)
 		return

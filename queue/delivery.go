@@ -143,6 +143,7 @@ func (q *Queue) mark(dev DeviceRef, to State, ids []string) error {
 	unlock := q.lockUser(dev.App, dev.User)
 	defer unlock()
 	t := q.begin()
+	defer t.free()
 	var known []string // the user's known devices, read once if needed
 	knownRead := false
 	seen := make(map[string]bool, len(ids))

@@ -162,6 +162,7 @@ func (q *Queue) Enqueue(ctx context.Context, req *EnqueueRequest) (*EnqueueResul
 		return nil, err
 	}
 	t := q.begin()
+	defer t.free()
 	t.firstSeq = first
 	res := &EnqueueResult{Messages: make([]Accepted, len(req.To))}
 	msgs := make([]*Message, 0, len(req.To))

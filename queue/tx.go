@@ -49,7 +49,41 @@ type cachedStatus struct {
 	v   []byte
 }
 
-func (q *Queue) begin() *tx { return &tx{q: q, b: q.db.NewBatch(), now: q.now()} }
+func (q *Queue) begin() *tx {
+	t := txPool.Get().(*tx)
+	t.q, t.b, t.now = q, q.db.NewBatch(), q.now()
+	return t
+}
+
+// txPool holds the tx values of the hot paths (Enqueue, mark), which free
+// them when done: each POST and each acknowledgement allocated one, with
+// its slices (5 % of the gateway's allocations in the soak). A tx not
+// freed is collected as usual.
+var txPool = sync.Pool{New: func() any { return new(tx) }}
+
+// free returns t to txPool, its slices emptied and kept when small. Only
+// for a tx that was committed or aborted and is not touched again.
+func (t *tx) free() {
+	clear(t.after)
+	clear(t.statuses)
+	clear(t.apps)
+	clear(t.events)
+	*t = tx{
+		apps:     shortOrNil(t.apps),
+		after:    shortOrNil(t.after),
+		statuses: shortOrNil(t.statuses),
+		events:   shortOrNil(t.events),
+	}
+	txPool.Put(t)
+}
+
+// shortOrNil empties s, or drops it if it grew large.
+func shortOrNil[T any](s []T) []T {
+	if cap(s) > 64 {
+		return nil
+	}
+	return s[:0]
+}
 
 // scratchPool holds the buffers events are encoded into before the batch
 // copies them: a tx writes a few events, and growing a fresh buffer for
