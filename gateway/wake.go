@@ -260,9 +260,18 @@ func (w *waker) enqueuedAsync(app string, to []queue.Recipient, priority queue.P
 	case w.sem <- struct{}{}:
 		go func() {
 			defer func() { <-w.sem }()
-			ctx, cancel := context.WithTimeout(w.ctx, fanoutWait)
-			defer cancel()
-			w.enqueued(app, to, priority, expires, func(j wake.Job) bool { return w.pool.SubmitWait(ctx, j) })
+			// The wait's deadline is set by the first push (most POSTs
+			// wake no one, and a context with a timer for each was 3 % of
+			// the gateway's allocations in the soak).
+			var ctx context.Context
+			cancel := context.CancelFunc(func() {})
+			defer func() { cancel() }()
+			w.enqueued(app, to, priority, expires, func(j wake.Job) bool {
+				if ctx == nil {
+					ctx, cancel = context.WithTimeout(w.ctx, fanoutWait)
+				}
+				return w.pool.SubmitWait(ctx, j)
+			})
 		}()
 	default:
 		w.enqueued(app, to, priority, expires, w.pool.Submit)
@@ -284,13 +293,8 @@ func (w *waker) enqueued(app string, to []queue.Recipient, priority queue.Priori
 	if priority == queue.PriorityHigh {
 		prio = wake.PriorityHigh
 	}
-	type wanted struct {
-		all     bool            // the user was a recipient
-		devices map[string]bool // named devices among the recipients
-		order   []string        // of devices
-	}
 	var users []string
-	want := map[string]*wanted{}
+	want := make(map[string]*wanted, len(to))
 	for _, r := range to {
 		u := want[r.User]
 		if u == nil {
@@ -298,15 +302,10 @@ func (w *waker) enqueued(app string, to []queue.Recipient, priority queue.Priori
 			want[r.User] = u
 			users = append(users, r.User)
 		}
-		switch {
-		case r.Device == "":
+		if r.Device == "" {
 			u.all = true
-		case !u.devices[r.Device]:
-			if u.devices == nil {
-				u.devices = map[string]bool{}
-			}
-			u.devices[r.Device] = true
-			u.order = append(u.order, r.Device)
+		} else {
+			u.add(r.Device)
 		}
 	}
 	for _, user := range users {
@@ -324,7 +323,7 @@ func (w *waker) enqueued(app string, to []queue.Recipient, priority queue.Priori
 				}
 				k := wakeKey{app, user, d.ID}
 				w.consider(k, d.Push, prio, expires, 1, submit)
-				if u.devices[d.ID] {
+				if u.has(d.ID) {
 					// Also named on its own: a second message for it.
 					w.consider(k, d.Push, prio, expires, 1, submit)
 				}
@@ -348,6 +347,41 @@ func (w *waker) enqueued(app string, to []queue.Recipient, priority queue.Priori
 			}
 		}
 	}
+}
+
+// wanted is what one POST asks of a user: the user as a whole, and the
+// devices named, in order, each once.
+type wanted struct {
+	all     bool
+	order   []string
+	devices map[string]bool // the set of order, once it is long
+}
+
+// wantedMapAt is the number of named devices from which wanted keeps a
+// set: below, a look-up scans order (a POST names a device or a few).
+const wantedMapAt = 8
+
+func (u *wanted) add(d string) {
+	if u.has(d) {
+		return
+	}
+	u.order = append(u.order, d)
+	switch {
+	case u.devices != nil:
+		u.devices[d] = true
+	case len(u.order) >= wantedMapAt:
+		u.devices = make(map[string]bool, 2*len(u.order))
+		for _, x := range u.order {
+			u.devices[x] = true
+		}
+	}
+}
+
+func (u *wanted) has(d string) bool {
+	if u.devices != nil {
+		return u.devices[d]
+	}
+	return slices.Contains(u.order, d)
 }
 
 // consider sends a wake to k unless one is outstanding, the device is

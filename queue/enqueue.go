@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -121,6 +122,34 @@ type idemRecord struct {
 	Result json.RawMessage `json:"r"`
 }
 
+// appendIdemRecord appends json.Marshal(idemRecord{hash, json.Marshal(res)})
+// byte for byte, without reflection: two marshals per POST were 3 % of the
+// gateway's allocations in the soak.
+func appendIdemRecord(b, hash []byte, res *EnqueueResult) []byte {
+	b = append(b, `{"h":"`...)
+	b = base64.StdEncoding.AppendEncode(b, hash)
+	b = append(b, `","r":{"messages":`...)
+	if res.Messages == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '[')
+		for i, m := range res.Messages {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, `{"id":`...)
+			b = appendJSONString(b, m.ID)
+			b = append(b, `,"to":`...)
+			b = appendJSONString(b, m.To)
+			b = append(b, `,"status":`...)
+			b = appendJSONString(b, m.Status.String())
+			b = append(b, '}')
+		}
+		b = append(b, ']')
+	}
+	return append(b, "}}"...)
+}
+
 // Enqueue makes one message per recipient durable and returns only after
 // the fsync covering them returned; then it hands them to live sessions.
 // Safe for concurrent use; it blocks for one fsync, shared with concurrent
@@ -175,9 +204,8 @@ func (q *Queue) Enqueue(ctx context.Context, req *EnqueueRequest) (*EnqueueResul
 	}
 	if claim != nil {
 		h := claim.hash
-		rv, _ := json.Marshal(res)
-		v, _ := json.Marshal(idemRecord{Hash: claim.reqHash[:], Result: rv})
-		t.b.PutIdem(req.App, h, v)
+		t.scratch = appendIdemRecord(t.scratchBuf(), claim.reqHash[:], res)
+		t.b.PutIdem(req.App, h, t.scratch) // the batch copies it
 		t.b.PutTimer(t.now.Add(q.cfg.IdempotencyWindow).UnixMilli(), timerIdemGC, first, timerValue(req.App, string(h[:])))
 	}
 	if err := t.commit(true); err != nil {

@@ -8,20 +8,28 @@ import "sync"
 // CPU per delivered message in the soak). It is written through: a record
 // enters only after the commit that stored it (tx.commit, under the user
 // lock the change holds), and leaves when the store deletes it (status GC,
-// DropApp clears it all). A miss reads the store. Bounded: beyond
-// statusCacheMax entries per shard an arbitrary entry makes room.
+// DropApp clears it all). A miss reads the store.
+//
+// It is direct-mapped by seq: a record's slot is its seq modulo the
+// cache's size, so each message takes the slot of the one
+// statusCacheShards*statusCacheMax messages before it, and the cache holds
+// the most recent messages, the ones acknowledged next. A map evicting
+// arbitrary entries allocated as it churned (its tables rehashed past the
+// deletions), 4 % of the gateway's allocations in the soak; the slots are
+// made once.
 type statusCache struct {
 	shards [statusCacheShards]statusShard
 }
 
 type statusShard struct {
-	mu sync.Mutex
-	m  map[statusKey][]byte
+	mu    sync.Mutex
+	slots []statusSlot // statusCacheMax of them, made by the first put
 }
 
-type statusKey struct {
+type statusSlot struct {
 	app string
 	seq uint64
+	v   []byte // nil: empty
 }
 
 const (
@@ -29,38 +37,43 @@ const (
 	statusCacheMax    = 8192 // per shard: 131,072 records, ~25 MiB at most
 )
 
-func (c *statusCache) shard(seq uint64) *statusShard { return &c.shards[seq%statusCacheShards] }
+// slot returns seq's slot in its shard, locked; nil if the shard has none
+// yet and make is false. The caller unlocks the shard.
+func (c *statusCache) slot(seq uint64, make bool) (*statusShard, *statusSlot) {
+	s := &c.shards[seq%statusCacheShards]
+	s.mu.Lock()
+	if s.slots == nil {
+		if !make {
+			return s, nil
+		}
+		s.slots = newSlots()
+	}
+	return s, &s.slots[seq/statusCacheShards%statusCacheMax]
+}
+
+func newSlots() []statusSlot { return make([]statusSlot, statusCacheMax) }
 
 func (c *statusCache) get(app string, seq uint64) ([]byte, bool) {
-	s := c.shard(seq)
-	s.mu.Lock()
-	v, ok := s.m[statusKey{app, seq}]
-	s.mu.Unlock()
-	return v, ok
+	s, e := c.slot(seq, false)
+	defer s.mu.Unlock()
+	if e == nil || e.v == nil || e.seq != seq || e.app != app {
+		return nil, false
+	}
+	return e.v, true
 }
 
 // put stores v, which the cache then owns (never modified after).
 func (c *statusCache) put(app string, seq uint64, v []byte) {
-	s := c.shard(seq)
-	s.mu.Lock()
-	if s.m == nil {
-		s.m = make(map[statusKey][]byte)
-	}
-	k := statusKey{app, seq}
-	if _, ok := s.m[k]; !ok && len(s.m) >= statusCacheMax {
-		for old := range s.m {
-			delete(s.m, old)
-			break
-		}
-	}
-	s.m[k] = v
+	s, e := c.slot(seq, true)
+	*e = statusSlot{app, seq, v}
 	s.mu.Unlock()
 }
 
 func (c *statusCache) del(app string, seq uint64) {
-	s := c.shard(seq)
-	s.mu.Lock()
-	delete(s.m, statusKey{app, seq})
+	s, e := c.slot(seq, false)
+	if e != nil && e.seq == seq && e.app == app {
+		*e = statusSlot{}
+	}
 	s.mu.Unlock()
 }
 
@@ -68,7 +81,7 @@ func (c *statusCache) clear() {
 	for i := range c.shards {
 		s := &c.shards[i]
 		s.mu.Lock()
-		s.m = nil
+		s.slots = nil
 		s.mu.Unlock()
 	}
 }

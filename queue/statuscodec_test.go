@@ -112,3 +112,33 @@ func TestMarshalEventMatchesJSON(t *testing.T) {
 		}
 	}
 }
+
+// The idempotency record is written by hand: it must be what json.Marshal
+// wrote (a replay after an upgrade reads either), and read back.
+func TestIdemRecordMatchesJSON(t *testing.T) {
+	hash := []byte("0123456789abcdef0123456789abcdef")
+	for _, res := range []*EnqueueResult{
+		{Messages: []Accepted{{ID: "m1", To: "alice", Status: StateEnqueued}}},
+		{Messages: []Accepted{{ID: "m2", To: "bob/phone", Status: StateEnqueued}, {ID: "m3", To: "<&>\"\\\u2028é\xff", Status: StateExpired}}},
+		{Messages: []Accepted{}},
+		{},
+	} {
+		rv, err := json.Marshal(res)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := json.Marshal(idemRecord{Hash: hash, Result: rv})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := appendIdemRecord([]byte("x"), hash, res)
+		if string(got) != "x"+string(want) {
+			t.Errorf("got  %s\nwant x%s", got, want)
+		}
+		var rec idemRecord
+		var back EnqueueResult
+		if err := json.Unmarshal(got[1:], &rec); err != nil || string(rec.Hash) != string(hash) || json.Unmarshal(rec.Result, &back) != nil {
+			t.Fatalf("read back: %v", err)
+		}
+	}
+}

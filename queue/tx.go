@@ -90,6 +90,15 @@ func shortOrNil[T any](s []T) []T {
 // each was a tenth of the queue's allocations.
 var scratchPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
+// scratchBuf returns t's scratch buffer, empty, for an encoding the batch
+// then copies.
+func (t *tx) scratchBuf() []byte {
+	if t.scratch == nil {
+		t.scratch = *scratchPool.Get().(*[]byte)
+	}
+	return t.scratch[:0]
+}
+
 // release returns t's scratch buffer to the pool.
 func (t *tx) release() {
 	if t.scratch != nil {
@@ -157,10 +166,7 @@ func (t *tx) event(e *Event) {
 	if e.At.IsZero() {
 		e.At = t.now
 	}
-	if t.scratch == nil {
-		t.scratch = *scratchPool.Get().(*[]byte)
-	}
-	v, err := encodeEvent(t.scratch[:0], e)
+	v, err := encodeEvent(t.scratchBuf(), e)
 	if err != nil {
 		t.fail(err)
 		return
