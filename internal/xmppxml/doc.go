@@ -29,6 +29,11 @@
 // item is in the buffer if that item is the stream element again
 // (whatever its prefix; a new header is only valid after Reset).
 //
+// A parsed item's Elements, attribute lists and children lists sit in a
+// few blocks sized by the scan. A caller done with a tree calls Release
+// on its root, and the blocks serve a later item; the strings stay the
+// caller's. A tree not released is collected like any other.
+//
 // # Restricted XML
 //
 // Input must be valid UTF-8 made of XML 1.0 characters. Comments,
