@@ -258,6 +258,10 @@ type procSample struct {
 	// The store's synced commits and WAL fsyncs (storehist.go), from the
 	// /metrics page; nil when it has none.
 	commit, fsync *promHist
+	// The Go runtime's bytes allocated and GC cycles so far, from the
+	// /metrics page (rt: both were there).
+	alloc, gcs float64
+	rt         bool
 }
 
 // clockTicks is USER_HZ, 100 on every Linux this runs on.
@@ -316,6 +320,7 @@ func scrapeMetrics(ctx context.Context, hc *http.Client, url string) procSample 
 	defer resp.Body.Close()
 	out := procSample{fds: -1, gor: -1}
 	var commit, fsync promHist
+	rt := 0
 	sc := bufio.NewScanner(io.LimitReader(resp.Body, 16<<20))
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -333,6 +338,15 @@ func scrapeMetrics(ctx context.Context, hc *http.Client, url string) procSample 
 			n, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
 			out.fds = int(n)
 		}
+		for _, m := range []struct {
+			name string
+			dst  *float64
+		}{{"go_memstats_alloc_bytes_total ", &out.alloc}, {"go_gc_duration_seconds_count ", &out.gcs}} {
+			if v, ok := strings.CutPrefix(line, m.name); ok {
+				*m.dst, _ = strconv.ParseFloat(strings.TrimSpace(v), 64)
+				rt++
+			}
+		}
 		if v, ok := strings.CutPrefix(line, "go_goroutines "); ok {
 			n, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
 			out.gor = int(n)
@@ -341,6 +355,7 @@ func scrapeMetrics(ctx context.Context, hc *http.Client, url string) procSample 
 			_ = scrapeHist(&commit, metricCommit, `sync="true"`, line) || scrapeHist(&fsync, metricFsync, "", line)
 		}
 	}
+	out.rt = rt == 2
 	if len(commit.le) > 0 {
 		out.commit = &commit
 	}

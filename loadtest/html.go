@@ -82,6 +82,9 @@ td.n{text-align:right;font-variant-numeric:tabular-nums} pre{background:#f6f8fa;
 	g := rep.Gateway
 	row("gateway RSS per session", fmt.Sprintf("%.1f KiB (%.0f → %.0f MiB over the ramp, peak %.0f)", g.RSSPerSessionKiB, g.RSSBaseMiB, g.RSSAfterRampMiB, g.RSSPeakMiB), false)
 	row("gateway CPU during traffic", fmt.Sprintf("%.1f s (%.0f µs per delivered message)", g.CPUSecondsTraffic, g.CPUPerMessageUs), false)
+	if g.AllocKBPerMessage > 0 {
+		row("gateway allocation during traffic", fmt.Sprintf("%.1f KB per accepted message, %.2f GC cycles per 10k", g.AllocKBPerMessage, g.GCsPer10kMessages), false)
+	}
 	row("harness CPU during traffic (all its processes)", fmt.Sprintf("%.1f s (%.0f µs per delivered message)", rep.Harness.CPUSecondsTraffic, rep.Harness.CPUPerMessageUs), false)
 	if st := g.Store; st != nil {
 		row("synced commits p50 / p99 (what a POST waits for)", fmt.Sprintf("%.1f / %.1f ms (%.0f)", st.CommitP50Ms, st.CommitP99Ms, st.SyncedCommits), false)

@@ -70,6 +70,11 @@ type gatewayReport struct {
 	GoroutinesAfter   int             `json:"goroutines_after_sessions"`
 	GoroutinesPooled  int             `json:"goroutines_after_in_pools"` // of GoroutinesAfter: idle workers and outbound connections
 	Store             *storeReport    `json:"store,omitempty"`
+	// What the gateway's Go runtime allocated, and its GC cycles, during
+	// the traffic over the messages accepted (the collector's cost follows
+	// the allocation rate; docs/benchmarks.md, session 18).
+	AllocKBPerMessage float64 `json:"alloc_kb_per_accepted_message,omitempty"`
+	GCsPer10kMessages float64 `json:"gc_cycles_per_10k_accepted_messages,omitempty"`
 }
 
 // storeReport is the gateway's store during traffic, from its histograms
@@ -324,6 +329,10 @@ func (r *runner) report(ch *checks) *report {
 			g.CPUPerMessageUs = g.CPUSecondsTraffic / float64(ch.Delivered) * 1e6
 			rep.Harness.CPUPerMessageUs = rep.Harness.CPUSecondsTraffic / float64(ch.Delivered) * 1e6
 		}
+		if rt := (runtimeCounts{r.gwRt1.alloc - r.gwRt0.alloc, r.gwRt1.gcs - r.gwRt0.gcs}); rt.alloc > 0 && m.Accepted > 0 {
+			g.AllocKBPerMessage = rt.alloc / float64(m.Accepted) / 1e3
+			g.GCsPer10kMessages = rt.gcs / float64(m.Accepted) * 1e4
+		}
 	}
 	rep.Gateway = g
 	rep.Messages = m
@@ -471,6 +480,9 @@ func (rep *report) summary() string {
 			g.RSSBaseMiB, g.RSSAfterRampMiB, g.RSSPerSessionKiB, g.RSSPeakMiB)
 	} else {
 		p("gateway   remote: RSS, CPU and goroutines not measured (no -metrics-url)")
+	}
+	if g.AllocKBPerMessage > 0 {
+		p("          allocated %.1f KB and %.2f GC cycles per 10k accepted messages during traffic (Go runtime)", g.AllocKBPerMessage, g.GCsPer10kMessages)
 	}
 	if st := g.Store; st != nil {
 		line := fmt.Sprintf("store     synced commits (what a POST waits for) p50 %.1fms p99 %.1fms (%.0f)", st.CommitP50Ms, st.CommitP99Ms, st.SyncedCommits)

@@ -67,6 +67,8 @@ type runner struct {
 	// at the start and end of traffic.
 	store          storeHists
 	store0, store1 storeHists
+	gwRuntime      runtimeCounts // under mu
+	gwRt0, gwRt1   runtimeCounts // at the start and end of traffic
 
 	rampSecs      float64
 	rss0, rss1    float64
@@ -688,6 +690,7 @@ func (r *runner) traffic() {
 	r.col.setPhase("traffic")
 	r.gwCPU0 = r.gwCPUSeconds()
 	r.store0 = r.storeCopy()
+	r.gwRt0 = r.runtimeCopy()
 	r.hCPU0 = r.harnessCPUSeconds()
 	r.trafficStart = time.Now()
 	r.broadcast(&command{Op: opPhase, Phase: "traffic"})
@@ -710,6 +713,7 @@ func (r *runner) traffic() {
 	chaos.Wait()
 	r.gwCPU1 = r.gwCPUSeconds()
 	r.store1 = r.storeCopy()
+	r.gwRt1 = r.runtimeCopy()
 	r.hCPU1 = r.harnessCPUSeconds()
 }
 
@@ -719,6 +723,13 @@ func (r *runner) storeCopy() storeHists {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return storeHists{commit: r.store.commit.clone(), fsync: r.store.fsync.clone(), at: time.Now()}
+}
+
+// runtimeCopy returns the gateway's runtime counts so far.
+func (r *runner) runtimeCopy() runtimeCounts {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.gwRuntime
 }
 
 // startProfile starts -cpuprofile for the traffic phase alone, so the
@@ -996,8 +1007,8 @@ func (r *runner) lastGwSample() procSample {
 func (r *runner) sampler(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	var prevGw, prevH, prevMet procSample
-	prevPid, prevMetPid := 0, 0
+	var prevGw, prevH, prevMet, prevRt procSample
+	prevPid, prevMetPid, prevRtPid := 0, 0, 0
 	prevAt := time.Now()
 	hc := newAPIClient(r.tgt.baseURL, r.tgt.adminToken, 2, r.tgt.caPEM)
 	mc := hc.HTTP
@@ -1067,6 +1078,10 @@ func (r *runner) sampler(ctx context.Context) {
 			r.store.commit.add(met.commit, prevMet.commit)
 			r.store.fsync.add(met.fsync, prevMet.fsync)
 			prevMet, prevMetPid = met, pid
+		}
+		if met.rt {
+			r.gwRuntime.add(met, prevRt, pid == prevRtPid)
+			prevRt, prevRtPid = met, pid
 		}
 		if gw.valid {
 			r.lastGw = gw

@@ -87,10 +87,12 @@ func TestSmallSoak(t *testing.T) {
 			Webhook *webhookChecks `json:"webhook"`
 		} `json:"checks"`
 		Gateway struct {
-			Kills         int             `json:"kills"`
-			Downtimes     []float64       `json:"downtimes_s"`
-			RestartPhases []restartPhases `json:"restart_phases"`
-			Store         *storeReport    `json:"store"`
+			Kills             int             `json:"kills"`
+			Downtimes         []float64       `json:"downtimes_s"`
+			RestartPhases     []restartPhases `json:"restart_phases"`
+			Store             *storeReport    `json:"store"`
+			AllocKBPerMessage float64         `json:"alloc_kb_per_accepted_message"`
+			GCsPer10kMessages float64         `json:"gc_cycles_per_10k_accepted_messages"`
 		} `json:"gateway"`
 		Messages struct {
 			Posts int `json:"posts"`
@@ -127,6 +129,8 @@ func TestSmallSoak(t *testing.T) {
 		// Every POST waits for a synced commit; the histograms are read
 		// once a second, so a second or two at the edges may be missing.
 		t.Errorf("store during traffic %+v, for %d POSTs", rep.Gateway.Store, rep.Messages.Posts)
+	case !(rep.Gateway.AllocKBPerMessage > 0 && rep.Gateway.GCsPer10kMessages > 0):
+		t.Errorf("gateway allocation %.1f KB and %.2f GC cycles per 10k messages during traffic", rep.Gateway.AllocKBPerMessage, rep.Gateway.GCsPer10kMessages)
 	case c.Wakes.ToOffline == 0:
 		t.Error("no wake reached an offline device")
 	case c.Webhook == nil || c.Webhook.Confirmed < 100 || c.Webhook.Seen != c.Webhook.Confirmed || c.Webhook.Lost+c.Webhook.Twice != 0:

@@ -168,3 +168,20 @@ func (h *promHist) quantile(q float64) float64 {
 	}
 	return h.le[len(h.le)-1]
 }
+
+// runtimeCounts are the gateway's bytes allocated and GC cycles, summed
+// over its processes (a restart starts them again from zero).
+type runtimeCounts struct{ alloc, gcs float64 }
+
+// add adds what cur counted since prev, an earlier scrape of the same
+// process; all of cur's when prev is from another process or has none.
+func (c *runtimeCounts) add(cur, prev procSample, sameProcess bool) {
+	if !cur.rt {
+		return
+	}
+	if !sameProcess || !prev.rt || cur.alloc < prev.alloc || cur.gcs < prev.gcs {
+		prev = procSample{}
+	}
+	c.alloc += cur.alloc - prev.alloc
+	c.gcs += cur.gcs - prev.gcs
+}

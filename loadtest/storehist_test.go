@@ -1,7 +1,11 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"math"
+	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -89,4 +93,29 @@ func TestStoreHistAccumulates(t *testing.T) {
 	require.Equal(t, 250.0, st.SyncedCommits)
 	require.Zero(t, st.Fsyncs, "no fsync histogram: no fsync figures")
 	require.Nil(t, storeSummary(storeHists{commit: acc}, storeHists{commit: acc}), "nothing during traffic")
+}
+
+// The gateway's runtime counters are read off its /metrics page (served
+// here by a real HTTP server) and summed over its processes: deltas
+// within one, all of a restarted one's, nothing from a failed scrape.
+func TestRuntimeCountsAccumulate(t *testing.T) {
+	body := "# HELP go_memstats_alloc_bytes_total x\ngo_memstats_alloc_bytes_total 1.5e+06\ngo_gc_duration_seconds_count 3\n"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, body) }))
+	defer srv.Close()
+	s1 := scrapeMetrics(context.Background(), srv.Client(), srv.URL)
+	require.True(t, s1.rt)
+	require.Equal(t, 1.5e6, s1.alloc)
+	require.Equal(t, 3.0, s1.gcs)
+	body = "go_memstats_alloc_bytes_total 1.5e+06\n" // no GC count: not a runtime sample
+	require.False(t, scrapeMetrics(context.Background(), srv.Client(), srv.URL).rt)
+
+	var c runtimeCounts
+	c.add(s1, procSample{}, true)
+	s2 := procSample{alloc: 4e6, gcs: 5, rt: true}
+	c.add(s2, s1, true) // +2.5 MB, +2 cycles
+	restarted := procSample{alloc: 1e6, gcs: 1, rt: true}
+	c.add(restarted, s2, true)                                        // lower counts: a new process, all of it
+	c.add(procSample{alloc: 2e6, gcs: 2, rt: true}, restarted, false) // another pid: all of it
+	c.add(procSample{}, restarted, true)                              // a failed scrape
+	require.Equal(t, runtimeCounts{alloc: 4e6 + 1e6 + 2e6, gcs: 5 + 1 + 2}, c)
 }
