@@ -25,6 +25,7 @@ import (
 	"go.uber.org/zap"
 
 	"tether/gateway/api"
+	"tether/internal/bufpool"
 	"tether/queue"
 	"tether/session"
 	"tether/storage"
@@ -543,10 +544,7 @@ func readAll(r io.Reader, b []byte) ([]byte, error) {
 // every message comes in by, are read into: the handler decodes what it
 // keeps into copies and gives the buffer back. A fresh buffer per POST was
 // 4 % of the gateway's allocations in the soak.
-var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
-
-// maxPooledBody bounds the buffers kept in bodyPool.
-const maxPooledBody = 64 << 10
+var bodyPool = bufpool.New(1024, 64<<10)
 
 // bodyTime is how long a request body of n bytes (-1: unknown, up to max)
 // may take to arrive: 10 s, and 1 s more for every 64 KiB past the first.

@@ -698,12 +698,12 @@ func (g *Gateway) sendMessage(w http.ResponseWriter, r *http.Request, app *appRe
 		g.writeError(w, r, apiError(api.CodeInvalidArgument, "Idempotency-Key", "Idempotency-Key is longer than %d bytes", maxIdempotencyKey))
 		return
 	}
-	bp := bodyPool.Get().(*[]byte)
+	bp := bodyPool.Get()
 	raw, rerr := g.readBodyInto(w, r, *bp)
 	defer func() {
 		// Nothing refers to raw now: the request was decoded into copies.
-		if cap(raw) <= maxPooledBody && raw != nil {
-			*bp = raw[:0]
+		if raw != nil {
+			*bp = raw
 		}
 		bodyPool.Put(bp)
 	}()

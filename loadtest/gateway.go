@@ -320,7 +320,7 @@ func scrapeMetrics(ctx context.Context, hc *http.Client, url string) procSample 
 	defer resp.Body.Close()
 	out := procSample{fds: -1, gor: -1}
 	var commit, fsync promHist
-	rt := 0
+	var sawAlloc, sawGCs bool
 	sc := bufio.NewScanner(io.LimitReader(resp.Body, 16<<20))
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -328,24 +328,19 @@ func scrapeMetrics(ctx context.Context, hc *http.Client, url string) procSample 
 		for _, m := range []struct {
 			name string
 			dst  *float64
-		}{{"process_resident_memory_bytes ", &out.rss}, {"process_cpu_seconds_total ", &out.cpu}} {
+			seen *bool
+		}{
+			{"process_resident_memory_bytes ", &out.rss, &out.valid}, {"process_cpu_seconds_total ", &out.cpu, &out.valid},
+			{"go_memstats_alloc_bytes_total ", &out.alloc, &sawAlloc}, {"go_gc_duration_seconds_count ", &out.gcs, &sawGCs},
+		} {
 			if v, ok := strings.CutPrefix(line, m.name); ok {
 				*m.dst, _ = strconv.ParseFloat(strings.TrimSpace(v), 64)
-				out.valid = true
+				*m.seen = true
 			}
 		}
 		if v, ok := strings.CutPrefix(line, "process_open_fds "); ok {
 			n, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
 			out.fds = int(n)
-		}
-		for _, m := range []struct {
-			name string
-			dst  *float64
-		}{{"go_memstats_alloc_bytes_total ", &out.alloc}, {"go_gc_duration_seconds_count ", &out.gcs}} {
-			if v, ok := strings.CutPrefix(line, m.name); ok {
-				*m.dst, _ = strconv.ParseFloat(strings.TrimSpace(v), 64)
-				rt++
-			}
 		}
 		if v, ok := strings.CutPrefix(line, "go_goroutines "); ok {
 			n, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
@@ -355,7 +350,7 @@ func scrapeMetrics(ctx context.Context, hc *http.Client, url string) procSample 
 			_ = scrapeHist(&commit, metricCommit, `sync="true"`, line) || scrapeHist(&fsync, metricFsync, "", line)
 		}
 	}
-	out.rt = rt == 2
+	out.rt = sawAlloc && sawGCs
 	if len(commit.le) > 0 {
 		out.commit = &commit
 	}

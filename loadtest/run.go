@@ -1007,8 +1007,8 @@ func (r *runner) lastGwSample() procSample {
 func (r *runner) sampler(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	var prevGw, prevH, prevMet, prevRt procSample
-	prevPid, prevMetPid, prevRtPid := 0, 0, 0
+	var prevGw, prevH, prevMet procSample
+	prevPid, prevMetPid := 0, 0
 	prevAt := time.Now()
 	hc := newAPIClient(r.tgt.baseURL, r.tgt.adminToken, 2, r.tgt.caPEM)
 	mc := hc.HTTP
@@ -1071,17 +1071,14 @@ func (r *runner) sampler(ctx context.Context) {
 		tot := r.workerTotals()
 		r.mu.Lock()
 		r.gwCPU += used
-		if met.commit != nil || met.fsync != nil {
+		if met.commit != nil || met.fsync != nil || met.rt {
 			if pid != prevMetPid {
 				prevMet = procSample{} // a new process: all it counted is new
 			}
 			r.store.commit.add(met.commit, prevMet.commit)
 			r.store.fsync.add(met.fsync, prevMet.fsync)
+			r.gwRuntime.add(met, prevMet)
 			prevMet, prevMetPid = met, pid
-		}
-		if met.rt {
-			r.gwRuntime.add(met, prevRt, pid == prevRtPid)
-			prevRt, prevRtPid = met, pid
 		}
 		if gw.valid {
 			r.lastGw = gw

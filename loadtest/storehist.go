@@ -174,12 +174,13 @@ func (h *promHist) quantile(q float64) float64 {
 type runtimeCounts struct{ alloc, gcs float64 }
 
 // add adds what cur counted since prev, an earlier scrape of the same
-// process; all of cur's when prev is from another process or has none.
-func (c *runtimeCounts) add(cur, prev procSample, sameProcess bool) {
+// process (the zero sample for another one); all of cur's when prev has
+// none or counted more (the gateway restarted).
+func (c *runtimeCounts) add(cur, prev procSample) {
 	if !cur.rt {
 		return
 	}
-	if !sameProcess || !prev.rt || cur.alloc < prev.alloc || cur.gcs < prev.gcs {
+	if !prev.rt || cur.alloc < prev.alloc || cur.gcs < prev.gcs {
 		prev = procSample{}
 	}
 	c.alloc += cur.alloc - prev.alloc

@@ -110,12 +110,13 @@ func TestRuntimeCountsAccumulate(t *testing.T) {
 	require.False(t, scrapeMetrics(context.Background(), srv.Client(), srv.URL).rt)
 
 	var c runtimeCounts
-	c.add(s1, procSample{}, true)
+	c.add(s1, procSample{})
 	s2 := procSample{alloc: 4e6, gcs: 5, rt: true}
-	c.add(s2, s1, true) // +2.5 MB, +2 cycles
+	c.add(s2, s1) // +2.5 MB, +2 cycles
 	restarted := procSample{alloc: 1e6, gcs: 1, rt: true}
-	c.add(restarted, s2, true)                                        // lower counts: a new process, all of it
-	c.add(procSample{alloc: 2e6, gcs: 2, rt: true}, restarted, false) // another pid: all of it
-	c.add(procSample{}, restarted, true)                              // a failed scrape
+	c.add(restarted, s2) // lower counts: a new process, all of it
+	// Another pid: the sampler passes no earlier scrape, all of it.
+	c.add(procSample{alloc: 2e6, gcs: 2, rt: true}, procSample{})
+	c.add(procSample{}, restarted) // a failed scrape
 	require.Equal(t, runtimeCounts{alloc: 4e6 + 1e6 + 2e6, gcs: 5 + 1 + 2}, c)
 }

@@ -147,10 +147,9 @@ func (q *Queue) mark(dev DeviceRef, to State, ids []string) error {
 	var known []string // the user's known devices, read once if needed
 	knownRead := false
 	seen := make(map[string]bool, len(ids))
-	st := statusPool.Get().(*Status)
+	st := statusPool.Get().(*Status) // loadStatusInto resets it
 	defer func() {
 		if cap(st.Devices) <= 64 {
-			*st = Status{Devices: st.Devices[:0]}
 			statusPool.Put(st)
 		}
 	}()

@@ -204,8 +204,8 @@ func (q *Queue) Enqueue(ctx context.Context, req *EnqueueRequest) (*EnqueueResul
 	}
 	if claim != nil {
 		h := claim.hash
-		t.scratch = appendIdemRecord(t.scratchBuf(), claim.reqHash[:], res)
-		t.b.PutIdem(req.App, h, t.scratch) // the batch copies it
+		*t.scratch = appendIdemRecord(t.scratchBuf(), claim.reqHash[:], res)
+		t.b.PutIdem(req.App, h, *t.scratch) // the batch copies it
 		t.b.PutTimer(t.now.Add(q.cfg.IdempotencyWindow).UnixMilli(), timerIdemGC, first, timerValue(req.App, string(h[:])))
 	}
 	if err := t.commit(true); err != nil {

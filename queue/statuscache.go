@@ -38,20 +38,18 @@ const (
 )
 
 // slot returns seq's slot in its shard, locked; nil if the shard has none
-// yet and make is false. The caller unlocks the shard.
-func (c *statusCache) slot(seq uint64, make bool) (*statusShard, *statusSlot) {
+// yet and create is false. The caller unlocks the shard.
+func (c *statusCache) slot(seq uint64, create bool) (*statusShard, *statusSlot) {
 	s := &c.shards[seq%statusCacheShards]
 	s.mu.Lock()
 	if s.slots == nil {
-		if !make {
+		if !create {
 			return s, nil
 		}
-		s.slots = newSlots()
+		s.slots = make([]statusSlot, statusCacheMax)
 	}
 	return s, &s.slots[seq/statusCacheShards%statusCacheMax]
 }
-
-func newSlots() []statusSlot { return make([]statusSlot, statusCacheMax) }
 
 func (c *statusCache) get(app string, seq uint64) ([]byte, bool) {
 	s, e := c.slot(seq, false)

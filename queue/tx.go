@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"tether/internal/bufpool"
 	"tether/storage"
 )
 
@@ -32,7 +33,7 @@ type tx struct {
 	err   error
 	// statuses written, for the status cache once committed.
 	statuses []cachedStatus
-	scratch  []byte     // an event's encoding, copied into the batch
+	scratch  *[]byte    // an event's encoding, copied into the batch (scratchBuf)
 	events   []eventRef // event ids pending in the feed's gate until the commit
 	// collapse holds the collapse mappings this tx read or wrote (key:
 	// app, user and collapse key), so that changes to one mapping in
@@ -88,24 +89,22 @@ func shortOrNil[T any](s []T) []T {
 // scratchPool holds the buffers events are encoded into before the batch
 // copies them: a tx writes a few events, and growing a fresh buffer for
 // each was a tenth of the queue's allocations.
-var scratchPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+var scratchPool = bufpool.New(512, 64<<10)
 
 // scratchBuf returns t's scratch buffer, empty, for an encoding the batch
-// then copies.
+// then copies; the caller keeps what it appended in *t.scratch, so that a
+// grown buffer serves the next encoding.
 func (t *tx) scratchBuf() []byte {
 	if t.scratch == nil {
-		t.scratch = *scratchPool.Get().(*[]byte)
+		t.scratch = scratchPool.Get()
 	}
-	return t.scratch[:0]
+	return (*t.scratch)[:0]
 }
 
 // release returns t's scratch buffer to the pool.
 func (t *tx) release() {
 	if t.scratch != nil {
-		if cap(t.scratch) <= 64<<10 {
-			b := t.scratch[:0]
-			scratchPool.Put(&b)
-		}
+		scratchPool.Put(t.scratch)
 		t.scratch = nil
 	}
 }
@@ -171,7 +170,7 @@ func (t *tx) event(e *Event) {
 		t.fail(err)
 		return
 	}
-	t.scratch = v
+	*t.scratch = v
 	t.b.PutEvent(e.App, seq, v)
 	if len(t.apps) == 0 || t.apps[len(t.apps)-1] != e.App {
 		t.apps = append(t.apps, e.App)

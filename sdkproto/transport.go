@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"tether/internal/bufpool"
 )
 
 // Transport selects how a Client reaches the gateway.
@@ -81,17 +83,7 @@ func isHeader(e *Element) bool {
 }
 
 // framePool holds write buffers, so an idle Client holds none.
-var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
-
-func getBuf() *[]byte { return framePool.Get().(*[]byte) }
-
-func putBuf(b *[]byte) {
-	if cap(*b) > 64<<10 {
-		return
-	}
-	*b = (*b)[:0]
-	framePool.Put(b)
-}
+var framePool = bufpool.New(1024, 64<<10)
 
 // tcpTransport is XMPP over TCP, with TLS.
 type tcpTransport struct {
@@ -135,8 +127,8 @@ func (t *tcpTransport) startTLS(ctx context.Context, cfg *tls.Config) error {
 }
 
 func (t *tcpTransport) writeHeader(to string, then ...[]byte) error {
-	b := getBuf()
-	defer putBuf(b)
+	b := framePool.Get()
+	defer framePool.Put(b)
 	*b = append(*b, "<?xml version='1.0'?><stream:stream to='"...)
 	*b = appendEscaped(*b, to, true)
 	*b = append(*b, "' version='1.0' xmlns='"+NSClient+"' xmlns:stream='"+NSStream+"'>"...)
@@ -163,8 +155,8 @@ func (t *tcpTransport) write(frames ...[]byte) error {
 		return err
 	}
 	// One Write per batch: one TLS record (or a few), one syscall.
-	b := getBuf()
-	defer putBuf(b)
+	b := framePool.Get()
+	defer framePool.Put(b)
 	for _, f := range frames {
 		*b = append(*b, f...)
 	}
@@ -224,8 +216,8 @@ func dialWS(ctx context.Context, cfg *Config, tlsCfg *tls.Config) (*wsTransport,
 }
 
 func (t *wsTransport) writeHeader(to string, then ...[]byte) error {
-	b := getBuf()
-	defer putBuf(b)
+	b := framePool.Get()
+	defer framePool.Put(b)
 	*b = append(*b, "<open xmlns='"+NSFraming+"' to='"...)
 	*b = appendEscaped(*b, to, true)
 	*b = append(*b, "' version='1.0'/>"...)

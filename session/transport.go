@@ -6,11 +6,11 @@ import (
 	"errors"
 	"io"
 	"net"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"tether/internal/bufpool"
 	"tether/internal/readbuf"
 	"tether/internal/xmppxml"
 	"tether/sdkproto"
@@ -239,12 +239,8 @@ func (t *connReader) writeAll(frames [][]byte) error {
 	// TLS: tls.Conn has no writev, and writing the frames one by one makes
 	// one record (a seal and a write system call) per stanza. Joined, the
 	// stanzas queued since the last flush share records and calls.
-	bp := writeBufs.Get().(*[]byte)
-	defer func() {
-		if cap(*bp) <= maxPooledWriteBuf {
-			writeBufs.Put(bp)
-		}
-	}()
+	bp := writeBufs.Get()
+	defer writeBufs.Put(bp)
 	for len(frames) > 0 {
 		b := (*bp)[:0]
 		for len(frames) > 0 && (len(b) == 0 || len(b)+len(frames[0]) <= maxPooledWriteBuf) {
@@ -262,7 +258,7 @@ func (t *connReader) writeAll(frames [][]byte) error {
 // maxPooledWriteBuf bounds one joined write (and the buffers kept for it).
 const maxPooledWriteBuf = 64 << 10
 
-var writeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+var writeBufs = bufpool.New(4096, maxPooledWriteBuf)
 
 func (t *tcpTransport) streamHeader(domain, id string) []byte {
 	var b xmlBuf
