@@ -61,11 +61,12 @@ func remoteAddr(r *http.Request) netip.Addr {
 // pullSink wakes a long-polling pull when a message arrives.
 type pullSink struct{ ch chan struct{} }
 
-func (p pullSink) Deliver(*queue.Message) {
+func (p pullSink) Deliver(*queue.Message, bool) queue.Writer {
 	select {
 	case p.ch <- struct{}{}:
 	default:
 	}
+	return nil
 }
 func (p pullSink) Withdraw(uint64) {}
 

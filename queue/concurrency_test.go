@@ -19,10 +19,11 @@ type orderSink struct {
 	seqs []uint64
 }
 
-func (s *orderSink) Deliver(m *queue.Message) {
+func (s *orderSink) Deliver(m *queue.Message, _ bool) queue.Writer {
 	s.mu.Lock()
 	s.seqs = append(s.seqs, m.Seq)
 	s.mu.Unlock()
+	return nil
 }
 func (s *orderSink) Withdraw(uint64) {}
 

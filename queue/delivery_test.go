@@ -1,7 +1,9 @@
 package queue_test
 
 import (
+	"context"
 	"encoding/json"
+	"sync"
 	"testing"
 	"time"
 
@@ -468,4 +470,54 @@ func TestStatusCacheWritesThrough(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, cached[id], st, "status of %s", id)
 	}
+}
+
+// A POST's first deliveries may be written on its own goroutine: Enqueue
+// offers the write to the first four sinks, runs the writers they return
+// after the commit and outside the users' locks, and leaves the rest of a
+// fan-out to the sinks.
+func TestEnqueueDirectWrites(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	users := []string{"u0", "u1", "u2", "u3", "u4", "u5"}
+	sinks := make([]*fakeSink, len(users))
+	var order []string
+	var mu sync.Mutex
+	for i, u := range users {
+		sinks[i] = e.subscribe(t, u, "phone")
+		sinks[i].write = func() {
+			// Outside the locks: the same user's queue takes another
+			// message (a writer under them would deadlock here).
+			done := make(chan error, 1)
+			go func() {
+				_, err := e.q.Enqueue(context.Background(), &queue.EnqueueRequest{App: app, To: to(u + "/laptop"), Body: "from the writer"})
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				require.NoError(t, err)
+			case <-time.After(10 * time.Second):
+				t.Error("an Enqueue to the same user blocked while the writer ran: the writer runs under the user's lock")
+			}
+			// After the commit: the message is in the store.
+			got, err := e.q.Pending(context.Background(), queue.DeviceRef{App: app, User: u, Device: "phone"}, 0, 10)
+			require.NoError(t, err)
+			require.Len(t, got, 1, "the writer runs after the commit")
+			mu.Lock()
+			order = append(order, u)
+			mu.Unlock()
+		}
+	}
+	e.send(t, queue.EnqueueRequest{To: to(users...), Body: "fan-out"})
+	for i, s := range sinks {
+		s.mu.Lock()
+		require.Equal(t, []bool{i < 4}, s.offered, "sink %d", i)
+		s.mu.Unlock()
+	}
+	require.Equal(t, users[:4], order, "the writers run once each, in delivery order, before Enqueue returns")
+
+	// A sink that does not take the write is written by no one else.
+	plain := e.subscribe(t, "v", "phone")
+	e.sendOne(t, "v", "single")
+	require.Equal(t, []bool{true}, plain.offered)
 }

@@ -179,6 +179,19 @@ func (q *Queue) Enqueue(ctx context.Context, req *EnqueueRequest) (*EnqueueResul
 		return nil, err
 	}
 
+	var direct [maxDirectWrites]Writer
+	res, writes, err := q.enqueueLocked(req, claim, direct[:0])
+	// The writes the sessions left to this goroutine, outside the locks.
+	for _, w := range writes {
+		w.WriteQueued()
+	}
+	return res, err
+}
+
+// enqueueLocked commits req's messages under their users' locks and hands
+// them to the live sessions, which may leave their writes to the caller
+// (appended to direct).
+func (q *Queue) enqueueLocked(req *EnqueueRequest, claim *IdemClaim, direct []Writer) (*EnqueueResult, []Writer, error) {
 	users := make([]string, len(req.To))
 	for i, r := range req.To {
 		users[i] = r.User
@@ -188,7 +201,7 @@ func (q *Queue) Enqueue(ctx context.Context, req *EnqueueRequest) (*EnqueueResul
 
 	first, err := q.db.NextSeq(len(req.To))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	t := q.begin()
 	defer t.free()
@@ -209,13 +222,13 @@ func (q *Queue) Enqueue(ctx context.Context, req *EnqueueRequest) (*EnqueueResul
 		t.b.PutTimer(t.now.Add(q.cfg.IdempotencyWindow).UnixMilli(), timerIdemGC, first, timerValue(req.App, string(h[:])))
 	}
 	if err := t.commit(true); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	q.m.messages.WithLabelValues(StateEnqueued.String()).Add(float64(len(req.To)))
 	for _, m := range msgs {
-		q.deliver(m)
+		direct = q.deliver(m, direct)
 	}
-	return res, nil
+	return res, direct, nil
 }
 
 func (q *Queue) replay(app string, h, requestHash [32]byte) (*EnqueueResult, error) {

@@ -228,18 +228,28 @@ func (e *env) waitEvent(t testing.TB, typ, id string) queue.Event {
 	}
 }
 
-// fakeSink records what a live session would get.
+// fakeSink records what a live session would get. With write set, it
+// takes the direct writes it is offered and calls write from them.
 type fakeSink struct {
 	mu        sync.Mutex
 	delivered []string
 	withdrawn []uint64
+	offered   []bool // per delivery: whether the write was offered
+	write     func()
 }
 
-func (s *fakeSink) Deliver(m *queue.Message) {
+func (s *fakeSink) Deliver(m *queue.Message, direct bool) queue.Writer {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.delivered = append(s.delivered, m.ID)
-	s.mu.Unlock()
+	s.offered = append(s.offered, direct)
+	if direct && s.write != nil {
+		return s
+	}
+	return nil
 }
+
+func (s *fakeSink) WriteQueued() { s.write() }
 
 func (s *fakeSink) Withdraw(seq uint64) {
 	s.mu.Lock()

@@ -93,11 +93,16 @@ type FallbackSender interface {
 }
 
 // Sink receives messages for a live session. Both methods are called from
-// the goroutine that changed the queue and must not block: a session only
-// enqueues into its outbound buffer.
+// the goroutine that changed the queue, under its locks, and must not
+// block: a session only enqueues into its outbound buffer.
 type Sink interface {
 	// Deliver hands over a message newly enqueued for the session's device.
-	Deliver(m *Message)
+	// With direct set, the caller offers its own goroutine for the write:
+	// the sink may return a Writer, which the caller then runs once, soon
+	// and outside its locks (Enqueue does, for the first few deliveries of
+	// a POST). Otherwise, and when it returns nil, the sink writes on its
+	// own.
+	Deliver(m *Message, direct bool) Writer
 	// Withdraw tells the session that message seq is no longer to be
 	// delivered (another device took it, or it expired or was cancelled).
 	Withdraw(seq uint64)
@@ -326,8 +331,20 @@ func (q *Queue) onlineDevices(app, user, device string) []string {
 	return out
 }
 
-// deliver hands m to the live sessions it is for.
-func (q *Queue) deliver(m *Message) {
+// A Writer writes what a Sink queued, on the goroutine that calls it.
+type Writer interface{ WriteQueued() }
+
+// maxDirectWrites is how many deliveries of one Enqueue are written on the
+// caller's goroutine (see Sink.Deliver): a message to a user's devices
+// goes out right after its commit, rather than after a hand-off to
+// another goroutine, which waits for a CPU behind everything runnable
+// (on a busy gateway, milliseconds at the median). A fan-out beyond this
+// is handed off, so the 202 does not wait for its writes.
+const maxDirectWrites = 4
+
+// deliver hands m to the live sessions it is for. It appends to direct
+// the writes the sinks left to the caller, while there is room.
+func (q *Queue) deliver(m *Message, direct []Writer) []Writer {
 	k := subKey{m.App, m.User}
 	sh := &q.subs.shards[q.subs.shard(k)]
 	sh.mu.RLock()
@@ -335,9 +352,12 @@ func (q *Queue) deliver(m *Message) {
 	sh.mu.RUnlock()
 	for _, s := range list {
 		if m.Device == "" || m.Device == s.device {
-			s.sink.Deliver(m)
+			if w := s.sink.Deliver(m, len(direct) < cap(direct)); w != nil {
+				direct = append(direct, w)
+			}
 		}
 	}
+	return direct
 }
 
 // withdraw tells the live sessions of app/user, except device skip, that seq

@@ -22,7 +22,9 @@
 // token); the bytes come through a 1 KiB read buffer taken from a pool only
 // while input is pending. Output is queued under the session mutex and
 // written by a short-lived flusher goroutine (no writer goroutine parked per
-// idle session), one frame per stanza over WebSocket. It uses
+// idle session), one frame per stanza over WebSocket; a message a POST
+// delivers to an idle session may instead be written on the POST's
+// goroutine (Session.deliver, queue.Sink). It uses
 // mellium.im/sasl for the SCRAM-SHA-1 and SCRAM-SHA-256 server exchanges
 // (against the stored salted password, never the password), and mellium's
 // client in the interop tests. PLAIN is checked against the same stored

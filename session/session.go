@@ -116,6 +116,8 @@ type Session struct {
 	flushing     bool
 	closed       bool
 	closeWritten bool
+	holdKick     bool // deliver may take the flush for its caller
+	kickHeld     bool // a flush was claimed while holdKick was set
 	closeReason  CloseReason
 	// Delivery state, under mu.
 	sub        *queue.Subscription
@@ -443,6 +445,10 @@ func (s *Session) kickLocked() {
 		return
 	}
 	s.flushing = true
+	if s.holdKick {
+		s.kickHeld = true // deliver starts it, or leaves it to its caller
+		return
+	}
 	s.srv.work.run(task{s, taskFlush})
 }
 

@@ -410,11 +410,12 @@ type sink struct{ s atomic.Pointer[Session] }
 
 // Deliver hands m to the sink's session; when that session was closed by
 // a resumption meanwhile, to the session that took it over.
-func (k *sink) Deliver(m *queue.Message) {
+func (k *sink) Deliver(m *queue.Message, direct bool) queue.Writer {
 	for {
 		s := k.s.Load()
-		if s.deliver(m) || k.s.Load() == s {
-			return
+		ok, w := s.deliver(m, direct)
+		if ok || k.s.Load() == s {
+			return w
 		}
 	}
 }
@@ -526,11 +527,18 @@ func (s *Session) retryRead() {
 
 // deliver is the queue's hand-off of a new message (any goroutine). It
 // reports false when the session is closed.
-func (s *Session) deliver(m *queue.Message) bool {
+//
+// With direct, it may leave the write to the caller's goroutine (see
+// queue.Sink): when the message is all the session has in flight (what
+// went before was acknowledged, so the device has read it and the
+// socket's send buffer is empty) and small enough to fit in any send
+// buffer, the write cannot block, and returning the session as the
+// Writer saves the hand-off to a flusher.
+func (s *Session) deliver(m *queue.Message, direct bool) (bool, queue.Writer) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return false
+		return false, nil
 	}
 	// A message for a session waiting for resumption: the device may need
 	// a wake (Server.Live decides once the grace has passed).
@@ -538,13 +546,33 @@ func (s *Session) deliver(m *queue.Message) bool {
 	if notify {
 		s.lostSent = true
 	}
+	s.holdKick = direct
 	s.deliverLocked(m)
+	s.holdKick = false
+	var w queue.Writer
+	if s.kickHeld {
+		s.kickHeld = false
+		if len(s.inflight) == 1 && s.outBytes <= maxDirectWrite && (s.smEnabled || s.receipts) {
+			w = s
+		} else {
+			s.srv.work.run(task{s, taskFlush})
+		}
+	}
 	s.mu.Unlock()
 	if notify {
 		s.srv.lost(s)
 	}
-	return true
+	return true, w
 }
+
+// maxDirectWrite bounds the output a delivery writes on the caller's
+// goroutine: below the smallest send buffer Linux gives a TCP socket
+// (tcp_wmem's default of 16 KiB), with room for the TLS records.
+const maxDirectWrite = 8 << 10
+
+// WriteQueued writes the session's output on the calling goroutine: the
+// flusher's work, left to the caller by deliver.
+func (s *Session) WriteQueued() { s.flush() }
 
 func (s *Session) deliverLocked(m *queue.Message) {
 	if s.loading || s.more {
