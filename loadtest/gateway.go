@@ -255,9 +255,10 @@ type procSample struct {
 	fds   int     // open descriptors (-1 unknown)
 	gor   int     // goroutines (-1 unknown)
 	valid bool
-	// The store's synced commits and WAL fsyncs (storehist.go), from the
-	// /metrics page; nil when it has none.
-	commit, fsync *promHist
+	// The store's synced commits and WAL fsyncs, and the scheduler's
+	// latencies (storehist.go), from the /metrics page; nil when it has
+	// none.
+	commit, fsync, sched *promHist
 	// The Go runtime's bytes allocated and GC cycles so far, from the
 	// /metrics page (rt: both were there).
 	alloc, gcs float64
@@ -319,7 +320,7 @@ func scrapeMetrics(ctx context.Context, hc *http.Client, url string) procSample 
 	}
 	defer resp.Body.Close()
 	out := procSample{fds: -1, gor: -1}
-	var commit, fsync promHist
+	var commit, fsync, sched promHist
 	var sawAlloc, sawGCs bool
 	sc := bufio.NewScanner(io.LimitReader(resp.Body, 16<<20))
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -349,6 +350,9 @@ func scrapeMetrics(ctx context.Context, hc *http.Client, url string) procSample 
 		if strings.HasPrefix(line, "tether_store_") {
 			_ = scrapeHist(&commit, metricCommit, `sync="true"`, line) || scrapeHist(&fsync, metricFsync, "", line)
 		}
+		if strings.HasPrefix(line, metricSched) {
+			scrapeHist(&sched, metricSched, "", line)
+		}
 	}
 	out.rt = sawAlloc && sawGCs
 	if len(commit.le) > 0 {
@@ -356,6 +360,9 @@ func scrapeMetrics(ctx context.Context, hc *http.Client, url string) procSample 
 	}
 	if len(fsync.le) > 0 {
 		out.fsync = &fsync
+	}
+	if len(sched.le) > 0 {
+		out.sched = &sched
 	}
 	return out
 }

@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -75,6 +76,41 @@ type gatewayReport struct {
 	// the allocation rate; docs/benchmarks.md, session 18).
 	AllocKBPerMessage float64 `json:"alloc_kb_per_accepted_message,omitempty"`
 	GCsPer10kMessages float64 `json:"gc_cycles_per_10k_accepted_messages,omitempty"`
+	// How long its goroutines were runnable before they ran, during the
+	// traffic (go_sched_latencies_seconds): the waits for a CPU.
+	runnableWaits
+}
+
+// runnableWaits sums up a scheduler latency histogram: its median and p99
+// (interpolated within a bucket: the gateway's are 11 times apart), and
+// the share of waits longer than the first bucket bound at or above
+// 10 ms, which is exact.
+type runnableWaits struct {
+	RunnableP50Ms     float64 `json:"runnable_wait_p50_ms,omitempty"`
+	RunnableP99Ms     float64 `json:"runnable_wait_p99_ms,omitempty"`
+	RunnableOverMs    float64 `json:"runnable_wait_bound_ms,omitempty"`
+	RunnableOverShare float64 `json:"runnable_wait_share_over_bound,omitempty"`
+}
+
+// waitsOf sums up h (seconds); zero without observations.
+func waitsOf(h promHist) runnableWaits {
+	if h.count <= 0 || len(h.cum) == 0 {
+		return runnableWaits{}
+	}
+	w := runnableWaits{RunnableP50Ms: h.quantile(0.5) * 1e3, RunnableP99Ms: h.quantile(0.99) * 1e3}
+	if i := slices.IndexFunc(h.le, func(b float64) bool { return b >= 0.01 }); i >= 0 && !math.IsInf(h.le[i], 1) {
+		w.RunnableOverMs = h.le[i] * 1e3
+		w.RunnableOverShare = 1 - h.cum[i]/h.cum[len(h.cum)-1]
+	}
+	return w
+}
+
+func (w runnableWaits) String() string {
+	s := fmt.Sprintf("p50 %.2fms p99 %.1fms", w.RunnableP50Ms, w.RunnableP99Ms)
+	if w.RunnableOverMs > 0 {
+		s += fmt.Sprintf(", %.2f%% over %.1fms", w.RunnableOverShare*100, w.RunnableOverMs)
+	}
+	return s
 }
 
 // storeReport is the gateway's store during traffic, from its histograms
@@ -178,6 +214,9 @@ type harnessReport struct {
 	CPUSeconds        float64 `json:"cpu_s"`
 	CPUSecondsTraffic float64 `json:"cpu_s_during_traffic"`
 	CPUPerMessageUs   float64 `json:"cpu_us_per_delivered_message"` // during traffic, over every delivery, as for the gateway
+	// As for the gateway: the main process's goroutines, runnable before
+	// they ran, during the traffic (runtime/metrics).
+	runnableWaits
 }
 
 type inboundReport struct {
@@ -251,6 +290,7 @@ func (r *runner) report(ch *checks) *report {
 		g.CPUSecondsTraffic = r.gwCPU1 - r.gwCPU0
 	}
 	g.Store = storeSummary(r.store0, r.store1)
+	g.runnableWaits = waitsOf(r.store1.sched.minus(r.store0.sched))
 	var sdk workerStats
 	for _, s := range r.wstats {
 		if s != nil {
@@ -264,6 +304,7 @@ func (r *runner) report(ch *checks) *report {
 	if r.hCPU1 > r.hCPU0 {
 		rep.Harness.CPUSecondsTraffic = r.hCPU1 - r.hCPU0
 	}
+	rep.Harness.runnableWaits = waitsOf(r.hSched1.minus(r.hSched0))
 	r.mu.Unlock()
 	tot := r.workerTotals()
 
@@ -491,6 +532,16 @@ func (rep *report) summary() string {
 				st.FsyncP50Ms, st.FsyncP99Ms, st.Fsyncs, st.CommitsPerFsync, st.FsyncBusy*100)
 		}
 		p("%s", line)
+	}
+	if g.RunnableP99Ms > 0 || rep.Harness.RunnableP99Ms > 0 {
+		line := "waits     for a CPU (goroutines runnable until they ran) during traffic:"
+		if g.RunnableP99Ms > 0 {
+			line += " gateway " + g.runnableWaits.String() + ";"
+		}
+		if rep.Harness.RunnableP99Ms > 0 {
+			line += " harness " + rep.Harness.runnableWaits.String() + " (its main process)"
+		}
+		p("%s", strings.TrimSuffix(line, ";"))
 	}
 	if g.Measured {
 		pooled := ""

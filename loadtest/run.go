@@ -63,12 +63,14 @@ type runner struct {
 	hCPU0       float64 // the harness's CPU seconds (all its processes) at the start of traffic
 	hCPU1       float64 // and at its end
 	lastGw      procSample
-	// The store histograms over every gateway process so far, and copies
-	// at the start and end of traffic.
+	// The gateway's histograms (storeHists) over every gateway process so
+	// far, and copies at the start and end of traffic.
 	store          storeHists
 	store0, store1 storeHists
-	gwRuntime      runtimeCounts // under mu
-	gwRt0, gwRt1   runtimeCounts // at the start and end of traffic
+	// The harness's scheduler latencies at the start and end of traffic.
+	hSched0, hSched1 promHist
+	gwRuntime        runtimeCounts // under mu
+	gwRt0, gwRt1     runtimeCounts // at the start and end of traffic
 
 	rampSecs      float64
 	rss0, rss1    float64
@@ -690,6 +692,7 @@ func (r *runner) traffic() {
 	r.col.setPhase("traffic")
 	r.gwCPU0 = r.gwCPUSeconds()
 	r.store0 = r.storeCopy()
+	r.hSched0 = harnessSched()
 	r.gwRt0 = r.runtimeCopy()
 	r.hCPU0 = r.harnessCPUSeconds()
 	r.trafficStart = time.Now()
@@ -713,6 +716,7 @@ func (r *runner) traffic() {
 	chaos.Wait()
 	r.gwCPU1 = r.gwCPUSeconds()
 	r.store1 = r.storeCopy()
+	r.hSched1 = harnessSched()
 	r.gwRt1 = r.runtimeCopy()
 	r.hCPU1 = r.harnessCPUSeconds()
 }
@@ -722,7 +726,7 @@ func (r *runner) traffic() {
 func (r *runner) storeCopy() storeHists {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return storeHists{commit: r.store.commit.clone(), fsync: r.store.fsync.clone(), at: time.Now()}
+	return storeHists{commit: r.store.commit.clone(), fsync: r.store.fsync.clone(), sched: r.store.sched.clone(), at: time.Now()}
 }
 
 // runtimeCopy returns the gateway's runtime counts so far.
@@ -1077,6 +1081,7 @@ func (r *runner) sampler(ctx context.Context) {
 			}
 			r.store.commit.add(met.commit, prevMet.commit)
 			r.store.fsync.add(met.fsync, prevMet.fsync)
+			r.store.sched.add(met.sched, prevMet.sched)
 			r.gwRuntime.add(met, prevMet)
 			prevMet, prevMetPid = met, pid
 		}

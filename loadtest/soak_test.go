@@ -93,7 +93,13 @@ func TestSmallSoak(t *testing.T) {
 			Store             *storeReport    `json:"store"`
 			AllocKBPerMessage float64         `json:"alloc_kb_per_accepted_message"`
 			GCsPer10kMessages float64         `json:"gc_cycles_per_10k_accepted_messages"`
+			RunnableP50Ms     float64         `json:"runnable_wait_p50_ms"`
+			RunnableP99Ms     float64         `json:"runnable_wait_p99_ms"`
 		} `json:"gateway"`
+		Harness struct {
+			RunnableP50Ms float64 `json:"runnable_wait_p50_ms"`
+			RunnableP99Ms float64 `json:"runnable_wait_p99_ms"`
+		} `json:"harness"`
 		Messages struct {
 			Posts int `json:"posts"`
 		} `json:"messages"`
@@ -131,6 +137,10 @@ func TestSmallSoak(t *testing.T) {
 		t.Errorf("store during traffic %+v, for %d POSTs", rep.Gateway.Store, rep.Messages.Posts)
 	case !(rep.Gateway.AllocKBPerMessage > 0 && rep.Gateway.GCsPer10kMessages > 0):
 		t.Errorf("gateway allocation %.1f KB and %.2f GC cycles per 10k messages during traffic", rep.Gateway.AllocKBPerMessage, rep.Gateway.GCsPer10kMessages)
+	case !(0 < rep.Gateway.RunnableP99Ms && rep.Gateway.RunnableP50Ms <= rep.Gateway.RunnableP99Ms) ||
+		!(0 < rep.Harness.RunnableP99Ms && rep.Harness.RunnableP50Ms <= rep.Harness.RunnableP99Ms):
+		t.Errorf("waits for a CPU during traffic: gateway p50/p99 %.3f/%.3f ms, harness %.3f/%.3f ms",
+			rep.Gateway.RunnableP50Ms, rep.Gateway.RunnableP99Ms, rep.Harness.RunnableP50Ms, rep.Harness.RunnableP99Ms)
 	case c.Wakes.ToOffline == 0:
 		t.Error("no wake reached an offline device")
 	case c.Webhook == nil || c.Webhook.Confirmed < 100 || c.Webhook.Seen != c.Webhook.Confirmed || c.Webhook.Lost+c.Webhook.Twice != 0:

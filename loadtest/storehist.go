@@ -2,6 +2,7 @@ package main
 
 import (
 	"math"
+	"runtime/metrics"
 	"slices"
 	"strconv"
 	"strings"
@@ -12,16 +13,46 @@ import (
 // how long synced commits (a POST's durability) take, and how long the WAL
 // fsyncs inside them take. Side by side they tell a slow disk from a node
 // waiting for a CPU, on this machine or on a deployment under test.
+//
+// With them, the Go scheduler's latencies (how long goroutines were
+// runnable before they ran) of the gateway, from the same page, and of
+// the harness, from its own runtime: on a machine both share, these are
+// the waits for a CPU that every latency above includes.
 const (
 	metricCommit = `tether_store_commit_seconds`
 	metricFsync  = `tether_store_wal_fsync_seconds`
+	metricSched  = `go_sched_latencies_seconds`
 )
 
-// storeHists are the store's two histograms, and when a copy of them was
-// taken.
+// storeHists are the gateway's histograms the report reads (the store's
+// two and its scheduler's), and when a copy of them was taken.
 type storeHists struct {
-	commit, fsync promHist
-	at            time.Time
+	commit, fsync, sched promHist
+	at                   time.Time
+}
+
+// harnessSched returns this process's scheduler latencies so far, as a
+// cumulative histogram: runtime/metrics counts each bucket
+// [Buckets[i], Buckets[i+1]) apart.
+func harnessSched() promHist {
+	s := []metrics.Sample{{Name: "/sched/latencies:seconds"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindFloat64Histogram {
+		return promHist{}
+	}
+	return fromRuntimeHist(s[0].Value.Float64Histogram())
+}
+
+func fromRuntimeHist(h *metrics.Float64Histogram) promHist {
+	var out promHist
+	var n uint64
+	for i, c := range h.Counts {
+		n += c
+		out.le = append(out.le, h.Buckets[i+1])
+		out.cum = append(out.cum, float64(n))
+	}
+	out.count = float64(n)
+	return out
 }
 
 // promHist is a cumulative Prometheus histogram: the count at or below each

@@ -6,8 +6,11 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
+	"runtime/metrics"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -99,13 +102,18 @@ func TestStoreHistAccumulates(t *testing.T) {
 // here by a real HTTP server) and summed over its processes: deltas
 // within one, all of a restarted one's, nothing from a failed scrape.
 func TestRuntimeCountsAccumulate(t *testing.T) {
-	body := "# HELP go_memstats_alloc_bytes_total x\ngo_memstats_alloc_bytes_total 1.5e+06\ngo_gc_duration_seconds_count 3\n"
+	body := "# HELP go_memstats_alloc_bytes_total x\ngo_memstats_alloc_bytes_total 1.5e+06\ngo_gc_duration_seconds_count 3\n" +
+		"go_sched_latencies_seconds_bucket{le=\"6.4e-08\"} 4\ngo_sched_latencies_seconds_bucket{le=\"0.001\"} 9\n" +
+		"go_sched_latencies_seconds_bucket{le=\"+Inf\"} 10\ngo_sched_latencies_seconds_sum 0.1\ngo_sched_latencies_seconds_count 10\n"
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, body) }))
 	defer srv.Close()
 	s1 := scrapeMetrics(context.Background(), srv.Client(), srv.URL)
 	require.True(t, s1.rt)
 	require.Equal(t, 1.5e6, s1.alloc)
 	require.Equal(t, 3.0, s1.gcs)
+	require.NotNil(t, s1.sched, "the scheduler's latencies are read from the same page")
+	require.Equal(t, []float64{6.4e-08, 0.001, math.Inf(1)}, s1.sched.le)
+	require.Equal(t, []float64{4, 9, 10}, s1.sched.cum)
 	body = "go_memstats_alloc_bytes_total 1.5e+06\n" // no GC count: not a runtime sample
 	require.False(t, scrapeMetrics(context.Background(), srv.Client(), srv.URL).rt)
 
@@ -119,4 +127,35 @@ func TestRuntimeCountsAccumulate(t *testing.T) {
 	c.add(procSample{alloc: 2e6, gcs: 2, rt: true}, procSample{})
 	c.add(procSample{}, restarted) // a failed scrape
 	require.Equal(t, runtimeCounts{alloc: 4e6 + 1e6 + 2e6, gcs: 5 + 1 + 2}, c)
+}
+
+// The harness's own scheduler latencies come from runtime/metrics, whose
+// buckets count apart: they become a cumulative histogram, and the
+// quantiles of a real one are ordered.
+func TestHarnessSched(t *testing.T) {
+	h := fromRuntimeHist(&metrics.Float64Histogram{Buckets: []float64{0, 1e-6, 1e-3, math.Inf(1)}, Counts: []uint64{5, 3, 2}})
+	require.Equal(t, []float64{1e-6, 1e-3, math.Inf(1)}, h.le)
+	require.Equal(t, []float64{5, 8, 10}, h.cum)
+	require.Equal(t, 10.0, h.count)
+	w := waitsOf(h)
+	require.InDelta(t, 1e-3, w.RunnableP50Ms, 1e-12, "the 5th of 10 is the top of the first bucket, in ms")
+	require.InDelta(t, 1.0, w.RunnableP99Ms, 1e-12, "in the +Inf bucket: the highest finite bound")
+	require.Zero(t, w.RunnableOverMs, "no finite bound at or above 10 ms")
+	w = waitsOf(promHist{le: []float64{0.001, 0.0105, 0.117, math.Inf(1)}, cum: []float64{90, 97, 100, 100}, count: 100})
+	require.Equal(t, 10.5, w.RunnableOverMs)
+	require.InDelta(t, 0.03, w.RunnableOverShare, 1e-12, "3 of 100 above the 10.5 ms bound")
+	require.Equal(t, "p50 0.56ms p99 81.5ms, 3.00% over 10.5ms", w.String())
+
+	before := harnessSched()
+	var wg sync.WaitGroup
+	for range 100 {
+		wg.Go(runtime.Gosched)
+	}
+	wg.Wait()
+	after := harnessSched()
+	d := after.minus(before)
+	require.Positive(t, d.count, "goroutines were scheduled")
+	w = waitsOf(d)
+	require.LessOrEqual(t, w.RunnableP50Ms, w.RunnableP99Ms)
+	require.Equal(t, runnableWaits{}, waitsOf(promHist{}), "no observations")
 }
