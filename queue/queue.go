@@ -93,8 +93,8 @@ type FallbackSender interface {
 }
 
 // Sink receives messages for a live session. Both methods are called from
-// the goroutine that changed the queue, under its locks, and must not
-// block: a session only enqueues into its outbound buffer.
+// the goroutine that changed the queue (Deliver under the user's lock) and
+// must not block: a session only enqueues into its outbound buffer.
 type Sink interface {
 	// Deliver hands over a message newly enqueued for the session's device.
 	// With direct set, the caller offers its own goroutine for the write:

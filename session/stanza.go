@@ -566,8 +566,10 @@ func (s *Session) deliver(m *queue.Message, direct bool) (bool, queue.Writer) {
 }
 
 // maxDirectWrite bounds the output a delivery writes on the caller's
-// goroutine: below the smallest send buffer Linux gives a TCP socket
-// (tcp_wmem's default of 16 KiB), with room for the TLS records.
+// goroutine: half the send buffer Linux gives a new TCP socket (tcp_wmem's
+// default, 16 KiB), room for the TLS records. Only a kernel short of
+// memory shrinks a buffer below that; a write that blocks then is bounded
+// by the write timeout, as the flusher's is.
 const maxDirectWrite = 8 << 10
 
 // WriteQueued writes the session's output on the calling goroutine: the
