@@ -1,12 +1,12 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -504,7 +504,9 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *api
 
 // readBodyInto is readBody appending to buf[:0], grown as needed.
 func (g *Gateway) readBodyInto(w http.ResponseWriter, r *http.Request, buf []byte) ([]byte, *api.Error) {
-	b, err := readAll(http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes), buf[:0])
+	bb := bytes.NewBuffer(buf[:0])
+	_, err := bb.ReadFrom(http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes))
+	b := bb.Bytes()
 	if err != nil {
 		var mbe *http.MaxBytesError
 		var ne net.Error
@@ -521,23 +523,6 @@ func (g *Gateway) readBodyInto(w http.ResponseWriter, r *http.Request, buf []byt
 	// away while the handler runs, would otherwise run into the deadline.
 	http.NewResponseController(w).SetReadDeadline(time.Time{})
 	return b, nil
-}
-
-// readAll is io.ReadAll appending to b.
-func readAll(r io.Reader, b []byte) ([]byte, error) {
-	for {
-		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
-		}
-		n, err := r.Read(b[len(b):cap(b)])
-		b = b[:len(b)+n]
-		if err == io.EOF {
-			return b, nil
-		}
-		if err != nil {
-			return b, err
-		}
-	}
 }
 
 // bodyPool holds the buffers the bodies of POST .../messages, the request

@@ -116,8 +116,7 @@ type Session struct {
 	flushing     bool
 	closed       bool
 	closeWritten bool
-	holdKick     bool // deliver may take the flush for its caller
-	kickHeld     bool // a flush was claimed while holdKick was set
+	holdKick     bool // deliver may take the flush for its caller: kickLocked claims it, not starts it
 	closeReason  CloseReason
 	// Delivery state, under mu.
 	sub        *queue.Subscription
@@ -446,8 +445,7 @@ func (s *Session) kickLocked() {
 	}
 	s.flushing = true
 	if s.holdKick {
-		s.kickHeld = true // deliver starts it, or leaves it to its caller
-		return
+		return // deliver starts it, or leaves it to its caller
 	}
 	s.srv.work.run(task{s, taskFlush})
 }

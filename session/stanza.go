@@ -546,12 +546,12 @@ func (s *Session) deliver(m *queue.Message, direct bool) (bool, queue.Writer) {
 	if notify {
 		s.lostSent = true
 	}
+	flushing := s.flushing
 	s.holdKick = direct
 	s.deliverLocked(m)
 	s.holdKick = false
 	var w queue.Writer
-	if s.kickHeld {
-		s.kickHeld = false
+	if direct && s.flushing && !flushing { // kickLocked claimed the flush and held it
 		if len(s.inflight) == 1 && s.outBytes <= maxDirectWrite && (s.smEnabled || s.receipts) {
 			w = s
 		} else {
