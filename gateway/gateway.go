@@ -130,9 +130,7 @@ func New(cfg Config) (g *Gateway, err error) {
 	// After a crash the store replays its WAL here: this is most of a
 	// restart's time before the listeners open.
 	cfg.Logger.Info("store opened", zap.Duration("took", time.Since(opening)))
-	g.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Name: "tether_store_fsyncs_total", Help: "WAL fsyncs; concurrent commits share one (group commit).",
-	}, func() float64 { return float64(g.db.Stats().Fsyncs) }))
+	g.reg.MustRegister(g.db.Collector())
 	if c := g.db.FsyncCollector(); c != nil {
 		g.reg.MustRegister(c)
 	}

@@ -263,6 +263,8 @@ type procSample struct {
 	// /metrics page (rt: both were there).
 	alloc, gcs float64
 	rt         bool
+	// The store's LSM figures (tether_store_*), ok when the page had them.
+	lsm lsmSample
 }
 
 // clockTicks is USER_HZ, 100 on every Linux this runs on.
@@ -348,7 +350,7 @@ func scrapeMetrics(ctx context.Context, hc *http.Client, url string) procSample 
 			out.gor = int(n)
 		}
 		if strings.HasPrefix(line, "tether_store_") {
-			_ = scrapeHist(&commit, metricCommit, `sync="true"`, line) || scrapeHist(&fsync, metricFsync, "", line)
+			_ = scrapeHist(&commit, metricCommit, `sync="true"`, line) || scrapeHist(&fsync, metricFsync, "", line) || out.lsm.scrape(line)
 		}
 		if strings.HasPrefix(line, metricSched) {
 			scrapeHist(&sched, metricSched, "", line)

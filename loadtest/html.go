@@ -92,6 +92,9 @@ td.n{text-align:right;font-variant-numeric:tabular-nums} pre{background:#f6f8fa;
 			row("WAL fsyncs p50 / p99 (the disk)", fmt.Sprintf("%.1f / %.1f ms (%.0f, %.1f commits each, busy %.0f%% of the traffic time)",
 				st.FsyncP50Ms, st.FsyncP99Ms, st.Fsyncs, st.CommitsPerFsync, st.FsyncBusy*100), false)
 		}
+		if l := st.LSM; l != nil {
+			row("store LSM during traffic", strings.TrimPrefix(l.String(), "LSM during traffic: "), l.WriteStalls > 0)
+		}
 	}
 	row("kill -9", fmt.Sprintf("%d (downtimes %v s)", g.Kills, g.DowntimesS), false)
 	if len(g.RestartPhases) > 0 {

@@ -125,6 +125,30 @@ type storeReport struct {
 	FsyncP50Ms      float64 `json:"wal_fsync_p50_ms,omitempty"`
 	FsyncP99Ms      float64 `json:"wal_fsync_p99_ms,omitempty"`
 	FsyncBusy       float64 `json:"wal_fsync_busy_share,omitempty"` // fsync seconds over the seconds between the two copies
+	// The LSM during traffic (tether_store_*): whether flushes and
+	// compactions kept up. The peaks run from the start to the end of the
+	// traffic; the disk is as read at its end.
+	LSM *lsmReport `json:"lsm,omitempty"`
+}
+
+type lsmReport struct {
+	Flushes         float64 `json:"flushes"`
+	Compactions     float64 `json:"compactions"`
+	WriteStalls     float64 `json:"write_stalls"`
+	WriteStallS     float64 `json:"write_stall_s"`
+	DebtPeakMiB     float64 `json:"compaction_debt_peak_mib"`
+	L0SublevelsPeak float64 `json:"l0_sublevels_peak"`
+	DiskMiB         float64 `json:"disk_mib"`
+}
+
+// String is the report's LSM line.
+func (l *lsmReport) String() string {
+	stalls := "no write stalls"
+	if l.WriteStalls > 0 {
+		stalls = fmt.Sprintf("%.0f WRITE STALLS holding commits %.1fs", l.WriteStalls, l.WriteStallS)
+	}
+	return fmt.Sprintf("LSM during traffic: %.0f flushes, %.0f compactions, %s; compaction debt peak %.0f MiB, L0 sublevels peak %.0f; %.0f MiB on disk",
+		l.Flushes, l.Compactions, stalls, l.DebtPeakMiB, l.L0SublevelsPeak, l.DiskMiB)
 }
 
 // storeSummary returns the store's report between the copies s0 and s1
@@ -136,6 +160,11 @@ func storeSummary(s0, s1 storeHists) *storeReport {
 		return nil
 	}
 	st := &storeReport{SyncedCommits: c.count, CommitP50Ms: c.quantile(0.5) * 1e3, CommitP99Ms: c.quantile(0.99) * 1e3}
+	if l0, l1 := s0.lsm, s1.lsm; l1.ok {
+		st.LSM = &lsmReport{Flushes: l1.flushes - l0.flushes, Compactions: l1.compactions - l0.compactions,
+			WriteStalls: l1.stalls - l0.stalls, WriteStallS: l1.stallSecs - l0.stallSecs,
+			DebtPeakMiB: l1.debtPeak / (1 << 20), L0SublevelsPeak: l1.l0Peak, DiskMiB: l1.disk / (1 << 20)}
+	}
 	if f := s1.fsync.minus(s0.fsync); f.count > 0 {
 		st.Fsyncs, st.CommitsPerFsync = f.count, c.count/f.count
 		st.FsyncP50Ms, st.FsyncP99Ms = f.quantile(0.5)*1e3, f.quantile(0.99)*1e3
@@ -532,6 +561,9 @@ func (rep *report) summary() string {
 				st.FsyncP50Ms, st.FsyncP99Ms, st.Fsyncs, st.CommitsPerFsync, st.FsyncBusy*100)
 		}
 		p("%s", line)
+		if st.LSM != nil {
+			p("          %s", st.LSM)
+		}
 	}
 	if g.RunnableP99Ms > 0 || rep.Harness.RunnableP99Ms > 0 {
 		line := "waits     for a CPU (goroutines runnable until they ran) during traffic:"

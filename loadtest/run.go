@@ -726,7 +726,7 @@ func (r *runner) traffic() {
 func (r *runner) storeCopy() storeHists {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return storeHists{commit: r.store.commit.clone(), fsync: r.store.fsync.clone(), sched: r.store.sched.clone(), at: time.Now()}
+	return storeHists{commit: r.store.commit.clone(), fsync: r.store.fsync.clone(), sched: r.store.sched.clone(), lsm: r.store.lsm, at: time.Now()}
 }
 
 // runtimeCopy returns the gateway's runtime counts so far.
@@ -1075,7 +1075,7 @@ func (r *runner) sampler(ctx context.Context) {
 		tot := r.workerTotals()
 		r.mu.Lock()
 		r.gwCPU += used
-		if met.commit != nil || met.fsync != nil || met.rt {
+		if met.commit != nil || met.fsync != nil || met.rt || met.lsm.ok {
 			if pid != prevMetPid {
 				prevMet = procSample{} // a new process: all it counted is new
 			}
@@ -1083,6 +1083,7 @@ func (r *runner) sampler(ctx context.Context) {
 			r.store.fsync.add(met.fsync, prevMet.fsync)
 			r.store.sched.add(met.sched, prevMet.sched)
 			r.gwRuntime.add(met, prevMet)
+			r.store.lsm.add(met.lsm, prevMet.lsm)
 			prevMet, prevMetPid = met, pid
 		}
 		if gw.valid {

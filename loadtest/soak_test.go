@@ -135,6 +135,9 @@ func TestSmallSoak(t *testing.T) {
 		// Every POST waits for a synced commit; the histograms are read
 		// once a second, so a second or two at the edges may be missing.
 		t.Errorf("store during traffic %+v, for %d POSTs", rep.Gateway.Store, rep.Messages.Posts)
+	case rep.Gateway.Store.LSM == nil || rep.Gateway.Store.LSM.DiskMiB <= 0:
+		// The store's space and shape come from the gateway's page too.
+		t.Errorf("store LSM during traffic %+v", rep.Gateway.Store.LSM)
 	case !(rep.Gateway.AllocKBPerMessage > 0 && rep.Gateway.GCsPer10kMessages > 0):
 		t.Errorf("gateway allocation %.1f KB and %.2f GC cycles per 10k messages during traffic", rep.Gateway.AllocKBPerMessage, rep.Gateway.GCsPer10kMessages)
 	case !(0 < rep.Gateway.RunnableP99Ms && rep.Gateway.RunnableP50Ms <= rep.Gateway.RunnableP99Ms) ||

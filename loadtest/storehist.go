@@ -25,9 +25,11 @@ const (
 )
 
 // storeHists are the gateway's histograms the report reads (the store's
-// two and its scheduler's), and when a copy of them was taken.
+// two and its scheduler's), its store's LSM figures, and when a copy of
+// them was taken.
 type storeHists struct {
 	commit, fsync, sched promHist
+	lsm                  lsmCounts
 	at                   time.Time
 }
 
@@ -216,4 +218,60 @@ func (c *runtimeCounts) add(cur, prev procSample) {
 	}
 	c.alloc += cur.alloc - prev.alloc
 	c.gcs += cur.gcs - prev.gcs
+}
+
+// lsmSample is one reading of the gateway store's LSM figures: counters
+// since the process started, and gauges.
+type lsmSample struct {
+	flushes, compactions, stalls, stallSecs float64 // counters
+	debt, l0, disk                          float64 // gauges: bytes, sublevels, bytes
+	ok                                      bool
+}
+
+// scrape reads one line of a /metrics page into s if it is one of the
+// figures, and reports whether it was.
+func (s *lsmSample) scrape(line string) bool {
+	for _, m := range []struct {
+		name string
+		dst  *float64
+	}{
+		{"tether_store_flushes_total ", &s.flushes}, {"tether_store_compactions_total ", &s.compactions},
+		{"tether_store_write_stalls_total ", &s.stalls}, {"tether_store_write_stall_seconds_total ", &s.stallSecs},
+		{"tether_store_compaction_debt_bytes ", &s.debt}, {"tether_store_l0_sublevels ", &s.l0}, {"tether_store_disk_bytes ", &s.disk},
+	} {
+		if v, ok := strings.CutPrefix(line, m.name); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				return false
+			}
+			*m.dst, s.ok = f, true
+			return true
+		}
+	}
+	return false
+}
+
+// lsmCounts are the store's LSM figures over the gateway's processes: the
+// counters summed (a restart starts them again from zero), the gauges'
+// peaks, and the space on disk as last read.
+type lsmCounts struct {
+	flushes, compactions, stalls, stallSecs float64
+	debtPeak, l0Peak, disk                  float64
+	ok                                      bool
+}
+
+// add adds what cur counted since prev, an earlier scrape of the same
+// process (the zero sample for another one), as runtimeCounts.add does.
+func (c *lsmCounts) add(cur, prev lsmSample) {
+	if !cur.ok {
+		return
+	}
+	if !prev.ok || cur.flushes < prev.flushes || cur.compactions < prev.compactions || cur.stalls < prev.stalls || cur.stallSecs < prev.stallSecs {
+		prev = lsmSample{}
+	}
+	c.flushes += cur.flushes - prev.flushes
+	c.compactions += cur.compactions - prev.compactions
+	c.stalls += cur.stalls - prev.stalls
+	c.stallSecs += cur.stallSecs - prev.stallSecs
+	c.debtPeak, c.l0Peak, c.disk, c.ok = max(c.debtPeak, cur.debt), max(c.l0Peak, cur.l0), cur.disk, true
 }

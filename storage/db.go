@@ -59,6 +59,7 @@ type DB struct {
 	pdb         *pebble.DB
 	onCommit    func(time.Duration, bool)
 	closed      atomic.Bool // set by Close; Pebble panics on a closed DB
+	stalls      *stalls
 
 	leaseMu sync.Mutex
 	lease   atomic.Uint64 // sequence numbers below this are durably reserved
@@ -82,13 +83,14 @@ func Open(dir string, opts Options) (*DB, error) {
 	const memTables = 4 // MemTableStopWritesThreshold
 	cache := pebble.NewCache(opts.CacheSize + memTables*int64(opts.MemTableSize))
 	defer cache.Unref()
+	st := &stalls{}
 	po := &pebble.Options{
 		Cache:                       cache,
 		MemTableSize:                opts.MemTableSize,
 		MemTableStopWritesThreshold: memTables,
 		FormatMajorVersion:          pebble.FormatNewest,
 		Logger:                      pebbleLogger{zapOrNop(opts.Logger).Sugar()},
-		EventListener:               stallListener(zapOrNop(opts.Logger)),
+		EventListener:               stallListener(zapOrNop(opts.Logger), st),
 	}
 	// Bloom filters on every level: many point reads on the hot paths
 	// (idempotency keys, collapse keys, statuses of older messages) look
@@ -111,7 +113,7 @@ func Open(dir string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
 	}
-	db := &DB{pdb: pdb, onCommit: opts.OnCommit}
+	db := &DB{pdb: pdb, onCommit: opts.OnCommit, stalls: st}
 	if err := db.loadSeq(); err != nil {
 		pdb.Close()
 		return nil, err
@@ -126,13 +128,48 @@ func zapOrNop(l *zap.Logger) *zap.Logger {
 	return l
 }
 
-// stallListener logs write stalls, which show up as enqueue latency.
-func stallListener(l *zap.Logger) *pebble.EventListener {
+// stalls counts Pebble's write stalls: commits held until a flush or a
+// compaction catches up, which every POST waiting for its 202 feels.
+// Pebble reports a stall's beginning and end one after the other.
+type stalls struct {
+	n     atomic.Uint64
+	held  atomic.Int64 // nanoseconds in the stalls that ended
+	since atomic.Int64 // when the stall in progress began (Unix nanoseconds); 0: none
+}
+
+func (s *stalls) begin(now time.Time) {
+	s.n.Add(1)
+	s.since.Store(now.UnixNano())
+}
+
+func (s *stalls) end(now time.Time) {
+	if t := s.since.Swap(0); t != 0 {
+		s.held.Add(now.UnixNano() - t)
+	}
+}
+
+// read returns the stalls so far and the time they held commits, the
+// stall in progress counted up to now.
+func (s *stalls) read(now time.Time) (uint64, time.Duration) {
+	held := s.held.Load()
+	if t := s.since.Load(); t != 0 {
+		held += max(0, now.UnixNano()-t)
+	}
+	return s.n.Load(), time.Duration(held)
+}
+
+// stallListener logs and counts write stalls, which show up as enqueue
+// latency.
+func stallListener(l *zap.Logger, s *stalls) *pebble.EventListener {
 	return &pebble.EventListener{
 		WriteStallBegin: func(info pebble.WriteStallBeginInfo) {
+			s.begin(time.Now())
 			l.Warn("store write stall", zap.String("reason", info.Reason))
 		},
-		WriteStallEnd: func() { l.Info("store write stall ended") },
+		WriteStallEnd: func() {
+			s.end(time.Now())
+			l.Info("store write stall ended")
+		},
 	}
 }
 
@@ -551,6 +588,16 @@ type Stats struct {
 	CompactBytes uint64 // bytes written by compactions
 	DiskBytes    uint64 // live size of the store on disk (sstables + WAL)
 	TableBytes   uint64 // the live sstables alone (DiskBytes without the WAL and files awaiting deletion)
+
+	// The LSM's shape: whether flushes and compactions keep up.
+	Flushes        int64         // memtable flushes since open
+	Compactions    int64         // compactions since open
+	CompactionDebt uint64        // bytes compactions would have to write to bring the LSM back in shape
+	L0Sublevels    int32         // L0's read amplification; writes stall at 12
+	L0Tables       int64         // sstables in L0
+	MemTableBytes  uint64        // memory in memtables, flushing ones included
+	WriteStalls    uint64        // times commits were held for flushes or compactions to catch up
+	WriteStallTime time.Duration // time commits were held, the stall in progress included
 }
 
 // Stats returns the store's counters.
@@ -573,5 +620,12 @@ func (db *DB) Stats() Stats {
 	s.CompactBytes = total.TableBytesCompacted
 	s.DiskBytes = m.DiskSpaceUsage()
 	s.TableBytes = m.Table.Local.LiveSize
+	s.Flushes = m.Flush.Count
+	s.Compactions = m.Compact.Count
+	s.CompactionDebt = m.Compact.EstimatedDebt
+	s.L0Sublevels = m.Levels[0].Sublevels
+	s.L0Tables = m.Levels[0].TablesCount
+	s.MemTableBytes = m.MemTable.Size
+	s.WriteStalls, s.WriteStallTime = db.stalls.read(time.Now())
 	return s
 }
