@@ -83,7 +83,7 @@ func Open(dir string, opts Options) (*DB, error) {
 	const memTables = 4 // MemTableStopWritesThreshold
 	cache := pebble.NewCache(opts.CacheSize + memTables*int64(opts.MemTableSize))
 	defer cache.Unref()
-	st := &stalls{}
+	st := newStalls()
 	po := &pebble.Options{
 		Cache:                       cache,
 		MemTableSize:                opts.MemTableSize,
@@ -130,21 +130,27 @@ func zapOrNop(l *zap.Logger) *zap.Logger {
 
 // stalls counts Pebble's write stalls: commits held until a flush or a
 // compaction catches up, which every POST waiting for its 202 feels.
-// Pebble reports a stall's beginning and end one after the other.
+// Pebble reports a stall's beginning and end one after the other. Times
+// are the monotonic clock's, as offsets from base.
 type stalls struct {
+	base  time.Time
 	n     atomic.Uint64
 	held  atomic.Int64 // nanoseconds in the stalls that ended
-	since atomic.Int64 // when the stall in progress began (Unix nanoseconds); 0: none
+	since atomic.Int64 // when the stall in progress began: nanoseconds from base, plus one; 0: none
 }
+
+func newStalls() *stalls { return &stalls{base: time.Now()} }
+
+func (s *stalls) at(now time.Time) int64 { return int64(now.Sub(s.base)) + 1 }
 
 func (s *stalls) begin(now time.Time) {
 	s.n.Add(1)
-	s.since.Store(now.UnixNano())
+	s.since.Store(s.at(now))
 }
 
 func (s *stalls) end(now time.Time) {
 	if t := s.since.Swap(0); t != 0 {
-		s.held.Add(now.UnixNano() - t)
+		s.held.Add(max(0, s.at(now)-t))
 	}
 }
 
@@ -153,7 +159,7 @@ func (s *stalls) end(now time.Time) {
 func (s *stalls) read(now time.Time) (uint64, time.Duration) {
 	held := s.held.Load()
 	if t := s.since.Load(); t != 0 {
-		held += max(0, now.UnixNano()-t)
+		held += max(0, s.at(now)-t)
 	}
 	return s.n.Load(), time.Duration(held)
 }

@@ -11,7 +11,7 @@ import (
 // Pebble's stall events count stalls and the time they held commits,
 // the stall in progress up to the moment it is read.
 func TestStallsCounted(t *testing.T) {
-	s := &stalls{}
+	s := newStalls()
 	if n, d := s.read(time.Now()); n != 0 || d != 0 {
 		t.Fatalf("no stall yet: %d, %v", n, d)
 	}
@@ -27,7 +27,7 @@ func TestStallsCounted(t *testing.T) {
 	if n2, d2 := s.read(time.Now()); n != 1 || d < 20*time.Millisecond || d2 != d || n2 != 1 {
 		t.Fatalf("after the stall: %d stalls, %v held, then %d, %v", n, d, n2, d2)
 	}
-	t0 := time.Unix(100, 0)
+	t0 := time.Now()
 	s.begin(t0)
 	s.end(t0.Add(time.Second))
 	s.end(t0.Add(time.Hour)) // an end without a beginning adds nothing
