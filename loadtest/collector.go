@@ -422,17 +422,19 @@ func (c *collector) missing() (idx []uint32, masks []uint64, devices map[int32]b
 }
 
 // sweepable returns the devices missing an accepted message that may still
-// come: all but the short-lived ones (-expire-in) whose POST was first
+// come, with how many each misses: all but the short-lived ones (-expire-in) whose POST was first
 // sent before expiredBefore (unix ns), which the gateway has expired and
 // no connection brings; their final state is checked at the end.
-func (c *collector) sweepable(expiredBefore int64) map[int32]bool {
+func (c *collector) sweepable(expiredBefore int64) map[int32]int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	devices := map[int32]bool{}
+	devices := map[int32]int{}
 	for i := range c.msgs {
 		m := &c.msgs[i]
 		if !m.expiring || m.sent >= expiredBefore {
-			c.addDevices(devices, m.user, m.want&^m.seen)
+			for b := m.want &^ m.seen; b != 0; b &= b - 1 {
+				devices[int32(int(m.user)+bits.TrailingZeros64(b)*c.f.Users)]++
+			}
 		}
 	}
 	return devices

@@ -57,7 +57,7 @@ func TestCollectorDeliveries(t *testing.T) {
 		t.Fatalf("missing %v %v %v; want message c for device 8", idx, masks, devs)
 	}
 	// c is short-lived: worth a sweep until it has expired, not after.
-	if sw := c.sweepable(now.Add(-time.Second).UnixNano()); len(sw) != 1 || !sw[8] {
+	if sw := c.sweepable(now.Add(-time.Second).UnixNano()); len(sw) != 1 || sw[8] != 1 {
 		t.Fatalf("sweepable before c expired: %v, want device 8", sw)
 	}
 	if sw := c.sweepable(now.Add(time.Second).UnixNano()); len(sw) != 0 {
@@ -164,7 +164,13 @@ func TestCollectorSweepable(t *testing.T) {
 	c.accept(q, []recipient{{user: 2, dev: -1}}, []string{"z"}, true)
 	c.deliveries([]delivery{{K: 0, ID: "x", Seq: int64(p), TS: now.UnixNano(), At: now.UnixNano()}}, nil)
 	sw := c.sweepable(now.Add(time.Hour).UnixNano())
-	if len(sw) != 2 || !sw[5] || !sw[6] {
-		t.Fatalf("sweepable %v, want devices 5 (x) and 6 (y), not 2 and 7 (z expired)", sw)
+	if len(sw) != 2 || sw[5] != 1 || sw[6] != 1 {
+		t.Fatalf("sweepable %v, want devices 5 (x) and 6 (y), one message each, not 2 and 7 (z expired)", sw)
+	}
+	// A second message to user 1's device 6 counts twice.
+	r := c.newPost(now, 1)
+	c.accept(r, []recipient{{user: 1, dev: 6}}, []string{"w"}, false)
+	if sw := c.sweepable(now.Add(time.Hour).UnixNano()); sw[6] != 2 || sw[5] != 1 {
+		t.Fatalf("sweepable %v, want device 6 missing 2 messages", sw)
 	}
 }

@@ -26,7 +26,7 @@ const (
 	opRamp  = "ramp"  // log the online devices in; answer evRamped
 	opPhase = "phase" // Phase "traffic" starts churn and inbound messages, "drain" stops them
 	opWake  = "wake"  // K: a wake reached the fake for device K
-	opSweep = "sweep" // Ks: connect these devices to pull what is left; answer evSwept
+	opSweep = "sweep" // Ks (missing Ns messages each): connect these devices to pull what is left; answer evSwept
 	opStats = "stats" // flush and answer evStats
 	opStop  = "stop"  // close every session; answer evStopped and exit
 )
@@ -48,6 +48,7 @@ type command struct {
 	Init  *workerConfig `json:"init,omitempty"`
 	K     int32         `json:"k,omitempty"`
 	Ks    []int32       `json:"ks,omitempty"`
+	Ns    []int32       `json:"ns,omitempty"` // with opSweep: how many messages each of Ks misses
 	Phase string        `json:"phase,omitempty"`
 }
 

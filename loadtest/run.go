@@ -845,11 +845,13 @@ type restartPhases struct {
 
 // drainAndSweep waits for the last deliveries, then connects the devices
 // still missing messages (offline ones that got no wake, clients that gave
-// up) and waits again. A device that the sweep connects leaves after a
-// second without a message, as a woken app does, and at the end of a busy
-// run (a thousand devices pulling their backlogs at once) its first
-// message can come later than that: it left with its messages still queued
-// at the gateway, sent but not acknowledged. So the sweep runs again, up to
+// up) and waits again. A device that the sweep connects stays until it has
+// as many messages as it misses, or none came for sweepQuiet (brief): at
+// the end of a long run a thousand devices pull backlogs of hundreds of
+// messages at once, and a device that left after a second without a
+// message, as a woken app does, left with its messages still queued at the
+// gateway, sent but not acknowledged. A device may still leave early (a
+// redelivery counted, a long gap), so the sweep runs again, up to
 // sweepPasses times in all, for the devices still missing messages, while
 // the pass before brought something (what is left after a pass that
 // brought nothing is expired or lost); a message no pass brings is lost.
@@ -885,11 +887,22 @@ func (r *runner) drainAndSweep() {
 		}
 		for i, ks := range per {
 			sort.Slice(ks, func(a, b int) bool { return ks[a] < ks[b] })
-			r.linkList()[i].send(&command{Op: opSweep, Ks: ks})
+			ns := make([]int32, len(ks))
+			for j, k := range ks {
+				ns[j] = int32(devs[k])
+			}
+			r.linkList()[i].send(&command{Op: opSweep, Ks: ks, Ns: ns})
 		}
-		r.logf("sweep %d: connecting %d devices still missing messages", pass, len(devs))
-		if got := r.waitEvents(evSwept, 120*time.Second); got < len(r.linkList()) {
-			r.problem("the sweep did not finish within 120s")
+		missing := 0
+		for _, n := range devs {
+			missing += n
+		}
+		// A pass takes as long as the gateway needs to send the backlogs:
+		// at least a thousand deliveries a second are allowed for.
+		limit := 120*time.Second + time.Duration(missing/1000)*time.Second
+		r.logf("sweep %d: connecting %d devices missing %d deliveries", pass, len(devs), missing)
+		if got := r.waitEvents(evSwept, limit); got < len(r.linkList()) {
+			r.problem("the sweep did not finish within %v", limit)
 		}
 		r.col.mu.Lock()
 		r.col.lastProgress = time.Now()

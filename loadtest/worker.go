@@ -67,7 +67,8 @@ type device struct {
 	tr      sdkproto.Transport
 	off     bool // offline-share: connects only when woken or swept
 	lastMsg atomic.Int64
-	rewake  atomic.Bool // a wake came while the harness was closing the device
+	got     atomic.Int64 // messages received, redeliveries included
+	rewake  atomic.Bool  // a wake came while the harness was closing the device
 
 	mu    sync.Mutex // guards below; taken before worker.mu
 	c     *sdkproto.Client
@@ -178,8 +179,8 @@ func (w *worker) handle(c *command) {
 			w.goBG(func() { w.woken(d) })
 		}
 	case opSweep:
-		ks := c.Ks
-		w.goBG(func() { w.sweep(ks) })
+		ks, ns := c.Ks, c.Ns
+		w.goBG(func() { w.sweep(ks, ns) })
 	case opStats:
 		go func() {
 			w.flush()
@@ -326,6 +327,7 @@ func (w *worker) onMessage(d *device, c *sdkproto.Client, m *sdkproto.Message) {
 	w.batchD = append(w.batchD, delivery{K: d.k, ID: m.ID, Seq: md.Seq, TS: md.TS, At: now, Off: d.off})
 	w.mu.Unlock()
 	d.lastMsg.Store(now)
+	d.got.Add(1)
 	c.Ack(m.ID) // XEP-0184 receipt; stream management acknowledges as well
 	if w.cfg.ReadShare > 0 && rand.Float64() < w.cfg.ReadShare {
 		c.MarkRead(m.ID)
@@ -663,21 +665,36 @@ func (w *worker) woken(d *device) {
 	if !w.sleep(delay) {
 		return
 	}
-	if w.brief(d) {
+	if w.brief(d, 0) {
 		w.wakeConns.Add(1)
 	}
 }
 
+// The sweep's stay for a device (brief): it leaves after sweepQuiet
+// without a message, or after sweepStay.
+const (
+	sweepQuiet = 5 * time.Second
+	sweepStay  = 60 * time.Second
+)
+
 // brief connects d, waits until no message came for WakeQuiet (at most
-// 30 s) and closes it cleanly, as a woken app does.
-func (w *worker) brief(d *device) bool {
+// 30 s) and closes it cleanly, as a woken app does. For the sweep (want >
+// 0, the messages d misses) it stays until want messages came, or none for
+// sweepQuiet, at most sweepStay: at the end of a long run a thousand
+// devices pull backlogs of hundreds of messages at once, and one device's
+// messages come seconds apart.
+func (w *worker) brief(d *device, want int) bool {
 	if !w.login(d) {
 		return false
 	}
-	start := time.Now()
+	start, got0 := time.Now(), d.got.Load()
+	quiet, stay := w.cfg.WakeQuiet, 30*time.Second
+	if want > 0 {
+		quiet, stay = max(quiet, sweepQuiet), sweepStay
+	}
 	for w.sleep(100 * time.Millisecond) {
 		last := time.Unix(0, d.lastMsg.Load())
-		if time.Since(last) >= w.cfg.WakeQuiet || time.Since(start) > 30*time.Second {
+		if (want > 0 && d.got.Load()-got0 >= int64(want)) || time.Since(last) >= quiet || time.Since(start) > stay {
 			break
 		}
 	}
@@ -708,16 +725,20 @@ func stateName(st uint8) string {
 
 // sweep connects the given devices once more after the traffic: offline
 // ones briefly, online ones whose client gave up are logged in afresh.
-func (w *worker) sweep(ks []int32) {
+func (w *worker) sweep(ks, ns []int32) {
 	defer w.emit(&event{Ev: evSwept})
 	sem := make(chan struct{}, 128)
 	var wg sync.WaitGroup
 	var skipMu sync.Mutex
 	var skipped []string
-	for _, k := range ks {
+	for i, k := range ks {
 		d := w.device(k)
 		if d == nil || w.stopping() {
 			continue
+		}
+		want := 1
+		if i < len(ns) {
+			want = max(1, int(ns[i]))
 		}
 		sem <- struct{}{}
 		wg.Go(func() {
@@ -727,7 +748,7 @@ func (w *worker) sweep(ks []int32) {
 			d.mu.Unlock()
 			switch {
 			case d.off && st == stIdle:
-				w.brief(d)
+				w.brief(d, want)
 			case !d.off && st == stIdle:
 				w.login(d)
 			case !d.off && st == stDown && c != nil && !c.Connected():
