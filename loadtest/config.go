@@ -316,7 +316,10 @@ func (c *config) validate() error {
 	if c.deadline == 0 {
 		c.deadlineAuto = true
 		ramp := time.Duration(float64(c.sessions)/c.loginRate*float64(time.Second)) * 3
-		c.deadline = 5*time.Minute + ramp + c.duration + c.drain*2 + time.Duration(c.sessions)*time.Millisecond
+		// The sweep's time grows with the offline devices' backlogs, that
+		// is with the run's length: a tenth of it after 20 minutes.
+		sweep := c.duration / 4
+		c.deadline = 5*time.Minute + ramp + c.duration + sweep + c.drain*2 + time.Duration(c.sessions)*time.Millisecond
 	}
 	return errors.Join(errs...)
 }
