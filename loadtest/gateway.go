@@ -309,8 +309,9 @@ func readProc(pid int, withFDs bool) procSample {
 }
 
 // scrapeMetrics reads process_resident_memory_bytes,
-// process_cpu_seconds_total, process_open_fds, go_goroutines and the store
-// histograms from a Prometheus /metrics page.
+// process_cpu_seconds_total, process_open_fds, go_goroutines, the runtime's
+// allocation and GC counts, the store histograms and the store's LSM
+// figures from a Prometheus /metrics page.
 func scrapeMetrics(ctx context.Context, hc *http.Client, url string) procSample {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
@@ -335,6 +336,10 @@ func scrapeMetrics(ctx context.Context, hc *http.Client, url string) procSample 
 		}{
 			{"process_resident_memory_bytes ", &out.rss, &out.valid}, {"process_cpu_seconds_total ", &out.cpu, &out.valid},
 			{"go_memstats_alloc_bytes_total ", &out.alloc, &sawAlloc}, {"go_gc_duration_seconds_count ", &out.gcs, &sawGCs},
+			{"tether_store_flushes_total ", &out.lsm.flushes, &out.lsm.ok}, {"tether_store_compactions_total ", &out.lsm.compactions, &out.lsm.ok},
+			{"tether_store_write_stalls_total ", &out.lsm.stalls, &out.lsm.ok}, {"tether_store_write_stall_seconds_total ", &out.lsm.stallSecs, &out.lsm.ok},
+			{"tether_store_compaction_debt_bytes ", &out.lsm.debt, &out.lsm.ok}, {"tether_store_l0_sublevels ", &out.lsm.l0, &out.lsm.ok},
+			{"tether_store_disk_bytes ", &out.lsm.disk, &out.lsm.ok},
 		} {
 			if v, ok := strings.CutPrefix(line, m.name); ok {
 				*m.dst, _ = strconv.ParseFloat(strings.TrimSpace(v), 64)
@@ -350,7 +355,7 @@ func scrapeMetrics(ctx context.Context, hc *http.Client, url string) procSample 
 			out.gor = int(n)
 		}
 		if strings.HasPrefix(line, "tether_store_") {
-			_ = scrapeHist(&commit, metricCommit, `sync="true"`, line) || scrapeHist(&fsync, metricFsync, "", line) || out.lsm.scrape(line)
+			_ = scrapeHist(&commit, metricCommit, `sync="true"`, line) || scrapeHist(&fsync, metricFsync, "", line)
 		}
 		if strings.HasPrefix(line, metricSched) {
 			scrapeHist(&sched, metricSched, "", line)

@@ -228,29 +228,6 @@ type lsmSample struct {
 	ok                                      bool
 }
 
-// scrape reads one line of a /metrics page into s if it is one of the
-// figures, and reports whether it was.
-func (s *lsmSample) scrape(line string) bool {
-	for _, m := range []struct {
-		name string
-		dst  *float64
-	}{
-		{"tether_store_flushes_total ", &s.flushes}, {"tether_store_compactions_total ", &s.compactions},
-		{"tether_store_write_stalls_total ", &s.stalls}, {"tether_store_write_stall_seconds_total ", &s.stallSecs},
-		{"tether_store_compaction_debt_bytes ", &s.debt}, {"tether_store_l0_sublevels ", &s.l0}, {"tether_store_disk_bytes ", &s.disk},
-	} {
-		if v, ok := strings.CutPrefix(line, m.name); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err != nil {
-				return false
-			}
-			*m.dst, s.ok = f, true
-			return true
-		}
-	}
-	return false
-}
-
 // lsmCounts are the store's LSM figures over the gateway's processes: the
 // counters summed (a restart starts them again from zero), the gauges'
 // peaks, and the space on disk as last read.

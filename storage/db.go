@@ -83,7 +83,7 @@ func Open(dir string, opts Options) (*DB, error) {
 	const memTables = 4 // MemTableStopWritesThreshold
 	cache := pebble.NewCache(opts.CacheSize + memTables*int64(opts.MemTableSize))
 	defer cache.Unref()
-	st := newStalls()
+	st := &stalls{}
 	po := &pebble.Options{
 		Cache:                       cache,
 		MemTableSize:                opts.MemTableSize,
@@ -130,38 +130,41 @@ func zapOrNop(l *zap.Logger) *zap.Logger {
 
 // stalls counts Pebble's write stalls: commits held until a flush or a
 // compaction catches up, which every POST waiting for its 202 feels.
-// Pebble reports a stall's beginning and end one after the other. Times
-// are the monotonic clock's, as offsets from base.
+// Pebble reports a stall's beginning and end one after the other; both
+// are rare, and read once per scrape.
 type stalls struct {
-	base  time.Time
-	n     atomic.Uint64
-	held  atomic.Int64 // nanoseconds in the stalls that ended
-	since atomic.Int64 // when the stall in progress began: nanoseconds from base, plus one; 0: none
+	mu    sync.Mutex
+	n     uint64
+	held  time.Duration // in the stalls that ended
+	since time.Time     // when the stall in progress began; zero: none
 }
 
-func newStalls() *stalls { return &stalls{base: time.Now()} }
-
-func (s *stalls) at(now time.Time) int64 { return int64(now.Sub(s.base)) + 1 }
-
 func (s *stalls) begin(now time.Time) {
-	s.n.Add(1)
-	s.since.Store(s.at(now))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.n++
+	s.since = now
 }
 
 func (s *stalls) end(now time.Time) {
-	if t := s.since.Swap(0); t != 0 {
-		s.held.Add(max(0, s.at(now)-t))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.since.IsZero() {
+		s.held += max(0, now.Sub(s.since))
+		s.since = time.Time{}
 	}
 }
 
 // read returns the stalls so far and the time they held commits, the
 // stall in progress counted up to now.
 func (s *stalls) read(now time.Time) (uint64, time.Duration) {
-	held := s.held.Load()
-	if t := s.since.Load(); t != 0 {
-		held += max(0, s.at(now)-t)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	held := s.held
+	if !s.since.IsZero() {
+		held += max(0, now.Sub(s.since))
 	}
-	return s.n.Load(), time.Duration(held)
+	return s.n, held
 }
 
 // stallListener logs and counts write stalls, which show up as enqueue

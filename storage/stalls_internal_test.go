@@ -11,7 +11,7 @@ import (
 // Pebble's stall events count stalls and the time they held commits,
 // the stall in progress up to the moment it is read.
 func TestStallsCounted(t *testing.T) {
-	s := newStalls()
+	s := &stalls{}
 	if n, d := s.read(time.Now()); n != 0 || d != 0 {
 		t.Fatalf("no stall yet: %d, %v", n, d)
 	}
