@@ -339,7 +339,7 @@ func scrapeMetrics(ctx context.Context, hc *http.Client, url string) procSample 
 			{"tether_store_flushes_total ", &out.lsm.flushes, &out.lsm.ok}, {"tether_store_compactions_total ", &out.lsm.compactions, &out.lsm.ok},
 			{"tether_store_write_stalls_total ", &out.lsm.stalls, &out.lsm.ok}, {"tether_store_write_stall_seconds_total ", &out.lsm.stallSecs, &out.lsm.ok},
 			{"tether_store_compaction_debt_bytes ", &out.lsm.debt, &out.lsm.ok}, {"tether_store_l0_sublevels ", &out.lsm.l0, &out.lsm.ok},
-			{"tether_store_disk_bytes ", &out.lsm.disk, &out.lsm.ok},
+			{"tether_store_disk_bytes ", &out.lsm.disk, &out.lsm.ok}, {"tether_store_bad_single_deletes_total ", &out.lsm.badSingleDels, &out.lsm.ok},
 		} {
 			if v, ok := strings.CutPrefix(line, m.name); ok {
 				*m.dst, _ = strconv.ParseFloat(strings.TrimSpace(v), 64)

@@ -139,6 +139,9 @@ type lsmReport struct {
 	DebtPeakMiB     float64 `json:"compaction_debt_peak_mib"`
 	L0SublevelsPeak float64 `json:"l0_sublevels_peak"`
 	DiskMiB         float64 `json:"disk_mib"`
+	// BadSingleDels are the store's single deletes that met a key written
+	// more than once (tether_store_bad_single_deletes_total): a bug.
+	BadSingleDels float64 `json:"bad_single_deletes"`
 }
 
 // String is the report's LSM line.
@@ -147,8 +150,12 @@ func (l *lsmReport) String() string {
 	if l.WriteStalls > 0 {
 		stalls = fmt.Sprintf("%.0f WRITE STALLS holding commits %.1fs", l.WriteStalls, l.WriteStallS)
 	}
-	return fmt.Sprintf("LSM during traffic: %.0f flushes, %.0f compactions, %s; compaction debt peak %.0f MiB, L0 sublevels peak %.0f; %.0f MiB on disk",
-		l.Flushes, l.Compactions, stalls, l.DebtPeakMiB, l.L0SublevelsPeak, l.DiskMiB)
+	bad := ""
+	if l.BadSingleDels > 0 {
+		bad = fmt.Sprintf("; %.0f BAD SINGLE DELETES", l.BadSingleDels)
+	}
+	return fmt.Sprintf("LSM during traffic: %.0f flushes, %.0f compactions, %s; compaction debt peak %.0f MiB, L0 sublevels peak %.0f; %.0f MiB on disk%s",
+		l.Flushes, l.Compactions, stalls, l.DebtPeakMiB, l.L0SublevelsPeak, l.DiskMiB, bad)
 }
 
 // storeSummary returns the store's report between the copies s0 and s1
@@ -162,7 +169,7 @@ func storeSummary(s0, s1 storeHists) *storeReport {
 	st := &storeReport{SyncedCommits: c.count, CommitP50Ms: c.quantile(0.5) * 1e3, CommitP99Ms: c.quantile(0.99) * 1e3}
 	if l0, l1 := s0.lsm, s1.lsm; l1.ok {
 		st.LSM = &lsmReport{Flushes: l1.flushes - l0.flushes, Compactions: l1.compactions - l0.compactions,
-			WriteStalls: l1.stalls - l0.stalls, WriteStallS: l1.stallSecs - l0.stallSecs,
+			WriteStalls: l1.stalls - l0.stalls, WriteStallS: l1.stallSecs - l0.stallSecs, BadSingleDels: l1.badSingleDels - l0.badSingleDels,
 			DebtPeakMiB: l1.debtPeak / (1 << 20), L0SublevelsPeak: l1.l0Peak, DiskMiB: l1.disk / (1 << 20)}
 	}
 	if f := s1.fsync.minus(s0.fsync); f.count > 0 {

@@ -224,6 +224,7 @@ func (c *runtimeCounts) add(cur, prev procSample) {
 // since the process started, and gauges.
 type lsmSample struct {
 	flushes, compactions, stalls, stallSecs float64 // counters
+	badSingleDels                           float64 // counter: never above 0 but for a bug
 	debt, l0, disk                          float64 // gauges: bytes, sublevels, bytes
 	ok                                      bool
 }
@@ -233,6 +234,7 @@ type lsmSample struct {
 // peaks, and the space on disk as last read.
 type lsmCounts struct {
 	flushes, compactions, stalls, stallSecs float64
+	badSingleDels                           float64
 	debtPeak, l0Peak, disk                  float64
 	ok                                      bool
 }
@@ -243,12 +245,13 @@ func (c *lsmCounts) add(cur, prev lsmSample) {
 	if !cur.ok {
 		return
 	}
-	if !prev.ok || cur.flushes < prev.flushes || cur.compactions < prev.compactions || cur.stalls < prev.stalls || cur.stallSecs < prev.stallSecs {
+	if !prev.ok || cur.flushes < prev.flushes || cur.compactions < prev.compactions || cur.stalls < prev.stalls || cur.stallSecs < prev.stallSecs || cur.badSingleDels < prev.badSingleDels {
 		prev = lsmSample{}
 	}
 	c.flushes += cur.flushes - prev.flushes
 	c.compactions += cur.compactions - prev.compactions
 	c.stalls += cur.stalls - prev.stalls
 	c.stallSecs += cur.stallSecs - prev.stallSecs
+	c.badSingleDels += cur.badSingleDels - prev.badSingleDels
 	c.debtPeak, c.l0Peak, c.disk, c.ok = max(c.debtPeak, cur.debt), max(c.l0Peak, cur.l0), cur.disk, true
 }

@@ -164,11 +164,12 @@ func TestHarnessSched(t *testing.T) {
 // real HTTP server here) and summed over its processes like the runtime's;
 // the report gives what happened during traffic, and names write stalls.
 func TestLSMCountsAccumulate(t *testing.T) {
-	lines := func(flushes, compactions, stalls, stallSecs, debt, l0, disk float64) string {
+	lines := func(flushes, compactions, stalls, stallSecs, debt, l0, disk float64, bad ...float64) string {
 		return fmt.Sprintf("# HELP tether_store_flushes_total x\ntether_store_flushes_total %g\ntether_store_compactions_total %g\n"+
 			"tether_store_write_stalls_total %g\ntether_store_write_stall_seconds_total %g\ntether_store_compaction_debt_bytes %g\n"+
-			"tether_store_l0_sublevels %g\ntether_store_disk_bytes %g\ntether_store_written_bytes_total{kind=\"wal\"} 5\n",
-			flushes, compactions, stalls, stallSecs, debt, l0, disk)
+			"tether_store_l0_sublevels %g\ntether_store_disk_bytes %g\ntether_store_written_bytes_total{kind=\"wal\"} 5\n"+
+			"tether_store_bad_single_deletes_total %g\n",
+			flushes, compactions, stalls, stallSecs, debt, l0, disk, append(bad, 0)[0])
 	}
 	var mu sync.Mutex
 	body := lines(2, 3, 0, 0, 1<<20, 1, 100<<20)
@@ -192,19 +193,21 @@ func TestLSMCountsAccumulate(t *testing.T) {
 	var acc lsmCounts
 	acc.add(s1, lsmSample{})
 	start := storeHists{lsm: acc}
-	s2 := scrape(lines(7, 9, 1, 0.5, 64<<20, 6, 120<<20))
-	acc.add(s2, s1)                                      // +5 flushes, +6 compactions, a stall of 0.5 s
+	s2 := scrape(lines(7, 9, 1, 0.5, 64<<20, 6, 120<<20, 1))
+	acc.add(s2, s1)                                      // +5 flushes, +6 compactions, a stall of 0.5 s, a bad single delete
 	r1 := scrape(lines(1, 1, 1, 0.25, 2<<20, 2, 90<<20)) // restarted: its counts from zero
 	acc.add(r1, s2)
 	acc.add(lsmSample{}, r1) // a failed scrape adds nothing
-	require.Equal(t, lsmCounts{flushes: 8, compactions: 10, stalls: 2, stallSecs: 0.75, debtPeak: 64 << 20, l0Peak: 6, disk: 90 << 20, ok: true}, acc)
+	require.Equal(t, lsmCounts{flushes: 8, compactions: 10, stalls: 2, stallSecs: 0.75, badSingleDels: 1, debtPeak: 64 << 20, l0Peak: 6, disk: 90 << 20, ok: true}, acc)
 
 	commits := promHist{le: []float64{0.01, math.Inf(1)}, cum: []float64{1, 1}, count: 1}
 	st := storeSummary(storeHists{commit: promHist{le: commits.le, cum: []float64{0, 0}}, lsm: start.lsm}, storeHists{commit: commits, lsm: acc})
 	require.NotNil(t, st)
-	require.Equal(t, &lsmReport{Flushes: 6, Compactions: 7, WriteStalls: 2, WriteStallS: 0.75, DebtPeakMiB: 64, L0SublevelsPeak: 6, DiskMiB: 90}, st.LSM)
+	require.Equal(t, &lsmReport{Flushes: 6, Compactions: 7, WriteStalls: 2, WriteStallS: 0.75, DebtPeakMiB: 64, L0SublevelsPeak: 6, DiskMiB: 90, BadSingleDels: 1}, st.LSM)
 	require.Contains(t, st.LSM.String(), "2 WRITE STALLS holding commits 0.8s")
-	st.LSM.WriteStalls = 0
+	require.Contains(t, st.LSM.String(), "; 1 BAD SINGLE DELETES")
+	st.LSM.WriteStalls, st.LSM.BadSingleDels = 0, 0
 	require.Contains(t, st.LSM.String(), "no write stalls")
+	require.NotContains(t, st.LSM.String(), "SINGLE DELETES")
 	require.Nil(t, storeSummary(storeHists{commit: commits}, storeHists{commit: commits, lsm: acc}), "nothing during traffic")
 }

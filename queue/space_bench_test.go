@@ -151,6 +151,9 @@ func BenchmarkChurnWriteAmp(b *testing.B) {
 	}
 	end := sizeAt()
 	s := db.Stats()
+	if s.BadSingleDels != 0 {
+		b.Fatalf("%d single deletes met a key written more than once", s.BadSingleDels)
+	}
 	b.ReportMetric(float64(s.TableBytes)/(1<<20), "sst-MiB-end")
 	// The messages inside the retention, whose status records and events
 	// the tables hold.

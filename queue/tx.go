@@ -240,7 +240,7 @@ func (t *tx) done(st *Status) {
 	}
 	t.b.DeleteMessage(st.App, st.User, st.Seq)
 	t.depth--
-	t.b.DeleteTimer(st.ExpiresAt.UnixMilli(), timerExpire, st.Seq)
+	t.b.DeleteTimerOnce(st.ExpiresAt.UnixMilli(), timerExpire, st.Seq)
 	if st.CollapseKey != "" {
 		if cur := t.collapseSeqs(st.App, st.User, st.CollapseKey); slices.Contains(cur, st.Seq) {
 			t.setCollapse(st.App, st.User, st.CollapseKey, slices.DeleteFunc(slices.Clone(cur), func(s uint64) bool { return s == st.Seq }))

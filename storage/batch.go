@@ -53,6 +53,18 @@ func (b *Batch) del(k []byte) {
 	}
 }
 
+// singleDel deletes a key written exactly once since it was last deleted
+// (Pebble's SingleDelete): when the deletion meets that write in a flush
+// or compaction both vanish, where a Delete's tombstone would travel on
+// down the LSM. A key written twice and single-deleted may come back, so
+// only keys that are never overwritten use it; Pebble reports a breach
+// of that rule, which the store logs and counts (EventListener).
+func (b *Batch) singleDel(k []byte) {
+	if b.err == nil {
+		b.err = b.b.SingleDelete(k, nil)
+	}
+}
+
 func (b *Batch) delRange(start, end []byte) {
 	if b.err == nil {
 		b.err = b.b.DeleteRange(start, end, nil)
@@ -120,10 +132,13 @@ func (b *Batch) PutMessage(app, user string, seq uint64, v []byte) {
 	b.set(b.key, v)
 }
 
-// DeleteMessage removes message seq from the log of app/user.
+// DeleteMessage removes message seq from the log of app/user. A message
+// is written once (its seq is never reused), so this is a single delete:
+// a message acknowledged before its memtable is flushed leaves nothing
+// on disk.
 func (b *Batch) DeleteMessage(app, user string, seq uint64) {
 	b.key = appendUint64(appendUserPrefix(b.key[:0], tableMessage, app, user), seq)
-	b.del(b.key)
+	b.singleDel(b.key)
 }
 
 // PutStatus stores the status record of message seq of app.
@@ -161,6 +176,14 @@ func (b *Batch) PutTimer(atMillis int64, kind byte, seq uint64, v []byte) {
 func (b *Batch) DeleteTimer(atMillis int64, kind byte, seq uint64) {
 	b.key = appendTimerKey(b.key[:0], atMillis, kind, seq)
 	b.del(b.key)
+}
+
+// DeleteTimerOnce removes a timer whose key was written once and is
+// never written again (a message's expiry), with a single delete, as
+// DeleteMessage does. Deleting it twice is harmless.
+func (b *Batch) DeleteTimerOnce(atMillis int64, kind byte, seq uint64) {
+	b.key = appendTimerKey(b.key[:0], atMillis, kind, seq)
+	b.singleDel(b.key)
 }
 
 // PutEvent appends event seq to the feed of app.

@@ -24,17 +24,18 @@ func (db *DB) Collector() prometheus.Collector {
 		mem:      d("memtable_bytes", "Memory in memtables, those being flushed included."),
 		stalls:   d("write_stalls_total", "Times commits were held until a flush or compaction caught up."),
 		stalled:  d("write_stall_seconds_total", "Time commits were held by write stalls, the stall in progress included."),
+		badSD:    d("bad_single_deletes_total", "Single deletes that met a key written more than once, which may bring it back: a bug, never expected above 0."),
 	}
 }
 
 type statsCollector struct {
 	db                                                                           *DB
 	fsyncs, written, disk, flushes, compacts, debt, l0sub, l0tables, mem, stalls *prometheus.Desc
-	stalled                                                                      *prometheus.Desc
+	stalled, badSD                                                               *prometheus.Desc
 }
 
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.fsyncs, c.written, c.disk, c.flushes, c.compacts, c.debt, c.l0sub, c.l0tables, c.mem, c.stalls, c.stalled} {
+	for _, d := range []*prometheus.Desc{c.fsyncs, c.written, c.disk, c.flushes, c.compacts, c.debt, c.l0sub, c.l0tables, c.mem, c.stalls, c.stalled, c.badSD} {
 		ch <- d
 	}
 }
@@ -60,4 +61,5 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.mem, float64(s.MemTableBytes))
 	counter(c.stalls, float64(s.WriteStalls))
 	counter(c.stalled, s.WriteStallTime.Seconds())
+	counter(c.badSD, float64(s.BadSingleDels))
 }

@@ -60,6 +60,9 @@ type DB struct {
 	onCommit    func(time.Duration, bool)
 	closed      atomic.Bool // set by Close; Pebble panics on a closed DB
 	stalls      *stalls
+	// badSingleDels counts single deletes that met a key written more
+	// than once (Batch.singleDel): a bug of ours if ever non-zero.
+	badSingleDels *atomic.Uint64
 
 	leaseMu sync.Mutex
 	lease   atomic.Uint64 // sequence numbers below this are durably reserved
@@ -84,13 +87,14 @@ func Open(dir string, opts Options) (*DB, error) {
 	cache := pebble.NewCache(opts.CacheSize + memTables*int64(opts.MemTableSize))
 	defer cache.Unref()
 	st := &stalls{}
+	bad := new(atomic.Uint64)
 	po := &pebble.Options{
 		Cache:                       cache,
 		MemTableSize:                opts.MemTableSize,
 		MemTableStopWritesThreshold: memTables,
 		FormatMajorVersion:          pebble.FormatNewest,
 		Logger:                      pebbleLogger{zapOrNop(opts.Logger).Sugar()},
-		EventListener:               stallListener(zapOrNop(opts.Logger), st),
+		EventListener:               eventListener(zapOrNop(opts.Logger), st, bad),
 	}
 	// Bloom filters on every level: many point reads on the hot paths
 	// (idempotency keys, collapse keys, statuses of older messages) look
@@ -113,7 +117,7 @@ func Open(dir string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", dir, err)
 	}
-	db := &DB{pdb: pdb, onCommit: opts.OnCommit, stalls: st}
+	db := &DB{pdb: pdb, onCommit: opts.OnCommit, stalls: st, badSingleDels: bad}
 	if err := db.loadSeq(); err != nil {
 		pdb.Close()
 		return nil, err
@@ -167,10 +171,20 @@ func (s *stalls) read(now time.Time) (uint64, time.Duration) {
 	return s.n, held
 }
 
-// stallListener logs and counts write stalls, which show up as enqueue
-// latency.
-func stallListener(l *zap.Logger, s *stalls) *pebble.EventListener {
+// eventListener logs and counts write stalls, which show up as enqueue
+// latency, and single deletes that met a key written more than once,
+// which may bring the key back (see Batch.singleDel).
+func eventListener(l *zap.Logger, s *stalls, badSingleDels *atomic.Uint64) *pebble.EventListener {
 	return &pebble.EventListener{
+		PossibleAPIMisuse: func(info pebble.PossibleAPIMisuseInfo) {
+			// An ineffectual single delete (one that met a Delete or
+			// another single delete, as when an expiry timer that fired
+			// is deleted again) is harmless.
+			if info.Kind == pebble.NondeterministicSingleDelete {
+				badSingleDels.Add(1)
+				l.Error("store: a single delete met a key written more than once", zap.Binary("key", info.UserKey))
+			}
+		},
 		WriteStallBegin: func(info pebble.WriteStallBeginInfo) {
 			s.begin(time.Now())
 			l.Warn("store write stall", zap.String("reason", info.Reason))
@@ -607,6 +621,7 @@ type Stats struct {
 	MemTableBytes  uint64        // memory in memtables, flushing ones included
 	WriteStalls    uint64        // times commits were held for flushes or compactions to catch up
 	WriteStallTime time.Duration // time commits were held, the stall in progress included
+	BadSingleDels  uint64        // single deletes that met a key written more than once (a bug)
 }
 
 // Stats returns the store's counters.
@@ -636,5 +651,6 @@ func (db *DB) Stats() Stats {
 	s.L0Tables = m.Levels[0].TablesCount
 	s.MemTableBytes = m.MemTable.Size
 	s.WriteStalls, s.WriteStallTime = db.stalls.read(time.Now())
+	s.BadSingleDels = db.badSingleDels.Load()
 	return s
 }

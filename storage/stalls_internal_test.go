@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,7 +16,7 @@ func TestStallsCounted(t *testing.T) {
 	if n, d := s.read(time.Now()); n != 0 || d != 0 {
 		t.Fatalf("no stall yet: %d, %v", n, d)
 	}
-	l := stallListener(zap.NewNop(), s)
+	l := eventListener(zap.NewNop(), s, new(atomic.Uint64))
 	l.WriteStallBegin(pebble.WriteStallBeginInfo{Reason: "memtable count limit reached"})
 	time.Sleep(20 * time.Millisecond)
 	if n, d := s.read(time.Now()); n != 1 || d < 20*time.Millisecond {
