@@ -164,15 +164,15 @@ func TestHarnessSched(t *testing.T) {
 // real HTTP server here) and summed over its processes like the runtime's;
 // the report gives what happened during traffic, and names write stalls.
 func TestLSMCountsAccumulate(t *testing.T) {
-	lines := func(flushes, compactions, stalls, stallSecs, debt, l0, disk float64, bad ...float64) string {
+	lines := func(flushes, compactions, stalls, stallSecs, debt, l0, disk, badSingleDels float64) string {
 		return fmt.Sprintf("# HELP tether_store_flushes_total x\ntether_store_flushes_total %g\ntether_store_compactions_total %g\n"+
 			"tether_store_write_stalls_total %g\ntether_store_write_stall_seconds_total %g\ntether_store_compaction_debt_bytes %g\n"+
 			"tether_store_l0_sublevels %g\ntether_store_disk_bytes %g\ntether_store_written_bytes_total{kind=\"wal\"} 5\n"+
 			"tether_store_bad_single_deletes_total %g\n",
-			flushes, compactions, stalls, stallSecs, debt, l0, disk, append(bad, 0)[0])
+			flushes, compactions, stalls, stallSecs, debt, l0, disk, badSingleDels)
 	}
 	var mu sync.Mutex
-	body := lines(2, 3, 0, 0, 1<<20, 1, 100<<20)
+	body := lines(2, 3, 0, 0, 1<<20, 1, 100<<20, 0)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -185,7 +185,7 @@ func TestLSMCountsAccumulate(t *testing.T) {
 		mu.Unlock()
 		return scrapeMetrics(context.Background(), srv.Client(), srv.URL).lsm
 	}
-	s1 := scrape(lines(2, 3, 0, 0, 1<<20, 1, 100<<20))
+	s1 := scrape(lines(2, 3, 0, 0, 1<<20, 1, 100<<20, 0))
 	require.True(t, s1.ok)
 	require.Equal(t, lsmSample{flushes: 2, compactions: 3, debt: 1 << 20, l0: 1, disk: 100 << 20, ok: true}, s1)
 	require.False(t, scrape("go_goroutines 5\n").ok, "a page without them")
@@ -194,8 +194,8 @@ func TestLSMCountsAccumulate(t *testing.T) {
 	acc.add(s1, lsmSample{})
 	start := storeHists{lsm: acc}
 	s2 := scrape(lines(7, 9, 1, 0.5, 64<<20, 6, 120<<20, 1))
-	acc.add(s2, s1)                                      // +5 flushes, +6 compactions, a stall of 0.5 s, a bad single delete
-	r1 := scrape(lines(1, 1, 1, 0.25, 2<<20, 2, 90<<20)) // restarted: its counts from zero
+	acc.add(s2, s1)                                         // +5 flushes, +6 compactions, a stall of 0.5 s, a bad single delete
+	r1 := scrape(lines(1, 1, 1, 0.25, 2<<20, 2, 90<<20, 0)) // restarted: its counts from zero
 	acc.add(r1, s2)
 	acc.add(lsmSample{}, r1) // a failed scrape adds nothing
 	require.Equal(t, lsmCounts{flushes: 8, compactions: 10, stalls: 2, stallSecs: 0.75, badSingleDels: 1, debtPeak: 64 << 20, l0Peak: 6, disk: 90 << 20, ok: true}, acc)
