@@ -44,11 +44,12 @@ func TestStoreCollector(t *testing.T) {
 	before := gather(t, c)
 	for _, name := range []string{"fsyncs_total", "written_bytes_total/wal", "written_bytes_total/flush", "written_bytes_total/compaction",
 		"disk_bytes", "flushes_total", "compactions_total", "compaction_debt_bytes", "l0_sublevels", "l0_tables", "memtable_bytes",
-		"write_stalls_total", "write_stall_seconds_total"} {
+		"write_stalls_total", "write_stall_seconds_total", "bad_single_deletes_total"} {
 		require.Contains(t, before, "tether_store_"+name)
 	}
 	require.Zero(t, before["tether_store_flushes_total"])
 	require.Zero(t, before["tether_store_write_stalls_total"])
+	require.Zero(t, before["tether_store_bad_single_deletes_total"])
 
 	// 4 MiB of messages in 1 MiB memtables, written twice: several
 	// flushes into overlapping L0 tables, which a compaction must merge.
