@@ -405,26 +405,27 @@ func (c *collector) snapshot(from int) progress {
 }
 
 // missing returns the accepted messages some target has not got, with the
-// mask of those targets, and the devices concerned.
-func (c *collector) missing() (idx []uint32, masks []uint64, devices map[int32]bool) {
+// mask of those targets, and the devices concerned with how many each misses.
+func (c *collector) missing() (idx []uint32, masks []uint64, devices map[int32]int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	devices = map[int32]bool{}
+	devices = map[int32]int{}
 	for i := range c.msgs {
 		m := &c.msgs[i]
 		if miss := m.want &^ m.seen; miss != 0 {
 			idx = append(idx, uint32(i))
 			masks = append(masks, miss)
-			c.addDevices(devices, m.user, miss)
+			c.countDevices(devices, m.user, miss)
 		}
 	}
 	return idx, masks, devices
 }
 
 // sweepable returns the devices missing an accepted message that may still
-// come, with how many each misses: all but the short-lived ones (-expire-in) whose POST was first
-// sent before expiredBefore (unix ns), which the gateway has expired and
-// no connection brings; their final state is checked at the end.
+// come, with how many each misses: all but the short-lived ones
+// (-expire-in) whose POST was first sent before expiredBefore (unix ns),
+// which the gateway has expired and no connection brings; their final
+// state is checked at the end.
 func (c *collector) sweepable(expiredBefore int64) map[int32]int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -432,19 +433,17 @@ func (c *collector) sweepable(expiredBefore int64) map[int32]int {
 	for i := range c.msgs {
 		m := &c.msgs[i]
 		if !m.expiring || m.sent >= expiredBefore {
-			for b := m.want &^ m.seen; b != 0; b &= b - 1 {
-				devices[int32(int(m.user)+bits.TrailingZeros64(b)*c.f.Users)]++
-			}
+			c.countDevices(devices, m.user, m.want&^m.seen)
 		}
 	}
 	return devices
 }
 
-// addDevices adds to set the devices of user named by mask (bit j: device
-// user + j*Users).
-func (c *collector) addDevices(set map[int32]bool, user int32, mask uint64) {
+// countDevices adds one to the count of each device of user named by mask
+// (bit j: device user + j*Users).
+func (c *collector) countDevices(counts map[int32]int, user int32, mask uint64) {
 	for b := mask; b != 0; b &= b - 1 {
-		set[int32(int(user)+bits.TrailingZeros64(b)*c.f.Users)] = true
+		counts[int32(int(user)+bits.TrailingZeros64(b)*c.f.Users)]++
 	}
 }
 

@@ -53,7 +53,7 @@ func TestCollectorDeliveries(t *testing.T) {
 		t.Fatalf("mismatch %d, want 1", c.mismatch)
 	}
 	idx, masks, devs := c.missing()
-	if len(idx) != 1 || masks[0] != 0b10 || !devs[8] || len(devs) != 1 {
+	if len(idx) != 1 || masks[0] != 0b10 || devs[8] != 1 || len(devs) != 1 {
 		t.Fatalf("missing %v %v %v; want message c for device 8", idx, masks, devs)
 	}
 	// c is short-lived: worth a sweep until it has expired, not after.

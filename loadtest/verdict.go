@@ -177,12 +177,14 @@ func (r *runner) verdict() *checks {
 	if w := r.saturation(); w != "" {
 		ch.Warnings = append(ch.Warnings, w)
 	}
-	if st := storeSummary(r.store0, r.store1); st != nil && st.LSM != nil && st.LSM.WriteStalls > 0 {
-		ch.Warnings = append(ch.Warnings, fmt.Sprintf("the gateway's store held its commits %.0f times for %.1fs in all (write stalls): its flushes and compactions did not keep up with the writes, and every POST waited; see the store line, and the disk's throughput",
-			st.LSM.WriteStalls, st.LSM.WriteStallS))
-	}
-	if st := storeSummary(r.store0, r.store1); st != nil && st.LSM != nil && st.LSM.BadSingleDels > 0 {
-		fail("the gateway's store met %.0f single deletes of keys written more than once (tether_store_bad_single_deletes_total): such a key may come back", st.LSM.BadSingleDels)
+	if st := storeSummary(r.store0, r.store1); st != nil && st.LSM != nil {
+		if l := st.LSM; l.WriteStalls > 0 {
+			ch.Warnings = append(ch.Warnings, fmt.Sprintf("the gateway's store held its commits %.0f times for %.1fs in all (write stalls): its flushes and compactions did not keep up with the writes, and every POST waited; see the store line, and the disk's throughput",
+				l.WriteStalls, l.WriteStallS))
+		}
+		if l := st.LSM; l.BadSingleDels > 0 {
+			fail("the gateway's store met %.0f single deletes of keys written more than once (tether_store_bad_single_deletes_total): such a key may come back", l.BadSingleDels)
+		}
 	}
 	if slo := r.cfg.sloP99; slo > 0 && len(r.cfg.rateSteps) == 0 { // with steps it picks the capacity
 		if p99 := c.latOnline.quantile(0.99); p99 > slo {
