@@ -547,8 +547,8 @@ func (rep *report) summary() string {
 		rep.Harness.PeakRSSMiB, rep.Harness.CPUSeconds, rep.Harness.CPUSecondsTraffic, rep.Harness.CPUPerMessageUs)
 	g := rep.Gateway
 	if g.Local {
-		p("gateway   RSS %.0f MiB before the sessions, %.0f after the ramp (%.1f KiB/session), peak %.0f; CPU %.1fs during traffic (%.0f µs per delivered message); max open files %d; kills %d (downtimes %v s)",
-			g.RSSBaseMiB, g.RSSAfterRampMiB, g.RSSPerSessionKiB, g.RSSPeakMiB, g.CPUSecondsTraffic, g.CPUPerMessageUs, g.MaxOpenFiles, g.Kills, g.DowntimesS)
+		p("gateway   RSS %.0f MiB before the sessions, %.0f after the ramp (%.1f KiB/session), peak %.0f; CPU %.1fs during traffic (%.0f µs per delivered message); max open files %d; %s",
+			g.RSSBaseMiB, g.RSSAfterRampMiB, g.RSSPerSessionKiB, g.RSSPeakMiB, g.CPUSecondsTraffic, g.CPUPerMessageUs, g.MaxOpenFiles, killSummary(g.Kills, g.DowntimesS))
 		if len(g.RestartPhases) > 0 {
 			p("          %s", restartSummary(g.RestartPhases, g.DowntimesS))
 		}
@@ -647,18 +647,31 @@ func (r *runner) writeReports(rep *report) {
 	fmt.Fprintf(r.out, "report    %s (and report.json, report.txt)\n", abs)
 }
 
+// killSummary is "kills N (downtimes [2.22 4.70] s)", or "kills 0".
+func killSummary(kills int, down []float64) string {
+	if len(down) == 0 {
+		return fmt.Sprintf("kills %d", kills)
+	}
+	return fmt.Sprintf("kills %d (downtimes [%s] s)", kills, seconds(down))
+}
+
+// seconds formats durations in seconds to the hundredth, space-separated.
+func seconds(xs []float64) string {
+	out := make([]string, len(xs))
+	for i, x := range xs {
+		out[i] = fmt.Sprintf("%.2f", x)
+	}
+	return strings.Join(out, " ")
+}
+
 // restartSummary tells where each kill's downtime went.
 func restartSummary(ph []restartPhases, down []float64) string {
-	var exited, started, ready []string
+	exited, started := make([]float64, len(ph)), make([]float64, len(ph))
 	for i, p := range ph {
-		exited = append(exited, fmt.Sprintf("%.2f", p.ExitedS))
-		started = append(started, fmt.Sprintf("%.2f", p.StartedS))
-		if i < len(down) {
-			ready = append(ready, fmt.Sprintf("%.2f", down[i]))
-		}
+		exited[i], started[i] = p.ExitedS, p.StartedS
 	}
 	return fmt.Sprintf("restarts: the killed process exited after [%s] s, its successor started after [%s] s and answered /readyz after [%s] s",
-		strings.Join(exited, " "), strings.Join(started, " "), strings.Join(ready, " "))
+		seconds(exited), seconds(started), seconds(down[:min(len(ph), len(down))]))
 }
 
 // redactArgs returns args with the value of -admin-token replaced: the

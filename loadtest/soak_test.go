@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -157,6 +158,11 @@ func TestSmallSoak(t *testing.T) {
 		if st, err := os.Stat(filepath.Join(outDir, name)); err != nil || st.Size() == 0 {
 			t.Errorf("%s: %v", name, err)
 		}
+	}
+	// The text summary gives the kill's downtime as a reader wants it.
+	if txt, err := os.ReadFile(filepath.Join(outDir, "report.txt")); err == nil &&
+		!regexp.MustCompile(`; kills 1 \(downtimes \[\d+\.\d\d\] s\)\n`).Match(txt) {
+		t.Errorf("report.txt has no gateway line with one kill and its downtime to the hundredth:\n%s", txt)
 	}
 	if t.Failed() {
 		t.Logf("output:\n%s", out.String())
