@@ -91,8 +91,8 @@ type Config struct {
 	// SetGCPercent), process-wide: heap growth over the live heap before a
 	// collection. A gateway's live heap is mostly long-lived session state,
 	// and the runtime keeps up to that share of it again as free heap: 50
-	// holds an idle TLS session in about 9.6 KiB of RSS where Go's default
-	// 100 takes 12.2 KiB (docs/benchmarks.md), for more collections under
+	// holds an idle TLS session in about 9.7 KiB of RSS where Go's default
+	// 100 takes 11.7 KiB (docs/benchmarks.md), for more collections under
 	// traffic. Zero value: 50, unless the GOGC environment variable is set,
 	// which then stands. Negative: leave the runtime's setting alone.
 	GCPercent int
