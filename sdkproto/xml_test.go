@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -332,4 +333,45 @@ func FuzzReadElement(f *testing.F) {
 			_, _ = sdkproto.ParseMessage(e)
 		}
 	})
+}
+
+// TestElementsOutliveLaterReads keeps every element a Reader returns, and
+// every one ParseElement returns, while more are parsed: the parser's
+// blocks go back to its pool after each copy, so an element sharing them
+// would show a later stanza's attributes or children.
+func TestElementsOutliveLaterReads(t *testing.T) {
+	t.Parallel()
+	stanza := func(i int) string {
+		return fmt.Sprintf(`<message xmlns:x='urn:x' id='m%d' x:n='%d' type='normal'><data xmlns='urn:tether:data:0' seq='%d'>{"seq":%d}</data><r%d/></message>`, i, i, i, i, i%3)
+	}
+	check := func(t *testing.T, i int, e *sdkproto.Element) {
+		t.Helper()
+		want := fmt.Sprint(i)
+		require.Equal(t, "m"+want, e.AttrValue("id"))
+		require.Equal(t, want, attr(e, "urn:x", "n"))
+		require.Len(t, e.Attr, 3, "namespace declarations left out: %v", e.Attr)
+		require.Len(t, e.Children, 2)
+		require.Equal(t, want, e.Children[0].AttrValue("seq"))
+		require.Equal(t, `{"seq":`+want+`}`, e.Children[0].Text)
+		require.Equal(t, fmt.Sprintf("r%d", i%3), e.Children[1].Name.Local)
+	}
+	const n = 200
+	var sb strings.Builder
+	sb.WriteString(streamHeader)
+	for i := range n {
+		sb.WriteString(stanza(i))
+	}
+	sb.WriteString(`</stream:stream>`)
+	els, err := readAll(t, strings.NewReader(sb.String()))
+	require.ErrorIs(t, err, io.EOF)
+	require.Len(t, els, n+1)
+	frames := make([]*sdkproto.Element, n)
+	for i := range n {
+		frames[i], err = sdkproto.ParseElement([]byte(stanza(i)))
+		require.NoError(t, err)
+	}
+	for i := range n {
+		check(t, i, els[i+1])
+		check(t, i, frames[i])
+	}
 }
