@@ -96,7 +96,7 @@ td.n{text-align:right;font-variant-numeric:tabular-nums} pre{background:#f6f8fa;
 			row("store LSM during traffic", strings.TrimPrefix(l.String(), "LSM during traffic: "), l.WriteStalls > 0)
 		}
 	}
-	row("kill -9", strings.TrimPrefix(killSummary(g.Kills, g.DowntimesS), "kills "), false)
+	row("kill -9", killSummary(g.Kills, g.DowntimesS), false)
 	if len(g.RestartPhases) > 0 {
 		row("restarts", restartSummary(g.RestartPhases, g.DowntimesS), false)
 	}

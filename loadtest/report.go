@@ -547,7 +547,7 @@ func (rep *report) summary() string {
 		rep.Harness.PeakRSSMiB, rep.Harness.CPUSeconds, rep.Harness.CPUSecondsTraffic, rep.Harness.CPUPerMessageUs)
 	g := rep.Gateway
 	if g.Local {
-		p("gateway   RSS %.0f MiB before the sessions, %.0f after the ramp (%.1f KiB/session), peak %.0f; CPU %.1fs during traffic (%.0f µs per delivered message); max open files %d; %s",
+		p("gateway   RSS %.0f MiB before the sessions, %.0f after the ramp (%.1f KiB/session), peak %.0f; CPU %.1fs during traffic (%.0f µs per delivered message); max open files %d; kills %s",
 			g.RSSBaseMiB, g.RSSAfterRampMiB, g.RSSPerSessionKiB, g.RSSPeakMiB, g.CPUSecondsTraffic, g.CPUPerMessageUs, g.MaxOpenFiles, killSummary(g.Kills, g.DowntimesS))
 		if len(g.RestartPhases) > 0 {
 			p("          %s", restartSummary(g.RestartPhases, g.DowntimesS))
@@ -647,12 +647,12 @@ func (r *runner) writeReports(rep *report) {
 	fmt.Fprintf(r.out, "report    %s (and report.json, report.txt)\n", abs)
 }
 
-// killSummary is "kills N (downtimes [2.22 4.70] s)", or "kills 0".
+// killSummary is "N (downtimes [2.22 4.70] s)", or "0" with no kills.
 func killSummary(kills int, down []float64) string {
 	if len(down) == 0 {
-		return fmt.Sprintf("kills %d", kills)
+		return fmt.Sprint(kills)
 	}
-	return fmt.Sprintf("kills %d (downtimes [%s] s)", kills, seconds(down))
+	return fmt.Sprintf("%d (downtimes [%s] s)", kills, seconds(down))
 }
 
 // seconds formats durations in seconds to the hundredth, space-separated.

@@ -585,14 +585,19 @@ func isNSDecl(a xml.Attr) bool {
 	return a.Name.Space == "xmlns" || a.Name.Space == "" && a.Name.Local == "xmlns"
 }
 
-// cleanAttr drops namespace declarations, in place.
-func cleanAttr(attr []xml.Attr) []xml.Attr {
-	out := attr[:0]
-	for _, a := range attr {
+// appendAttrs appends src's attributes but its namespace declarations.
+func appendAttrs(dst, src []xml.Attr) []xml.Attr {
+	for _, a := range src {
 		if !isNSDecl(a) {
-			out = append(out, a)
+			dst = append(dst, a)
 		}
 	}
+	return dst
+}
+
+// cleanAttr drops namespace declarations, in place.
+func cleanAttr(attr []xml.Attr) []xml.Attr {
+	out := appendAttrs(attr[:0], attr)
 	if len(out) == 0 {
 		return nil
 	}
@@ -654,11 +659,7 @@ func (t *treeCopy) copy(x *xmppxml.Element) *Element {
 	t.els = t.els[1:]
 	e.Name, e.Text = x.Name, x.Text
 	start := len(t.attrs)
-	for _, a := range x.Attrs {
-		if !isNSDecl(a) {
-			t.attrs = append(t.attrs, a)
-		}
-	}
+	t.attrs = appendAttrs(t.attrs, x.Attrs)
 	if end := len(t.attrs); end > start {
 		e.Attr = t.attrs[start:end:end]
 	}
