@@ -38,9 +38,11 @@
 // 4 KiB bufio reader and writer and a reader goroutine per connection, 24
 // KiB per idle session, and stays the client side): its reader
 // goroutine exits and the socket is watched by a process-wide epoll set
-// (poll_linux.go) with a one-shot registration; input, a close from another
-// goroutine (replacement, kick, shutdown, slow consumer, failed write) or
-// the idle deadline starts a new reader. Whether tls.Conn holds decrypted
+// (poll_linux.go) with a one-shot registration; input queues the session
+// for one of a few readers that serve the readable sessions in turn (two
+// per CPU, so devices' receipts do not crowd the scheduler's run queues),
+// and a close from another goroutine (replacement, kick, shutdown, slow
+// consumer, failed write) or the idle deadline starts a new reader. Whether tls.Conn holds decrypted
 // input is found by a read with a deadline already past, which returns at
 // once and leaves the connection usable. An idle TLS session is then its
 // tls.Conn (AES-GCM state for both directions, record and handshake

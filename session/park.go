@@ -51,7 +51,7 @@ func (s *Session) tryPark(t *connReader) (parked bool, err error) {
 	// from then on another goroutine may own it.
 	if !dl.IsZero() {
 		if s.idleTmr == nil {
-			s.idleTmr = time.AfterFunc(time.Until(dl), func() { s.unpark(false) })
+			s.idleTmr = time.AfterFunc(time.Until(dl), func() { s.unpark() })
 		} else {
 			s.idleTmr.Reset(time.Until(dl))
 		}
@@ -85,13 +85,14 @@ func (s *Session) reclaim() bool {
 	return true
 }
 
-// unpark gives a parked session a reader goroutine again; false if it was
-// not parked. readable says the socket has input.
-func (s *Session) unpark(readable bool) bool {
+// unpark gives a parked session a reader goroutine again, to look at its
+// state (a close, the idle deadline); false if it was not parked. Input
+// goes through the poller's ready queue instead.
+func (s *Session) unpark() bool {
 	if !s.reclaim() {
 		return false
 	}
-	s.readable = readable
+	s.readable = false
 	s.srv.work.run(task{s, taskServe})
 	return true
 }
@@ -99,7 +100,7 @@ func (s *Session) unpark(readable bool) bool {
 // wakeReader makes the reader look at the session's state now: a parked
 // session gets a reader goroutine, a blocked read returns.
 func (s *Session) wakeReader(t transport) {
-	if !s.unpark(false) {
+	if !s.unpark() {
 		t.setReadDeadline(time.Now())
 	}
 }

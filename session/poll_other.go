@@ -11,3 +11,4 @@ func (p *poller) watch(fd int, id uint64) error { return errNoPoller }
 func (p *poller) add(s *Session)                {}
 func (p *poller) remove(s *Session)             {}
 func (p *poller) parkedCount() int              { return 0 }
+func (p *poller) drainReady()                   {}

@@ -40,6 +40,7 @@ type taskKind uint8
 const (
 	taskServe taskKind = iota // Session.serve: the read loop
 	taskFlush                 // Session.flush: write what is queued
+	taskReady                 // serve the poller's readable sessions (readyQueue)
 )
 
 type task struct {
@@ -68,6 +69,8 @@ func (w *workers) loop(t task) {
 			t.s.serve()
 		case taskFlush:
 			t.s.flush()
+		case taskReady:
+			t.s.srv.poll.drainReady()
 		}
 		if w.idle.Add(1) > maxIdleWorkers {
 			w.idle.Add(-1)
