@@ -42,14 +42,14 @@
 // for one of a few readers that serve the readable sessions in turn (two
 // per CPU, so devices' receipts do not crowd the scheduler's run queues),
 // and a close from another goroutine (replacement, kick, shutdown, slow
-// consumer, failed write) or the idle deadline starts a new reader. Whether tls.Conn holds decrypted
-// input is found by a read with a deadline already past, which returns at
-// once and leaves the connection usable. An idle TLS session is then its
-// tls.Conn (AES-GCM state for both directions, record and handshake
-// buffers), the socket, this package's Session and transport, and its
-// entries in the server's maps: about 6.5 KiB of heap, no stack
-// (docs/benchmarks.md has the breakdown). Elsewhere than Linux sessions keep
-// their reader goroutine.
+// consumer, failed write) or the idle deadline starts a new reader.
+// Whether tls.Conn holds decrypted input is found by a read with a
+// deadline already past, which returns at once and leaves the connection
+// usable. An idle TLS session is then its tls.Conn (AES-GCM state for
+// both directions, record and handshake buffers), the socket, this
+// package's Session and transport, and its entries in the server's maps:
+// about 6.5 KiB of heap, no stack (docs/benchmarks.md has the breakdown).
+// Elsewhere than Linux sessions keep their reader goroutine.
 //
 // # Lifecycle
 //

@@ -107,7 +107,7 @@ func (p *poller) loop() {
 // Why: what wakes a parked session is nearly always a device's receipt
 // or acknowledgement. Giving each its own goroutine at once (up to 256 per
 // epoll_wait) filled the scheduler's run queues: in the soak's steady mix
-// 35 of these readers were runnable on average, each waiting about 2 ms
+// 31 of these readers were runnable on average, each waiting about 2 ms
 // for a CPU, and every goroutine on a message's way to a device (the REST
 // handler, the store's commit and its waiters, the session's writer)
 // queued behind them. With a few readers the receipts wait here instead,
