@@ -59,7 +59,7 @@ func getPoller() *poller {
 		if err != nil {
 			return
 		}
-		thePoll = &poller{epfd: fd}
+		thePoll = &poller{epfd: fd, ready: readyQueue{limit: readyReaders()}}
 		for i := range thePoll.shards {
 			thePoll.shards[i].parked = map[uint64]*Session{}
 		}
@@ -71,6 +71,7 @@ func getPoller() *poller {
 // loop runs for the life of the process, waking parked sessions.
 func (p *poller) loop() {
 	events := make([]syscall.EpollEvent, 256)
+	readable := make([]*Session, 0, len(events))
 	wait := -1 // milliseconds; -1: until an event
 	for {
 		n, err := syscall.EpollWait(p.epfd, events, wait)
@@ -80,7 +81,7 @@ func (p *poller) loop() {
 			}
 			return // EBADF and the like: nothing can be watched any more
 		}
-		now := time.Now()
+		readable = readable[:0]
 		for i := range events[:n] {
 			id := uint64(uint32(events[i].Fd)) | uint64(uint32(events[i].Pad))<<32
 			sh := p.shard(id)
@@ -88,12 +89,13 @@ func (p *poller) loop() {
 			s := sh.parked[id]
 			sh.mu.Unlock()
 			if s != nil && s.reclaim() {
-				p.ready.push(s, now)
+				readable = append(readable, s)
 			}
 		}
 		var start int
 		var first *Session
-		start, first, wait = p.ready.dispatch(now)
+		start, first, wait = p.ready.dispatch(time.Now(), readable)
+		clear(readable)
 		for range start {
 			first.srv.work.run(task{kind: taskReady, s: first}) // its server's workers
 		}
@@ -142,12 +144,6 @@ const readyOverdue = 10 * time.Millisecond
 // badly as none.
 func readyReaders() int { return max(2*runtime.GOMAXPROCS(0), 2) }
 
-func (r *readyQueue) push(s *Session, now time.Time) {
-	r.mu.Lock()
-	r.q = append(r.q, readySession{s, now})
-	r.mu.Unlock()
-}
-
 // pop returns the oldest waiting session, or nil (the reader then stops
 // counting as running).
 func (r *readyQueue) pop() *Session {
@@ -168,14 +164,14 @@ func (r *readyQueue) pop() *Session {
 	return s
 }
 
-// dispatch counts the readers the queue may start now (the caller starts
-// them, on the workers of first's server) and returns how long the poller
-// may wait for events before looking again (ms; -1 when nothing waits
-// without a reader to come).
-func (r *readyQueue) dispatch(now time.Time) (start int, first *Session, wait int) {
+// dispatch queues the sessions found readable now, counts the readers
+// the queue may start (the caller starts them, on the workers of first's
+// server) and returns how long the poller may wait for events before
+// looking again (ms; -1 when nothing waits without a reader to come).
+func (r *readyQueue) dispatch(now time.Time, readable []*Session) (start int, first *Session, wait int) {
 	r.mu.Lock()
-	if r.limit == 0 {
-		r.limit = readyReaders()
+	for _, s := range readable {
+		r.q = append(r.q, readySession{s, now})
 	}
 	waiting := len(r.q) - r.head
 	start = min(max(r.limit-r.running, 0), waiting)
@@ -205,11 +201,8 @@ func (r *readyQueue) dispatch(now time.Time) (start int, first *Session, wait in
 }
 
 // drainReady serves readable sessions until none waits.
-func (p *poller) drainReady() { p.ready.drain() }
-
-// drain serves waiting sessions until none is left.
-func (r *readyQueue) drain() {
-	for s := r.pop(); s != nil; s = r.pop() {
+func (p *poller) drainReady() {
+	for s := p.ready.pop(); s != nil; s = p.ready.pop() {
 		s.readable = true
 		s.serve()
 	}

@@ -17,11 +17,10 @@ func TestReadyQueueLimitsReaders(t *testing.T) {
 	ss := make([]*Session, 10)
 	for i := range ss {
 		ss[i] = &Session{id: uint64(i)}
-		r.push(ss[i], t0)
 	}
-	check := func(at time.Duration, wantStart, wantWait int) {
+	check := func(at time.Duration, readable []*Session, wantStart, wantWait int) {
 		t.Helper()
-		start, first, wait := r.dispatch(t0.Add(at))
+		start, first, wait := r.dispatch(t0.Add(at), readable)
 		if start != wantStart || wait != wantWait {
 			t.Fatalf("at %v: dispatch started %d readers, wait %d ms; want %d, %d ms", at, start, wait, wantStart, wantWait)
 		}
@@ -29,11 +28,11 @@ func TestReadyQueueLimitsReaders(t *testing.T) {
 			t.Fatalf("at %v: readers start on the workers of session %d, not the oldest's", at, first.id)
 		}
 	}
-	check(0, 4, 10)                   // the limit; six wait, overdue in 10 ms
-	check(5*time.Millisecond, 0, 5)   // four readers run (blocked, say)
-	check(10*time.Millisecond, 1, 10) // overdue: one more, over the limit
-	check(12*time.Millisecond, 0, 8)  // no second one within readyOverdue
-	check(20*time.Millisecond, 1, 10) // and another after it
+	check(0, ss, 4, 10)                    // the limit; six wait, overdue in 10 ms
+	check(5*time.Millisecond, nil, 0, 5)   // four readers run (blocked, say)
+	check(10*time.Millisecond, nil, 1, 10) // overdue: one more, over the limit
+	check(12*time.Millisecond, nil, 0, 8)  // no second one within readyOverdue
+	check(20*time.Millisecond, nil, 1, 10) // and another after it
 	if r.running != 6 {
 		t.Fatalf("running %d, want 6", r.running)
 	}
@@ -51,12 +50,11 @@ func TestReadyQueueLimitsReaders(t *testing.T) {
 			t.Fatalf("after %d readers found the queue empty, running %d; want %d", i+1, r.running, 5-i)
 		}
 	}
-	check(30*time.Millisecond, 0, -1) // nothing waits: epoll_wait blocks
+	check(30*time.Millisecond, nil, 0, -1) // nothing waits: epoll_wait blocks
 
 	// A reader that finds the queue empty stops; the next session starts
 	// a new one at once.
-	r.push(ss[0], t0.Add(40*time.Millisecond))
-	check(40*time.Millisecond, 1, -1)
+	check(40*time.Millisecond, ss[:1], 1, -1)
 	if got := r.pop(); got != ss[0] {
 		t.Fatalf("pop: got %v, want session 0", got)
 	}
@@ -71,11 +69,9 @@ func TestReadyQueueReusesItsArray(t *testing.T) {
 	r := &readyQueue{limit: 1}
 	now := time.Unix(1000, 0)
 	s := &Session{}
-	r.push(s, now)
-	r.dispatch(now)
+	r.dispatch(now, []*Session{s})
 	for range 100000 {
-		r.push(s, now)
-		r.push(s, now)
+		r.dispatch(now, []*Session{s, s})
 		if r.pop() != s || r.pop() != s {
 			t.Fatal("lost a session")
 		}
