@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -107,8 +108,9 @@ func Open(dir string, opts Options) (*DB, error) {
 		d := opts.WALMinSyncInterval
 		po.WALMinSyncInterval = func() time.Duration { return d }
 	}
+	po.FS = yieldingFS{vfs.Default, runtime.Gosched}
 	if opts.InMemory {
-		po.FS = vfs.NewMem()
+		po.FS = yieldingFS{vfs.NewMem(), runtime.Gosched}
 	}
 	pdb, err := pebble.Open(dir, po)
 	if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) {
