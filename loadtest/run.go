@@ -39,6 +39,7 @@ type runner struct {
 	fk    *fakes
 	wh    *webhookSink // -webhook
 	api   *api.Client  // admin token, for setup, checks and stats
+	post  *api.Client  // admin token, the message generator's (newPostClient)
 	gen   *generator
 
 	links    []link
@@ -224,6 +225,10 @@ func (r *runner) phases() int {
 		defer r.tgt.local.stop()
 	}
 	r.api = newAPIClient(r.tgt.baseURL, r.tgt.adminToken, 64, r.tgt.caPEM)
+	if r.post, err = newPostClient(r.tgt.baseURL, r.tgt.adminToken, cfg.postConns, r.tgt.caPEM); err != nil {
+		fmt.Fprintln(r.errw, "loadtest:", err)
+		return exitSetup
+	}
 	var hook *api.WebhookConfig
 	if cfg.webhook {
 		if r.wh, err = startWebhookSink(); err != nil {
@@ -697,7 +702,7 @@ func (r *runner) traffic() {
 	r.hCPU0 = r.harnessCPUSeconds()
 	r.trafficStart = time.Now()
 	r.broadcast(&command{Op: opPhase, Phase: "traffic"})
-	r.gen = &generator{cfg: cfg, f: r.f, col: r.col, api: newAPIClient(r.tgt.baseURL, r.tgt.adminToken, cfg.postConns, r.tgt.caPEM), app: r.app, runID: r.runID}
+	r.gen = &generator{cfg: cfg, f: r.f, col: r.col, api: r.post, app: r.app, runID: r.runID}
 	var chaos sync.WaitGroup
 	if cfg.killEvery > 0 && r.tgt.local != nil {
 		until := r.trafficStart.Add(cfg.duration)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,6 +29,32 @@ func newAPIClient(baseURL, token string, conns int, caPEM string) *api.Client {
 		IdleConnTimeout: 30 * time.Second, DisableCompression: true, TLSClientConfig: tc,
 	}}
 	return c
+}
+
+// newPostClient returns the message generator's REST client: as
+// newAPIClient, over a postTransport with conns connections.
+func newPostClient(baseURL, token string, conns int, caPEM string) (*api.Client, error) {
+	u, err := url.Parse(baseURL)
+	if err != nil {
+		return nil, fmt.Errorf("gateway URL %q: %w", baseURL, err)
+	}
+	var tc *tls.Config
+	port := "80"
+	switch u.Scheme {
+	case "http":
+	case "https":
+		tc, port = caTLSConfig(caPEM), "443"
+		tc.ServerName = u.Hostname()
+	default:
+		return nil, fmt.Errorf("gateway URL %q: not http or https", baseURL)
+	}
+	if u.Port() != "" {
+		port = u.Port()
+	}
+	c := api.NewClient(baseURL, token)
+	c.UserAgent = "tether-loadtest/1"
+	c.HTTP = &http.Client{Transport: newPostTransport(net.JoinHostPort(u.Hostname(), port), tc, conns)}
+	return c, nil
 }
 
 // setupApp creates the app and points its push settings at the fakes.
