@@ -55,6 +55,16 @@
 // can see data that is not yet durable. Callers acknowledge a client only
 // after Commit returns.
 //
+// # Background work
+//
+// Memtable flushes and compactions write their tables through files that
+// call runtime.Gosched after each (4 KiB) write (yield.go): they run in
+// the CPU the gateway's foreground work leaves, instead of holding a core
+// for the scheduler's 10 ms slices while REST handlers, commit waiters and
+// session writers queue behind them. On two cores a flush or compaction
+// takes two to four times as long in wall time, and the write-stall
+// counter says if they ever fall behind.
+//
 // # Concurrency
 //
 // A DB is safe for concurrent use. Reads see a consistent point-in-time view
