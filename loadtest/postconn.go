@@ -19,9 +19,9 @@ import (
 // net/http's Transport runs two goroutines per connection (a read loop
 // and a write loop) and hands every request and answer between them and
 // the caller. On the machine the harness shares with the gateway it
-// measures, those hand-offs are three waits for a CPU per POST, and the
-// Transport was a fifth of the harness's CPU in the steady mix
-// (docs/benchmarks.md, session 25). The generator needs none of what they
+// measures, each hand-off is a wait for a CPU, and the client was a fifth
+// of the harness's CPU in the steady mix (docs/benchmarks.md, sessions 24
+// and 25). The generator needs none of what they
 // buy: no HTTP/2, no proxies, no redirects, one host, and a body it
 // always reads to the end. The rest of the harness (setup, the verdict's
 // reads, scrapes) keeps net/http.
@@ -44,7 +44,6 @@ type postConn struct {
 	br   *bufio.Reader
 	bw   *bufio.Writer
 	used time.Time // when its last answer was read
-	n    int       // requests sent on it
 }
 
 // newPostTransport returns a transport to addr (host:port) with at most
@@ -100,36 +99,31 @@ func closeBody(req *http.Request) {
 	}
 }
 
-// get returns an idle connection (reused) or a new one once a slot is
-// free.
+// get returns an idle connection (reused) or, when none is idle, a new
+// one once a slot is free. An idle one is taken first: with both ready, a
+// select would pick at random and dial when it need not.
 func (t *postTransport) get(ctx context.Context) (pc *postConn, reused bool, err error) {
 	for {
 		select {
 		case pc = <-t.idle:
-			if time.Since(pc.used) < t.timeout {
-				return pc, true, nil
-			}
-			t.drop(pc)
-			continue
 		default:
-		}
-		select {
-		case pc = <-t.idle:
-			if time.Since(pc.used) < t.timeout {
-				return pc, true, nil
+			select {
+			case pc = <-t.idle:
+			case t.slots <- struct{}{}:
+				c, err := t.dial(ctx)
+				if err != nil {
+					<-t.slots
+					return nil, false, err
+				}
+				return &postConn{c: c, br: bufio.NewReaderSize(c, 4<<10), bw: bufio.NewWriterSize(c, 4<<10)}, false, nil
+			case <-ctx.Done():
+				return nil, false, ctx.Err()
 			}
-			t.drop(pc)
-			continue
-		case t.slots <- struct{}{}:
-			c, err := t.dial(ctx)
-			if err != nil {
-				<-t.slots
-				return nil, false, err
-			}
-			return &postConn{c: c, br: bufio.NewReaderSize(c, 4<<10), bw: bufio.NewWriterSize(c, 4<<10)}, false, nil
-		case <-ctx.Done():
-			return nil, false, ctx.Err()
 		}
+		if time.Since(pc.used) < t.timeout {
+			return pc, true, nil
+		}
+		t.drop(pc) // idle too long: the gateway may have closed it
 	}
 }
 
@@ -163,7 +157,6 @@ func (t *postTransport) exchange(ctx context.Context, pc *postConn, req *http.Re
 			err = ctx.Err()
 		}
 	}()
-	pc.n++
 	if err := req.Write(pc.bw); err != nil {
 		stop()
 		return nil, false, fmt.Errorf("write request: %w", err)

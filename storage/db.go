@@ -108,9 +108,9 @@ func Open(dir string, opts Options) (*DB, error) {
 		d := opts.WALMinSyncInterval
 		po.WALMinSyncInterval = func() time.Duration { return d }
 	}
-	po.FS = yieldingFS{vfs.Default, runtime.Gosched}
+	po.FS = yieldingFS{vfs.Default, runtime.Gosched, &st.on}
 	if opts.InMemory {
-		po.FS = yieldingFS{vfs.NewMem(), runtime.Gosched}
+		po.FS = yieldingFS{vfs.NewMem(), runtime.Gosched, &st.on}
 	}
 	pdb, err := pebble.Open(dir, po)
 	if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) {
@@ -139,6 +139,7 @@ func zapOrNop(l *zap.Logger) *zap.Logger {
 // Pebble reports a stall's beginning and end one after the other; both
 // are rare, and read once per scrape.
 type stalls struct {
+	on    atomic.Bool // a stall is in progress (read by yieldingFile)
 	mu    sync.Mutex
 	n     uint64
 	held  time.Duration // in the stalls that ended
@@ -150,11 +151,13 @@ func (s *stalls) begin(now time.Time) {
 	defer s.mu.Unlock()
 	s.n++
 	s.since = now
+	s.on.Store(true)
 }
 
 func (s *stalls) end(now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.on.Store(false)
 	if !s.since.IsZero() {
 		s.held += max(0, now.Sub(s.since))
 		s.since = time.Time{}

@@ -18,11 +18,17 @@ func TestStallsCounted(t *testing.T) {
 	}
 	l := eventListener(zap.NewNop(), s, new(atomic.Uint64))
 	l.WriteStallBegin(pebble.WriteStallBeginInfo{Reason: "memtable count limit reached"})
+	if !s.on.Load() {
+		t.Fatal("during a stall: not marked as one (flushes and compactions would still yield)")
+	}
 	time.Sleep(20 * time.Millisecond)
 	if n, d := s.read(time.Now()); n != 1 || d < 20*time.Millisecond {
 		t.Fatalf("during a stall of 20 ms: %d stalls, %v held", n, d)
 	}
 	l.WriteStallEnd()
+	if s.on.Load() {
+		t.Fatal("after the stall: still marked as one")
+	}
 	n, d := s.read(time.Now())
 	time.Sleep(5 * time.Millisecond)
 	if n2, d2 := s.read(time.Now()); n != 1 || d < 20*time.Millisecond || d2 != d || n2 != 1 {

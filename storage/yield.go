@@ -1,6 +1,10 @@
 package storage
 
-import "github.com/cockroachdb/pebble/v2/vfs"
+import (
+	"sync/atomic"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
 
 // yieldingFS hands the CPU back to the gateway's foreground work after
 // each write of a memtable flush or a compaction.
@@ -18,12 +22,16 @@ import "github.com/cockroachdb/pebble/v2/vfs"
 // calls Write every few tens of microseconds of work. runtime.Gosched
 // there puts it behind the goroutines waiting for that CPU, which run
 // first; it goes on when they have run. It gets every CPU nobody else
-// wants, so it still keeps up with the writes (the write-stall counter,
-// tether_store_write_stalls_total, says when it does not). The WAL and
-// everything else are written as before.
+// wants, so it keeps up with the writes unless the node is short of
+// CPU for long. Then the compaction debt grows until Pebble holds commits
+// (a write stall, counted in tether_store_write_stalls_total), and while
+// a stall lasts nothing yields: the flush or compaction the commits wait
+// for runs at full speed. The WAL and everything else are written as
+// before.
 type yieldingFS struct {
 	vfs.FS
-	yield func() // runtime.Gosched; a test counts
+	yield   func()       // runtime.Gosched; a test counts
+	stalled *atomic.Bool // set while a write stall holds commits
 }
 
 func (fs yieldingFS) Create(name string, category vfs.DiskWriteCategory) (vfs.File, error) {
@@ -31,7 +39,7 @@ func (fs yieldingFS) Create(name string, category vfs.DiskWriteCategory) (vfs.Fi
 	if err != nil || !background(category) {
 		return f, err
 	}
-	return yieldingFile{f, fs.yield}, nil
+	return yieldingFile{f, fs}, nil
 }
 
 // background reports whether category is Pebble's for the tables a flush
@@ -42,11 +50,13 @@ func background(category vfs.DiskWriteCategory) bool {
 
 type yieldingFile struct {
 	vfs.File
-	yield func()
+	fs yieldingFS
 }
 
 func (f yieldingFile) Write(p []byte) (int, error) {
 	n, err := f.File.Write(p)
-	f.yield()
+	if !f.fs.stalled.Load() {
+		f.fs.yield()
+	}
 	return n, err
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -12,13 +13,15 @@ import (
 )
 
 // The tables of memtable flushes and compactions are written through
-// files that yield after each write; the WAL is not. Pebble names the
-// categories it creates files with; were they renamed, the flush and the
-// compaction would not yield and this fails.
+// files that yield after each write, except during a write stall; the
+// WAL is not. Pebble names the categories it creates files with; were
+// they renamed, the flush and the compaction would not yield and this
+// fails.
 func TestFlushesAndCompactionsYield(t *testing.T) {
 	var mu sync.Mutex
 	yields := 0
-	fs := yieldingFS{vfs.NewMem(), func() { mu.Lock(); yields++; mu.Unlock() }}
+	var stalled atomic.Bool
+	fs := yieldingFS{vfs.NewMem(), func() { mu.Lock(); yields++; mu.Unlock() }, &stalled}
 	count := func() int { mu.Lock(); defer mu.Unlock(); return yields }
 	pdb, err := pebble.Open("", &pebble.Options{FS: fs, FormatMajorVersion: pebble.FormatNewest, Logger: pebbleLogger{zap.NewNop().Sugar()}})
 	if err != nil {
@@ -48,8 +51,13 @@ func TestFlushesAndCompactionsYield(t *testing.T) {
 		t.Fatal("a flush of 400 KB of keys never yielded")
 	}
 	write(1)
+	stalled.Store(true) // as during a write stall: the flush goes at full speed
 	if err := pdb.Flush(); err != nil {
 		t.Fatal(err)
+	}
+	stalled.Store(false)
+	if n := count(); n != afterFlush {
+		t.Fatalf("a flush during a write stall yielded %d times, want 0", n-afterFlush)
 	}
 	beforeCompact := count()
 	if err := pdb.Compact(t.Context(), []byte("k"), []byte("l"), true); err != nil {
