@@ -21,10 +21,10 @@ import (
 // the caller. On the machine the harness shares with the gateway it
 // measures, each hand-off is a wait for a CPU, and the client was a fifth
 // of the harness's CPU in the steady mix (docs/benchmarks.md, sessions 24
-// and 25). The generator needs none of what they
-// buy: no HTTP/2, no proxies, no redirects, one host, and a body it
-// always reads to the end. The rest of the harness (setup, the verdict's
-// reads, scrapes) keeps net/http.
+// and 25). The generator needs none of what those loops buy: no HTTP/2,
+// no proxies, no redirects, one host, and a body it always reads to the
+// end. The rest of the harness (setup, the verdict's reads, scrapes)
+// keeps net/http.
 //
 // A request that fails on a reused connection before any of its answer
 // was read is sent once more on a new one: the gateway closes idle
