@@ -108,10 +108,11 @@ func Open(dir string, opts Options) (*DB, error) {
 		d := opts.WALMinSyncInterval
 		po.WALMinSyncInterval = func() time.Duration { return d }
 	}
-	po.FS = yieldingFS{vfs.Default, runtime.Gosched, &st.on}
+	fs := vfs.Default
 	if opts.InMemory {
-		po.FS = yieldingFS{vfs.NewMem(), runtime.Gosched, &st.on}
+		fs = vfs.NewMem()
 	}
+	po.FS = yieldingFS{fs, runtime.Gosched, &st.on}
 	pdb, err := pebble.Open(dir, po)
 	if errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EWOULDBLOCK) {
 		return nil, fmt.Errorf("storage: open %s: the store is locked: another process (a gateway still running?) uses this data dir: %w", dir, err)
