@@ -104,12 +104,10 @@ type secStat struct {
 	postsOK, postsFail, accepted int
 	delivered, redelivered       int
 	wakes, wakesOffline          int
-	online, gwSessions, gor      int
-	inbound                      uint64 // cumulative, from the workers
-	rss, cpu, harnessCPU         float64
-	sampled                      bool
-	lat                          *hist // online devices' first deliveries
-	post                         *hist // POSTs answered 202 this second: first attempt to 202
+	sampleRow
+	sampled bool
+	lat     *hist // online devices' first deliveries
+	post    *hist // POSTs answered 202 this second: first attempt to 202
 }
 
 func newCollector(f *fleet, t0 time.Time) *collector {
@@ -368,13 +366,24 @@ func (c *collector) wake(token string, at time.Time, status int, apns bool) int3
 	return k
 }
 
+// sampleRow is what the sampler measures each second outside the
+// collector.
+type sampleRow struct {
+	online, gwSessions, gor int     // gwSessions and gor -1: unknown
+	inbound                 uint64  // cumulative, from the workers
+	rss                     float64 // the gateway's, bytes
+	cpu, harnessCPU         float64 // % of one core
+	// Threads waiting for a CPU on the kernel's run queue, on average over
+	// the second (runqueue.go); -1: unknown.
+	gwWaiting, harnessWaiting float64
+}
+
 // sample records the per-second figures measured outside the collector.
-func (c *collector) sample(at time.Time, online, gwSessions int, inbound uint64, rss, cpu, harnessCPU float64, gor int) {
+func (c *collector) sample(at time.Time, row sampleRow) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s := c.secLocked(at.UnixNano())
-	s.online, s.gwSessions, s.inbound, s.gor = online, gwSessions, inbound, gor
-	s.rss, s.cpu, s.harnessCPU, s.sampled = rss, cpu, harnessCPU, true
+	s.sampleRow, s.sampled = row, true
 }
 
 // progress is a snapshot for the progress line.

@@ -96,6 +96,9 @@ td.n{text-align:right;font-variant-numeric:tabular-nums} pre{background:#f6f8fa;
 			row("store LSM during traffic", strings.TrimPrefix(l.String(), "LSM during traffic: "), l.WriteStalls > 0)
 		}
 	}
+	if q := runQueueSummary(g.runQueueWaits, rep.Harness.runQueueWaits); q != "" {
+		row("threads ready but waiting for a CPU during traffic (the kernel's run queue)", q, false)
+	}
 	row("kill -9", killSummary(g.Kills, g.DowntimesS), false)
 	if len(g.RestartPhases) > 0 {
 		row("restarts", restartSummary(g.RestartPhases, g.DowntimesS), false)
@@ -159,6 +162,10 @@ td.n{text-align:right;font-variant-numeric:tabular-nums} pre{background:#f6f8fa;
 	b.WriteString(svgChart("RSS, MiB", "MiB", x, []chartLine{{"gateway RSS", "#0969da", nfs(sr.RSSMiB)}}, rep.Marks, false))
 	b.WriteString(svgChart("CPU, % of one core", "%", x, []chartLine{
 		{"gateway", "#cf222e", nfs(sr.CPU)}, {"harness (all its processes)", "#656d76", nfs(sr.HarnessCPU)}}, rep.Marks, false))
+	if len(sr.GwWaiting) > 0 {
+		b.WriteString(svgChart("threads ready but waiting for a CPU (the kernel's run queue), average over each second", "", x, []chartLine{
+			{"gateway", "#cf222e", nfs(sr.GwWaiting)}, {"harness (all its processes)", "#656d76", nfs(sr.HarnessWaiting)}}, rep.Marks, false))
+	}
 	w("<h2>Wakes</h2>\n")
 	b.WriteString(svgChart("pushes per second at the fakes", "", x, []chartLine{
 		{"all", "#0969da", ints(sr.Wakes)}, {"to offline devices", "#1a7f37", ints(sr.WakesOffline)}}, rep.Marks, false))

@@ -79,6 +79,25 @@ type gatewayReport struct {
 	// How long its goroutines were runnable before they ran, during the
 	// traffic (go_sched_latencies_seconds): the waits for a CPU.
 	runnableWaits
+	// How long its threads waited for a CPU, during the traffic.
+	runQueueWaits
+}
+
+// runQueueWaits are the seconds a process's threads spent ready to run
+// but waiting for one of the machine's CPUs (the kernel's run queue,
+// runqueue.go) during the traffic, and that over the traffic's seconds:
+// how many of its threads were waiting at any moment, on average. Only
+// for processes on this machine.
+type runQueueWaits struct {
+	RunQueueWaitS   float64 `json:"run_queue_wait_s_during_traffic,omitempty"`
+	RunQueueWaiting float64 `json:"run_queue_threads_waiting,omitempty"`
+}
+
+func runQueueOf(wait, trafficS float64) runQueueWaits {
+	if wait <= 0 || trafficS <= 0 {
+		return runQueueWaits{}
+	}
+	return runQueueWaits{RunQueueWaitS: wait, RunQueueWaiting: wait / trafficS}
 }
 
 // runnableWaits sums up a scheduler latency histogram: its median and p99
@@ -253,6 +272,8 @@ type harnessReport struct {
 	// As for the gateway: the main process's goroutines, runnable before
 	// they ran, during the traffic (runtime/metrics).
 	runnableWaits
+	// The threads of all its processes, waiting for a CPU.
+	runQueueWaits
 }
 
 type inboundReport struct {
@@ -294,6 +315,9 @@ type seriesReport struct {
 	Wakes        []int `json:"wakes"`
 	WakesOffline []int `json:"wakes_offline_devices"`
 	Inbound      []nf  `json:"inbound_per_s"`
+	// Threads waiting for a CPU on the kernel's run queue (runqueue.go).
+	GwWaiting      []nf `json:"gateway_threads_waiting_for_cpu"`
+	HarnessWaiting []nf `json:"harness_threads_waiting_for_cpu"`
 }
 
 // report assembles the report from the run and its checks.
@@ -327,6 +351,10 @@ func (r *runner) report(ch *checks) *report {
 	}
 	g.Store = storeSummary(r.store0, r.store1)
 	g.runnableWaits = waitsOf(r.store1.sched.minus(r.store0.sched))
+	trafficS := r.trafficEnd.Sub(r.trafficStart).Seconds()
+	if g.Local {
+		g.runQueueWaits = runQueueOf(r.gwRunq1-r.gwRunq0, trafficS)
+	}
 	var sdk workerStats
 	for _, s := range r.wstats {
 		if s != nil {
@@ -341,6 +369,7 @@ func (r *runner) report(ch *checks) *report {
 		rep.Harness.CPUSecondsTraffic = r.hCPU1 - r.hCPU0
 	}
 	rep.Harness.runnableWaits = waitsOf(r.hSched1.minus(r.hSched0))
+	rep.Harness.runQueueWaits = runQueueOf(r.hRunq1-r.hRunq0, trafficS)
 	r.mu.Unlock()
 	tot := r.workerTotals()
 
@@ -450,6 +479,8 @@ func (c *collector) seriesLocked() (seriesReport, []markReport) {
 			s.RSSMiB = append(s.RSSMiB, rss)
 			s.CPU = append(s.CPU, nf(row.cpu))
 			s.HarnessCPU = append(s.HarnessCPU, nf(row.harnessCPU))
+			s.GwWaiting = append(s.GwWaiting, unknownNaN(row.gwWaiting))
+			s.HarnessWaiting = append(s.HarnessWaiting, unknownNaN(row.harnessWaiting))
 			g := nf(row.gor)
 			if row.gor < 0 {
 				g = nan
@@ -458,6 +489,7 @@ func (c *collector) seriesLocked() (seriesReport, []markReport) {
 		} else {
 			s.Online, s.GwSessions, s.RSSMiB = append(s.Online, nan), append(s.GwSessions, nan), append(s.RSSMiB, nan)
 			s.CPU, s.HarnessCPU, s.Goroutines = append(s.CPU, nan), append(s.HarnessCPU, nan), append(s.Goroutines, nan)
+			s.GwWaiting, s.HarnessWaiting = append(s.GwWaiting, nan), append(s.HarnessWaiting, nan)
 		}
 		if i > 0 && row.sampled && c.series[i-1].sampled {
 			s.Inbound = append(s.Inbound, nf(float64(row.inbound)-float64(c.series[i-1].inbound)))
@@ -582,6 +614,9 @@ func (rep *report) summary() string {
 		}
 		p("%s", strings.TrimSuffix(line, ";"))
 	}
+	if q := runQueueSummary(g.runQueueWaits, rep.Harness.runQueueWaits); q != "" {
+		p("          threads ready but waiting for one of this machine's CPUs (the kernel's run queue) during traffic: %s", q)
+	}
 	if g.Measured {
 		pooled := ""
 		if g.GoroutinesPooled > 0 {
@@ -689,4 +724,25 @@ func redactArgs(args []string) []string {
 		}
 	}
 	return out
+}
+
+// unknownNaN is v, or NaN (a gap in a plot) when negative: unknown.
+func unknownNaN(v float64) nf {
+	if v < 0 {
+		return nf(math.NaN())
+	}
+	return nf(v)
+}
+
+// runQueueSummary sums up the kernel's run-queue waits of the gateway
+// and the harness, or "" when neither was read.
+func runQueueSummary(gw, h runQueueWaits) string {
+	var parts []string
+	if gw.RunQueueWaitS > 0 {
+		parts = append(parts, fmt.Sprintf("gateway %.1fs (%.2f threads waiting on average)", gw.RunQueueWaitS, gw.RunQueueWaiting))
+	}
+	if h.RunQueueWaitS > 0 {
+		parts = append(parts, fmt.Sprintf("harness %.1fs (%.2f, all its processes)", h.RunQueueWaitS, h.RunQueueWaiting))
+	}
+	return strings.Join(parts, "; ")
 }

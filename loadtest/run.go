@@ -63,7 +63,13 @@ type runner struct {
 	gwCPU1      float64
 	hCPU0       float64 // the harness's CPU seconds (all its processes) at the start of traffic
 	hCPU1       float64 // and at its end
-	lastGw      procSample
+	// The kernel's run queue (runqueue.go): seconds the gateway's threads
+	// (every process) and the harness's (all its processes) waited for a
+	// CPU so far, and at the start and end of traffic; runqOK once read.
+	gwRunq, gwRunq0, gwRunq1 float64
+	hRunq, hRunq0, hRunq1    float64
+	runqOK                   bool
+	lastGw                   procSample
 	// The gateway's histograms (storeHists) over every gateway process so
 	// far, and copies at the start and end of traffic.
 	store          storeHists
@@ -700,6 +706,7 @@ func (r *runner) traffic() {
 	r.hSched0 = harnessSched()
 	r.gwRt0 = r.runtimeCopy()
 	r.hCPU0 = r.harnessCPUSeconds()
+	r.gwRunq0, r.hRunq0 = r.runQueueWaits()
 	r.trafficStart = time.Now()
 	r.broadcast(&command{Op: opPhase, Phase: "traffic"})
 	r.gen = &generator{cfg: cfg, f: r.f, col: r.col, api: r.post, app: r.app, runID: r.runID}
@@ -724,6 +731,7 @@ func (r *runner) traffic() {
 	r.hSched1 = harnessSched()
 	r.gwRt1 = r.runtimeCopy()
 	r.hCPU1 = r.harnessCPUSeconds()
+	r.gwRunq1, r.hRunq1 = r.runQueueWaits()
 }
 
 // storeCopy returns a copy of the store histograms sampled so far, taken
@@ -790,6 +798,14 @@ func (r *runner) harnessCPUSeconds() float64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.harnessPeak.cpu
+}
+
+// runQueueWaits returns the seconds the gateway's threads and the
+// harness's waited for a CPU so far, as last sampled.
+func (r *runner) runQueueWaits() (gw, harness float64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.gwRunq, r.hRunq
 }
 
 // gwCPUSeconds returns the CPU time of the gateway processes so far (the
@@ -1030,6 +1046,7 @@ func (r *runner) sampler(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	var prevGw, prevH, prevMet procSample
+	var prevGwQ, prevHQ runQueue
 	prevPid, prevMetPid := 0, 0
 	prevAt := time.Now()
 	hc := newAPIClient(r.tgt.baseURL, r.tgt.adminToken, 2, r.tgt.caPEM)
@@ -1050,10 +1067,12 @@ func (r *runner) sampler(ctx context.Context) {
 			cancel()
 		}
 		pid := 0
+		var gwQ runQueue
 		if r.tgt.local != nil {
 			pid = r.tgt.local.pid()
 			gw = readProc(pid, i%5 == 0)
 			gw.gor = met.gor
+			gwQ = readRunQueue(pid)
 		} else {
 			gw = met
 		}
@@ -1067,15 +1086,33 @@ func (r *runner) sampler(ctx context.Context) {
 		if dt > 0 {
 			cpu = used / dt * 100
 		}
-		prevGw, prevPid = gw, pid
+		// Threads waiting for a CPU, on average over the second.
+		gwWait, gwWaiting := 0.0, -1.0
+		switch {
+		case gwQ.ok && prevGwQ.ok && pid == prevPid:
+			gwWait = max(gwQ.wait-prevGwQ.wait, 0)
+		case gwQ.ok:
+			gwWait = gwQ.wait // a new process
+		}
+		if gwQ.ok && dt > 0 {
+			gwWaiting = gwWait / dt
+		}
+		prevGw, prevPid, prevGwQ = gw, pid, gwQ
 		h := readProc(os.Getpid(), false)
+		hQ := readRunQueue(os.Getpid())
 		for _, l := range r.linkList() {
 			if p := l.pid(); p > 0 {
 				s := readProc(p, false)
 				h.cpu += s.cpu
 				h.rss += s.rss
+				hQ = hQ.add(readRunQueue(p))
 			}
 		}
+		hWaiting := -1.0
+		if hQ.ok && prevHQ.ok && dt > 0 {
+			hWaiting = max(hQ.wait-prevHQ.wait, 0) / dt
+		}
+		prevHQ = hQ
 		hcpu := 0.0
 		if prevH.valid && dt > 0 {
 			hcpu = max(h.cpu-prevH.cpu, 0) / dt * 100
@@ -1093,6 +1130,11 @@ func (r *runner) sampler(ctx context.Context) {
 		tot := r.workerTotals()
 		r.mu.Lock()
 		r.gwCPU += used
+		r.gwRunq += gwWait
+		if hQ.ok {
+			r.hRunq = max(r.hRunq, hQ.wait)
+		}
+		r.runqOK = r.runqOK || gwQ.ok || hQ.ok
 		if met.commit != nil || met.fsync != nil || met.rt || met.lsm.ok {
 			if pid != prevMetPid {
 				prevMet = procSample{} // a new process: all it counted is new
@@ -1115,7 +1157,8 @@ func (r *runner) sampler(ctx context.Context) {
 		r.peakOnline = max(r.peakOnline, tot.Online)
 		r.mu.Unlock()
 		if r.col != nil {
-			r.col.sample(now, tot.Online, gwSessions, tot.InboundOK, gw.rss, cpu, hcpu, gw.gor)
+			r.col.sample(now, sampleRow{online: tot.Online, gwSessions: gwSessions, inbound: tot.InboundOK, rss: gw.rss, cpu: cpu,
+				harnessCPU: hcpu, gor: gw.gor, gwWaiting: gwWaiting, harnessWaiting: hWaiting})
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -100,7 +101,13 @@ func TestSmallSoak(t *testing.T) {
 		Harness struct {
 			RunnableP50Ms float64 `json:"runnable_wait_p50_ms"`
 			RunnableP99Ms float64 `json:"runnable_wait_p99_ms"`
+			RunQueueWaitS float64 `json:"run_queue_wait_s_during_traffic"`
 		} `json:"harness"`
+		Series struct {
+			T              []int      `json:"t"`
+			GwWaiting      []*float64 `json:"gateway_threads_waiting_for_cpu"`
+			HarnessWaiting []*float64 `json:"harness_threads_waiting_for_cpu"`
+		} `json:"series"`
 		Messages struct {
 			Posts int `json:"posts"`
 		} `json:"messages"`
@@ -153,6 +160,29 @@ func TestSmallSoak(t *testing.T) {
 		t.Error("no churn")
 	case rep.Plan.Workers != 2 || rep.Sessions.Peak < 400:
 		t.Errorf("%d workers, peak %d sessions", rep.Plan.Workers, rep.Sessions.Peak)
+	}
+	// The kernel's run queue, read each second for the gateway and the
+	// harness's processes: a thread woken always waits a little.
+	if runtime.GOOS == "linux" {
+		sr := rep.Series
+		for name, v := range map[string][]*float64{"gateway": sr.GwWaiting, "harness": sr.HarnessWaiting} {
+			read, sum := 0, 0.0
+			for _, x := range v {
+				if x != nil {
+					read++
+					sum += *x
+					if *x < 0 {
+						t.Errorf("%s: %v threads waiting for a CPU", name, *x)
+					}
+				}
+			}
+			if len(v) != len(sr.T) || read < 5 || sum <= 0 {
+				t.Errorf("%s threads waiting for a CPU: %d of %d seconds read, %v in all", name, read, len(sr.T), sum)
+			}
+		}
+		if rep.Harness.RunQueueWaitS <= 0 {
+			t.Errorf("the harness's threads waited %v s for a CPU during traffic", rep.Harness.RunQueueWaitS)
+		}
 	}
 	for _, name := range []string{"report.html", "report.txt"} {
 		if st, err := os.Stat(filepath.Join(outDir, name)); err != nil || st.Size() == 0 {

@@ -408,41 +408,64 @@ func (c *collector) classifyPendingLocked() (phantom, unaccepted, foreign uint64
 // reported as the machine's as much as the gateway's.
 const saturatedShare = 0.85
 
-// saturation warns when the cores were nearly all busy during traffic.
-// Then every message waits for a CPU somewhere on its way (the REST
-// handler, the store's WAL writer, the session's writer, the device's
-// reader), and those waits, not the gateway's own work, make the tail:
-// at 90 % busy a task waits about nine times its own length. "" if not.
+// saturation warns when the cores were nearly all busy during traffic,
+// or the kernel kept threads waiting for them. Then every message waits
+// for a CPU somewhere on its way (the REST handler, the store's WAL
+// writer, the session's writer, the device's reader), and those waits,
+// not the gateway's own work, make the tail: at 90 % busy a task waits
+// about nine times its own length. "" if not.
 func (r *runner) saturation() string {
 	r.mu.Lock()
 	d := r.trafficEnd.Sub(r.trafficStart).Seconds()
-	h := r.hCPU1 - r.hCPU0
-	g := r.gwCPU1 - r.gwCPU0
+	u := cpuUse{gatewayCPU: r.gwCPU1 - r.gwCPU0, harnessCPU: r.hCPU1 - r.hCPU0,
+		gatewayWait: r.gwRunq1 - r.gwRunq0, harnessWait: r.hRunq1 - r.hRunq0}
 	r.mu.Unlock()
 	local := r.tgt != nil && r.tgt.local != nil
-	return saturationWarning(runtime.NumCPU(), d, g, h, local)
+	return saturationWarning(runtime.NumCPU(), d, u, local)
 }
 
+// cpuUse is what the gateway and the harness used of this machine's CPUs
+// during traffic: CPU seconds, and seconds their threads waited for a
+// CPU (the kernel's run queue; zero when unknown).
+type cpuUse struct {
+	gatewayCPU, harnessCPU   float64
+	gatewayWait, harnessWait float64
+}
+
+// waitingShare is the average number of threads waiting for a CPU, per
+// core, above which the machine is reported oversubscribed whatever its
+// cores' busy share: half a thread per core.
+const waitingShare = 0.5
+
 // saturationWarning is saturation's arithmetic: cores on this machine,
-// seconds of traffic, and the CPU seconds the gateway (counted only when
-// it runs here, local) and the harness used in them.
-func saturationWarning(cores int, trafficS, gatewayCPU, harnessCPU float64, local bool) string {
-	if cores < 1 || trafficS < 5 || harnessCPU < 0 {
+// seconds of traffic, and what the gateway (counted only when it runs
+// here, local) and the harness used in them.
+func saturationWarning(cores int, trafficS float64, u cpuUse, local bool) string {
+	if cores < 1 || trafficS < 5 || u.harnessCPU < 0 {
 		return ""
 	}
-	if !local || gatewayCPU < 0 {
-		gatewayCPU = 0
+	if !local || u.gatewayCPU < 0 {
+		u.gatewayCPU, u.gatewayWait = 0, 0
 	}
-	gw, h := gatewayCPU/trafficS, harnessCPU/trafficS
+	gw, h := u.gatewayCPU/trafficS, u.harnessCPU/trafficS
+	gwWaiting, hWaiting := max(u.gatewayWait, 0)/trafficS, max(u.harnessWait, 0)/trafficS
 	busy := (gw + h) / float64(cores)
-	if busy < saturatedShare {
+	if busy < saturatedShare && (gwWaiting+hWaiting)/float64(cores) < waitingShare {
 		return ""
+	}
+	waiting := ""
+	if gwWaiting+hWaiting > 0 {
+		if local {
+			waiting = fmt.Sprintf(", and on average %.2f of the gateway's threads and %.2f of the harness's were ready but waiting for one", gwWaiting, hWaiting)
+		} else {
+			waiting = fmt.Sprintf(", and on average %.2f of the harness's threads were ready but waiting for one", hWaiting)
+		}
 	}
 	if local {
-		return fmt.Sprintf("this machine's %d cores were %.0f%% busy during traffic (gateway %.2f cores, harness %.2f): "+
+		return fmt.Sprintf("this machine's %d cores were %.0f%% busy during traffic (gateway %.2f cores, harness %.2f)%s: "+
 			"the latencies include waiting for a CPU, in the harness as well as in the gateway; to measure the gateway alone, "+
-			"run the harness on other cores or another machine (-addr, -url)", cores, busy*100, gw, h)
+			"run the harness on other cores or another machine (-addr, -url)", cores, busy*100, gw, h, waiting)
 	}
-	return fmt.Sprintf("this machine's %d cores were %.0f%% busy with the harness alone during traffic (%.2f cores): "+
-		"the latencies include the harness waiting for a CPU; give it more cores, or run several harnesses on other machines", cores, busy*100, h)
+	return fmt.Sprintf("this machine's %d cores were %.0f%% busy with the harness alone during traffic (%.2f cores)%s: "+
+		"the latencies include the harness waiting for a CPU; give it more cores, or run several harnesses on other machines", cores, busy*100, h, waiting)
 }
