@@ -100,10 +100,11 @@ func New(cfg Config) (g *Gateway, err error) {
 	}
 	g.reg = prometheus.NewRegistry()
 	// The scheduler's latency histogram (time goroutines spend runnable
-	// before they run) tells a CPU-starved node from a slow store.
+	// before they run) tells a CPU-starved node from a slow store, and
+	// the kernel's counts (cpuwait.go) the threads' own waits for a core.
 	g.reg.MustRegister(collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(
 		collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/sched/latencies:seconds$`)})),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), newCPUWaitCollector())
 	commitHist := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "tether_store_commit_seconds",
 		Help:    "Store batch commit latency; synced commits include the shared WAL fsync.",

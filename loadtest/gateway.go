@@ -265,6 +265,9 @@ type procSample struct {
 	rt         bool
 	// The store's LSM figures (tether_store_*), ok when the page had them.
 	lsm lsmSample
+	// Its threads' waits for a CPU so far (runqueue.go), from
+	// tether_process_cpu_wait_seconds_total: how a remote gateway's are read.
+	runq runQueue
 }
 
 // clockTicks is USER_HZ, 100 on every Linux this runs on.
@@ -340,6 +343,7 @@ func scrapeMetrics(ctx context.Context, hc *http.Client, url string) procSample 
 			{"tether_store_write_stalls_total ", &out.lsm.stalls, &out.lsm.ok}, {"tether_store_write_stall_seconds_total ", &out.lsm.stallSecs, &out.lsm.ok},
 			{"tether_store_compaction_debt_bytes ", &out.lsm.debt, &out.lsm.ok}, {"tether_store_l0_sublevels ", &out.lsm.l0, &out.lsm.ok},
 			{"tether_store_disk_bytes ", &out.lsm.disk, &out.lsm.ok}, {"tether_store_bad_single_deletes_total ", &out.lsm.badSingleDels, &out.lsm.ok},
+			{"tether_process_cpu_wait_seconds_total ", &out.runq.wait, &out.runq.ok},
 		} {
 			if v, ok := strings.CutPrefix(line, m.name); ok {
 				*m.dst, _ = strconv.ParseFloat(strings.TrimSpace(v), 64)

@@ -96,7 +96,7 @@ td.n{text-align:right;font-variant-numeric:tabular-nums} pre{background:#f6f8fa;
 			row("store LSM during traffic", strings.TrimPrefix(l.String(), "LSM during traffic: "), l.WriteStalls > 0)
 		}
 	}
-	if q := runQueueSummary(g.runQueueWaits, rep.Harness.runQueueWaits); q != "" {
+	if q := runQueueSummary(g.runQueueWaits, rep.Harness.runQueueWaits, g.Local); q != "" {
 		row("threads ready but waiting for a CPU during traffic (the kernel's run queue)", q, false)
 	}
 	row("kill -9", killSummary(g.Kills, g.DowntimesS), false)

@@ -352,7 +352,7 @@ func (r *runner) report(ch *checks) *report {
 	g.Store = storeSummary(r.store0, r.store1)
 	g.runnableWaits = waitsOf(r.store1.sched.minus(r.store0.sched))
 	trafficS := r.trafficEnd.Sub(r.trafficStart).Seconds()
-	if g.Local {
+	if g.Measured {
 		g.runQueueWaits = runQueueOf(r.gwRunq1-r.gwRunq0, trafficS)
 	}
 	var sdk workerStats
@@ -614,8 +614,8 @@ func (rep *report) summary() string {
 		}
 		p("%s", strings.TrimSuffix(line, ";"))
 	}
-	if q := runQueueSummary(g.runQueueWaits, rep.Harness.runQueueWaits); q != "" {
-		p("          threads ready but waiting for one of this machine's CPUs (the kernel's run queue) during traffic: %s", q)
+	if q := runQueueSummary(g.runQueueWaits, rep.Harness.runQueueWaits, g.Local); q != "" {
+		p("          threads ready but waiting for a CPU (the kernel's run queue) during traffic: %s", q)
 	}
 	if g.Measured {
 		pooled := ""
@@ -735,11 +735,15 @@ func unknownNaN(v float64) nf {
 }
 
 // runQueueSummary sums up the kernel's run-queue waits of the gateway
-// and the harness, or "" when neither was read.
-func runQueueSummary(gw, h runQueueWaits) string {
+// (local: on this machine) and the harness, or "" when neither was read.
+func runQueueSummary(gw, h runQueueWaits, local bool) string {
 	var parts []string
 	if gw.RunQueueWaitS > 0 {
-		parts = append(parts, fmt.Sprintf("gateway %.1fs (%.2f threads waiting on average)", gw.RunQueueWaitS, gw.RunQueueWaiting))
+		where := ""
+		if !local {
+			where = ", on its machine (tether_process_cpu_wait_seconds_total)"
+		}
+		parts = append(parts, fmt.Sprintf("gateway %.1fs (%.2f threads waiting on average%s)", gw.RunQueueWaitS, gw.RunQueueWaiting, where))
 	}
 	if h.RunQueueWaitS > 0 {
 		parts = append(parts, fmt.Sprintf("harness %.1fs (%.2f, all its processes)", h.RunQueueWaitS, h.RunQueueWaiting))

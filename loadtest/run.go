@@ -1075,6 +1075,7 @@ func (r *runner) sampler(ctx context.Context) {
 			gwQ = readRunQueue(pid)
 		} else {
 			gw = met
+			gwQ = met.runq
 		}
 		cpu, used := 0.0, 0.0
 		switch {

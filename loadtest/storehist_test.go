@@ -103,6 +103,7 @@ func TestStoreHistAccumulates(t *testing.T) {
 // within one, all of a restarted one's, nothing from a failed scrape.
 func TestRuntimeCountsAccumulate(t *testing.T) {
 	body := "# HELP go_memstats_alloc_bytes_total x\ngo_memstats_alloc_bytes_total 1.5e+06\ngo_gc_duration_seconds_count 3\n" +
+		"tether_process_cpu_wait_seconds_total 12.5\n" +
 		"go_sched_latencies_seconds_bucket{le=\"6.4e-08\"} 4\ngo_sched_latencies_seconds_bucket{le=\"0.001\"} 9\n" +
 		"go_sched_latencies_seconds_bucket{le=\"+Inf\"} 10\ngo_sched_latencies_seconds_sum 0.1\ngo_sched_latencies_seconds_count 10\n"
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, body) }))
@@ -114,8 +115,11 @@ func TestRuntimeCountsAccumulate(t *testing.T) {
 	require.NotNil(t, s1.sched, "the scheduler's latencies are read from the same page")
 	require.Equal(t, []float64{6.4e-08, 0.001, math.Inf(1)}, s1.sched.le)
 	require.Equal(t, []float64{4, 9, 10}, s1.sched.cum)
+	require.Equal(t, runQueue{wait: 12.5, ok: true}, s1.runq, "a remote gateway's waits for a CPU")
 	body = "go_memstats_alloc_bytes_total 1.5e+06\n" // no GC count: not a runtime sample
-	require.False(t, scrapeMetrics(context.Background(), srv.Client(), srv.URL).rt)
+	s0 := scrapeMetrics(context.Background(), srv.Client(), srv.URL)
+	require.False(t, s0.rt)
+	require.False(t, s0.runq.ok, "no wait counter on the page")
 
 	var c runtimeCounts
 	c.add(s1, procSample{})
