@@ -22,7 +22,7 @@ func newHTTPMetrics(reg *prometheus.Registry) *httpMetrics {
 		}, []string{"route", "code"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "tether_http_request_duration_seconds", Help: "REST request latency by route.",
-			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1, 5, 30, 60},
+			Buckets: []float64{.0005, .001, .0025, .005, .0075, .01, .015, .02, .025, .035, .05, .075, .1, .25, 1, 5, 30, 60},
 		}, []string{"route"}),
 	}
 	reg.MustRegister(m.requests, m.duration)

@@ -259,6 +259,7 @@ type procSample struct {
 	// latencies (storehist.go), from the /metrics page; nil when it has
 	// none.
 	commit, fsync, sched *promHist
+	send                 *promHist // the send route's REST handler (storehist.go)
 	// The Go runtime's bytes allocated and GC cycles so far, from the
 	// /metrics page (rt: both were there).
 	alloc, gcs float64
@@ -326,7 +327,7 @@ func scrapeMetrics(ctx context.Context, hc *http.Client, url string) procSample 
 	}
 	defer resp.Body.Close()
 	out := procSample{fds: -1, gor: -1}
-	var commit, fsync, sched promHist
+	var commit, fsync, sched, send promHist
 	var sawAlloc, sawGCs bool
 	sc := bufio.NewScanner(io.LimitReader(resp.Body, 16<<20))
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -364,6 +365,9 @@ func scrapeMetrics(ctx context.Context, hc *http.Client, url string) procSample 
 		if strings.HasPrefix(line, metricSched) {
 			scrapeHist(&sched, metricSched, "", line)
 		}
+		if strings.HasPrefix(line, metricHTTP) {
+			scrapeHist(&send, metricHTTP, sendRoute, line)
+		}
 	}
 	out.rt = sawAlloc && sawGCs
 	if len(commit.le) > 0 {
@@ -374,6 +378,9 @@ func scrapeMetrics(ctx context.Context, hc *http.Client, url string) procSample 
 	}
 	if len(sched.le) > 0 {
 		out.sched = &sched
+	}
+	if len(send.le) > 0 {
+		out.send = &send
 	}
 	return out
 }

@@ -739,7 +739,8 @@ func (r *runner) traffic() {
 func (r *runner) storeCopy() storeHists {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return storeHists{commit: r.store.commit.clone(), fsync: r.store.fsync.clone(), sched: r.store.sched.clone(), lsm: r.store.lsm, at: time.Now()}
+	return storeHists{commit: r.store.commit.clone(), fsync: r.store.fsync.clone(), sched: r.store.sched.clone(), send: r.store.send.clone(),
+		lsm: r.store.lsm, at: time.Now()}
 }
 
 // runtimeCopy returns the gateway's runtime counts so far.
@@ -1136,13 +1137,14 @@ func (r *runner) sampler(ctx context.Context) {
 			r.hRunq = max(r.hRunq, hQ.wait)
 		}
 		r.runqOK = r.runqOK || gwQ.ok || hQ.ok
-		if met.commit != nil || met.fsync != nil || met.rt || met.lsm.ok {
+		if met.commit != nil || met.fsync != nil || met.send != nil || met.rt || met.lsm.ok {
 			if pid != prevMetPid {
 				prevMet = procSample{} // a new process: all it counted is new
 			}
 			r.store.commit.add(met.commit, prevMet.commit)
 			r.store.fsync.add(met.fsync, prevMet.fsync)
 			r.store.sched.add(met.sched, prevMet.sched)
+			r.store.send.add(met.send, prevMet.send)
 			r.gwRuntime.add(met, prevMet)
 			r.store.lsm.add(met.lsm, prevMet.lsm)
 			prevMet, prevMetPid = met, pid

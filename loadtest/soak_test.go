@@ -111,6 +111,9 @@ func TestSmallSoak(t *testing.T) {
 		Messages struct {
 			Posts int `json:"posts"`
 		} `json:"messages"`
+		Latency struct {
+			POSTGateway *handlerLatency `json:"post_gateway_handler"`
+		} `json:"latency_ms"`
 		Sessions struct {
 			Peak        int    `json:"peak_online"`
 			ChurnResume uint64 `json:"churn_drops_resuming"`
@@ -152,6 +155,9 @@ func TestSmallSoak(t *testing.T) {
 		!(0 < rep.Harness.RunnableP99Ms && rep.Harness.RunnableP50Ms <= rep.Harness.RunnableP99Ms):
 		t.Errorf("waits for a CPU during traffic: gateway p50/p99 %.3f/%.3f ms, harness %.3f/%.3f ms",
 			rep.Gateway.RunnableP50Ms, rep.Gateway.RunnableP99Ms, rep.Harness.RunnableP50Ms, rep.Harness.RunnableP99Ms)
+	case rep.Latency.POSTGateway == nil || rep.Latency.POSTGateway.Count < float64(rep.Messages.Posts)/2 ||
+		!(0 < rep.Latency.POSTGateway.P50 && rep.Latency.POSTGateway.P50 <= rep.Latency.POSTGateway.P99):
+		t.Errorf("the gateway's timing of the POSTs during traffic: %+v, for %d POSTs", rep.Latency.POSTGateway, rep.Messages.Posts)
 	case c.Wakes.ToOffline == 0:
 		t.Error("no wake reached an offline device")
 	case c.Webhook == nil || c.Webhook.Confirmed < 100 || c.Webhook.Seen != c.Webhook.Confirmed || c.Webhook.Lost+c.Webhook.Twice != 0:

@@ -18,10 +18,18 @@ import (
 // runnable before they ran) of the gateway, from the same page, and of
 // the harness, from its own runtime: on a machine both share, these are
 // the waits for a CPU that every latency above includes.
+//
+// And the gateway's own timing of the POSTs that send messages (its REST
+// handler, from reading the request to writing the 202): beside the
+// harness's REST latency it splits a POST's time into the gateway's
+// handler and what came before and after it (the harness, the kernel,
+// the connection's reader).
 const (
 	metricCommit = `tether_store_commit_seconds`
 	metricFsync  = `tether_store_wal_fsync_seconds`
 	metricSched  = `go_sched_latencies_seconds`
+	metricHTTP   = `tether_http_request_duration_seconds`
+	sendRoute    = `route="POST /v1/apps/{app}/messages"`
 )
 
 // storeHists are the gateway's histograms the report reads (the store's
@@ -29,6 +37,7 @@ const (
 // them was taken.
 type storeHists struct {
 	commit, fsync, sched promHist
+	send                 promHist // the send route's handler
 	lsm                  lsmCounts
 	at                   time.Time
 }
@@ -84,7 +93,7 @@ func scrapeHist(h *promHist, name, sel, line string) bool {
 	}
 	labels, val := "", rest
 	if rest[0] == '{' {
-		j := strings.IndexByte(rest, '}')
+		j := strings.LastIndexByte(rest, '}') // label values may hold braces: route="POST /v1/apps/{app}/messages"
 		if j < 0 {
 			return false
 		}

@@ -104,6 +104,13 @@ func TestStoreHistAccumulates(t *testing.T) {
 func TestRuntimeCountsAccumulate(t *testing.T) {
 	body := "# HELP go_memstats_alloc_bytes_total x\ngo_memstats_alloc_bytes_total 1.5e+06\ngo_gc_duration_seconds_count 3\n" +
 		"tether_process_cpu_wait_seconds_total 12.5\n" +
+		// The send route's handler; braces inside a label value, and another route that must not count.
+		"tether_http_request_duration_seconds_bucket{route=\"POST /v1/apps/{app}/messages\",le=\"0.005\"} 7\n" +
+		"tether_http_request_duration_seconds_bucket{route=\"POST /v1/apps/{app}/messages\",le=\"+Inf\"} 8\n" +
+		"tether_http_request_duration_seconds_count{route=\"POST /v1/apps/{app}/messages\"} 8\n" +
+		"tether_http_request_duration_seconds_bucket{route=\"GET /v1/apps/{app}/events\",le=\"0.005\"} 1\n" +
+		"tether_http_request_duration_seconds_bucket{route=\"GET /v1/apps/{app}/events\",le=\"+Inf\"} 30\n" +
+		"tether_http_request_duration_seconds_count{route=\"GET /v1/apps/{app}/events\"} 30\n" +
 		"go_sched_latencies_seconds_bucket{le=\"6.4e-08\"} 4\ngo_sched_latencies_seconds_bucket{le=\"0.001\"} 9\n" +
 		"go_sched_latencies_seconds_bucket{le=\"+Inf\"} 10\ngo_sched_latencies_seconds_sum 0.1\ngo_sched_latencies_seconds_count 10\n"
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, body) }))
@@ -116,10 +123,15 @@ func TestRuntimeCountsAccumulate(t *testing.T) {
 	require.Equal(t, []float64{6.4e-08, 0.001, math.Inf(1)}, s1.sched.le)
 	require.Equal(t, []float64{4, 9, 10}, s1.sched.cum)
 	require.Equal(t, runQueue{wait: 12.5, ok: true}, s1.runq, "a remote gateway's waits for a CPU")
+	require.NotNil(t, s1.send, "the send route's handler")
+	require.Equal(t, []float64{0.005, math.Inf(1)}, s1.send.le)
+	require.Equal(t, []float64{7, 8}, s1.send.cum)
+	require.Equal(t, 8.0, s1.send.count)
 	body = "go_memstats_alloc_bytes_total 1.5e+06\n" // no GC count: not a runtime sample
 	s0 := scrapeMetrics(context.Background(), srv.Client(), srv.URL)
 	require.False(t, s0.rt)
 	require.False(t, s0.runq.ok, "no wait counter on the page")
+	require.Nil(t, s0.send, "no handler histogram on the page")
 
 	var c runtimeCounts
 	c.add(s1, procSample{})
