@@ -10,6 +10,8 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"tether/internal/schedstat"
 )
 
 // cpuWaitCollector exports how long the gateway waited for CPUs it did not
@@ -18,7 +20,8 @@ import (
 //
 //   - tether_process_cpu_wait_seconds_total: the time the process's
 //     threads were ready to run but waited on a run queue for a core
-//     (/proc/self/task/*/schedstat, summed over the threads);
+//     (/proc/self/task/*/schedstat, summed over the threads; see
+//     internal/schedstat);
 //   - tether_cgroup_cpu_throttled_seconds_total: the time the process's
 //     cgroup was held off the CPUs by its CPU limit (cpu.stat, cgroup v2
 //     or v1), which a container's quota causes and node-level figures
@@ -77,32 +80,20 @@ func (c *cpuWaitCollector) Collect(ch chan<- prometheus.Metric) {
 // readWait adds up what each thread under dir waited since it was last
 // read, so that the total never goes back when a thread exits.
 func (c *cpuWaitCollector) readWait(dir string) (seconds float64, ok bool) {
-	ents, err := os.ReadDir(dir)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	seen := make(map[string]uint64, len(c.threads)+4)
+	total := c.total
+	err := schedstat.Read(dir, func(tid string, t schedstat.Thread) {
+		if prev := c.threads[tid]; t.Wait > prev {
+			total += t.Wait - prev
+		}
+		seen[tid] = t.Wait
+	})
 	if err != nil {
 		return 0, false
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	seen := make(map[string]uint64, len(ents))
-	for _, e := range ents {
-		b, err := os.ReadFile(filepath.Join(dir, e.Name(), "schedstat"))
-		if err != nil {
-			continue // exited meanwhile
-		}
-		f := bytes.Fields(b)
-		if len(f) < 3 {
-			return 0, false // not the schedstat we know
-		}
-		w, err := strconv.ParseUint(string(f[1]), 10, 64)
-		if err != nil {
-			return 0, false
-		}
-		if prev := c.threads[e.Name()]; w > prev {
-			c.total += w - prev
-		}
-		seen[e.Name()] = w
-	}
-	c.threads = seen
+	c.threads, c.total = seen, total
 	return float64(c.total) / 1e9, true
 }
 
