@@ -74,7 +74,7 @@ td.n{text-align:right;font-variant-numeric:tabular-nums} pre{background:#f6f8fa;
 	row("offline devices' end-to-end latency (wake, connect, pull) p50 / p99", fmt.Sprintf("%.0f / %.0f ms", l.OfflineP50, l.OfflineP99), false)
 	row("REST alone (POST to its 202) p50 / p99 / p99.9 / max", fmt.Sprintf("%.2f / %.2f / %.2f / %.0f ms", l.POST.P50, l.POST.P99, l.POST.P999, l.POST.Max), false)
 	if h := l.POSTGateway; h != nil {
-		row("the same POSTs in the gateway's handler (request read to 202 written) p50 / p99", fmt.Sprintf("%.2f / %.2f ms", h.P50, h.P99), false)
+		row("the same POSTs in the gateway's handler (headers read to 202 written) p50 / p99", fmt.Sprintf("%.2f / %.2f ms", h.P50, h.P99), false)
 	}
 	m := rep.Messages
 	row("messages accepted (per second)", fmt.Sprintf("%d (%.0f/s)", m.Accepted, m.AcceptedPerS), false)

@@ -86,8 +86,8 @@ type gatewayReport struct {
 // runQueueWaits are the seconds a process's threads spent ready to run
 // but waiting for one of the machine's CPUs (the kernel's run queue,
 // runqueue.go) during the traffic, and that over the traffic's seconds:
-// how many of its threads were waiting at any moment, on average. Only
-// for processes on this machine.
+// how many of its threads were waiting at any moment, on average. A
+// remote gateway's come from its tether_process_cpu_wait_seconds_total.
 type runQueueWaits struct {
 	RunQueueWaitS   float64 `json:"run_queue_wait_s_during_traffic,omitempty"`
 	RunQueueWaiting float64 `json:"run_queue_threads_waiting,omitempty"`
@@ -255,7 +255,7 @@ type latencyReport struct {
 	// (retries included), which the gateway writes after the fsync.
 	POST postLatency `json:"post"`
 	// POSTGateway is the same POSTs as the gateway timed them, during the
-	// traffic: its handler, from the request read to the 202 written
+	// traffic: its handler, from its headers read to its 202 written
 	// (tether_http_request_duration_seconds of the send route; quantiles
 	// interpolated within its buckets). Absent when not read.
 	POSTGateway *handlerLatency `json:"post_gateway_handler,omitempty"`
@@ -578,7 +578,7 @@ func (rep *report) summary() string {
 	p("          REST alone (a POST's first attempt to its 202, after the fsync) p50 %.2fms p99 %.2fms p99.9 %.2fms max %.0fms (%d)",
 		l.POST.P50, l.POST.P99, l.POST.P999, l.POST.Max, l.POST.Count)
 	if h := l.POSTGateway; h != nil {
-		p("          the same POSTs in the gateway's handler (tether_http_request_duration_seconds, request read to 202 written) p50 %.2fms p99 %.2fms (%.0f): the rest of the REST time is the harness, the kernel and the connection's reader",
+		p("          the same POSTs in the gateway's handler (tether_http_request_duration_seconds, headers read to 202 written) p50 %.2fms p99 %.2fms (%.0f): the rest of the REST time is the harness, the kernel and the connection's reader",
 			h.P50, h.P99, h.Count)
 	}
 	for _, line := range stepsText(rep.Steps, rep.Capacity, rep.StepSLO) {

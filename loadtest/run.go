@@ -65,10 +65,9 @@ type runner struct {
 	hCPU1       float64 // and at its end
 	// The kernel's run queue (runqueue.go): seconds the gateway's threads
 	// (every process) and the harness's (all its processes) waited for a
-	// CPU so far, and at the start and end of traffic; runqOK once read.
+	// CPU so far, and at the start and end of traffic.
 	gwRunq, gwRunq0, gwRunq1 float64
 	hRunq, hRunq0, hRunq1    float64
-	runqOK                   bool
 	lastGw                   procSample
 	// The gateway's histograms (storeHists) over every gateway process so
 	// far, and copies at the start and end of traffic.
@@ -1136,7 +1135,6 @@ func (r *runner) sampler(ctx context.Context) {
 		if hQ.ok {
 			r.hRunq = max(r.hRunq, hQ.wait)
 		}
-		r.runqOK = r.runqOK || gwQ.ok || hQ.ok
 		if met.commit != nil || met.fsync != nil || met.send != nil || met.rt || met.lsm.ok {
 			if pid != prevMetPid {
 				prevMet = procSample{} // a new process: all it counted is new
