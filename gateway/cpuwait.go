@@ -85,8 +85,10 @@ func (c *cpuWaitCollector) readWait(dir string) (seconds float64, ok bool) {
 	seen := make(map[string]uint64, len(c.threads)+4)
 	total := c.total
 	err := schedstat.Read(dir, func(tid string, t schedstat.Thread) {
-		if prev := c.threads[tid]; t.Wait > prev {
+		if prev, ok := c.threads[tid]; ok && t.Wait >= prev {
 			total += t.Wait - prev
+		} else {
+			total += t.Wait // a new thread, or a new one given an exited one's id
 		}
 		seen[tid] = t.Wait
 	})

@@ -35,6 +35,11 @@ func TestCPUWaitSumsThreadsAcrossExits(t *testing.T) {
 	if got, _ := c.readWait(dir); got != 1.85 {
 		t.Fatalf("after a thread exited: %v s, want 1.85", got)
 	}
+	// Thread 10 exits and a new thread is given its id: all its wait is new.
+	thread("10", "2000000 50000000 3\n")
+	if got, _ := c.readWait(dir); got != 1.9 {
+		t.Fatalf("after an id was reused: %v s, want 1.9", got)
+	}
 	thread("12", "not a schedstat")
 	if _, ok := c.readWait(dir); ok {
 		t.Fatal("a malformed schedstat was read")
