@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -105,7 +106,11 @@ func (c *cpuWaitCollector) readWait(dir string) (seconds float64, ok bool) {
 // its own cgroup at the root of each mount, tried last. "" when there is
 // none with a throttled time.
 func cgroupCPUStat(root string, cg []byte) (path string, v1 bool) {
-	var v2, v1s []string
+	type candidate struct {
+		dir string
+		v1  bool // throttled_time, not v2's throttled_usec
+	}
+	var v2s, v1s []candidate
 	sc := bufio.NewScanner(bytes.NewReader(cg))
 	for sc.Scan() {
 		// hierarchy-ID:controller-list:cgroup-path
@@ -115,33 +120,28 @@ func cgroupCPUStat(root string, cg []byte) (path string, v1 bool) {
 		}
 		switch {
 		case parts[0] == "0" && parts[1] == "":
-			v2 = append(v2, filepath.Join(root, parts[2]), filepath.Join(root, "unified", parts[2]), root)
-		case controllerListHas(parts[1], "cpu"):
-			v1s = append(v1s, filepath.Join(root, parts[1], parts[2]), filepath.Join(root, parts[1]))
+			for _, dir := range []string{filepath.Join(root, parts[2]), filepath.Join(root, "unified", parts[2]), root} {
+				v2s = append(v2s, candidate{dir, false})
+			}
+		case slices.Contains(strings.Split(parts[1], ","), "cpu"):
+			for _, dir := range []string{filepath.Join(root, parts[1], parts[2]), filepath.Join(root, parts[1])} {
+				v1s = append(v1s, candidate{dir, true})
+			}
 		}
 	}
-	// A v2 cgroup has throttling figures only where the cpu controller is
-	// enabled; usage alone is there always.
-	for _, dir := range v2 {
-		if b, err := os.ReadFile(filepath.Join(dir, "cpu.stat")); err == nil && bytes.Contains(b, []byte("throttled_usec")) {
-			return filepath.Join(dir, "cpu.stat"), false
+	// v2 first. A v2 cgroup has throttling figures only where the cpu
+	// controller is enabled; usage alone is there always.
+	for _, c := range append(v2s, v1s...) {
+		key := "throttled_usec"
+		if c.v1 {
+			key = "throttled_time"
 		}
-	}
-	for _, dir := range v1s {
-		if b, err := os.ReadFile(filepath.Join(dir, "cpu.stat")); err == nil && bytes.Contains(b, []byte("throttled_time")) {
-			return filepath.Join(dir, "cpu.stat"), true
+		p := filepath.Join(c.dir, "cpu.stat")
+		if b, err := os.ReadFile(p); err == nil && bytes.Contains(b, []byte(key)) {
+			return p, c.v1
 		}
 	}
 	return "", false
-}
-
-func controllerListHas(list, name string) bool {
-	for _, c := range strings.Split(list, ",") {
-		if c == name {
-			return true
-		}
-	}
-	return false
 }
 
 // throttledSeconds reads the throttled time from a cpu.stat: v2's

@@ -153,25 +153,23 @@ func (t *postTransport) exchange(ctx context.Context, pc *postConn, req *http.Re
 	}
 	stop := context.AfterFunc(ctx, func() { pc.c.SetDeadline(time.Unix(1, 0)) })
 	defer func() {
-		if err != nil && ctx.Err() != nil {
-			err = ctx.Err()
+		if err != nil {
+			stop()
+			if ctx.Err() != nil {
+				err = ctx.Err()
+			}
 		}
 	}()
-	if err := req.Write(pc.bw); err != nil {
-		stop()
+	if err = req.Write(pc.bw); err == nil {
+		err = pc.bw.Flush()
+	}
+	if err != nil {
 		return nil, false, fmt.Errorf("write request: %w", err)
 	}
-	if err := pc.bw.Flush(); err != nil {
-		stop()
-		return nil, false, fmt.Errorf("write request: %w", err)
-	}
-	if _, err := pc.br.Peek(1); err != nil {
-		stop()
+	if _, err = pc.br.Peek(1); err != nil {
 		return nil, false, fmt.Errorf("read answer: %w", err)
 	}
-	resp, err = http.ReadResponse(pc.br, req)
-	if err != nil {
-		stop()
+	if resp, err = http.ReadResponse(pc.br, req); err != nil {
 		return nil, true, fmt.Errorf("read answer: %w", err)
 	}
 	resp.Body = &postBody{t: t, pc: pc, rc: resp.Body, stop: stop, keep: !resp.Close && !req.Close}

@@ -91,10 +91,7 @@ func sendOne(ctx context.Context, c *api.Client, key string) error {
 // each request arrives whole and each answer is decoded.
 func TestPostTransportKeepsConnectionsAlive(t *testing.T) {
 	s := newPostServer(t, false)
-	c, err := newPostClient(s.URL, "tok", 3, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := mustPostClient(t, s.URL, 3, "")
 	ctx := context.Background()
 	for i := range 50 {
 		resp, err := c.Send(ctx, "app", api.SendRequest{To: []string{"u1"}, Data: []byte(`{"i":1}`)}, "k")
@@ -137,10 +134,7 @@ func TestPostTransportKeepsConnectionsAlive(t *testing.T) {
 // new one, body and all, without an error to the caller.
 func TestPostTransportReconnects(t *testing.T) {
 	s := newPostServer(t, false)
-	c, err := newPostClient(s.URL, "tok", 2, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := mustPostClient(t, s.URL, 2, "")
 	ctx := context.Background()
 	for round := range 3 {
 		if err := sendOne(ctx, c, "k"); err != nil {
@@ -168,10 +162,7 @@ func TestPostTransportReconnects(t *testing.T) {
 // once with the context's error and gives its connection's slot back.
 func TestPostTransportErrorsAndCancel(t *testing.T) {
 	s := newPostServer(t, false)
-	c, err := newPostClient(s.URL, "tok", 1, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := mustPostClient(t, s.URL, 1, "")
 	ctx := context.Background()
 	s.status.Store(http.StatusServiceUnavailable)
 	for range 5 {
@@ -217,10 +208,7 @@ func TestPostTransportErrorsAndCancel(t *testing.T) {
 func TestPostTransportTLS(t *testing.T) {
 	s := newPostServer(t, true)
 	caPEM := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.Certificate().Raw}))
-	c, err := newPostClient(s.URL, "tok", 2, caPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := mustPostClient(t, s.URL, 2, caPEM)
 	if err := sendOne(context.Background(), c, "k"); err != nil {
 		t.Fatalf("over TLS with the CA: %v", err)
 	}
@@ -232,4 +220,15 @@ func TestPostTransportTLS(t *testing.T) {
 	if _, err := newPostClient("ftp://127.0.0.1:1", "tok", 1, ""); err == nil {
 		t.Fatal("an ftp URL was taken")
 	}
+}
+
+// mustPostClient is newPostClient with the token "tok", failing the test
+// on an error.
+func mustPostClient(t *testing.T, url string, conns int, caPEM string) *api.Client {
+	t.Helper()
+	c, err := newPostClient(url, "tok", conns, caPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

@@ -482,11 +482,7 @@ func (c *collector) seriesLocked() (seriesReport, []markReport) {
 		}
 		if row.sampled {
 			s.Online = append(s.Online, nf(row.online))
-			gs := nf(row.gwSessions)
-			if row.gwSessions < 0 {
-				gs = nan
-			}
-			s.GwSessions = append(s.GwSessions, gs)
+			s.GwSessions = append(s.GwSessions, unknownNaN(float64(row.gwSessions)))
 			rss := nf(row.rss / (1 << 20))
 			if row.rss == 0 {
 				rss = nan
@@ -496,11 +492,7 @@ func (c *collector) seriesLocked() (seriesReport, []markReport) {
 			s.HarnessCPU = append(s.HarnessCPU, nf(row.harnessCPU))
 			s.GwWaiting = append(s.GwWaiting, unknownNaN(row.gwWaiting))
 			s.HarnessWaiting = append(s.HarnessWaiting, unknownNaN(row.harnessWaiting))
-			g := nf(row.gor)
-			if row.gor < 0 {
-				g = nan
-			}
-			s.Goroutines = append(s.Goroutines, g)
+			s.Goroutines = append(s.Goroutines, unknownNaN(float64(row.gor)))
 		} else {
 			s.Online, s.GwSessions, s.RSSMiB = append(s.Online, nan), append(s.GwSessions, nan), append(s.RSSMiB, nan)
 			s.CPU, s.HarnessCPU, s.Goroutines = append(s.CPU, nan), append(s.HarnessCPU, nan), append(s.Goroutines, nan)
