@@ -43,7 +43,8 @@ type config struct {
 	postConns             int
 	checkMax              int // at most this many REST status checks
 	sloP99                time.Duration
-	rateSteps             []float64 // -rate-steps: offered rates in turn, each for -d / len
+	window                time.Duration // -window: the report's figures per window of the traffic
+	rateSteps             []float64     // -rate-steps: offered rates in turn, each for -d / len
 	progress              time.Duration
 	seed                  uint64
 	workers, perWorker    int
@@ -102,6 +103,7 @@ func newFlagSet(cfg *config, out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&cfg.deadline, "deadline", 0, "hard limit of the whole run; 0 derives it from the phases")
 	fs.IntVar(&cfg.postConns, "post-conns", 64, "concurrent REST connections of the message generator")
 	fs.IntVar(&cfg.checkMax, "check-max", 50000, "at most this many REST status checks of messages not seen (more count as unverified)")
+	fs.DurationVar(&cfg.window, "window", time.Minute, "the report also gives the figures of each window this long of the traffic, from its start (0: none)")
 	fs.DurationVar(&cfg.sloP99, "slo-p99", 0, "fail the run if the online end-to-end p99 exceeds this (0: report only); with -rate-steps it picks the highest step that meets it instead")
 	fs.Func("rate-steps", "offer these rates in turn (messages per second, comma-separated, e.g. 1000,2000,3000), each for -d divided by their number, instead of -rate; the report gives each step's figures", func(s string) error {
 		cfg.rateSteps = nil

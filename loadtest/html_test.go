@@ -20,9 +20,12 @@ func testReport() *report {
 			Redelivered: []int{0, 0, 0}, P50: []nf{nan, 1.5, 2}, P99: []nf{nan, 9, 12}, P999: []nf{nan, 30, 40},
 			Online: []nf{0, 10, 10}, GwSessions: []nf{nan, 10, 10}, RSSMiB: []nf{50, 60, 61}, CPU: []nf{0, 80, 90},
 			HarnessCPU: []nf{0, 20, 20}, Wakes: []int{0, 1, 0}, WakesOffline: []int{0, 1, 0}, Inbound: []nf{nan, 3, 3}},
-		Marks:    []markReport{{Name: "traffic", T: 0.5}, {Name: "kill -9", T: 1.2}, {Name: "restarted", T: 1.4}},
-		Steps:    []stepReport{{Offered: 1000, Accepted: 1000, P99: 12, KeptUp: true, MeetsSLO: true}, {Offered: 4000, Accepted: 2500, P99: 300}},
-		Capacity: 1000, StepSLO: 50 * time.Millisecond}
+		Marks: []markReport{{Name: "traffic", T: 0.5}, {Name: "kill -9", T: 1.2}, {Name: "restarted", T: 1.4}},
+		Steps: []stepReport{{Offered: 1000, span: span{Accepted: 1000, P99: 12}, KeptUp: true, MeetsSLO: true},
+			{Offered: 4000, span: span{Accepted: 2500, P99: 300}}},
+		Capacity: 1000, StepSLO: 50 * time.Millisecond,
+		Windows: []span{{FromS: 0, ToS: 60, Accepted: 4500, Wakes: 250, P99: 91.5, GatewayWaiting: 1.8, HarnessWaiting: nan},
+			{FromS: 60, ToS: 120, Accepted: 4900, Wakes: 3, P99: 47.25, GatewayWaiting: 1.5, HarnessWaiting: 1.1, Kills: 1}}}
 }
 
 // TestHTMLSelfContained checks the page has its plots inline and nothing
@@ -38,7 +41,8 @@ func TestHTMLSelfContained(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"FAIL", "1 of 10 deliveries lost", "a warning", "message &lt;x&gt; &amp; co", "kill -9",
-		"Rate steps", "fell behind", "p99 &lt;= 50ms: <b>1000 msgs/s</b>", "12 / 11 / 1 / 0 (380 events in 4 posts)"} {
+		"Rate steps", "fell behind", "p99 &lt;= 50ms: <b>1000 msgs/s</b>", "12 / 11 / 1 / 0 (380 events in 4 posts)",
+		"Per window of the traffic", "<td>0–60</td><td>4500</td><td>250</td><td>0.0 / 91.5 / 0.0</td>", "<td>1.8 / -</td>", "1 kill -9"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("the page lacks %q", want)
 		}

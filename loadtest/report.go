@@ -42,6 +42,8 @@ type report struct {
 	Steps    []stepReport  `json:"steps,omitempty"`
 	Capacity float64       `json:"capacity_per_s,omitempty"`
 	StepSLO  time.Duration `json:"-"` // -slo-p99, for the steps' table
+	// Windows are the traffic's figures per -window (windows.go).
+	Windows []span `json:"windows,omitempty"`
 }
 
 type planReport struct {
@@ -433,6 +435,7 @@ func (r *runner) report(ch *checks) *report {
 		rep.Series, rep.Marks = c.seriesLocked()
 		rep.Steps, rep.Capacity = c.stepsLocked(cfg.rateSteps, r.trafficEnd, cfg.sloP99)
 		rep.StepSLO = cfg.sloP99
+		rep.Windows = c.windowsLocked(r.trafficStart, r.trafficEnd, cfg.window)
 		var delivTraffic int
 		if !r.trafficStart.IsZero() {
 			a := int(r.trafficStart.Sub(c.t0) / time.Second)
@@ -574,6 +577,9 @@ func (rep *report) summary() string {
 			h.P50, h.P99, h.Count)
 	}
 	for _, line := range stepsText(rep.Steps, rep.Capacity, rep.StepSLO) {
+		p("%s", line)
+	}
+	for _, line := range windowsText(rep.Windows) {
 		p("%s", line)
 	}
 	w := ch.Wakes

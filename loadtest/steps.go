@@ -11,20 +11,10 @@ import (
 
 // stepReport is one -rate-steps step.
 type stepReport struct {
-	Offered    float64 `json:"offered_per_s"`
-	FromS      float64 `json:"from_s"` // the seconds measured, since the run's start
-	ToS        float64 `json:"to_s"`
-	Accepted   float64 `json:"accepted_per_s"`
-	Delivered  float64 `json:"delivered_per_s"`
-	P50        float64 `json:"p50_ms"` // online devices' end-to-end latency
-	P99        float64 `json:"p99_ms"`
-	P999       float64 `json:"p999_ms"`
-	PostP50    float64 `json:"post_p50_ms"` // REST alone: first attempt to 202
-	PostP99    float64 `json:"post_p99_ms"`
-	GatewayCPU float64 `json:"gateway_cpu_pct"`
-	HarnessCPU float64 `json:"harness_cpu_pct"`
-	KeptUp     bool    `json:"kept_up"` // accepted at least keptUpShare of the offer
-	MeetsSLO   bool    `json:"meets_slo"`
+	Offered float64 `json:"offered_per_s"`
+	span
+	KeptUp   bool `json:"kept_up"` // accepted at least keptUpShare of the offer
+	MeetsSLO bool `json:"meets_slo"`
 }
 
 const (
@@ -51,41 +41,9 @@ func (c *collector) stepsLocked(rates []float64, trafficEnd time.Time, slo time.
 		}
 		warm := min(stepWarmup, time.Duration(end-m.At)/4)
 		from, to := sec(m.At+int64(warm)), sec(end) // whole seconds in [from, to)
-		st := stepReport{Offered: rates[min(i, len(rates)-1)], FromS: float64(from), ToS: float64(to)}
-		var lat, post hist
-		var acc, del, cpu, hcpu float64
-		secs, sampled := 0, 0
-		for j := max(from, 0); j < min(to, len(c.series)); j++ {
-			row := &c.series[j]
-			secs++
-			acc += float64(row.accepted)
-			del += float64(row.delivered)
-			if row.lat != nil {
-				lat.merge(row.lat)
-			}
-			if row.post != nil {
-				post.merge(row.post)
-			}
-			if row.sampled {
-				sampled++
-				cpu += row.cpu
-				hcpu += row.harnessCPU
-			}
-		}
-		if secs > 0 {
-			st.Accepted, st.Delivered = acc/float64(secs), del/float64(secs)
-		}
-		if sampled > 0 {
-			st.GatewayCPU, st.HarnessCPU = cpu/float64(sampled), hcpu/float64(sampled)
-		}
-		if lat.n > 0 {
-			st.P50, st.P99, st.P999 = ms(lat.quantile(0.5)), ms(lat.quantile(0.99)), ms(lat.quantile(0.999))
-		}
-		if post.n > 0 {
-			st.PostP50, st.PostP99 = ms(post.quantile(0.5)), ms(post.quantile(0.99))
-		}
-		st.KeptUp = secs > 0 && st.Accepted >= keptUpShare*st.Offered
-		st.MeetsSLO = st.KeptUp && lat.n > 0 && (slo <= 0 || st.P99 <= ms(slo))
+		st := stepReport{Offered: rates[min(i, len(rates)-1)], span: c.spanLocked(from, to)}
+		st.KeptUp = st.seconds > 0 && st.Accepted >= keptUpShare*st.Offered
+		st.MeetsSLO = st.KeptUp && st.latencies > 0 && (slo <= 0 || st.P99 <= ms(slo))
 		if st.MeetsSLO {
 			capacity = max(capacity, st.Offered)
 		}

@@ -1,0 +1,74 @@
+package main
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestWindowsFromSeries: 130 s of traffic in windows of a minute: the
+// first minute's wake storm and slow deliveries stay in its row, the
+// second minute's kill in its own, and the last 10 s (under a quarter
+// window) join the second.
+func TestWindowsFromSeries(t *testing.T) {
+	t0 := time.Unix(2_000_000, 0)
+	c := &collector{t0: t0}
+	start, end := t0.Add(20*time.Second), t0.Add(150*time.Second)
+	c.series = make([]secStat, 155)
+	for s := 20; s < 150; s++ {
+		row := &c.series[s]
+		row.accepted, row.delivered = 5000, 8000
+		lat := 40 * time.Millisecond
+		if s < 80 {
+			row.wakes, lat = 250, 90*time.Millisecond
+		}
+		row.lat, row.post = new(hist), new(hist)
+		for range 200 {
+			row.lat.add(lat)
+			row.post.add(lat / 2)
+		}
+		row.sampled, row.cpu, row.harnessCPU = true, 110, 60
+		row.gwWaiting, row.harnessWaiting = 1.5, -1 // the harness's not measured
+	}
+	c.kills = []mark{{Name: "kill -9", At: t0.Add(100 * time.Second).UnixNano()}}
+
+	ws := c.windowsLocked(start, end, time.Minute)
+	if len(ws) != 2 {
+		t.Fatalf("%d windows, want 2: %+v", len(ws), ws)
+	}
+	first, second := ws[0], ws[1]
+	if first.FromS != 20 || first.ToS != 80 || second.FromS != 80 || second.ToS != 150 {
+		t.Errorf("windows %v-%v and %v-%v, want 20-80 and 80-150", first.FromS, first.ToS, second.FromS, second.ToS)
+	}
+	if first.Wakes != 250 || first.P99 < 85 || first.P99 > 95 || first.Kills != 0 {
+		t.Errorf("first window: %+v", first)
+	}
+	if second.Wakes != 0 || second.P99 < 38 || second.P99 > 42 || second.PostP99 > 21 || second.Kills != 1 {
+		t.Errorf("second window: %+v", second)
+	}
+	if first.Accepted != 5000 || first.Delivered != 8000 || first.GatewayCPU != 110 || first.GatewayWaiting != 1.5 {
+		t.Errorf("first window's rates: %+v", first)
+	}
+	b, err := json.Marshal(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"harness_threads_waiting_for_cpu":null`) {
+		t.Errorf("an unmeasured wait should be null: %s", b)
+	}
+	text := strings.Join(windowsText(ws), "\n")
+	for _, want := range []string{"20-80", "1.5 / -", "(1 kill -9)"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the table lacks %q:\n%s", want, text)
+		}
+	}
+
+	// No table for traffic of one window or less, or with -window 0.
+	if ws := c.windowsLocked(start, start.Add(time.Minute), time.Minute); ws != nil {
+		t.Errorf("one minute of traffic: %d windows", len(ws))
+	}
+	if ws := c.windowsLocked(start, end, 0); ws != nil {
+		t.Errorf("-window 0: %d windows", len(ws))
+	}
+}
