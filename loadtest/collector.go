@@ -155,6 +155,9 @@ func (c *collector) addStep(name string) {
 	c.steps = append(c.steps, mark{Name: name, At: time.Now().UnixNano()})
 }
 
+// killMark names a kill -9 among the marks of kills and restarts.
+const killMark = "kill -9"
+
 func (c *collector) addKill(name string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

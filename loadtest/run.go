@@ -831,7 +831,7 @@ func (r *runner) chaos(until time.Time) {
 			return
 		}
 		pid := g.pid()
-		r.col.addKill("kill -9")
+		r.col.addKill(killMark)
 		t0 := time.Now()
 		g.kill()
 		ph := restartPhases{ExitedS: time.Since(t0).Seconds()}

@@ -85,7 +85,7 @@ func (c *collector) spanLocked(from, to int) span {
 	}
 	t0 := c.t0.UnixNano()
 	for _, k := range c.kills {
-		if s := int((k.At - t0) / int64(time.Second)); s >= from && s < to {
+		if s := int((k.At - t0) / int64(time.Second)); k.Name == killMark && s >= from && s < to {
 			st.Kills++
 		}
 	}

@@ -31,7 +31,7 @@ func TestWindowsFromSeries(t *testing.T) {
 		row.sampled, row.cpu, row.harnessCPU = true, 110, 60
 		row.gwWaiting, row.harnessWaiting = 1.5, -1 // the harness's not measured
 	}
-	c.kills = []mark{{Name: "kill -9", At: t0.Add(100 * time.Second).UnixNano()}}
+	c.kills = []mark{{Name: killMark, At: t0.Add(100 * time.Second).UnixNano()}, {Name: "restarted", At: t0.Add(108 * time.Second).UnixNano()}}
 
 	ws := c.windowsLocked(start, end, time.Minute)
 	if len(ws) != 2 {
