@@ -64,6 +64,10 @@ func TestReportJSONNulls(t *testing.T) {
 	if !strings.Contains(string(b), `"p50_ms":[null,1.5,2]`) {
 		t.Errorf("NaN should encode as null: %s", b)
 	}
+	// A step's figures are its span's, at the top level of the step.
+	if !strings.Contains(string(b), `{"offered_per_s":1000,"from_s":0,"to_s":0,"accepted_per_s":1000,`) {
+		t.Errorf("a step's figures are not where they were: %s", b)
+	}
 	if s := testReport().summary(); !strings.Contains(s, "FAIL") || !strings.Contains(s, "lost 1") {
 		t.Errorf("summary: %s", s)
 	}
