@@ -9,8 +9,9 @@ import (
 // The report's figures per window of the traffic (-window, a minute by
 // default): a whole run's p99 can hide that one minute set it. In the
 // default soak the offline devices spend their hourly wake budget in the
-// first minute or two, and each wake is a full login on both sides; a kill
-// run's minutes each hold a restart. The rows say which.
+// first minute or two, and each wake is a full login on both sides; in a
+// kill run, a minute with a kill holds the restart and the logins after
+// it. The rows say which.
 
 // span is the figures of whole seconds [FromS, ToS) of the series.
 type span struct {
