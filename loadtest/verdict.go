@@ -131,6 +131,7 @@ func (r *runner) verdict() *checks {
 	for k, v := range c.examples {
 		ch.Examples[k] = v
 	}
+	postP50 := c.latPost.quantile(0.5)
 	c.mu.Unlock()
 	r.wakeCheck(ch)
 	if r.wh != nil {
@@ -176,6 +177,11 @@ func (r *runner) verdict() *checks {
 	}
 	if w := r.saturation(); w != "" {
 		ch.Warnings = append(ch.Warnings, w)
+	}
+	if g := r.gen; g != nil {
+		if w := lagWarning(g.offered.Load(), g.skipped.Load(), r.cfg.postConns, postP50); w != "" {
+			ch.Warnings = append(ch.Warnings, w)
+		}
 	}
 	if st := storeSummary(r.store0, r.store1); st != nil && st.LSM != nil {
 		if l := st.LSM; l.WriteStalls > 0 {
@@ -468,4 +474,23 @@ func saturationWarning(cores int, trafficS float64, u cpuUse, local bool) string
 	}
 	return fmt.Sprintf("this machine's %d cores were %.0f%% busy with the harness alone during traffic (%.2f cores)%s: "+
 		"the latencies include the harness waiting for a CPU; give it more cores, or run several harnesses on other machines", cores, busy*100, h, waiting)
+}
+
+// lagWarning says when the generator sent noticeably less than it was to
+// offer: its senders were all waiting for answers, so messages were
+// skipped (more than 2 s late) and the latencies are those of the rate
+// reached, not of the rate asked. One connection carries about one POST
+// per REST round trip.
+func lagWarning(offered, skipped uint64, conns int, postP50 time.Duration) string {
+	if offered == 0 || float64(skipped) <= (1-keptUpShare)*float64(offered) {
+		return ""
+	}
+	carry := ""
+	if postP50 > 0 {
+		carry = fmt.Sprintf(" (%d connections at a REST p50 of %.1f ms carry about %.0f POSTs a second)",
+			conns, ms(postP50), float64(conns)/postP50.Seconds())
+	}
+	return fmt.Sprintf("the generator fell behind: it skipped %d of the %d messages it was to offer (%.0f%%), as every one of its -post-conns %d connections was waiting for an answer or retrying%s; "+
+		"the latencies are those of the rate reached; -post-conns raises the concurrency if the gateway has capacity left",
+		skipped, offered, 100*float64(skipped)/float64(offered), conns, carry)
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestSaturationWarning(t *testing.T) {
@@ -41,6 +42,21 @@ func TestSaturationWarning(t *testing.T) {
 		}
 		if !strings.Contains(got, c.want) || !strings.Contains(got, c.also) {
 			t.Errorf("%s: %q, want it to say %q and %q", c.name, got, c.want, c.also)
+		}
+	}
+}
+
+func TestLagWarning(t *testing.T) {
+	if w := lagWarning(1_500_000, 20_000, 64, 20*time.Millisecond); w != "" {
+		t.Errorf("1.3%% skipped should not warn: %s", w)
+	}
+	if w := lagWarning(0, 0, 64, 0); w != "" {
+		t.Errorf("nothing offered should not warn: %s", w)
+	}
+	w := lagWarning(1_500_000, 300_000, 64, 20*time.Millisecond)
+	for _, want := range []string{"skipped 300000 of the 1500000", "(20%)", "64 connections at a REST p50 of 20.0 ms carry about 3200 POSTs a second", "-post-conns"} {
+		if !strings.Contains(w, want) {
+			t.Errorf("warning lacks %q: %s", want, w)
 		}
 	}
 }
