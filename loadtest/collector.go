@@ -379,6 +379,9 @@ type sampleRow struct {
 	// Threads waiting for a CPU on the kernel's run queue, on average over
 	// the second (runqueue.go); -1: unknown.
 	gwWaiting, harnessWaiting float64
+	// The gateway's handler timings of the send route so far, over all
+	// its processes (storehist.go); empty when not read.
+	send promHist
 }
 
 // sample records the per-second figures measured outside the collector.

@@ -131,14 +131,15 @@ td.n{text-align:right;font-variant-numeric:tabular-nums} pre{background:#f6f8fa;
 	}
 
 	if len(rep.Windows) > 0 {
-		w("<h2>Per window of the traffic</h2>\n<table>\n<tr><th>seconds</th><th>accepted/s</th><th>wakes/s</th><th>e2e p50 / p99 / p99.9 ms</th><th>REST p50 / p99 ms</th><th>CPU gateway / harness</th><th>threads waiting for a CPU, gateway / harness</th><th></th></tr>\n")
+		w("<h2>Per window of the traffic</h2>\n<table>\n<tr><th>seconds</th><th>accepted/s</th><th>wakes/s</th><th>e2e p50 / p99 / p99.9 ms</th><th>REST p50 / p99 ms (in the gateway's handler)</th><th>CPU gateway / harness</th><th>threads waiting for a CPU, gateway / harness</th><th></th></tr>\n")
 		for _, s := range rep.Windows {
 			note := ""
 			if s.Kills > 0 {
 				note = fmt.Sprintf("%d kill -9", s.Kills)
 			}
-			w("<tr><td>%.0f–%.0f</td><td>%.0f</td><td>%.0f</td><td>%.1f / %.1f / %.1f</td><td>%.1f / %.1f</td><td>%.0f %% / %.0f %%</td><td>%s</td><td>%s</td></tr>\n",
-				s.FromS, s.ToS, s.Accepted, s.Wakes, s.P50, s.P99, s.P999, s.PostP50, s.PostP99, s.GatewayCPU, s.HarnessCPU, e(waitingPair(s.GatewayWaiting, s.HarnessWaiting)), e(note))
+			w("<tr><td>%.0f–%.0f</td><td>%.0f</td><td>%.0f</td><td>%.1f / %.1f / %.1f</td><td>%.1f / %.1f %s</td><td>%.0f %% / %.0f %%</td><td>%s</td><td>%s</td></tr>\n",
+				s.FromS, s.ToS, s.Accepted, s.Wakes, s.P50, s.P99, s.P999, s.PostP50, s.PostP99, e(handlerPair(s.HandlerP50, s.HandlerP99)),
+				s.GatewayCPU, s.HarnessCPU, e(waitingPair(s.GatewayWaiting, s.HarnessWaiting)), e(note))
 		}
 		w("</table>\n")
 	}

@@ -1156,10 +1156,11 @@ func (r *runner) sampler(ctx context.Context) {
 		r.harnessPeak.rss = max(r.harnessPeak.rss, h.rss)
 		r.harnessPeak.cpu = max(r.harnessPeak.cpu, h.cpu)
 		r.peakOnline = max(r.peakOnline, tot.Online)
+		send := r.store.send.clone()
 		r.mu.Unlock()
 		if r.col != nil {
 			r.col.sample(now, sampleRow{online: tot.Online, gwSessions: gwSessions, inbound: tot.InboundOK, rss: gw.rss, cpu: cpu,
-				harnessCPU: hcpu, gor: gw.gor, gwWaiting: gwWaiting, harnessWaiting: hWaiting})
+				harnessCPU: hcpu, gor: gw.gor, gwWaiting: gwWaiting, harnessWaiting: hWaiting, send: send})
 		}
 	}
 }

@@ -15,16 +15,20 @@ import (
 
 // span is the figures of whole seconds [FromS, ToS) of the series.
 type span struct {
-	FromS      float64 `json:"from_s"` // since the run's start
-	ToS        float64 `json:"to_s"`
-	Accepted   float64 `json:"accepted_per_s"`
-	Delivered  float64 `json:"delivered_per_s"`
-	Wakes      float64 `json:"wakes_per_s"`
-	P50        float64 `json:"p50_ms"` // online devices' end-to-end latency
-	P99        float64 `json:"p99_ms"`
-	P999       float64 `json:"p999_ms"`
-	PostP50    float64 `json:"post_p50_ms"` // REST alone: first attempt to 202
-	PostP99    float64 `json:"post_p99_ms"`
+	FromS     float64 `json:"from_s"` // since the run's start
+	ToS       float64 `json:"to_s"`
+	Accepted  float64 `json:"accepted_per_s"`
+	Delivered float64 `json:"delivered_per_s"`
+	Wakes     float64 `json:"wakes_per_s"`
+	P50       float64 `json:"p50_ms"` // online devices' end-to-end latency
+	P99       float64 `json:"p99_ms"`
+	P999      float64 `json:"p999_ms"`
+	PostP50   float64 `json:"post_p50_ms"` // REST alone: first attempt to 202
+	PostP99   float64 `json:"post_p99_ms"`
+	// The same route in the gateway's handler, from its histogram (null
+	// when not read: a remote gateway without -metrics-url).
+	HandlerP50 nf      `json:"handler_p50_ms"`
+	HandlerP99 nf      `json:"handler_p99_ms"`
 	GatewayCPU float64 `json:"gateway_cpu_pct"`
 	HarnessCPU float64 `json:"harness_cpu_pct"`
 	// Threads ready but waiting for a CPU, on average (runqueue.go);
@@ -84,6 +88,16 @@ func (c *collector) spanLocked(from, to int) span {
 	if post.n > 0 {
 		st.PostP50, st.PostP99 = ms(post.quantile(0.5)), ms(post.quantile(0.99))
 	}
+	st.HandlerP50, st.HandlerP99 = nf(math.NaN()), nf(math.NaN())
+	if h0, h1 := c.sendAtLocked(from), c.sendAtLocked(to); h1 != nil {
+		d := h1.clone()
+		if h0 != nil {
+			d = h1.minus(*h0)
+		}
+		if d.count > 0 {
+			st.HandlerP50, st.HandlerP99 = nf(d.quantile(0.5)*1e3), nf(d.quantile(0.99)*1e3)
+		}
+	}
 	t0 := c.t0.UnixNano()
 	for _, k := range c.kills {
 		if s := int((k.At - t0) / int64(time.Second)); k.Name == killMark && s >= from && s < to {
@@ -91,6 +105,17 @@ func (c *collector) spanLocked(from, to int) span {
 		}
 	}
 	return st
+}
+
+// sendAtLocked returns the gateway's send-route histogram as last read
+// before second i (the sample of an earlier second), or nil; mu is held.
+func (c *collector) sendAtLocked(i int) *promHist {
+	for j := min(i, len(c.series)) - 1; j >= 0; j-- {
+		if row := &c.series[j]; row.sampled && len(row.send.le) > 0 {
+			return &row.send
+		}
+	}
+	return nil
 }
 
 func meanOrNaN(sum float64, n int) nf {
@@ -128,15 +153,15 @@ func windowsText(ws []span) []string {
 	if len(ws) == 0 {
 		return nil
 	}
-	lines := []string{"windows   seconds    accepted/s  wakes/s  e2e p50 / p99 / p99.9 ms   REST p50 / p99 ms  CPU gateway / harness  threads waiting"}
+	lines := []string{"windows   seconds    accepted/s  wakes/s  e2e p50 / p99 / p99.9 ms   REST p50 / p99 ms (in the handler)  CPU gateway / harness  threads waiting"}
 	for _, s := range ws {
 		kills := ""
 		if s.Kills > 0 {
 			kills = fmt.Sprintf("  (%d kill -9)", s.Kills)
 		}
-		lines = append(lines, fmt.Sprintf("          %4.0f-%-4.0f  %10.0f  %7.0f  %6.1f / %6.1f / %6.1f  %7.1f / %7.1f  %8.0f %% / %4.0f %%  %s%s",
-			s.FromS, s.ToS, s.Accepted, s.Wakes, s.P50, s.P99, s.P999, s.PostP50, s.PostP99, s.GatewayCPU, s.HarnessCPU,
-			waitingPair(s.GatewayWaiting, s.HarnessWaiting), kills))
+		lines = append(lines, fmt.Sprintf("          %4.0f-%-4.0f  %10.0f  %7.0f  %6.1f / %6.1f / %6.1f  %7.1f / %7.1f %-13s  %8.0f %% / %4.0f %%  %s%s",
+			s.FromS, s.ToS, s.Accepted, s.Wakes, s.P50, s.P99, s.P999, s.PostP50, s.PostP99, handlerPair(s.HandlerP50, s.HandlerP99),
+			s.GatewayCPU, s.HarnessCPU, waitingPair(s.GatewayWaiting, s.HarnessWaiting), kills))
 	}
 	return lines
 }
@@ -150,4 +175,12 @@ func waitingPair(gw, h nf) string {
 		return fmt.Sprintf("%.1f", float64(v))
 	}
 	return f(gw) + " / " + f(h)
+}
+
+// handlerPair is "(7.3 / 44.4)", or "" when the handler was not read.
+func handlerPair(p50, p99 nf) string {
+	if math.IsNaN(float64(p99)) {
+		return ""
+	}
+	return fmt.Sprintf("(%.1f / %.1f)", float64(p50), float64(p99))
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,19 @@ func TestWindowsFromSeries(t *testing.T) {
 	c := &collector{t0: t0}
 	start, end := t0.Add(20*time.Second), t0.Add(150*time.Second)
 	c.series = make([]secStat, 155)
+	// The gateway's handler histogram, cumulative as read each second:
+	// before the traffic 1,000 slow requests (+Inf), then 100 a second
+	// under 10 ms in the first window and under 5 ms after.
+	le := []float64{0.005, 0.01, 0.05, math.Inf(1)}
+	send := promHist{le: le, cum: make([]float64, 4)}
+	observe := func(bucket int, n float64) {
+		for i := bucket; i < len(le); i++ {
+			send.cum[i] += n
+		}
+		send.count += n
+	}
+	observe(3, 1000)
+	c.series[19].sampled, c.series[19].send, c.series[19].gwWaiting, c.series[19].harnessWaiting = true, send.clone(), -1, -1
 	for s := 20; s < 150; s++ {
 		row := &c.series[s]
 		row.accepted, row.delivered = 5000, 8000
@@ -30,6 +44,12 @@ func TestWindowsFromSeries(t *testing.T) {
 		}
 		row.sampled, row.cpu, row.harnessCPU = true, 110, 60
 		row.gwWaiting, row.harnessWaiting = 1.5, -1 // the harness's not measured
+		if s < 80 {
+			observe(1, 100)
+		} else {
+			observe(0, 100)
+		}
+		row.send = send.clone()
 	}
 	c.kills = []mark{{Name: killMark, At: t0.Add(100 * time.Second).UnixNano()}, {Name: "restarted", At: t0.Add(108 * time.Second).UnixNano()}}
 
@@ -50,6 +70,14 @@ func TestWindowsFromSeries(t *testing.T) {
 	if first.Accepted != 5000 || first.Delivered != 8000 || first.GatewayCPU != 110 || first.GatewayWaiting != 1.5 {
 		t.Errorf("first window's rates: %+v", first)
 	}
+	// Each window's handler figures are its own requests': not the slow
+	// ones before the traffic, not the first window's in the second.
+	if p99 := float64(first.HandlerP99); p99 <= 5 || p99 > 10 {
+		t.Errorf("first window's handler p99 %.2f ms, want in (5, 10]", p99)
+	}
+	if p99 := float64(second.HandlerP99); p99 <= 0 || p99 > 5 {
+		t.Errorf("second window's handler p99 %.2f ms, want in (0, 5]", p99)
+	}
 	b, err := json.Marshal(first)
 	if err != nil {
 		t.Fatal(err)
@@ -58,7 +86,7 @@ func TestWindowsFromSeries(t *testing.T) {
 		t.Errorf("an unmeasured wait should be null: %s", b)
 	}
 	text := strings.Join(windowsText(ws), "\n")
-	for _, want := range []string{"20-80", "1.5 / -", "(1 kill -9)"} {
+	for _, want := range []string{"20-80", "1.5 / -", "(1 kill -9)", "(7.5 / 10.0)"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("the table lacks %q:\n%s", want, text)
 		}
