@@ -1089,14 +1089,11 @@ func (r *runner) sampler(ctx context.Context) {
 		}
 		// Threads waiting for a CPU, on average over the second.
 		gwWait, gwWaiting := 0.0, -1.0
-		switch {
-		case gwQ.ok && prevGwQ.ok && pid == prevPid:
-			gwWait = max(gwQ.wait-prevGwQ.wait, 0)
-		case gwQ.ok:
-			gwWait = gwQ.wait // a new process
-		}
-		if gwQ.ok && dt > 0 {
-			gwWaiting = gwWait / dt
+		if w, ok := gatewayWait(gwQ, prevGwQ, pid, prevPid, r.tgt.local != nil); ok {
+			gwWait = w
+			if dt > 0 {
+				gwWaiting = gwWait / dt
+			}
 		}
 		prevGw, prevPid, prevGwQ = gw, pid, gwQ
 		h := readProc(os.Getpid(), false)

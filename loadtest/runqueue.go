@@ -40,3 +40,19 @@ func (q runQueue) add(o runQueue) runQueue {
 	}
 	return runQueue{run: q.run + o.run, wait: q.wait + o.wait, ok: true}
 }
+
+// gatewayWait returns what the gateway's threads waited since the last
+// sample, from the cumulative readings cur and prev (of processes pid and
+// prevPid), and whether that is known. A local gateway's new process
+// waited all of its count since then. A reading after a failed one (a
+// scrape that timed out) is not a new process: its count covers more than
+// the sample, so it only starts the count again, as the CPU's does.
+func gatewayWait(cur, prev runQueue, pid, prevPid int, local bool) (float64, bool) {
+	switch {
+	case cur.ok && prev.ok && pid == prevPid:
+		return max(cur.wait-prev.wait, 0), true
+	case cur.ok && local && pid != prevPid:
+		return cur.wait, true
+	}
+	return 0, false
+}
