@@ -527,7 +527,8 @@ func (g *Gateway) readBodyInto(w http.ResponseWriter, r *http.Request, buf []byt
 // bodyPool holds the buffers the bodies of POST .../messages, the request
 // every message comes in by, are read into: the handler decodes what it
 // keeps into copies and gives the buffer back. A fresh buffer per POST was
-// 4 % of the gateway's allocations in the soak.
+// 4 % of the gateway's allocations in the soak. Their 202 answers are
+// encoded into one too.
 var bodyPool = bufpool.New(1024, 64<<10)
 
 // bodyTime is how long a request body of n bytes (-1: unknown, up to max)

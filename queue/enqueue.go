@@ -128,7 +128,15 @@ type idemRecord struct {
 func appendIdemRecord(b, hash []byte, res *EnqueueResult) []byte {
 	b = append(b, `{"h":"`...)
 	b = base64.StdEncoding.AppendEncode(b, hash)
-	b = append(b, `","r":{"messages":`...)
+	b = append(b, `","r":`...)
+	b = res.AppendJSON(b)
+	return append(b, '}')
+}
+
+// AppendJSON appends json.Marshal(res) to b, byte for byte, without
+// reflection: the REST API's 202 answer and the stored idempotent replay.
+func (res *EnqueueResult) AppendJSON(b []byte) []byte {
+	b = append(b, `{"messages":`...)
 	if res.Messages == nil {
 		b = append(b, "null"...)
 	} else {
@@ -147,7 +155,7 @@ func appendIdemRecord(b, hash []byte, res *EnqueueResult) []byte {
 		}
 		b = append(b, ']')
 	}
-	return append(b, "}}"...)
+	return append(b, '}')
 }
 
 // Enqueue makes one message per recipient durable and returns only after

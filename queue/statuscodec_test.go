@@ -113,8 +113,9 @@ func TestMarshalEventMatchesJSON(t *testing.T) {
 	}
 }
 
-// The idempotency record is written by hand: it must be what json.Marshal
-// wrote (a replay after an upgrade reads either), and read back.
+// The idempotency record and the 202 answer in it are written by hand:
+// they must be what json.Marshal wrote (a replay after an upgrade reads
+// either, and clients decode the answer), and read back.
 func TestIdemRecordMatchesJSON(t *testing.T) {
 	hash := []byte("0123456789abcdef0123456789abcdef")
 	for _, res := range []*EnqueueResult{
@@ -130,6 +131,9 @@ func TestIdemRecordMatchesJSON(t *testing.T) {
 		want, err := json.Marshal(idemRecord{Hash: hash, Result: rv})
 		if err != nil {
 			t.Fatal(err)
+		}
+		if got := res.AppendJSON([]byte("x")); string(got) != "x"+string(rv) {
+			t.Errorf("AppendJSON: got  %s\nwant x%s", got, rv)
 		}
 		got := appendIdemRecord([]byte("x"), hash, res)
 		if string(got) != "x"+string(want) {

@@ -387,7 +387,7 @@ func (s *Session) startTLS() CloseReason {
 		s.srv.m.handshakes.WithLabelValues(s.kind, "tls_failed").Inc()
 		return ReasonConnLost
 	}
-	tt.conn.SetWriteDeadline(time.Time{})
+	tt.setWriteDeadline(time.Time{})
 	tt.conn.SetReadDeadline(s.started.Add(s.srv.cfg.AuthTimeout)) // one budget for TLS and SASL
 	s.state |= StateSecure
 	s.domain = ""
@@ -473,7 +473,7 @@ func (s *Session) flush() {
 		sent := s.sentIDs
 		s.sentIDs = nil
 		s.mu.Unlock()
-		t.setWriteDeadline(time.Now().Add(writeTimeout))
+		t.extendWriteDeadline(time.Now())
 		werr := t.write(frames)
 		releaseFrames(bufs) // written or failed: the transport holds none
 		if werr != nil {

@@ -35,6 +35,8 @@ type transport interface {
 	// setReadDeadline bounds the next read; setWriteDeadline the writes.
 	setReadDeadline(t time.Time)
 	setWriteDeadline(t time.Time)
+	// extendWriteDeadline bounds the writes to come by about writeTimeout.
+	extendWriteDeadline(now time.Time)
 	close() error
 	remoteAddr() net.Addr
 	kind() string
@@ -120,6 +122,8 @@ type connReader struct {
 	// dl is the read deadline last set, in Unix nanoseconds (0: none):
 	// parking restores it after probing, and arms the idle timer with it.
 	dl  atomic.Int64
+	// wdl is the write deadline last set, in Unix nanoseconds (0: none).
+	wdl atomic.Int64
 	raw syscall.RawConn // the socket, once the session parked
 }
 
@@ -149,7 +153,25 @@ func (c *connReader) readErr(err error) error {
 
 func (c *connReader) remoteAddr() net.Addr { return c.conn.RemoteAddr() }
 
-func (c *connReader) setWriteDeadline(d time.Time) { c.conn.SetWriteDeadline(d) }
+func (c *connReader) setWriteDeadline(d time.Time) {
+	ns := int64(0)
+	if !d.IsZero() {
+		ns = d.UnixNano()
+	}
+	c.wdl.Store(ns)
+	c.conn.SetWriteDeadline(d)
+}
+
+// extendWriteDeadline bounds the writes to come by writeTimeout from now,
+// give or take a quarter of it: the deadline moves only when it is a
+// quarter of writeTimeout behind. Moving the runtime's timer on every
+// flush was 1.5 % of the gateway's CPU in the soak.
+func (c *connReader) extendWriteDeadline(now time.Time) {
+	d := now.Add(writeTimeout)
+	if w := c.wdl.Load(); w == 0 || d.UnixNano()-w >= int64(writeTimeout/4) {
+		c.setWriteDeadline(d)
+	}
+}
 
 type tcpTransport struct {
 	connReader

@@ -116,7 +116,7 @@ func (t *wsTransport) writeControl(frame []byte) {
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
 	if !t.closed {
-		t.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+		t.setWriteDeadline(time.Now().Add(writeTimeout))
 		t.conn.Write(frame)
 	}
 }
@@ -167,7 +167,7 @@ func (t *wsTransport) close() error {
 			code = wsproto.CloseNormal
 		}
 		failed = code != wsproto.CloseNormal && code != wsproto.CloseGoingAway
-		t.conn.SetWriteDeadline(time.Now().Add(time.Second))
+		t.setWriteDeadline(time.Now().Add(time.Second))
 		t.conn.Write(wsproto.AppendClose(nil, code, ""))
 	}
 	t.wmu.Unlock()
