@@ -121,7 +121,7 @@ type connReader struct {
 	br   poolReader
 	// dl is the read deadline last set, in Unix nanoseconds (0: none):
 	// parking restores it after probing, and arms the idle timer with it.
-	dl  atomic.Int64
+	dl atomic.Int64
 	// wdl is the write deadline last set, in Unix nanoseconds (0: none).
 	wdl atomic.Int64
 	raw syscall.RawConn // the socket, once the session parked
