@@ -46,9 +46,12 @@ type collector struct {
 	lastProgress    time.Time
 
 	latOnline, latOffline hist
-	latPost               hist // first attempt of a POST to its 202
-	series                []secStat
-	examples              map[string][]string
+	// latSocket is latOnline up to the kernel's receive time at the
+	// device's socket (stamp_linux.go), where that is known.
+	latSocket hist
+	latPost   hist // first attempt of a POST to its 202
+	series    []secStat
+	examples  map[string][]string
 
 	trans    [][]int64 // per device: +t when it came up, -t when it went down (unix ns)
 	lastRecv []int64   // per device: when it last received a message (unix ns)
@@ -107,6 +110,7 @@ type secStat struct {
 	sampleRow
 	sampled bool
 	lat     *hist // online devices' first deliveries
+	sock    *hist // the same, up to the receive time at the socket, where known
 	post    *hist // POSTs answered 202 this second: first attempt to 202
 }
 
@@ -348,6 +352,14 @@ func (c *collector) observeLocked(i uint32, d delivery) {
 		s.lat = new(hist)
 	}
 	s.lat.add(lat)
+	if d.Rcv >= sent && d.Rcv <= d.At {
+		sl := time.Duration(d.Rcv - sent)
+		c.latSocket.add(sl)
+		if s.sock == nil {
+			s.sock = new(hist)
+		}
+		s.sock.add(sl)
+	}
 }
 
 // wake records a push that reached a fake; it returns the device (-1 if

@@ -19,7 +19,7 @@ func TestCollectorDeliveries(t *testing.T) {
 	p := c.newPost(now, 2)
 	recips := []recipient{{user: 1, dev: -1}, {user: 2, dev: 7}}
 	// A delivery can beat its POST's 202 to the collector.
-	c.deliveries([]delivery{{K: 7, ID: "b", Seq: int64(p), TS: now.UnixNano(), At: at(3)}}, nil)
+	c.deliveries([]delivery{{K: 7, ID: "b", Seq: int64(p), TS: now.UnixNano(), At: at(3), Rcv: at(1)}}, nil)
 	if c.seen != 0 || len(c.pending) != 1 {
 		t.Fatalf("before the 202: seen %d, pending %d", c.seen, len(c.pending))
 	}
@@ -28,9 +28,9 @@ func TestCollectorDeliveries(t *testing.T) {
 		t.Fatalf("after the 202: expected %d (want 3), seen %d (want 1), pending %d", c.expected, c.seen, len(c.pending))
 	}
 	c.deliveries([]delivery{
-		{K: 1, ID: "a", Seq: int64(p), TS: now.UnixNano(), At: at(2)},
-		{K: 6, ID: "a", Seq: int64(p), TS: now.UnixNano(), At: at(4)},
-		{K: 1, ID: "a", Seq: int64(p), TS: now.UnixNano(), At: at(9)}, // again, from a new session
+		{K: 1, ID: "a", Seq: int64(p), TS: now.UnixNano(), At: at(2), Rcv: at(-1)}, // a receive time before the send: not the message's
+		{K: 6, ID: "a", Seq: int64(p), TS: now.UnixNano(), At: at(4), Rcv: at(5)},  // nor one after the read
+		{K: 1, ID: "a", Seq: int64(p), TS: now.UnixNano(), At: at(9)},              // again, from a new session
 	}, []transition{{K: 1, At: at(1), On: true}})
 	if c.seen != 3 || c.redelivered != 1 {
 		t.Fatalf("seen %d (want 3), redelivered %d (want 1)", c.seen, c.redelivered)
@@ -81,6 +81,11 @@ func TestCollectorDeliveries(t *testing.T) {
 	// a, a, b and c (without send time in its data: from the POST's).
 	if c.latOnline.n != 4 || c.latOnline.quantile(1) > 7*time.Millisecond || c.latOnline.quantile(0) < 2*time.Millisecond {
 		t.Errorf("latency: %d samples from %v to %v; want 4 from 2ms to 6ms", c.latOnline.n, c.latOnline.quantile(0), c.latOnline.quantile(1))
+	}
+	// Up to the socket: b's alone (1 ms), the others' receive times being
+	// unknown or impossible.
+	if q := c.latSocket.quantile(0.5); c.latSocket.n != 1 || q < time.Millisecond || q > 1100*time.Microsecond {
+		t.Errorf("latency at the socket: %d samples, median %v; want 1 of 1ms", c.latSocket.n, q)
 	}
 }
 

@@ -71,6 +71,9 @@ td.n{text-align:right;font-variant-numeric:tabular-nums} pre{background:#f6f8fa;
 	}
 	l := rep.Latency
 	row("online end-to-end latency p50 / p99 / p99.9 / max", fmt.Sprintf("%.2f / %.2f / %.2f / %.0f ms", l.P50, l.P99, l.P999, l.Max), false)
+	if k := l.Socket; k != nil {
+		row("the same, up to the arrival at the device's socket (kernel receive time) p50 / p99 / p99.9", fmt.Sprintf("%.2f / %.2f / %.2f ms", k.P50, k.P99, k.P999), false)
+	}
 	row("offline devices' end-to-end latency (wake, connect, pull) p50 / p99", fmt.Sprintf("%.0f / %.0f ms", l.OfflineP50, l.OfflineP99), false)
 	row("REST alone (POST to its 202) p50 / p99 / p99.9 / max", fmt.Sprintf("%.2f / %.2f / %.2f / %.0f ms", l.POST.P50, l.POST.P99, l.POST.P999, l.POST.Max), false)
 	if h := l.POSTGateway; h != nil {
@@ -131,14 +134,14 @@ td.n{text-align:right;font-variant-numeric:tabular-nums} pre{background:#f6f8fa;
 	}
 
 	if len(rep.Windows) > 0 {
-		w("<h2>Per window of the traffic</h2>\n<table>\n<tr><th>seconds</th><th>accepted/s</th><th>wakes/s</th><th>e2e p50 / p99 / p99.9 ms</th><th>REST p50 / p99 ms (in the gateway's handler)</th><th>CPU gateway / harness</th><th>threads waiting for a CPU, gateway / harness</th><th></th></tr>\n")
+		w("<h2>Per window of the traffic</h2>\n<table>\n<tr><th>seconds</th><th>accepted/s</th><th>wakes/s</th><th>e2e p50 / p99 / p99.9 ms (p99 at the device's socket)</th><th>REST p50 / p99 ms (in the gateway's handler)</th><th>CPU gateway / harness</th><th>threads waiting for a CPU, gateway / harness</th><th></th></tr>\n")
 		for _, s := range rep.Windows {
 			note := ""
 			if s.Kills > 0 {
 				note = fmt.Sprintf("%d kill -9", s.Kills)
 			}
-			w("<tr><td>%.0f–%.0f</td><td>%.0f</td><td>%.0f</td><td>%.1f / %.1f / %.1f</td><td>%.1f / %.1f %s</td><td>%.0f %% / %.0f %%</td><td>%s</td><td>%s</td></tr>\n",
-				s.FromS, s.ToS, s.Accepted, s.Wakes, s.P50, s.P99, s.P999, s.PostP50, s.PostP99, e(handlerPair(s.HandlerP50, s.HandlerP99)),
+			w("<tr><td>%.0f–%.0f</td><td>%.0f</td><td>%.0f</td><td>%.1f / %.1f / %.1f%s</td><td>%.1f / %.1f %s</td><td>%.0f %% / %.0f %%</td><td>%s</td><td>%s</td></tr>\n",
+				s.FromS, s.ToS, s.Accepted, s.Wakes, s.P50, s.P99, s.P999, e(socketCell(s.SocketP99)), s.PostP50, s.PostP99, e(handlerPair(s.HandlerP50, s.HandlerP99)),
 				s.GatewayCPU, s.HarnessCPU, e(waitingPair(s.GatewayWaiting, s.HarnessWaiting)), e(note))
 		}
 		w("</table>\n")

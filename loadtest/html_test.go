@@ -24,8 +24,9 @@ func testReport() *report {
 		Steps: []stepReport{{Offered: 1000, span: span{Accepted: 1000, P99: 12}, KeptUp: true, MeetsSLO: true},
 			{Offered: 4000, span: span{Accepted: 2500, P99: 300}}},
 		Capacity: 1000, StepSLO: 50 * time.Millisecond,
-		Windows: []span{{FromS: 0, ToS: 60, Accepted: 4500, Wakes: 250, P99: 91.5, GatewayWaiting: 1.8, HarnessWaiting: nan},
-			{FromS: 60, ToS: 120, Accepted: 4900, Wakes: 3, P99: 47.25, GatewayWaiting: 1.5, HarnessWaiting: 1.1, Kills: 1}}}
+		Windows: []span{{FromS: 0, ToS: 60, Accepted: 4500, Wakes: 250, P99: 91.5, SocketP99: 38.5, GatewayWaiting: 1.8, HarnessWaiting: nan},
+			{FromS: 60, ToS: 120, Accepted: 4900, Wakes: 3, P99: 47.25, SocketP99: nan, GatewayWaiting: 1.5, HarnessWaiting: 1.1, Kills: 1}},
+		Latency: latencyReport{P99: 91.5, Socket: &postLatency{Count: 9, P50: 3.25, P99: 38.5, P999: 40}}}
 }
 
 // TestHTMLSelfContained checks the page has its plots inline and nothing
@@ -42,7 +43,8 @@ func TestHTMLSelfContained(t *testing.T) {
 	}
 	for _, want := range []string{"FAIL", "1 of 10 deliveries lost", "a warning", "message &lt;x&gt; &amp; co", "kill -9",
 		"Rate steps", "fell behind", "p99 &lt;= 50ms: <b>1000 msgs/s</b>", "12 / 11 / 1 / 0 (380 events in 4 posts)",
-		"Per window of the traffic", "<td>0–60</td><td>4500</td><td>250</td><td>0.0 / 91.5 / 0.0</td>", "<td>1.8 / -</td>", "1 kill -9"} {
+		"Per window of the traffic", "<td>0–60</td><td>4500</td><td>250</td><td>0.0 / 91.5 / 0.0 (38.5)</td>", "<td>0.0 / 47.2 / 0.0</td>",
+		"<td>1.8 / -</td>", "1 kill -9", "arrival at the device&#39;s socket (kernel receive time) p50 / p99 / p99.9</th><td class=\"n\">3.25 / 38.50 / 40.00 ms"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("the page lacks %q", want)
 		}
@@ -68,7 +70,11 @@ func TestReportJSONNulls(t *testing.T) {
 	if !strings.Contains(string(b), `{"offered_per_s":1000,"from_s":0,"to_s":0,"accepted_per_s":1000,`) {
 		t.Errorf("a step's figures are not where they were: %s", b)
 	}
-	if s := testReport().summary(); !strings.Contains(s, "FAIL") || !strings.Contains(s, "lost 1") {
+	if !strings.Contains(string(b), `"socket":{"count":9,"p50":3.25,"p99":38.5,`) || !strings.Contains(string(b), `"socket_p99_ms":null`) {
+		t.Errorf("the latency at the socket is not where it should be: %s", b)
+	}
+	if s := testReport().summary(); !strings.Contains(s, "FAIL") || !strings.Contains(s, "lost 1") ||
+		!strings.Contains(s, "the device's socket (the kernel's receive time) p50 3.25ms p99 38.50ms") || !strings.Contains(s, "91.5 /    0.0 (38.5)") {
 		t.Errorf("summary: %s", s)
 	}
 }

@@ -70,7 +70,8 @@ type delivery struct {
 	ID  string `json:"i"`           // message id
 	Seq int64  `json:"s"`           // the POST's sequence from the data; -1 if absent
 	TS  int64  `json:"t"`           // the POST's send time from the data, unix ns
-	At  int64  `json:"a"`           // arrival, unix ns
+	At  int64  `json:"a"`           // arrival: read by the device, unix ns
+	Rcv int64  `json:"r,omitempty"` // the kernel's receive time of the data read last before it (stamp_linux.go), unix ns; 0: unknown
 	Off bool   `json:"o,omitempty"` // an offline-share device (woken or swept)
 }
 

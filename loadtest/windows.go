@@ -23,6 +23,9 @@ type span struct {
 	P50       float64 `json:"p50_ms"` // online devices' end-to-end latency
 	P99       float64 `json:"p99_ms"`
 	P999      float64 `json:"p999_ms"`
+	// SocketP99 is P99 up to the arrival at the device's socket (null:
+	// not known).
+	SocketP99 nf      `json:"socket_p99_ms"`
 	PostP50   float64 `json:"post_p50_ms"` // REST alone: first attempt to 202
 	PostP99   float64 `json:"post_p99_ms"`
 	// The same route in the gateway's handler, from its histogram (null
@@ -44,7 +47,7 @@ type span struct {
 // spanLocked sums the series over whole seconds [from, to); mu is held.
 func (c *collector) spanLocked(from, to int) span {
 	st := span{FromS: float64(from), ToS: float64(to)}
-	var lat, post hist
+	var lat, sock, post hist
 	var acc, del, wakes, cpu, hcpu, gw, hw float64
 	sampled, gwN, hwN := 0, 0, 0
 	for j := max(from, 0); j < min(to, len(c.series)); j++ {
@@ -55,6 +58,9 @@ func (c *collector) spanLocked(from, to int) span {
 		wakes += float64(row.wakes)
 		if row.lat != nil {
 			lat.merge(row.lat)
+		}
+		if row.sock != nil {
+			sock.merge(row.sock)
 		}
 		if row.post != nil {
 			post.merge(row.post)
@@ -84,6 +90,10 @@ func (c *collector) spanLocked(from, to int) span {
 	st.latencies = lat.n
 	if lat.n > 0 {
 		st.P50, st.P99, st.P999 = ms(lat.quantile(0.5)), ms(lat.quantile(0.99)), ms(lat.quantile(0.999))
+	}
+	st.SocketP99 = nf(math.NaN())
+	if sock.n > 0 {
+		st.SocketP99 = nf(ms(sock.quantile(0.99)))
 	}
 	if post.n > 0 {
 		st.PostP50, st.PostP99 = ms(post.quantile(0.5)), ms(post.quantile(0.99))
@@ -153,14 +163,14 @@ func windowsText(ws []span) []string {
 	if len(ws) == 0 {
 		return nil
 	}
-	lines := []string{"windows   seconds    accepted/s  wakes/s  e2e p50 / p99 / p99.9 ms   REST p50 / p99 ms (in the handler)  CPU gateway / harness  threads waiting"}
+	lines := []string{"windows   seconds    accepted/s  wakes/s  e2e p50 / p99 / p99.9 ms (p99 at the socket)  REST p50 / p99 ms (in the handler)  CPU gateway / harness  threads waiting"}
 	for _, s := range ws {
 		kills := ""
 		if s.Kills > 0 {
 			kills = fmt.Sprintf("  (%d kill -9)", s.Kills)
 		}
-		lines = append(lines, fmt.Sprintf("          %4.0f-%-4.0f  %10.0f  %7.0f  %6.1f / %6.1f / %6.1f  %7.1f / %7.1f %-13s  %8.0f %% / %4.0f %%  %s%s",
-			s.FromS, s.ToS, s.Accepted, s.Wakes, s.P50, s.P99, s.P999, s.PostP50, s.PostP99, handlerPair(s.HandlerP50, s.HandlerP99),
+		lines = append(lines, fmt.Sprintf("          %4.0f-%-4.0f  %10.0f  %7.0f  %6.1f / %6.1f / %6.1f%-9s  %7.1f / %7.1f %-13s  %8.0f %% / %4.0f %%  %s%s",
+			s.FromS, s.ToS, s.Accepted, s.Wakes, s.P50, s.P99, s.P999, socketCell(s.SocketP99), s.PostP50, s.PostP99, handlerPair(s.HandlerP50, s.HandlerP99),
 			s.GatewayCPU, s.HarnessCPU, waitingPair(s.GatewayWaiting, s.HarnessWaiting), kills))
 	}
 	return lines
@@ -175,6 +185,14 @@ func waitingPair(gw, h nf) string {
 		return fmt.Sprintf("%.1f", float64(v))
 	}
 	return f(gw) + " / " + f(h)
+}
+
+// socketCell is " (41.2)", or "" when no receive time was known.
+func socketCell(p99 nf) string {
+	if math.IsNaN(float64(p99)) {
+		return ""
+	}
+	return fmt.Sprintf(" (%.1f)", float64(p99))
 }
 
 // handlerPair is "(7.3 / 44.4)", or "" when the handler was not read.

@@ -42,6 +42,12 @@ func TestWindowsFromSeries(t *testing.T) {
 			row.lat.add(lat)
 			row.post.add(lat / 2)
 		}
+		if s >= 80 { // receive times known in the second window only
+			row.sock = new(hist)
+			for range 200 {
+				row.sock.add(lat * 3 / 4)
+			}
+		}
 		row.sampled, row.cpu, row.harnessCPU = true, 110, 60
 		row.gwWaiting, row.harnessWaiting = 1.5, -1 // the harness's not measured
 		if s < 80 {
@@ -82,11 +88,14 @@ func TestWindowsFromSeries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(b), `"harness_threads_waiting_for_cpu":null`) {
+	if p99 := float64(second.SocketP99); p99 < 28 || p99 > 32 || !math.IsNaN(float64(first.SocketP99)) {
+		t.Errorf("p99 at the socket: %v and %v, want unknown and 30 ms", first.SocketP99, second.SocketP99)
+	}
+	if !strings.Contains(string(b), `"harness_threads_waiting_for_cpu":null`) || !strings.Contains(string(b), `"socket_p99_ms":null`) {
 		t.Errorf("an unmeasured wait should be null: %s", b)
 	}
 	text := strings.Join(windowsText(ws), "\n")
-	for _, want := range []string{"20-80", "1.5 / -", "(1 kill -9)", "(7.5 / 10.0)"} {
+	for _, want := range []string{"20-80", "1.5 / -", "(1 kill -9)", "(7.5 / 10.0)", "40.0 (30.0)"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("the table lacks %q:\n%s", want, text)
 		}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -69,6 +70,9 @@ type device struct {
 	lastMsg atomic.Int64
 	got     atomic.Int64 // messages received, redeliveries included
 	rewake  atomic.Bool  // a wake came while the harness was closing the device
+	// rcv is the kernel's receive time of the newest data the current
+	// connection read (stamp_linux.go); nil: none, or not known.
+	rcv atomic.Pointer[atomic.Int64]
 
 	mu    sync.Mutex // guards below; taken before worker.mu
 	c     *sdkproto.Client
@@ -274,6 +278,11 @@ func (w *worker) newClient(d *device, gen uint32) (*sdkproto.Client, error) {
 	case sdkproto.TransportWebSocket:
 		cfg.URL = w.cfg.WSURL
 	}
+	cfg.WrapConn = func(nc net.Conn) net.Conn {
+		nc, last := wrapStamp(nc)
+		d.rcv.Store(last)
+		return nc
+	}
 	var c *sdkproto.Client
 	cfg.OnMessage = func(m *sdkproto.Message) { w.onMessage(d, c, m) }
 	cfg.OnDisconnect = func(error) { w.onDisconnect(d, gen) }
@@ -322,9 +331,13 @@ func cutUint(b []byte, prefix string) (int64, []byte, bool) {
 
 func (w *worker) onMessage(d *device, c *sdkproto.Client, m *sdkproto.Message) {
 	now := time.Now().UnixNano()
+	var rcv int64
+	if p := d.rcv.Load(); p != nil {
+		rcv = p.Load()
+	}
 	md := parseMsgData(m.Data)
 	w.mu.Lock()
-	w.batchD = append(w.batchD, delivery{K: d.k, ID: m.ID, Seq: md.Seq, TS: md.TS, At: now, Off: d.off})
+	w.batchD = append(w.batchD, delivery{K: d.k, ID: m.ID, Seq: md.Seq, TS: md.TS, At: now, Rcv: rcv, Off: d.off})
 	w.mu.Unlock()
 	d.lastMsg.Store(now)
 	d.got.Add(1)

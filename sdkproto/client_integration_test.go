@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -139,8 +141,19 @@ func TestGatewayTransports(t *testing.T) {
 		// One message queued while the device is offline.
 		offline := lg.post(t, user, "offline")
 
-		c, box := dialInbox(t, lg.config(mode, user, "phone1"))
+		cfg := lg.config(mode, user, "phone1")
+		var wrapped []*countingConn
+		cfg.WrapConn = func(c net.Conn) net.Conn {
+			cc := &countingConn{Conn: c}
+			wrapped = append(wrapped, cc)
+			return cc
+		}
+		c, box := dialInbox(t, cfg)
 		require.Equal(t, user+"@"+fakeDomain+"/phone1", c.JID())
+		// Every byte of the session went through the wrapped connection.
+		require.Len(t, wrapped, 1)
+		require.Positive(t, wrapped[0].read.Load())
+		require.Positive(t, wrapped[0].written.Load())
 		require.NotEmpty(t, c.SMID())
 
 		m := box.next(t)
@@ -166,6 +179,24 @@ func TestGatewayTransports(t *testing.T) {
 		require.Zero(t, c.Stats().Duplicates)
 		require.NoError(t, c.Close())
 	})
+}
+
+// countingConn counts the bytes read and written through it.
+type countingConn struct {
+	net.Conn
+	read, written atomic.Int64
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.read.Add(int64(n))
+	return n, err
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.written.Add(int64(n))
+	return n, err
 }
 
 func TestGatewayLoginMechanisms(t *testing.T) {

@@ -62,6 +62,12 @@ type Config struct {
 	// LocalAddr wins if both are set.
 	LocalAddr net.Addr
 	SourceIP  string // e.g. "127.0.0.42"
+	// WrapConn, if set, is given each TCP connection the Client dials
+	// (either transport), before TLS or anything else reads or writes it,
+	// and the Client uses what it returns: to count bytes, to observe
+	// reads (the load test harness takes the kernel's receive times this
+	// way), to shape traffic in a test.
+	WrapConn func(net.Conn) net.Conn
 
 	// Mechanism is the SASL mechanism to use (MechSCRAMSHA256,
 	// MechSCRAMSHA1 or MechPLAIN). Zero means the strongest the server

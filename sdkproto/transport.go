@@ -100,6 +100,9 @@ func dialTCP(ctx context.Context, cfg *Config, tlsCfg *tls.Config) (*tcpTranspor
 	if err != nil {
 		return nil, err
 	}
+	if cfg.WrapConn != nil {
+		raw = cfg.WrapConn(raw)
+	}
 	t := &tcpTransport{raw: raw, conn: raw, writeTimeout: cfg.WriteTimeout}
 	if cfg.Transport == TransportTLS {
 		if err := t.startTLS(ctx, tlsCfg); err != nil {
@@ -183,6 +186,9 @@ func dialWS(ctx context.Context, cfg *Config, tlsCfg *tls.Config) (*wsTransport,
 	t.hc = &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := d.DialContext(ctx, network, addr)
+			if err == nil && cfg.WrapConn != nil {
+				c = cfg.WrapConn(c)
+			}
 			if err == nil {
 				rawMu.Lock()
 				t.raw = c
