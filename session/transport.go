@@ -130,12 +130,16 @@ type connReader struct {
 func (c *connReader) reader() *connReader { return c }
 
 func (c *connReader) setReadDeadline(d time.Time) {
-	ns := int64(0)
-	if !d.IsZero() {
-		ns = d.UnixNano()
-	}
-	c.dl.Store(ns)
+	c.dl.Store(deadlineNanos(d))
 	c.conn.SetReadDeadline(d)
+}
+
+// deadlineNanos is d in Unix nanoseconds, 0 for no deadline.
+func deadlineNanos(d time.Time) int64 {
+	if d.IsZero() {
+		return 0
+	}
+	return d.UnixNano()
 }
 
 // readErr maps a read error: the size limit, or the connection's own
@@ -154,11 +158,7 @@ func (c *connReader) readErr(err error) error {
 func (c *connReader) remoteAddr() net.Addr { return c.conn.RemoteAddr() }
 
 func (c *connReader) setWriteDeadline(d time.Time) {
-	ns := int64(0)
-	if !d.IsZero() {
-		ns = d.UnixNano()
-	}
-	c.wdl.Store(ns)
+	c.wdl.Store(deadlineNanos(d))
 	c.conn.SetWriteDeadline(d)
 }
 
