@@ -770,9 +770,9 @@ func (g *Gateway) sendAnswer(w http.ResponseWriter, r *http.Request, res *queue.
 	if res.Replayed {
 		w.Header().Set("Idempotent-Replayed", "true")
 	}
-	// api.SendResponse, encoded without reflection (the answer to every
-	// POST: json.Marshal here was a tenth of what the gateway allocated in
-	// the soak).
+	// api.SendResponse, encoded without reflection: the answer to every
+	// POST, where json.Marshal was 2 % of what the gateway allocated in the
+	// soak.
 	bp := bodyPool.Get()
 	*bp = res.AppendJSON(*bp)
 	writeJSONBody(w, http.StatusAccepted, *bp)
