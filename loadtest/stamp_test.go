@@ -3,12 +3,15 @@
 package main
 
 import (
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
 	"os"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The receive time is when the bytes reached the socket, not when they
@@ -78,4 +81,54 @@ func TestReceiveTimeParsing(t *testing.T) {
 	if got := receiveTime(bad); got != 0 {
 		t.Fatalf("a header longer than the buffer: %d", got)
 	}
+}
+
+// cmsg builds one control message as the kernel lays it out (amd64 and
+// arm64: a 16-byte header, the data, padding to 8 bytes).
+func cmsg(level, typ int32, data []byte) []byte {
+	b := make([]byte, 16, 16+len(data)+7)
+	binary.NativeEndian.PutUint64(b, uint64(16+len(data)))
+	binary.NativeEndian.PutUint32(b[8:], uint32(level))
+	binary.NativeEndian.PutUint32(b[12:], uint32(typ))
+	b = append(b, data...)
+	for len(b)%8 != 0 {
+		b = append(b, 0)
+	}
+	return b
+}
+
+// timespec is a struct timespec of sec and nsec.
+func timespec(sec, nsec int64) []byte {
+	b := make([]byte, 16)
+	binary.NativeEndian.PutUint64(b, uint64(sec))
+	binary.NativeEndian.PutUint64(b[8:], uint64(nsec))
+	return b
+}
+
+// The time is found behind another control message, and not in one of
+// another type or level.
+func TestReceiveTimeAfterOther(t *testing.T) {
+	want := time.Unix(1_800_000_000, 123).UnixNano()
+	oob := append(cmsg(unix.SOL_SOCKET, unix.SCM_RIGHTS, []byte{1, 0, 0, 0}), cmsg(unix.SOL_SOCKET, unix.SCM_TIMESTAMPNS, timespec(1_800_000_000, 123))...)
+	if got := receiveTime(oob); got != want {
+		t.Fatalf("got %d, want %d", got, want)
+	}
+	if got := receiveTime(cmsg(unix.SOL_IP, unix.SCM_TIMESTAMPNS, timespec(1, 2))); got != 0 {
+		t.Fatalf("another level's message read as the time: %d", got)
+	}
+	if got := receiveTime(cmsg(unix.SOL_SOCKET, unix.SCM_TIMESTAMPNS, []byte{1, 2, 3})); got != 0 {
+		t.Fatalf("a message too short for a timespec read as the time: %d", got)
+	}
+}
+
+// FuzzReceiveTime: any bytes the kernel might hand back are read without
+// a panic or a read past them.
+func FuzzReceiveTime(f *testing.F) {
+	f.Add(cmsg(unix.SOL_SOCKET, unix.SCM_TIMESTAMPNS, timespec(1_800_000_000, 5)))
+	f.Add(append(cmsg(unix.SOL_SOCKET, unix.SCM_RIGHTS, []byte{1, 0, 0, 0}), cmsg(unix.SOL_SOCKET, unix.SCM_TIMESTAMPNS, timespec(7, 8))...))
+	f.Add([]byte{})
+	f.Add(make([]byte, 15))
+	f.Fuzz(func(t *testing.T, oob []byte) {
+		receiveTime(oob[:len(oob):len(oob)])
+	})
 }
