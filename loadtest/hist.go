@@ -78,5 +78,10 @@ func (h *hist) quantile(q float64) time.Duration {
 	return time.Duration(h.max) * time.Microsecond
 }
 
+// quantiles is h's count, p50, p99, p99.9 and max for reports.
+func (h *hist) quantiles() quantiles {
+	return quantiles{Count: h.n, P50: ms(h.quantile(0.5)), P99: ms(h.quantile(0.99)), P999: ms(h.quantile(0.999)), Max: ms(h.quantile(1))}
+}
+
 // ms converts a duration to float milliseconds for reports.
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

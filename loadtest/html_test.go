@@ -26,7 +26,7 @@ func testReport() *report {
 		Capacity: 1000, StepSLO: 50 * time.Millisecond,
 		Windows: []span{{FromS: 0, ToS: 60, Accepted: 4500, Wakes: 250, P99: 91.5, SocketP99: 38.5, GatewayWaiting: 1.8, HarnessWaiting: nan},
 			{FromS: 60, ToS: 120, Accepted: 4900, Wakes: 3, P99: 47.25, SocketP99: nan, GatewayWaiting: 1.5, HarnessWaiting: 1.1, Kills: 1}},
-		Latency: latencyReport{P99: 91.5, Socket: &postLatency{Count: 9, P50: 3.25, P99: 38.5, P999: 40}}}
+		Latency: latencyReport{P99: 91.5, Socket: &quantiles{Count: 9, P50: 3.25, P99: 38.5, P999: 40}}}
 }
 
 // TestHTMLSelfContained checks the page has its plots inline and nothing

@@ -255,7 +255,7 @@ type latencyReport struct {
 	OfflineMax float64 `json:"offline_max"`
 	// POST is the REST side alone: from a POST's first attempt to its 202
 	// (retries included), which the gateway writes after the fsync.
-	POST postLatency `json:"post"`
+	POST quantiles `json:"post"`
 	// POSTGateway is the same POSTs as the gateway timed them, during the
 	// traffic: its handler, from its headers read to its 202 written
 	// (tether_http_request_duration_seconds of the send route; quantiles
@@ -265,7 +265,7 @@ type latencyReport struct {
 	// the device's socket rather than the device's read: without the
 	// harness's own wait to run its reader. Absent when no receive time
 	// was known (not Linux).
-	Socket *postLatency `json:"socket,omitempty"`
+	Socket *quantiles `json:"socket,omitempty"`
 }
 
 type handlerLatency struct {
@@ -274,7 +274,8 @@ type handlerLatency struct {
 	P99   float64 `json:"p99"`
 }
 
-type postLatency struct {
+// quantiles are a latency histogram's count and quantiles, in ms.
+type quantiles struct {
 	Count uint64  `json:"count"`
 	P50   float64 `json:"p50"`
 	P99   float64 `json:"p99"`
@@ -435,10 +436,10 @@ func (r *runner) report(ch *checks) *report {
 		rep.Latency = latencyReport{Count: c.latOnline.n, P50: ms(c.latOnline.quantile(0.5)), P99: ms(c.latOnline.quantile(0.99)),
 			P999: ms(c.latOnline.quantile(0.999)), Max: ms(c.latOnline.quantile(1)),
 			Offline: c.latOffline.n, OfflineP50: ms(c.latOffline.quantile(0.5)), OfflineP99: ms(c.latOffline.quantile(0.99)), OfflineMax: ms(c.latOffline.quantile(1)),
-			POST: postLatency{Count: c.latPost.n, P50: ms(c.latPost.quantile(0.5)), P99: ms(c.latPost.quantile(0.99)),
-				P999: ms(c.latPost.quantile(0.999)), Max: ms(c.latPost.quantile(1))}, POSTGateway: postGateway}
-		if h := &c.latSocket; h.n > 0 {
-			rep.Latency.Socket = &postLatency{Count: h.n, P50: ms(h.quantile(0.5)), P99: ms(h.quantile(0.99)), P999: ms(h.quantile(0.999)), Max: ms(h.quantile(1))}
+			POST: c.latPost.quantiles(), POSTGateway: postGateway}
+		if c.latSocket.n > 0 {
+			q := c.latSocket.quantiles()
+			rep.Latency.Socket = &q
 		}
 		rep.Series, rep.Marks = c.seriesLocked()
 		rep.Steps, rep.Capacity = c.stepsLocked(cfg.rateSteps, r.trafficEnd, cfg.sloP99)

@@ -26,7 +26,16 @@ type stampConn struct {
 	net.Conn // reads go through rc instead
 	rc       syscall.RawConn
 	last     atomic.Int64 // unix ns of the newest segment read; 0: none yet
-	oob      [64]byte     // control messages; one reader at a time
+
+	// One read at a time: its header, result and control messages live
+	// here and recv is bound once, so that a read allocates nothing (a
+	// closure per read and unix.Recvmsg's own were four allocations).
+	msg    unix.Msghdr
+	iov    unix.Iovec
+	n      int
+	errno  syscall.Errno
+	recvFn func(fd uintptr) bool
+	oob    [64]byte
 }
 
 // wrapStamp returns c reading through recvmsg with receive times, and
@@ -48,31 +57,40 @@ func wrapStamp(c net.Conn) (net.Conn, *atomic.Int64) {
 		return c, nil
 	}
 	s := &stampConn{Conn: c, rc: rc}
+	s.msg.Iov, s.msg.Iovlen = &s.iov, 1
+	s.msg.Control = &s.oob[0]
+	s.recvFn = s.recv
 	return s, &s.last
+}
+
+// recv is one recvmsg with c.msg, for rc.Read: false to wait for input.
+func (c *stampConn) recv(fd uintptr) bool {
+	c.msg.SetControllen(len(c.oob))
+	r, _, e := unix.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&c.msg)), 0)
+	c.n, c.errno = int(r), e
+	return e != unix.EAGAIN
 }
 
 func (c *stampConn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	var n, oobn int
-	var rerr error
-	err := c.rc.Read(func(fd uintptr) bool {
-		n, oobn, _, _, rerr = unix.Recvmsg(int(fd), p, c.oob[:], 0)
-		return rerr != unix.EAGAIN
-	})
+	c.iov.Base = &p[0]
+	c.iov.SetLen(len(p))
+	err := c.rc.Read(c.recvFn)
+	c.iov.Base = nil // p is the caller's
 	switch {
 	case err != nil: // closed, or the read deadline
 		return 0, err
-	case rerr != nil:
-		return 0, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError("recvmsg", rerr)}
-	case n == 0:
+	case c.errno != 0:
+		return 0, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError("recvmsg", c.errno)}
+	case c.n == 0:
 		return 0, io.EOF
 	}
 	// A read without a time (the kernel had none for the segment) leaves
 	// none: an older one would count the message early.
-	c.last.Store(receiveTime(c.oob[:oobn]))
-	return n, nil
+	c.last.Store(receiveTime(c.oob[:min(int(c.msg.Controllen), len(c.oob))]))
+	return c.n, nil
 }
 
 // receiveTime finds the SCM_TIMESTAMPNS control message in oob and returns

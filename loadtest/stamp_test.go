@@ -132,3 +132,36 @@ func FuzzReceiveTime(f *testing.F) {
 		receiveTime(oob[:len(oob):len(oob)])
 	})
 }
+
+// A read allocates nothing, as a plain connection's does: it runs for
+// every segment every device receives.
+func TestStampConnReadAllocatesNothing(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := wrapStamp(raw)
+	defer c.Close()
+	srv, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	buf, one := make([]byte, 64), []byte("x")
+	if n := testing.AllocsPerRun(200, func() {
+		srv.Write(one)
+		if _, err := c.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Fatalf("%.1f allocations per read, want 0", n)
+	}
+}
