@@ -97,6 +97,29 @@ type Config struct {
 	// which then stands. Negative: leave the runtime's setting alone.
 	GCPercent int
 
+	// Procs is how many goroutines may run Go code at once
+	// (runtime.GOMAXPROCS), process-wide. Zero value: one more than the
+	// CPUs the process may use (a spare P), unless the GOMAXPROCS
+	// environment variable is set or a CPU quota keeps the runtime's own
+	// choice below the machine's CPUs; either then stands. Negative:
+	// leave the runtime's setting alone.
+	//
+	// Why a spare P: a P's run queue waits while the OS runs something
+	// else on its thread (another process, the kernel's network work,
+	// which for loopback and much of TCP runs in the sending thread's
+	// time), and the other Ps take work from it only when they have none
+	// of their own. With every P busy, a REST handler or a commit waiter
+	// woken on a preempted P waits out the OS's time slice. A spare P is
+	// an idle thread that steals it. In the soak's steady mix, sharing
+	// two CPUs with the harness, the spare P cut the p99 of the time
+	// goroutines wait to run by 23–45 ms (to 10–60 ms) and the
+	// end-to-end p99 up to the device's socket by 10–12 ms in four pairs
+	// of five, for 3–10 % more CPU per delivered message
+	// (docs/benchmarks.md, session 29).
+	// Under a CPU quota an extra P would only spend the quota sooner, so
+	// it is not added there.
+	Procs int
+
 	// WebhookMinBackoff is the first retry delay of a failed webhook post,
 	// doubling to 10 min. Zero value: 1 s.
 	WebhookMinBackoff time.Duration

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -88,6 +89,9 @@ func New(cfg Config) (g *Gateway, err error) {
 		debug.SetGCPercent(cfg.GCPercent)
 	case cfg.GCPercent == 0 && os.Getenv("GOGC") == "":
 		debug.SetGCPercent(DefaultGCPercent)
+	}
+	if n := procs(cfg.Procs, os.Getenv("GOMAXPROCS") != ""); n > 0 {
+		runtime.GOMAXPROCS(n)
 	}
 	opened := g // a failing return sets g to nil before this runs
 	defer func() {

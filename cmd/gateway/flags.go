@@ -32,7 +32,7 @@ type setting struct {
 type options struct {
 	cfg         gateway.Config
 	logLevel    string
-	numbers     struct{ rate, perUser, total, gc string }
+	numbers     struct{ rate, perUser, total, gc, procs string }
 	configFile  string
 	printConfig bool
 	checkConfig bool
@@ -58,6 +58,7 @@ func (o *options) list() []setting {
 		{name: "max-sessions-per-user", env: "TETHER_MAX_SESSIONS_PER_USER", def: "0", usage: "devices of one user online at once; 0: no cap", dst: &o.numbers.perUser},
 		{name: "max-sessions", env: "TETHER_MAX_SESSIONS", def: "0", usage: "sessions on this node; 0: no cap", dst: &o.numbers.total},
 		{name: "gc-percent", env: "TETHER_GC_PERCENT", def: "0", usage: "garbage collector target, process-wide (as GOGC); 0: 50, or GOGC if set; -1: the runtime's own", dst: &o.numbers.gc},
+		{name: "procs", env: "TETHER_PROCS", def: "0", usage: "goroutines running Go code at once, process-wide (as GOMAXPROCS); 0: the CPUs the process may use plus a spare one, or GOMAXPROCS if set, or the runtime's choice under a CPU quota; -1: the runtime's own", dst: &o.numbers.procs},
 		{name: "dev", env: "TETHER_DEV", def: "false", usage: "ensure an app demo exists and print its API key", bool: true},
 		{name: "log-level", env: "TETHER_LOG_LEVEL", def: "info", usage: "debug, info, warn or error", dst: &o.logLevel},
 	}
@@ -169,13 +170,13 @@ func parseFlags(args []string, getenv func(string) (string, bool)) (*options, er
 		name string
 		v    string
 		dst  *int
-	}{{"max-sessions-per-user", o.numbers.perUser, &o.cfg.MaxSessionsPerUser}, {"max-sessions", o.numbers.total, &o.cfg.MaxSessions}, {"gc-percent", o.numbers.gc, &o.cfg.GCPercent}} {
+	}{{"max-sessions-per-user", o.numbers.perUser, &o.cfg.MaxSessionsPerUser}, {"max-sessions", o.numbers.total, &o.cfg.MaxSessions}, {"gc-percent", o.numbers.gc, &o.cfg.GCPercent}, {"procs", o.numbers.procs, &o.cfg.Procs}} {
 		v, err := strconv.Atoi(n.v)
 		switch {
-		case n.name == "gc-percent" && err != nil:
+		case (n.name == "gc-percent" || n.name == "procs") && err != nil:
 			errs = append(errs, fmt.Errorf("%s: %q is not an integer", n.name, n.v))
 			continue
-		case n.name == "gc-percent" && v < 0:
+		case (n.name == "gc-percent" || n.name == "procs") && v < 0:
 			v = -1 // any negative: leave the runtime alone
 		case err != nil || v < 0:
 			errs = append(errs, fmt.Errorf("%s: %q is not a non-negative integer", n.name, n.v))

@@ -37,9 +37,9 @@ func TestConfigPrecedence(t *testing.T) {
 func TestCheckConfigReportsEveryError(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "bad.yaml")
 	require.NoError(t, os.WriteFile(file, []byte("domain: Not_A_Domain!\nbogus: 1\nadmin-token: short\nhttp-addr: nohost\n"), 0o600))
-	_, err := parseFlags([]string{"--config", file, "--log-level", "loud", "--gc-percent", "lots"}, env(nil))
+	_, err := parseFlags([]string{"--config", file, "--log-level", "loud", "--gc-percent", "lots", "--procs", "many"}, env(nil))
 	require.Error(t, err)
-	for _, want := range []string{`unknown key "bogus"`, "domain", "admin-token", "http-addr", "log-level", `gc-percent: "lots" is not an integer`} {
+	for _, want := range []string{`unknown key "bogus"`, "domain", "admin-token", "http-addr", "log-level", `gc-percent: "lots" is not an integer`, `procs: "many" is not an integer`} {
 		require.Contains(t, err.Error(), want)
 	}
 	for in, want := range map[string]int{"0": 0, "75": 75, "-1": -1, "-20": -1} {
@@ -47,7 +47,15 @@ func TestCheckConfigReportsEveryError(t *testing.T) {
 		require.NoError(t, err, in)
 		require.Equal(t, want, o.cfg.GCPercent, in)
 	}
-	o, err := parseFlags([]string{"--admin-token", "a-secret-admin-token", "--print-config"}, env(nil))
+	for in, want := range map[string]int{"0": 0, "4": 4, "-1": -1, "-8": -1} {
+		o, err := parseFlags([]string{"--procs", in}, env(nil))
+		require.NoError(t, err, in)
+		require.Equal(t, want, o.cfg.Procs, in)
+	}
+	o, err := parseFlags(nil, env(map[string]string{"TETHER_PROCS": "6"}))
+	require.NoError(t, err)
+	require.Equal(t, 6, o.cfg.Procs)
+	o, err = parseFlags([]string{"--admin-token", "a-secret-admin-token", "--print-config"}, env(nil))
 	require.NoError(t, err)
 	var b strings.Builder
 	o.print(&b)

@@ -213,6 +213,7 @@ func TestOpsBadValuesExit2(t *testing.T) {
 		{"dev not a boolean env", []string{"TETHER_DEV=maybe"}, nil, "dev"},
 		{"log level", []string{"TETHER_LOG_LEVEL=loud"}, nil, "log-level"},
 		{"gc percent", nil, []string{"--gc-percent", "1.5"}, "gc-percent"},
+		{"procs not a number env", []string{"TETHER_PROCS=all"}, nil, "procs"},
 		{"addr without port", nil, []string{"--http-addr", "localhost"}, "http-addr"},
 		{"negative max-sessions env", []string{"TETHER_MAX_SESSIONS=-3"}, nil, "max-sessions"},
 		{"cert without key", nil, []string{"--tls-cert", "/nonexistent/cert.pem"}, "tls-key"},
@@ -256,7 +257,7 @@ func TestOpsHelp(t *testing.T) {
 	out := stdout + stderr
 	for _, s := range []string{"data-dir", "domain", "http-addr", "https-addr", "xmpp-addr", "xmpps-addr", "metrics-addr",
 		"tls-cert", "tls-key", "admin-token", "provider-ca-file", "app-rate-limit", "max-sessions-per-user", "max-sessions",
-		"gc-percent", "dev", "log-level", "config", "print-config", "check-config"} {
+		"gc-percent", "procs", "dev", "log-level", "config", "print-config", "check-config"} {
 		require.Regexp(t, `(?m)^\s+-`+regexp.QuoteMeta(s)+`\b`, out, "--help lists --%s", s)
 	}
 	require.Contains(t, out, "TETHER_METRICS_ADDR")
