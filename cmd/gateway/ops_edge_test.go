@@ -24,6 +24,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -644,4 +646,35 @@ func TestOpsSIGTERMWithLongPolls(t *testing.T) {
 	}
 	require.Less(t, took, 5*time.Second, "SIGTERM with idle long-polls in flight took %v (the whole shutdown bound); log:\n%s", took, p.stderr.String())
 	require.NotContains(t, p.stderr.String(), "requests still running at the deadline")
+}
+
+// TestOpsProcs: the gateway's process runs the runtime's choice of Ps
+// plus a spare one by default, exactly --procs when given, and leaves
+// GOMAXPROCS from the environment and --procs -1 alone; the setting shows
+// in go_sched_gomaxprocs_threads on /metrics.
+func TestOpsProcs(t *testing.T) {
+	if os.Getenv("GOMAXPROCS") != "" {
+		t.Skip("GOMAXPROCS is set for the tests; the children would inherit it")
+	}
+	procsOf := func(env []string, args ...string) int {
+		t.Helper()
+		p := opsStart(t, env, append(append([]string{"--data-dir", t.TempDir(), "--log-level", "info"}, opsLoopback...), args...)...)
+		code, body := opsDo(t, "GET", "http://"+p.addrs["metrics"]+"/metrics", "", "")
+		require.Equal(t, 200, code)
+		m := regexp.MustCompile(`(?m)^go_sched_gomaxprocs_threads (\d+)$`).FindStringSubmatch(body)
+		require.NotNil(t, m, "/metrics has no go_sched_gomaxprocs_threads")
+		n, err := strconv.Atoi(m[1])
+		require.NoError(t, err)
+		p.stop(t, syscall.SIGTERM, 10*time.Second)
+		return n
+	}
+	own := procsOf(nil, "--procs", "-1") // the runtime's choice
+	want := own + 1
+	if own < runtime.NumCPU() {
+		want = own // a CPU quota chose it: no spare P
+	}
+	require.Equal(t, want, procsOf(nil), "default")
+	require.Equal(t, 5, procsOf([]string{"TETHER_PROCS=5"}), "TETHER_PROCS=5")
+	require.Equal(t, 1, procsOf([]string{"GOMAXPROCS=1"}), "GOMAXPROCS=1 in the environment stands")
+	require.Equal(t, 7, procsOf([]string{"GOMAXPROCS=1"}, "--procs", "7"), "--procs over GOMAXPROCS")
 }
