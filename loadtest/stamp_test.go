@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,24 +19,7 @@ import (
 // were read: a read 80 ms after the write reports the write's moment. EOF
 // and the read deadline come through as from a plain connection.
 func TestStampConnReceiveTime(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	raw, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, last := wrapStamp(raw)
-	defer c.Close()
-	if _, ok := c.(*stampConn); !ok || last == nil {
-		t.Fatalf("wrapStamp gave %T, want *stampConn", c)
-	}
-	srv, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, last, srv := stampPair(t)
 	if last.Load() != 0 {
 		t.Fatal("a receive time before any read")
 	}
@@ -139,22 +123,7 @@ func TestStampConnReadAllocatesNothing(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	raw, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, _ := wrapStamp(raw)
-	defer c.Close()
-	srv, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
+	c, _, srv := stampPair(t)
 	buf, one := make([]byte, 64), []byte("x")
 	if n := testing.AllocsPerRun(200, func() {
 		srv.Write(one)
@@ -164,4 +133,29 @@ func TestStampConnReadAllocatesNothing(t *testing.T) {
 	}); n != 0 {
 		t.Fatalf("%.1f allocations per read, want 0", n)
 	}
+}
+
+// stampPair connects a device's wrapped connection to a loopback peer;
+// the test's cleanup closes both.
+func stampPair(t *testing.T) (c net.Conn, last *atomic.Int64, srv net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, last = wrapStamp(raw)
+	t.Cleanup(func() { c.Close() })
+	if _, ok := c.(*stampConn); !ok || last == nil {
+		t.Fatalf("wrapStamp gave %T, want *stampConn", c)
+	}
+	if srv, err = ln.Accept(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return c, last, srv
 }

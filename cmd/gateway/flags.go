@@ -170,13 +170,21 @@ func parseFlags(args []string, getenv func(string) (string, bool)) (*options, er
 		name string
 		v    string
 		dst  *int
-	}{{"max-sessions-per-user", o.numbers.perUser, &o.cfg.MaxSessionsPerUser}, {"max-sessions", o.numbers.total, &o.cfg.MaxSessions}, {"gc-percent", o.numbers.gc, &o.cfg.GCPercent}, {"procs", o.numbers.procs, &o.cfg.Procs}} {
+		// runtime: a runtime setting, where any negative value means
+		// leave the runtime's own
+		runtime bool
+	}{
+		{"max-sessions-per-user", o.numbers.perUser, &o.cfg.MaxSessionsPerUser, false},
+		{"max-sessions", o.numbers.total, &o.cfg.MaxSessions, false},
+		{"gc-percent", o.numbers.gc, &o.cfg.GCPercent, true},
+		{"procs", o.numbers.procs, &o.cfg.Procs, true},
+	} {
 		v, err := strconv.Atoi(n.v)
 		switch {
-		case (n.name == "gc-percent" || n.name == "procs") && err != nil:
+		case n.runtime && err != nil:
 			errs = append(errs, fmt.Errorf("%s: %q is not an integer", n.name, n.v))
 			continue
-		case (n.name == "gc-percent" || n.name == "procs") && v < 0:
+		case n.runtime && v < 0:
 			v = -1 // any negative: leave the runtime alone
 		case err != nil || v < 0:
 			errs = append(errs, fmt.Errorf("%s: %q is not a non-negative integer", n.name, n.v))
