@@ -19,7 +19,7 @@ func (db *DB) Collector() prometheus.Collector {
 		flushes:  d("flushes_total", "Memtable flushes."),
 		compacts: d("compactions_total", "Compactions."),
 		debt:     d("compaction_debt_bytes", "Bytes compactions would have to write to bring the LSM back in shape; growing for long, the disk or CPU does not keep up."),
-		l0sub:    d("l0_sublevels", "L0's read amplification; commits are held (a write stall) at 12."),
+		l0sub:    d("l0_sublevels", "L0's read amplification; compacted from 8, commits are held (a write stall) at 24."),
 		l0tables: d("l0_tables", "sstables in L0."),
 		mem:      d("memtable_bytes", "Memory in memtables, those being flushed included."),
 		stalls:   d("write_stalls_total", "Times commits were held until a flush or compaction caught up."),

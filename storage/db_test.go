@@ -542,3 +542,33 @@ func TestLookupEveryLevel(t *testing.T) {
 		require.ErrorIs(t, err, storage.ErrNotFound)
 	})
 }
+
+// Flushes pile up in L0 until it holds 8 sublevels before a compaction
+// merges them into the level below (l0CompactionThreshold in db.go: keys
+// spread over their table made every L0 compaction at 2 sublevels rewrite
+// the same files), and then one does.
+func TestL0CompactsFromEightSublevels(t *testing.T) {
+	t.Parallel()
+	db := openStore(t, false, storage.Options{})
+	flush := func(round int) {
+		b := db.NewBatch()
+		for i := range 200 { // idempotency keys: by hash, all over the table
+			b.PutIdem("app", storage.Hash(fmt.Sprintf("key-%d-%d", round, i)), make([]byte, 100))
+		}
+		require.NoError(t, b.Commit(false))
+		require.NoError(t, db.Flush())
+	}
+	for r := range 7 {
+		flush(r)
+	}
+	s := db.Stats()
+	require.EqualValues(t, 7, s.L0Sublevels, "seven flushes over one key range, none compacted")
+	require.Zero(t, s.Compactions)
+	for r := 7; r < 10; r++ {
+		flush(r)
+	}
+	require.Eventually(t, func() bool {
+		s := db.Stats()
+		return s.Compactions > 0 && s.L0Sublevels < 8
+	}, 20*time.Second, 10*time.Millisecond, "L0 at 10 sublevels was never compacted")
+}
