@@ -344,6 +344,9 @@ func scrapeMetrics(ctx context.Context, hc *http.Client, url string) procSample 
 			{"tether_store_write_stalls_total ", &out.lsm.stalls, &out.lsm.ok}, {"tether_store_write_stall_seconds_total ", &out.lsm.stallSecs, &out.lsm.ok},
 			{"tether_store_compaction_debt_bytes ", &out.lsm.debt, &out.lsm.ok}, {"tether_store_l0_sublevels ", &out.lsm.l0, &out.lsm.ok},
 			{"tether_store_disk_bytes ", &out.lsm.disk, &out.lsm.ok}, {"tether_store_bad_single_deletes_total ", &out.lsm.badSingleDels, &out.lsm.ok},
+			{`tether_store_written_bytes_total{kind="wal"} `, &out.lsm.walBytes, &out.lsm.ok},
+			{`tether_store_written_bytes_total{kind="flush"} `, &out.lsm.flushBytes, &out.lsm.ok},
+			{`tether_store_written_bytes_total{kind="compaction"} `, &out.lsm.compactBytes, &out.lsm.ok},
 			{"tether_process_cpu_wait_seconds_total ", &out.runq.wait, &out.runq.ok},
 		} {
 			if v, ok := strings.CutPrefix(line, m.name); ok {

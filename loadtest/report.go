@@ -160,6 +160,13 @@ type lsmReport struct {
 	DebtPeakMiB     float64 `json:"compaction_debt_peak_mib"`
 	L0SublevelsPeak float64 `json:"l0_sublevels_peak"`
 	DiskMiB         float64 `json:"disk_mib"`
+	// The bytes the store wrote (tether_store_written_bytes_total): its
+	// WAL, memtable flushes and compactions. Compactions rewrite what
+	// flushes wrote, more often the more the keys are spread over the
+	// key space; compaction bytes are CPU the gateway spends.
+	WALMiB        float64 `json:"wal_mib"`
+	FlushMiB      float64 `json:"flush_mib"`
+	CompactionMiB float64 `json:"compaction_mib"`
 	// BadSingleDels are the store's single deletes that met a key written
 	// more than once (tether_store_bad_single_deletes_total): a bug.
 	BadSingleDels float64 `json:"bad_single_deletes"`
@@ -175,8 +182,13 @@ func (l *lsmReport) String() string {
 	if l.BadSingleDels > 0 {
 		bad = fmt.Sprintf("; %.0f BAD SINGLE DELETES", l.BadSingleDels)
 	}
-	return fmt.Sprintf("LSM during traffic: %.0f flushes, %.0f compactions, %s; compaction debt peak %.0f MiB, L0 sublevels peak %.0f; %.0f MiB on disk%s",
-		l.Flushes, l.Compactions, stalls, l.DebtPeakMiB, l.L0SublevelsPeak, l.DiskMiB, bad)
+	wrote := ""
+	if l.WALMiB > 0 {
+		wrote = fmt.Sprintf("; wrote %.0f MiB of WAL, %.0f MiB in flushes, %.0f MiB in compactions (write amplification %.2f)",
+			l.WALMiB, l.FlushMiB, l.CompactionMiB, (l.FlushMiB+l.CompactionMiB)/l.WALMiB)
+	}
+	return fmt.Sprintf("LSM during traffic: %.0f flushes, %.0f compactions, %s; compaction debt peak %.0f MiB, L0 sublevels peak %.0f; %.0f MiB on disk%s%s",
+		l.Flushes, l.Compactions, stalls, l.DebtPeakMiB, l.L0SublevelsPeak, l.DiskMiB, wrote, bad)
 }
 
 // storeSummary returns the store's report between the copies s0 and s1
@@ -191,7 +203,9 @@ func storeSummary(s0, s1 storeHists) *storeReport {
 	if l0, l1 := s0.lsm, s1.lsm; l1.ok {
 		st.LSM = &lsmReport{Flushes: l1.flushes - l0.flushes, Compactions: l1.compactions - l0.compactions,
 			WriteStalls: l1.stalls - l0.stalls, WriteStallS: l1.stallSecs - l0.stallSecs, BadSingleDels: l1.badSingleDels - l0.badSingleDels,
-			DebtPeakMiB: l1.debtPeak / (1 << 20), L0SublevelsPeak: l1.l0Peak, DiskMiB: l1.disk / (1 << 20)}
+			DebtPeakMiB: l1.debtPeak / (1 << 20), L0SublevelsPeak: l1.l0Peak, DiskMiB: l1.disk / (1 << 20),
+			WALMiB: (l1.walBytes - l0.walBytes) / (1 << 20), FlushMiB: (l1.flushBytes - l0.flushBytes) / (1 << 20),
+			CompactionMiB: (l1.compactBytes - l0.compactBytes) / (1 << 20)}
 	}
 	if f := s1.fsync.minus(s0.fsync); f.count > 0 {
 		st.Fsyncs, st.CommitsPerFsync = f.count, c.count/f.count

@@ -234,6 +234,7 @@ func (c *runtimeCounts) add(cur, prev procSample) {
 type lsmSample struct {
 	flushes, compactions, stalls, stallSecs float64 // counters
 	badSingleDels                           float64 // counter: never above 0 but for a bug
+	walBytes, flushBytes, compactBytes      float64 // counters: bytes the store wrote, by kind
 	debt, l0, disk                          float64 // gauges: bytes, sublevels, bytes
 	ok                                      bool
 }
@@ -244,6 +245,7 @@ type lsmSample struct {
 type lsmCounts struct {
 	flushes, compactions, stalls, stallSecs float64
 	badSingleDels                           float64
+	walBytes, flushBytes, compactBytes      float64
 	debtPeak, l0Peak, disk                  float64
 	ok                                      bool
 }
@@ -254,7 +256,8 @@ func (c *lsmCounts) add(cur, prev lsmSample) {
 	if !cur.ok {
 		return
 	}
-	if !prev.ok || cur.flushes < prev.flushes || cur.compactions < prev.compactions || cur.stalls < prev.stalls || cur.stallSecs < prev.stallSecs || cur.badSingleDels < prev.badSingleDels {
+	if !prev.ok || cur.flushes < prev.flushes || cur.compactions < prev.compactions || cur.stalls < prev.stalls || cur.stallSecs < prev.stallSecs || cur.badSingleDels < prev.badSingleDels ||
+		cur.walBytes < prev.walBytes || cur.flushBytes < prev.flushBytes || cur.compactBytes < prev.compactBytes {
 		prev = lsmSample{}
 	}
 	c.flushes += cur.flushes - prev.flushes
@@ -262,5 +265,8 @@ func (c *lsmCounts) add(cur, prev lsmSample) {
 	c.stalls += cur.stalls - prev.stalls
 	c.stallSecs += cur.stallSecs - prev.stallSecs
 	c.badSingleDels += cur.badSingleDels - prev.badSingleDels
+	c.walBytes += cur.walBytes - prev.walBytes
+	c.flushBytes += cur.flushBytes - prev.flushBytes
+	c.compactBytes += cur.compactBytes - prev.compactBytes
 	c.debtPeak, c.l0Peak, c.disk, c.ok = max(c.debtPeak, cur.debt), max(c.l0Peak, cur.l0), cur.disk, true
 }

@@ -180,15 +180,17 @@ func TestHarnessSched(t *testing.T) {
 // real HTTP server here) and summed over its processes like the runtime's;
 // the report gives what happened during traffic, and names write stalls.
 func TestLSMCountsAccumulate(t *testing.T) {
-	lines := func(flushes, compactions, stalls, stallSecs, debt, l0, disk, badSingleDels float64) string {
+	const mib = 1 << 20
+	lines := func(flushes, compactions, stalls, stallSecs, debt, l0, disk, badSingleDels, wal, flushed, compacted float64) string {
 		return fmt.Sprintf("# HELP tether_store_flushes_total x\ntether_store_flushes_total %g\ntether_store_compactions_total %g\n"+
 			"tether_store_write_stalls_total %g\ntether_store_write_stall_seconds_total %g\ntether_store_compaction_debt_bytes %g\n"+
-			"tether_store_l0_sublevels %g\ntether_store_disk_bytes %g\ntether_store_written_bytes_total{kind=\"wal\"} 5\n"+
+			"tether_store_l0_sublevels %g\ntether_store_disk_bytes %g\ntether_store_written_bytes_total{kind=\"wal\"} %g\n"+
+			"tether_store_written_bytes_total{kind=\"flush\"} %g\ntether_store_written_bytes_total{kind=\"compaction\"} %g\n"+
 			"tether_store_bad_single_deletes_total %g\n",
-			flushes, compactions, stalls, stallSecs, debt, l0, disk, badSingleDels)
+			flushes, compactions, stalls, stallSecs, debt, l0, disk, wal, flushed, compacted, badSingleDels)
 	}
 	var mu sync.Mutex
-	body := lines(2, 3, 0, 0, 1<<20, 1, 100<<20, 0)
+	body := lines(2, 3, 0, 0, 1<<20, 1, 100<<20, 0, 0, 0, 0)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -201,25 +203,28 @@ func TestLSMCountsAccumulate(t *testing.T) {
 		mu.Unlock()
 		return scrapeMetrics(context.Background(), srv.Client(), srv.URL).lsm
 	}
-	s1 := scrape(lines(2, 3, 0, 0, 1<<20, 1, 100<<20, 0))
+	s1 := scrape(lines(2, 3, 0, 0, 1<<20, 1, 100<<20, 0, 100*mib, 10*mib, 20*mib))
 	require.True(t, s1.ok)
-	require.Equal(t, lsmSample{flushes: 2, compactions: 3, debt: 1 << 20, l0: 1, disk: 100 << 20, ok: true}, s1)
+	require.Equal(t, lsmSample{flushes: 2, compactions: 3, walBytes: 100 * mib, flushBytes: 10 * mib, compactBytes: 20 * mib, debt: 1 << 20, l0: 1, disk: 100 << 20, ok: true}, s1)
 	require.False(t, scrape("go_goroutines 5\n").ok, "a page without them")
 
 	var acc lsmCounts
 	acc.add(s1, lsmSample{})
 	start := storeHists{lsm: acc}
-	s2 := scrape(lines(7, 9, 1, 0.5, 64<<20, 6, 120<<20, 1))
-	acc.add(s2, s1)                                         // +5 flushes, +6 compactions, a stall of 0.5 s, a bad single delete
-	r1 := scrape(lines(1, 1, 1, 0.25, 2<<20, 2, 90<<20, 0)) // restarted: its counts from zero
+	s2 := scrape(lines(7, 9, 1, 0.5, 64<<20, 6, 120<<20, 1, 300*mib, 40*mib, 100*mib))
+	acc.add(s2, s1)                                                               // +5 flushes, +6 compactions, a stall of 0.5 s, a bad single delete
+	r1 := scrape(lines(1, 1, 1, 0.25, 2<<20, 2, 90<<20, 0, 50*mib, 5*mib, 5*mib)) // restarted: its counts from zero
 	acc.add(r1, s2)
 	acc.add(lsmSample{}, r1) // a failed scrape adds nothing
-	require.Equal(t, lsmCounts{flushes: 8, compactions: 10, stalls: 2, stallSecs: 0.75, badSingleDels: 1, debtPeak: 64 << 20, l0Peak: 6, disk: 90 << 20, ok: true}, acc)
+	require.Equal(t, lsmCounts{flushes: 8, compactions: 10, stalls: 2, stallSecs: 0.75, badSingleDels: 1,
+		walBytes: 350 * mib, flushBytes: 45 * mib, compactBytes: 105 * mib, debtPeak: 64 << 20, l0Peak: 6, disk: 90 << 20, ok: true}, acc)
 
 	commits := promHist{le: []float64{0.01, math.Inf(1)}, cum: []float64{1, 1}, count: 1}
 	st := storeSummary(storeHists{commit: promHist{le: commits.le, cum: []float64{0, 0}}, lsm: start.lsm}, storeHists{commit: commits, lsm: acc})
 	require.NotNil(t, st)
-	require.Equal(t, &lsmReport{Flushes: 6, Compactions: 7, WriteStalls: 2, WriteStallS: 0.75, DebtPeakMiB: 64, L0SublevelsPeak: 6, DiskMiB: 90, BadSingleDels: 1}, st.LSM)
+	require.Equal(t, &lsmReport{Flushes: 6, Compactions: 7, WriteStalls: 2, WriteStallS: 0.75, DebtPeakMiB: 64, L0SublevelsPeak: 6, DiskMiB: 90, BadSingleDels: 1,
+		WALMiB: 250, FlushMiB: 35, CompactionMiB: 85}, st.LSM)
+	require.Contains(t, st.LSM.String(), "wrote 250 MiB of WAL, 35 MiB in flushes, 85 MiB in compactions (write amplification 0.48)")
 	require.Contains(t, st.LSM.String(), "2 WRITE STALLS holding commits 0.8s")
 	require.Contains(t, st.LSM.String(), "; 1 BAD SINGLE DELETES")
 	st.LSM.WriteStalls, st.LSM.BadSingleDels = 0, 0
