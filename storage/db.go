@@ -58,12 +58,12 @@ const (
 	// offline users, device records. At 2 sublevels those files were
 	// rewritten every other flush: in the soak, compactions wrote
 	// 1,710-1,910 bytes per message, 4.6-5.1 times what flushes wrote;
-	// at 8, 720-920 (docs/benchmarks.md, session 30); with MinLZ (Open)
+	// at 8, 720-920 (docs/benchmarks.md, session 30); with MinLZ (Open),
 	// the queue's BenchmarkSoakMixWrites spends 12 % less CPU per POST,
-	// its compactions 63 % fewer bytes. Reads pay
-	// with up to 8 sublevels: point reads pass most by their bloom
-	// filters, scans merge them. Commits stop at 24 sublevels (Pebble's
-	// default 12), as compactions start later and take more at once.
+	// its compactions 63 % fewer bytes. Reads pay with up to 8
+	// sublevels: point reads pass most by their bloom filters, scans
+	// merge them. Commits stop at 24 sublevels (Pebble's default 12), as
+	// compactions start later and take more at once.
 	l0CompactionThreshold = 16
 	l0StopWritesThreshold = 24
 
@@ -117,8 +117,9 @@ func Open(dir string, opts Options) (*DB, error) {
 		Logger:                      pebbleLogger{zapOrNop(opts.Logger).Sugar()},
 		EventListener:               eventListener(zapOrNop(opts.Logger), st, bad),
 	}
-	// MinLZ for every level: Pebble's fastest compression on amd64 (its
-	// DBCompressionFastest), in place of its default, Snappy. Its tables
+	// Pebble's fastest compression on every level (DBCompressionFastest):
+	// MinLZ on amd64, in place of its default, Snappy (which it keeps on
+	// arm64, where Snappy has assembly and MinLZ has not). MinLZ's tables
 	// are smaller too: flushes wrote 7 % fewer bytes in the soak.
 	po.ApplyCompressionSettings(func() pebble.DBCompressionSettings { return pebble.DBCompressionFastest })
 	// Bloom filters on every level: many point reads on the hot paths
