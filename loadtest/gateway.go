@@ -340,13 +340,13 @@ func scrapeMetrics(ctx context.Context, hc *http.Client, url string) procSample 
 		}{
 			{"process_resident_memory_bytes ", &out.rss, &out.valid}, {"process_cpu_seconds_total ", &out.cpu, &out.valid},
 			{"go_memstats_alloc_bytes_total ", &out.alloc, &sawAlloc}, {"go_gc_duration_seconds_count ", &out.gcs, &sawGCs},
-			{"tether_store_flushes_total ", &out.lsm.flushes, &out.lsm.ok}, {"tether_store_compactions_total ", &out.lsm.compactions, &out.lsm.ok},
-			{"tether_store_write_stalls_total ", &out.lsm.stalls, &out.lsm.ok}, {"tether_store_write_stall_seconds_total ", &out.lsm.stallSecs, &out.lsm.ok},
+			{"tether_store_flushes_total ", &out.lsm.c[lsmFlushes], &out.lsm.ok}, {"tether_store_compactions_total ", &out.lsm.c[lsmCompactions], &out.lsm.ok},
+			{"tether_store_write_stalls_total ", &out.lsm.c[lsmStalls], &out.lsm.ok}, {"tether_store_write_stall_seconds_total ", &out.lsm.c[lsmStallSecs], &out.lsm.ok},
 			{"tether_store_compaction_debt_bytes ", &out.lsm.debt, &out.lsm.ok}, {"tether_store_l0_sublevels ", &out.lsm.l0, &out.lsm.ok},
-			{"tether_store_disk_bytes ", &out.lsm.disk, &out.lsm.ok}, {"tether_store_bad_single_deletes_total ", &out.lsm.badSingleDels, &out.lsm.ok},
-			{`tether_store_written_bytes_total{kind="wal"} `, &out.lsm.walBytes, &out.lsm.ok},
-			{`tether_store_written_bytes_total{kind="flush"} `, &out.lsm.flushBytes, &out.lsm.ok},
-			{`tether_store_written_bytes_total{kind="compaction"} `, &out.lsm.compactBytes, &out.lsm.ok},
+			{"tether_store_disk_bytes ", &out.lsm.disk, &out.lsm.ok}, {"tether_store_bad_single_deletes_total ", &out.lsm.c[lsmBadSingleDels], &out.lsm.ok},
+			{`tether_store_written_bytes_total{kind="wal"} `, &out.lsm.c[lsmWALBytes], &out.lsm.ok},
+			{`tether_store_written_bytes_total{kind="flush"} `, &out.lsm.c[lsmFlushBytes], &out.lsm.ok},
+			{`tether_store_written_bytes_total{kind="compaction"} `, &out.lsm.c[lsmCompactBytes], &out.lsm.ok},
 			{"tether_process_cpu_wait_seconds_total ", &out.runq.wait, &out.runq.ok},
 		} {
 			if v, ok := strings.CutPrefix(line, m.name); ok {

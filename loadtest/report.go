@@ -200,12 +200,13 @@ func storeSummary(s0, s1 storeHists) *storeReport {
 		return nil
 	}
 	st := &storeReport{SyncedCommits: c.count, CommitP50Ms: c.quantile(0.5) * 1e3, CommitP99Ms: c.quantile(0.99) * 1e3}
-	if l0, l1 := s0.lsm, s1.lsm; l1.ok {
-		st.LSM = &lsmReport{Flushes: l1.flushes - l0.flushes, Compactions: l1.compactions - l0.compactions,
-			WriteStalls: l1.stalls - l0.stalls, WriteStallS: l1.stallSecs - l0.stallSecs, BadSingleDels: l1.badSingleDels - l0.badSingleDels,
-			DebtPeakMiB: l1.debtPeak / (1 << 20), L0SublevelsPeak: l1.l0Peak, DiskMiB: l1.disk / (1 << 20),
-			WALMiB: (l1.walBytes - l0.walBytes) / (1 << 20), FlushMiB: (l1.flushBytes - l0.flushBytes) / (1 << 20),
-			CompactionMiB: (l1.compactBytes - l0.compactBytes) / (1 << 20)}
+	if l1 := s1.lsm; l1.ok {
+		d := l1.c.minus(s0.lsm.c)
+		const mib = 1 << 20
+		st.LSM = &lsmReport{Flushes: d[lsmFlushes], Compactions: d[lsmCompactions],
+			WriteStalls: d[lsmStalls], WriteStallS: d[lsmStallSecs], BadSingleDels: d[lsmBadSingleDels],
+			DebtPeakMiB: l1.debtPeak / mib, L0SublevelsPeak: l1.l0Peak, DiskMiB: l1.disk / mib,
+			WALMiB: d[lsmWALBytes] / mib, FlushMiB: d[lsmFlushBytes] / mib, CompactionMiB: d[lsmCompactBytes] / mib}
 	}
 	if f := s1.fsync.minus(s0.fsync); f.count > 0 {
 		st.Fsyncs, st.CommitsPerFsync = f.count, c.count/f.count

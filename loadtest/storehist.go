@@ -229,25 +229,46 @@ func (c *runtimeCounts) add(cur, prev procSample) {
 	c.gcs += cur.gcs - prev.gcs
 }
 
+// lsmCounters are the store's LSM counters, indexed by the lsm* kinds
+// below: since a gateway process started in a sample, summed over its
+// processes in lsmCounts.
+type lsmCounters [lsmCounterKinds]float64
+
+const (
+	lsmFlushes = iota
+	lsmCompactions
+	lsmStalls
+	lsmStallSecs
+	lsmBadSingleDels // never above 0 but for a bug
+	lsmWALBytes      // the bytes the store wrote, by kind
+	lsmFlushBytes
+	lsmCompactBytes
+	lsmCounterKinds
+)
+
+// minus returns c - o, counter by counter.
+func (c lsmCounters) minus(o lsmCounters) lsmCounters {
+	for i := range c {
+		c[i] -= o[i]
+	}
+	return c
+}
+
 // lsmSample is one reading of the gateway store's LSM figures: counters
 // since the process started, and gauges.
 type lsmSample struct {
-	flushes, compactions, stalls, stallSecs float64 // counters
-	badSingleDels                           float64 // counter: never above 0 but for a bug
-	walBytes, flushBytes, compactBytes      float64 // counters: bytes the store wrote, by kind
-	debt, l0, disk                          float64 // gauges: bytes, sublevels, bytes
-	ok                                      bool
+	c              lsmCounters
+	debt, l0, disk float64 // gauges: bytes, sublevels, bytes
+	ok             bool
 }
 
 // lsmCounts are the store's LSM figures over the gateway's processes: the
 // counters summed (a restart starts them again from zero), the gauges'
 // peaks, and the space on disk as last read.
 type lsmCounts struct {
-	flushes, compactions, stalls, stallSecs float64
-	badSingleDels                           float64
-	walBytes, flushBytes, compactBytes      float64
-	debtPeak, l0Peak, disk                  float64
-	ok                                      bool
+	c                      lsmCounters
+	debtPeak, l0Peak, disk float64
+	ok                     bool
 }
 
 // add adds what cur counted since prev, an earlier scrape of the same
@@ -256,17 +277,12 @@ func (c *lsmCounts) add(cur, prev lsmSample) {
 	if !cur.ok {
 		return
 	}
-	if !prev.ok || cur.flushes < prev.flushes || cur.compactions < prev.compactions || cur.stalls < prev.stalls || cur.stallSecs < prev.stallSecs || cur.badSingleDels < prev.badSingleDels ||
-		cur.walBytes < prev.walBytes || cur.flushBytes < prev.flushBytes || cur.compactBytes < prev.compactBytes {
-		prev = lsmSample{}
+	d := cur.c.minus(prev.c)
+	if !prev.ok || slices.Min(d[:]) < 0 { // a counter went down: another process
+		d = cur.c
 	}
-	c.flushes += cur.flushes - prev.flushes
-	c.compactions += cur.compactions - prev.compactions
-	c.stalls += cur.stalls - prev.stalls
-	c.stallSecs += cur.stallSecs - prev.stallSecs
-	c.badSingleDels += cur.badSingleDels - prev.badSingleDels
-	c.walBytes += cur.walBytes - prev.walBytes
-	c.flushBytes += cur.flushBytes - prev.flushBytes
-	c.compactBytes += cur.compactBytes - prev.compactBytes
+	for i := range d {
+		c.c[i] += d[i]
+	}
 	c.debtPeak, c.l0Peak, c.disk, c.ok = max(c.debtPeak, cur.debt), max(c.l0Peak, cur.l0), cur.disk, true
 }

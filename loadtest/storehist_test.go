@@ -205,7 +205,7 @@ func TestLSMCountsAccumulate(t *testing.T) {
 	}
 	s1 := scrape(lines(2, 3, 0, 0, 1<<20, 1, 100<<20, 0, 100*mib, 10*mib, 20*mib))
 	require.True(t, s1.ok)
-	require.Equal(t, lsmSample{flushes: 2, compactions: 3, walBytes: 100 * mib, flushBytes: 10 * mib, compactBytes: 20 * mib, debt: 1 << 20, l0: 1, disk: 100 << 20, ok: true}, s1)
+	require.Equal(t, lsmSample{c: lsmCounters{lsmFlushes: 2, lsmCompactions: 3, lsmWALBytes: 100 * mib, lsmFlushBytes: 10 * mib, lsmCompactBytes: 20 * mib}, debt: 1 << 20, l0: 1, disk: 100 << 20, ok: true}, s1)
 	require.False(t, scrape("go_goroutines 5\n").ok, "a page without them")
 
 	var acc lsmCounts
@@ -216,8 +216,8 @@ func TestLSMCountsAccumulate(t *testing.T) {
 	r1 := scrape(lines(1, 1, 1, 0.25, 2<<20, 2, 90<<20, 0, 50*mib, 5*mib, 5*mib)) // restarted: its counts from zero
 	acc.add(r1, s2)
 	acc.add(lsmSample{}, r1) // a failed scrape adds nothing
-	require.Equal(t, lsmCounts{flushes: 8, compactions: 10, stalls: 2, stallSecs: 0.75, badSingleDels: 1,
-		walBytes: 350 * mib, flushBytes: 45 * mib, compactBytes: 105 * mib, debtPeak: 64 << 20, l0Peak: 6, disk: 90 << 20, ok: true}, acc)
+	require.Equal(t, lsmCounts{c: lsmCounters{lsmFlushes: 8, lsmCompactions: 10, lsmStalls: 2, lsmStallSecs: 0.75, lsmBadSingleDels: 1,
+		lsmWALBytes: 350 * mib, lsmFlushBytes: 45 * mib, lsmCompactBytes: 105 * mib}, debtPeak: 64 << 20, l0Peak: 6, disk: 90 << 20, ok: true}, acc)
 
 	commits := promHist{le: []float64{0.01, math.Inf(1)}, cum: []float64{1, 1}, count: 1}
 	st := storeSummary(storeHists{commit: promHist{le: commits.le, cum: []float64{0, 0}}, lsm: start.lsm}, storeHists{commit: commits, lsm: acc})
